@@ -1,0 +1,63 @@
+"""`pool-exporter`: one subcommand per job; each returns an exit code.
+
+Subcommands live in their own modules, imported only when chosen, so `pool-exporter sidecar`
+does not import matplotlib and `pool-exporter demo` does not import psycopg. Each module
+offers `configure(parser)` and `run(args) -> int`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("pool_exporter.demo", "replay the push incident on an embedded SQLite pool"),
+    "replay": ("pool_exporter.replay", "replay a burst of users against any database"),
+    "advise": ("pool_exporter.advise", "size a pool from measured data"),
+    "sidecar": ("pool_exporter.sidecar", "serve a multi-worker app's metrics and the database's"),
+    "alerts": ("pool_exporter.alerts", "generate the Prometheus rules and Alertmanager example"),
+    "dashboards": ("pool_exporter.dashboards", "generate the Grafana dashboards"),
+}
+
+
+class CliError(Exception):
+    """An operational error: printed as one `error: ...` line, exit code 2 unless given."""
+
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pool-exporter", description=__doc__.splitlines()[0])
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    chosen = next((a for a in argv if a in SUBCOMMANDS), None)
+    for name, (module, help_text) in SUBCOMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == chosen:  # only the chosen subcommand's module is imported
+            importlib.import_module(module).configure(p)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(args_list).parse_args(args_list)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    module = importlib.import_module(SUBCOMMANDS[args.command][0])
+    try:
+        return int(module.run(args))
+    except CliError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

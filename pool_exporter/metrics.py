@@ -1,0 +1,187 @@
+"""The metric contract: every name, help text, label and bucket the exporter emits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Kind = Literal["gauge", "counter", "histogram", "info"]
+
+POOL_LABEL = "pool"
+
+# Checkout waits: from a millisecond up to and past SQLAlchemy's default 30 s pool timeout,
+# so "waited the whole timeout" lands in a bucket of its own instead of +Inf.
+WAIT_BUCKETS: tuple[float, ...] = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0, 15.0, 20.0, 25.0, 30.0, 45.0, 60.0,
+)  # fmt: skip
+# How long the application keeps a connection: sub-millisecond queries up to long transactions.
+HOLD_BUCKETS: tuple[float, ...] = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+)  # fmt: skip
+# Establishing a DBAPI connection: a local socket to a TLS handshake through a pooler.
+CONNECT_BUCKETS: tuple[float, ...] = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One metric family of the public contract."""
+
+    name: str
+    kind: Kind
+    help: str
+    labels: tuple[str, ...] = ()
+    buckets: tuple[float, ...] = ()
+    # How prometheus-client merges this gauge across worker processes; "liveall" keeps one
+    # series per live worker (label `pid`), because each worker's pool saturates on its own.
+    multiprocess_mode: str = "liveall"
+
+    @property
+    def sample(self) -> str:
+        """The name of the sample a query selects (`_total` for counters)."""
+        return self.name + "_total" if self.kind == "counter" else self.name
+
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        return (POOL_LABEL, *self.labels)
+
+
+CONNECTIONS = Metric(
+    "sqlalchemy_pool_connections",
+    "gauge",
+    "Connections of the pool by state: in_use (checked out) or idle (open, in the pool).",
+    ("state",),
+)
+OVERFLOW = Metric(
+    "sqlalchemy_pool_overflow_connections",
+    "gauge",
+    "Open connections beyond pool_size (QueuePool overflow).",
+)
+SIZE = Metric("sqlalchemy_pool_size", "gauge", "Configured pool_size.")
+MAX_OVERFLOW = Metric("sqlalchemy_pool_max_overflow", "gauge", "Configured max_overflow.")
+MAX_CONNECTIONS = Metric(
+    "sqlalchemy_pool_max_connections",
+    "gauge",
+    "Most connections the pool opens at once: pool_size + max_overflow.",
+)
+TIMEOUT = Metric(
+    "sqlalchemy_pool_timeout_seconds",
+    "gauge",
+    "Configured pool timeout: how long a checkout waits before it raises TimeoutError.",
+)
+WAITING = Metric(
+    "sqlalchemy_pool_waiting_checkouts",
+    "gauge",
+    "Callers inside the pool's checkout right now, waiting for a connection.",
+)
+CHECKOUT_WAIT = Metric(
+    "sqlalchemy_pool_checkout_wait_seconds",
+    "histogram",
+    "Time from asking the pool for a connection to getting one (successful checkouts).",
+    buckets=WAIT_BUCKETS,
+)
+CHECKOUTS = Metric(
+    "sqlalchemy_pool_checkouts", "counter", "Successful checkouts from the pool."
+)
+CHECKOUT_TIMEOUTS = Metric(
+    "sqlalchemy_pool_checkout_timeouts",
+    "counter",
+    "Checkouts that raised the pool's TimeoutError to the application.",
+)
+CHECKOUT_CANCELLATIONS = Metric(
+    "sqlalchemy_pool_checkout_cancellations",
+    "counter",
+    "Checkouts abandoned by the caller while waiting (asyncio cancellation, interrupts).",
+)
+CHECKOUT_ERRORS = Metric(
+    "sqlalchemy_pool_checkout_errors",
+    "counter",
+    "Checkouts that failed with an error other than a pool timeout or a cancellation.",
+)
+HOLD = Metric(
+    "sqlalchemy_pool_connection_hold_seconds",
+    "histogram",
+    "Time a connection stays checked out: checkout to checkin (or detach).",
+    buckets=HOLD_BUCKETS,
+)
+CONNECTS = Metric(
+    "sqlalchemy_pool_connects", "counter", "New DBAPI connections opened by the pool."
+)
+CONNECT_ERRORS = Metric(
+    "sqlalchemy_pool_connect_errors",
+    "counter",
+    "Failed attempts to open a DBAPI connection (the database refused or was unreachable).",
+)
+CONNECT_TIME = Metric(
+    "sqlalchemy_pool_connect_seconds",
+    "histogram",
+    "Time to open a new DBAPI connection.",
+    buckets=CONNECT_BUCKETS,
+)
+CLOSES = Metric(
+    "sqlalchemy_pool_closes", "counter", "DBAPI connections closed (pooled or detached)."
+)
+DETACHES = Metric(
+    "sqlalchemy_pool_detaches",
+    "counter",
+    "Connections detached from the pool; they no longer count against it.",
+)
+INVALIDATIONS = Metric(
+    "sqlalchemy_pool_invalidations",
+    "counter",
+    "Connections invalidated; soft ones are replaced at their next checkout.",
+    ("soft",),
+)
+INFO = Metric(
+    "sqlalchemy_pool",
+    "info",
+    "The instrumented pool: its class, dialect and driver.",
+    ("pool_class", "dialect", "driver"),
+)
+HOOK_ERRORS = Metric(
+    "pool_exporter_hook_errors",
+    "counter",
+    "Exceptions raised inside pool-exporter's own hooks, swallowed so the application goes on.",
+    ("hook",),
+)
+
+ALL: tuple[Metric, ...] = (
+    CONNECTIONS,
+    OVERFLOW,
+    SIZE,
+    MAX_OVERFLOW,
+    MAX_CONNECTIONS,
+    TIMEOUT,
+    WAITING,
+    CHECKOUT_WAIT,
+    CHECKOUTS,
+    CHECKOUT_TIMEOUTS,
+    CHECKOUT_CANCELLATIONS,
+    CHECKOUT_ERRORS,
+    HOLD,
+    CONNECTS,
+    CONNECT_ERRORS,
+    CONNECT_TIME,
+    CLOSES,
+    DETACHES,
+    INVALIDATIONS,
+    INFO,
+    HOOK_ERRORS,
+)
+
+# Capacity is only defined for queue pools; the exporter leaves these out for the others.
+CAPACITY: tuple[Metric, ...] = (OVERFLOW, SIZE, MAX_OVERFLOW, MAX_CONNECTIONS, TIMEOUT)
+
+HOOKS: tuple[str, ...] = (
+    "checkout",
+    "checkin",
+    "detach",
+    "connect",
+    "close",
+    "close_detached",
+    "invalidate",
+    "soft_invalidate",
+)
