@@ -43,7 +43,15 @@ log = logging.getLogger("pool_exporter")
 # the perf_counter() of its checkout instead.
 IDLE = "idle"
 
-_LISTENERS = ("connect", "checkin", "detach", "close", "close_detached", "invalidate", "soft_invalidate")
+_LISTENERS = (
+    "connect",
+    "checkin",
+    "detach",
+    "close",
+    "close_detached",
+    "invalidate",
+    "soft_invalidate",
+)
 
 _handles: weakref.WeakKeyDictionary[Engine, PoolInstrumentation] = weakref.WeakKeyDictionary()
 _handles_lock = threading.RLock()
@@ -99,9 +107,7 @@ def _sync_engine(engine: Any) -> Engine:
         hint = " (for a Session, pass session.get_bind())"
     elif isinstance(engine, Pool):
         hint = " (pass the engine that owns the pool)"
-    raise TypeError(
-        f"instrument() takes a sqlalchemy Engine or AsyncEngine, got {kind}{hint}"
-    )
+    raise TypeError(f"instrument() takes a sqlalchemy Engine or AsyncEngine, got {kind}{hint}")
 
 
 def default_name(engine: Engine) -> str:
@@ -147,7 +153,12 @@ class PoolInstrumentation:
         self._ensure_wrapped()
         self._collector.add(PoolSource(self.name, self.stats, info))
         for identifier in _LISTENERS:
-            event.listen(engine, identifier, getattr(self, f"_on_{identifier}"), insert=identifier == "connect")
+            event.listen(
+                engine,
+                identifier,
+                getattr(self, f"_on_{identifier}"),
+                insert=identifier == "connect",
+            )
         self._original_dispose = engine.__dict__.get("dispose")
         engine.dispose = self._dispose  # type: ignore[method-assign]
         _live.add(self)

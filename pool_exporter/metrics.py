@@ -83,9 +83,7 @@ CHECKOUT_WAIT = Metric(
     "Time from asking the pool for a connection to getting one (successful checkouts).",
     buckets=WAIT_BUCKETS,
 )
-CHECKOUTS = Metric(
-    "sqlalchemy_pool_checkouts", "counter", "Successful checkouts from the pool."
-)
+CHECKOUTS = Metric("sqlalchemy_pool_checkouts", "counter", "Successful checkouts from the pool.")
 CHECKOUT_TIMEOUTS = Metric(
     "sqlalchemy_pool_checkout_timeouts",
     "counter",

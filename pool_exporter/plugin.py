@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy.engine import URL, Engine
-from sqlalchemy.engine.interfaces import Dialect
 from sqlalchemy.engine.interfaces import CreateEnginePlugin
 
 from .instrument import instrument
@@ -28,6 +27,3 @@ class PoolExporterPlugin(CreateEnginePlugin):
 
     def engine_created(self, engine: Engine) -> None:
         instrument(engine, name=self.name)
-
-
-__all__ = ["Dialect", "PoolExporterPlugin"]

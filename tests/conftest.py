@@ -12,7 +12,9 @@ import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-PG_URL = os.environ.get("POOL_EXPORTER_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+PG_URL = os.environ.get(
+    "POOL_EXPORTER_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
 PG_ASYNC_URL = PG_URL  # psycopg 3 serves both create_engine and create_async_engine
 
 
@@ -84,7 +86,9 @@ def value(registry: CollectorRegistry, name: str, **labels: str) -> float:
     """One sample's value from the parsed exposition; fails if the series does not exist."""
     key = (name, tuple(sorted(labels.items())))
     samples = scrape(registry)
-    assert key in samples, f"no series {name}{labels}; have {sorted(k for k in samples if k[0] == name)}"
+    assert key in samples, (
+        f"no series {name}{labels}; have {sorted(k for k in samples if k[0] == name)}"
+    )
     return samples[key]
 
 
