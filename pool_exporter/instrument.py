@@ -21,6 +21,7 @@ import logging
 import os
 import threading
 import time
+import traceback
 import weakref
 from collections.abc import Callable
 from pathlib import PurePath
@@ -276,7 +277,7 @@ class PoolInstrumentation:
             )
             if now_idle:
                 record.record_info[self._key] = IDLE
-            self.stats.checked_in(hold, now_idle)
+            self.stats.checked_in(hold, now_idle and prev is not IDLE)
         except Exception as exc:
             self._hook_error("checkin", exc)
 
@@ -333,15 +334,18 @@ class PoolInstrumentation:
             # the application's log from its hottest path, so they go to debug.
             first = hook not in self._logged
             self._logged.add(hook)
+            # chain=False: the application's own exception (a driver error naming its host,
+            # say) that was being handled at the time is not ours to log.
+            trace = "".join(traceback.format_exception(exc, chain=False)) if first else ""
             log.log(
                 logging.ERROR if first else logging.DEBUG,
                 "pool-exporter hook %r failed for pool %r (counted in "
-                "pool_exporter_hook_errors_total; the application is unaffected): %s: %s",
+                "pool_exporter_hook_errors_total; the application is unaffected): %s: %s\n%s",
                 hook,
                 self.name,
                 type(exc).__name__,
                 exc,
-                exc_info=exc if first else None,
+                trace,
             )
         except Exception:  # never let bookkeeping about a failure become one
             pass

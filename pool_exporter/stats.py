@@ -61,7 +61,9 @@ class PoolStats:
 
     The hooks call one method per event; each takes the lock once. Plain numbers under a lock
     cost a fraction of prometheus-client's per-metric locks, which matters on a path that runs
-    for every checkout (see bench/overhead.py).
+    for every checkout (see bench/overhead.py). Each method updates the gauges before it
+    observes a histogram, so a failure half-way leaves the gauges consistent with the markers
+    the hooks keep in record_info.
     """
 
     def __init__(self) -> None:
@@ -112,11 +114,11 @@ class PoolStats:
         with self._lock:
             self.waiting -= 1
             self.checkouts += 1
-            self.wait.observe(wait)
             if first:
                 self.in_use += 1
             if was_idle:
                 self.idle -= 1
+            self.wait.observe(wait)
 
     def failed(self, reason: str) -> None:
         with self._lock:
@@ -132,11 +134,11 @@ class PoolStats:
 
     def checked_in(self, hold: float | None, now_idle: bool) -> None:
         with self._lock:
+            if now_idle:
+                self.idle += 1
             if hold is not None:
                 self.in_use -= 1
                 self.hold.observe(hold)
-            if now_idle:
-                self.idle += 1
 
     # -- connection lifecycle: rarer events --
 

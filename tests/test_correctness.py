@@ -1,0 +1,448 @@
+"""The numbers are exact under contention and through every trap the pool sets."""
+
+from __future__ import annotations
+
+import gc
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import pytest
+import sqlalchemy as sa
+from prometheus_client import CollectorRegistry
+
+import pool_exporter
+from pool_exporter.instrument import PoolInstrumentation
+from tests.conftest import value
+
+
+@dataclass
+class Sampler:
+    """Reads the live gauges every millisecond while a test runs."""
+
+    handle: PoolInstrumentation
+    samples: list[tuple[int, int, int, int]] = field(default_factory=list)
+
+    @contextmanager
+    def running(self) -> Iterator[Sampler]:
+        stop = threading.Event()
+
+        def loop() -> None:
+            s = self.handle.stats
+            while not stop.is_set():
+                with s._lock:
+                    self.samples.append((s.in_use, s.idle, s.waiting, s.overflow))
+                time.sleep(0.001)
+
+        thread = threading.Thread(target=loop, daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            stop.set()
+            thread.join()
+
+    def assert_sane(self, max_in_use: int) -> None:
+        assert self.samples, "the sampler saw nothing"
+        assert min(min(s) for s in self.samples) >= 0, "a gauge went negative"
+        assert max(s[0] for s in self.samples) <= max_in_use
+
+
+@dataclass
+class Tally:
+    ok: int = 0
+    timeouts: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def hammer(
+    engine: sa.Engine,
+    *,
+    threads: int,
+    per_thread: int,
+    hold: tuple[float, float],
+    during: Callable[[], None] | None = None,
+) -> Tally:
+    tally = Tally()
+    rng = random.Random(7)
+
+    def user() -> None:
+        for _ in range(per_thread):
+            try:
+                with engine.connect() as conn:
+                    conn.exec_driver_sql("select 1")
+                    time.sleep(rng.uniform(*hold))
+            except sa.exc.TimeoutError:
+                with tally.lock:
+                    tally.timeouts += 1
+            else:
+                with tally.lock:
+                    tally.ok += 1
+
+    workers = [threading.Thread(target=user) for _ in range(threads)]
+    for w in workers:
+        w.start()
+    if during is not None:
+        during()
+    for w in workers:
+        w.join()
+    return tally
+
+
+def assert_quiescent(registry: CollectorRegistry, pool: str, engine: sa.Engine) -> None:
+    """Nothing out, nobody waiting, and idle is what the pool really holds."""
+    assert value(registry, "sqlalchemy_pool_connections", pool=pool, state="in_use") == 0
+    assert value(registry, "sqlalchemy_pool_waiting_checkouts", pool=pool) == 0
+    assert value(registry, "sqlalchemy_pool_overflow_connections", pool=pool) == 0
+    live = [r for r in list(engine.pool._pool.queue) if r.dbapi_connection is not None]  # type: ignore[attr-defined]
+    assert value(registry, "sqlalchemy_pool_connections", pool=pool, state="idle") == len(live)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
+    if request.param == "sqlite":
+        return sqlite_url
+    return str(request.getfixturevalue("pg_url"))
+
+
+def test_contending_threads_are_counted_exactly(registry: CollectorRegistry, url: str) -> None:
+    engine = sa.create_engine(url, pool_size=2, max_overflow=1, pool_timeout=0.3)
+    handle = pool_exporter.instrument(engine, name="tiny", registry=registry)
+    with Sampler(handle).running() as sampler:
+        tally = hammer(engine, threads=8, per_thread=12, hold=(0.02, 0.12))
+    assert tally.timeouts > 0 and tally.ok > 0, "the test must produce both outcomes"
+    assert value(registry, "sqlalchemy_pool_checkouts_total", pool="tiny") == tally.ok
+    assert value(registry, "sqlalchemy_pool_checkout_timeouts_total", pool="tiny") == tally.timeouts
+    assert value(registry, "sqlalchemy_pool_checkout_wait_seconds_count", pool="tiny") == tally.ok
+    assert value(registry, "sqlalchemy_pool_connection_hold_seconds_count", pool="tiny") == tally.ok
+    timed_out_waits = value(
+        registry, "sqlalchemy_pool_checkout_wait_seconds_bucket", pool="tiny", le="0.25"
+    )
+    assert timed_out_waits <= tally.ok  # successful waits only; none took the whole timeout
+    sampler.assert_sane(max_in_use=3)
+    assert max(s[2] for s in sampler.samples) > 0, "callers were seen waiting"
+    assert max(s[3] for s in sampler.samples) == 1, "the overflow connection was seen"
+    assert_quiescent(registry, "tiny", engine)
+    engine.dispose()
+
+
+def test_dispose_mid_run_never_drives_gauges_negative_or_leaks(
+    registry: CollectorRegistry, url: str
+) -> None:
+    engine = sa.create_engine(url, pool_size=2, max_overflow=2, pool_timeout=2)
+    handle = pool_exporter.instrument(engine, name="d", registry=registry)
+    pools = []
+
+    def dispose_repeatedly() -> None:
+        for _ in range(4):
+            time.sleep(0.15)
+            engine.dispose()
+            pools.append(engine.pool)
+
+    with Sampler(handle).running() as sampler:
+        tally = hammer(
+            engine, threads=6, per_thread=10, hold=(0.01, 0.05), during=dispose_repeatedly
+        )
+    assert len(set(map(id, pools))) == 4
+    assert tally.timeouts == 0
+    # every checkout but the wrapper's blind spot is counted: dispose() re-wraps at once
+    assert value(registry, "sqlalchemy_pool_checkouts_total", pool="d") == tally.ok
+    sampler.assert_sane(max_in_use=6)
+    assert_quiescent(registry, "d", engine)
+    engine.dispose()
+    assert value(registry, "sqlalchemy_pool_connections", pool="d", state="idle") == 0
+
+
+def test_pre_ping_after_backends_are_terminated(
+    registry: CollectorRegistry, pg_url: str, pg_app_name: str
+) -> None:
+    engine = sa.create_engine(
+        pg_url,
+        pool_size=3,
+        pool_pre_ping=True,
+        connect_args={"application_name": pg_app_name},
+    )
+    pool_exporter.instrument(engine, name="pp", registry=registry)
+    conns = [engine.connect() for _ in range(3)]
+    for c in conns:
+        c.close()
+    assert value(registry, "sqlalchemy_pool_connections", pool="pp", state="idle") == 3
+    _terminate(pg_url, pg_app_name)
+
+    for _ in range(3):
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("select 1").scalar() == 1
+    assert value(registry, "sqlalchemy_pool_invalidations_total", pool="pp", soft="false") >= 1
+    assert value(registry, "sqlalchemy_pool_connects_total", pool="pp") >= 4
+    assert value(registry, "sqlalchemy_pool_checkout_errors_total", pool="pp") == 0
+    assert_quiescent(registry, "pp", engine)
+    assert value(registry, "sqlalchemy_pool_connections", pool="pp", state="idle") == _backends(
+        pg_url, pg_app_name
+    )
+    engine.dispose()
+
+
+def test_invalidation_of_a_checked_out_connection(
+    registry: CollectorRegistry, pg_url: str, pg_app_name: str
+) -> None:
+    engine = sa.create_engine(pg_url, pool_size=2, connect_args={"application_name": pg_app_name})
+    pool_exporter.instrument(engine, name="inv", registry=registry)
+    with engine.connect() as warm:
+        warm.exec_driver_sql("select 1")
+    conn = engine.connect()
+    _terminate(pg_url, pg_app_name)
+    with pytest.raises(sa.exc.OperationalError):
+        conn.exec_driver_sql("select 1")
+    conn.close()
+    assert value(registry, "sqlalchemy_pool_invalidations_total", pool="inv", soft="false") == 1
+    assert_quiescent(registry, "inv", engine)
+    assert value(registry, "sqlalchemy_pool_connections", pool="inv", state="idle") == 0
+    with engine.connect() as conn:  # the empty record reconnects
+        conn.exec_driver_sql("select 1")
+    assert value(registry, "sqlalchemy_pool_connections", pool="inv", state="idle") == 1
+    assert _backends(pg_url, pg_app_name) == 1
+    engine.dispose()
+
+
+def test_soft_invalidation_is_counted_and_replaced_at_next_checkout(
+    registry: CollectorRegistry, sqlite_url: str
+) -> None:
+    engine = sa.create_engine(sqlite_url, pool_size=1)
+    pool_exporter.instrument(engine, name="soft", registry=registry)
+    with engine.connect() as conn:
+        conn.connection.invalidate(soft=True)
+    assert value(registry, "sqlalchemy_pool_invalidations_total", pool="soft", soft="true") == 1
+    engine.connect().close()
+    assert value(registry, "sqlalchemy_pool_connects_total", pool="soft") == 2
+    assert value(registry, "sqlalchemy_pool_closes_total", pool="soft") == 1
+    assert_quiescent(registry, "soft", engine)
+
+
+def test_recycle_closes_and_reconnects_without_drift(
+    registry: CollectorRegistry, sqlite_url: str
+) -> None:
+    engine = sa.create_engine(sqlite_url, pool_size=1, pool_recycle=1)
+    pool_exporter.instrument(engine, name="r", registry=registry)
+    engine.connect().close()
+    time.sleep(1.1)
+    engine.connect().close()
+    assert value(registry, "sqlalchemy_pool_connects_total", pool="r") == 2
+    assert value(registry, "sqlalchemy_pool_closes_total", pool="r") == 1
+    assert_quiescent(registry, "r", engine)
+    assert value(registry, "sqlalchemy_pool_connections", pool="r", state="idle") == 1
+
+
+def test_detached_connection_leaves_the_pool(registry: CollectorRegistry, sqlite_url: str) -> None:
+    engine = sa.create_engine(sqlite_url, pool_size=2)
+    pool_exporter.instrument(engine, name="det", registry=registry)
+    conn = engine.connect()
+    conn.detach()
+    assert value(registry, "sqlalchemy_pool_connections", pool="det", state="in_use") == 0
+    assert value(registry, "sqlalchemy_pool_detaches_total", pool="det") == 1
+    assert value(registry, "sqlalchemy_pool_connection_hold_seconds_count", pool="det") == 1
+    conn.close()  # closes the detached DBAPI connection
+    assert value(registry, "sqlalchemy_pool_closes_total", pool="det") == 1
+    assert_quiescent(registry, "det", engine)
+
+
+def test_refused_reconnects_count_as_connect_errors_and_never_go_negative(
+    registry: CollectorRegistry, tmp_path: object
+) -> None:
+    import sqlite3
+
+    refuse = threading.Event()
+
+    def creator() -> sqlite3.Connection:
+        if refuse.is_set():
+            raise sqlite3.OperationalError("database refuses connections")
+        return sqlite3.connect(f"{tmp_path}/r.db", check_same_thread=False)
+
+    engine = sa.create_engine(
+        "sqlite://", creator=creator, poolclass=sa.pool.QueuePool, pool_size=2
+    )
+    handle = pool_exporter.instrument(engine, name="ref", registry=registry)
+    a, b = engine.connect(), engine.connect()
+    a.invalidate()
+    b.invalidate()
+    a.close()
+    b.close()
+    refuse.set()
+    failures = 0
+    with Sampler(handle).running() as sampler:
+        for _ in range(5):
+            try:
+                engine.connect()
+            except sa.exc.OperationalError:
+                failures += 1
+    assert failures == 5
+    # checkin fires for each failed reconnect without a checkout: naive counting goes -5 here
+    sampler.assert_sane(max_in_use=2)
+    assert value(registry, "sqlalchemy_pool_connect_errors_total", pool="ref") == 5
+    assert value(registry, "sqlalchemy_pool_checkout_errors_total", pool="ref") == 5
+    assert_quiescent(registry, "ref", engine)
+    refuse.clear()
+    with engine.connect() as conn:
+        conn.exec_driver_sql("select 1")
+    assert value(registry, "sqlalchemy_pool_checkouts_total", pool="ref") == 3
+
+
+def test_a_failing_hook_leaves_checkout_working_and_is_counted(
+    registry: CollectorRegistry, sqlite_url: str
+) -> None:
+    engine = sa.create_engine(sqlite_url, pool_size=1)
+    handle = pool_exporter.instrument(engine, name="f", registry=registry)
+    handle.stats.wait = None  # type: ignore[assignment]  # observe() now raises AttributeError
+    handle.stats.hold = None  # type: ignore[assignment]
+    for _ in range(3):
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("select 1").scalar() == 1
+    assert handle.stats.hook_errors["checkout"] == 3
+    assert handle.stats.hook_errors["checkin"] == 3
+    assert handle.stats.in_use == 0 and handle.stats.waiting == 0 and handle.stats.idle == 1
+    assert handle.stats.checkouts == 3
+
+
+def test_checkout_retried_after_disconnection_error_counts_once(
+    registry: CollectorRegistry, sqlite_url: str
+) -> None:
+    engine = sa.create_engine(sqlite_url, pool_size=1)
+    pool_exporter.instrument(engine, name="retry", registry=registry)
+    raised = []
+
+    @sa.event.listens_for(engine, "checkout")
+    def fork_check_recipe(dbapi_conn: object, rec: object, proxy: object) -> None:
+        if not raised:  # SQLAlchemy's documented pid-check recipe raises this once
+            raised.append(True)
+            raise sa.exc.DisconnectionError("stale connection")
+
+    with engine.connect():
+        assert value(registry, "sqlalchemy_pool_connections", pool="retry", state="in_use") == 1
+    assert value(registry, "sqlalchemy_pool_checkouts_total", pool="retry") == 1
+    assert_quiescent(registry, "retry", engine)
+
+
+def test_pools_that_share_a_connection_count_it_once(registry: CollectorRegistry) -> None:
+    static = sa.create_engine("sqlite://", poolclass=sa.pool.StaticPool)
+    single = sa.create_engine("sqlite://", poolclass=sa.pool.SingletonThreadPool)
+    pool_exporter.instrument(static, name="static", registry=registry)
+    pool_exporter.instrument(single, name="single", registry=registry)
+    for engine, name in ((static, "static"), (single, "single")):
+        outer = engine.raw_connection()
+        inner = engine.raw_connection()
+        assert value(registry, "sqlalchemy_pool_connections", pool=name, state="in_use") == 1
+        inner.close()
+        outer.close()
+        assert value(registry, "sqlalchemy_pool_connections", pool=name, state="in_use") == 0
+        assert value(registry, "sqlalchemy_pool_checkouts_total", pool=name) == 2
+
+
+def test_old_pool_connections_returned_after_dispose_are_not_idle(
+    registry: CollectorRegistry, sqlite_url: str
+) -> None:
+    engine = sa.create_engine(sqlite_url, pool_size=2)
+    pool_exporter.instrument(engine, name="old", registry=registry)
+    held = engine.connect()
+    engine.dispose()
+    assert value(registry, "sqlalchemy_pool_connections", pool="old", state="in_use") == 1
+    held.close()  # goes back to the discarded pool
+    assert_quiescent(registry, "old", engine)
+    assert value(registry, "sqlalchemy_pool_connections", pool="old", state="idle") == 0
+
+
+def test_forked_child_reports_its_own_numbers_not_its_parents(
+    registry: CollectorRegistry, sqlite_url: str
+) -> None:
+    engine = sa.create_engine(sqlite_url, pool_size=3)
+    handle = pool_exporter.instrument(engine, name="fork", registry=registry)
+    for _ in range(4):
+        engine.connect().close()
+    held = engine.connect()  # out in the parent across the fork
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        try:
+            s = handle.stats
+            before = (s.checkouts, s.in_use, s.idle)
+            with engine.connect():
+                during = s.in_use
+            after = (s.checkouts, s.in_use, s.idle)
+            os.write(write, repr((before, during, after)).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    report = os.read(read, 1000).decode()
+    os.waitpid(pid, 0)
+    before, during, after = eval(report)
+    assert before == (0, 0, 0)
+    assert during == 1
+    assert after == (1, 0, 1)
+    assert handle.stats.checkouts == 5 and handle.stats.in_use == 1  # the parent is untouched
+    held.close()
+    engine.dispose()
+
+
+def test_dispose_on_fork_gives_the_child_a_fresh_pool(
+    registry: CollectorRegistry, pg_url: str, pg_app_name: str
+) -> None:
+    engine = sa.create_engine(pg_url, pool_size=2, connect_args={"application_name": pg_app_name})
+    handle = pool_exporter.instrument(engine, name="pf", registry=registry, dispose_on_fork=True)
+    with engine.connect() as conn:
+        parent_backend = conn.exec_driver_sql("select pg_backend_pid()").scalar()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            with engine.connect() as conn:
+                child_backend = conn.exec_driver_sql("select pg_backend_pid()").scalar()
+            os.write(write, repr((child_backend, handle.stats.connects)).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    child_backend, child_connects = eval(os.read(read, 1000).decode())
+    os.waitpid(pid, 0)
+    assert child_backend != parent_backend
+    assert child_connects == 1
+    with engine.connect() as conn:  # the parent's pooled connection still works
+        assert conn.exec_driver_sql("select pg_backend_pid()").scalar() == parent_backend
+    engine.dispose()
+
+
+def _terminate(pg_url: str, app_name: str) -> None:
+    admin = sa.create_engine(pg_url, poolclass=sa.pool.NullPool)
+    with admin.connect() as conn:
+        conn.execute(
+            sa.text(
+                "select pg_terminate_backend(pid) from pg_stat_activity "
+                "where application_name = :name"
+            ),
+            {"name": app_name},
+        )
+    admin.dispose()
+    time.sleep(0.1)
+
+
+def _backends(pg_url: str, app_name: str) -> int:
+    admin = sa.create_engine(pg_url, poolclass=sa.pool.NullPool)
+    with admin.connect() as conn:
+        n = conn.execute(
+            sa.text("select count(*) from pg_stat_activity where application_name = :name"),
+            {"name": app_name},
+        ).scalar_one()
+    admin.dispose()
+    return int(n)
+
+
+def test_garbage_collected_connection_is_returned(
+    registry: CollectorRegistry, sqlite_url: str
+) -> None:
+    engine = sa.create_engine(sqlite_url, pool_size=1)
+    pool_exporter.instrument(engine, name="gc", registry=registry)
+    conn = engine.connect()
+    del conn
+    gc.collect()
+    assert_quiescent(registry, "gc", engine)
+    assert value(registry, "sqlalchemy_pool_connection_hold_seconds_count", pool="gc") == 1

@@ -1,0 +1,156 @@
+"""The same exactness for asyncio engines: many tasks, cancellation, garbage collection."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import random
+import warnings
+
+import pytest
+import sqlalchemy as sa
+from prometheus_client import CollectorRegistry
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+import pool_exporter
+from tests.conftest import value
+
+
+@pytest.fixture(params=["aiosqlite", "postgresql"])
+def async_url(request: pytest.FixtureRequest, aiosqlite_url: str) -> str:
+    if request.param == "aiosqlite":
+        return aiosqlite_url
+    return str(request.getfixturevalue("pg_url"))
+
+
+def assert_quiescent(registry: CollectorRegistry, pool: str, engine: AsyncEngine) -> None:
+    assert value(registry, "sqlalchemy_pool_connections", pool=pool, state="in_use") == 0
+    assert value(registry, "sqlalchemy_pool_waiting_checkouts", pool=pool) == 0
+    assert value(registry, "sqlalchemy_pool_overflow_connections", pool=pool) == 0
+    assert value(registry, "sqlalchemy_pool_connections", pool=pool, state="idle") == (
+        engine.sync_engine.pool.checkedin()  # type: ignore[attr-defined]
+    )
+
+
+def test_contending_tasks_are_counted_exactly(registry: CollectorRegistry, async_url: str) -> None:
+    ok = timeouts = 0
+    lowest = 0
+    peak_waiting = 0
+
+    async def main() -> None:
+        nonlocal ok, timeouts, lowest, peak_waiting
+        engine = create_async_engine(async_url, pool_size=2, max_overflow=1, pool_timeout=0.3)
+        handle = pool_exporter.instrument(engine, name="tasks", registry=registry)
+        rng = random.Random(3)
+
+        async def user() -> None:
+            nonlocal ok, timeouts
+            for _ in range(6):
+                try:
+                    async with engine.connect() as conn:
+                        await conn.exec_driver_sql("select 1")
+                        await asyncio.sleep(rng.uniform(0.05, 0.2))
+                except sa.exc.TimeoutError:
+                    timeouts += 1
+                else:
+                    ok += 1
+
+        async def watch() -> None:
+            nonlocal lowest, peak_waiting
+            s = handle.stats
+            while True:
+                lowest = min(lowest, s.in_use, s.idle, s.waiting, s.overflow)
+                peak_waiting = max(peak_waiting, s.waiting)
+                assert s.in_use <= 3
+                await asyncio.sleep(0.002)
+
+        watcher = asyncio.create_task(watch())
+        await asyncio.gather(*(user() for _ in range(12)))
+        watcher.cancel()
+        assert_quiescent(registry, "tasks", engine)
+        await engine.dispose()
+
+    asyncio.run(main())
+    assert ok > 0 and timeouts > 0
+    assert lowest == 0 and peak_waiting > 0
+    assert value(registry, "sqlalchemy_pool_checkouts_total", pool="tasks") == ok
+    assert value(registry, "sqlalchemy_pool_checkout_timeouts_total", pool="tasks") == timeouts
+    assert value(registry, "sqlalchemy_pool_checkout_wait_seconds_count", pool="tasks") == ok
+
+
+def test_cancellation_while_waiting_is_counted_and_leaves_nobody_waiting(
+    registry: CollectorRegistry, async_url: str
+) -> None:
+    async def main() -> None:
+        engine = create_async_engine(async_url, pool_size=1, max_overflow=0, pool_timeout=5)
+        handle = pool_exporter.instrument(engine, name="cancel", registry=registry)
+        async with engine.connect():
+            waiter = asyncio.create_task(engine.connect().start())
+            await asyncio.sleep(0.2)
+            assert handle.stats.waiting == 1
+            waiter.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiter
+            assert handle.stats.waiting == 0
+            assert handle.stats.in_use == 1
+        assert value(registry, "sqlalchemy_pool_checkout_cancellations_total", pool="cancel") == 1
+        assert value(registry, "sqlalchemy_pool_checkout_timeouts_total", pool="cancel") == 0
+        assert_quiescent(registry, "cancel", engine)
+        async with engine.connect() as conn:  # the pool is still whole
+            await conn.exec_driver_sql("select 1")
+        await engine.dispose()
+
+    asyncio.run(main())
+
+
+def test_dispose_mid_run_keeps_async_gauges_sane(
+    registry: CollectorRegistry, async_url: str
+) -> None:
+    async def main() -> None:
+        engine = create_async_engine(async_url, pool_size=2, max_overflow=2, pool_timeout=3)
+        handle = pool_exporter.instrument(engine, name="adispose", registry=registry)
+        done = 0
+
+        async def user() -> None:
+            nonlocal done
+            for _ in range(8):
+                async with engine.connect() as conn:
+                    await conn.exec_driver_sql("select 1")
+                    await asyncio.sleep(0.01)
+                done += 1
+
+        async def disposer() -> None:
+            for _ in range(3):
+                await asyncio.sleep(0.05)
+                await engine.dispose()
+                s = handle.stats
+                assert min(s.in_use, s.idle, s.waiting) >= 0
+
+        await asyncio.gather(disposer(), *(user() for _ in range(5)))
+        assert value(registry, "sqlalchemy_pool_checkouts_total", pool="adispose") == done
+        assert_quiescent(registry, "adispose", engine)
+        await engine.dispose()
+
+    asyncio.run(main())
+
+
+def test_garbage_collected_async_connection_is_released(
+    registry: CollectorRegistry, aiosqlite_url: str
+) -> None:
+    async def main() -> None:
+        engine = create_async_engine(aiosqlite_url, pool_size=2)
+        pool_exporter.instrument(engine, name="agc", registry=registry)
+        conn = await engine.connect().start()
+        await conn.exec_driver_sql("select 1")
+        assert value(registry, "sqlalchemy_pool_connections", pool="agc", state="in_use") == 1
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # SQLAlchemy warns about the unclosed connection
+            del conn
+            gc.collect()
+            await asyncio.sleep(0.05)
+        # an async connection collected by the GC gets detach + close_detached, never checkin
+        assert value(registry, "sqlalchemy_pool_connections", pool="agc", state="in_use") == 0
+        assert value(registry, "sqlalchemy_pool_detaches_total", pool="agc") == 1
+        await engine.dispose()
+
+    asyncio.run(main())
