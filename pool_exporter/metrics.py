@@ -183,3 +183,92 @@ HOOKS: tuple[str, ...] = (
     "invalidate",
     "soft_invalidate",
 )
+
+
+# -- what the sidecar measures itself and about the database (`pool-exporter sidecar`) --------
+
+
+@dataclass(frozen=True)
+class ExporterMetric(Metric):
+    """A metric about the directory or the database rather than one pool: no `pool` label."""
+
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        return self.labels
+
+
+MULTIPROCESS_UP = ExporterMetric(
+    "pool_exporter_multiprocess_up",
+    "gauge",
+    "1 if the sidecar merged the workers' metric files at this scrape, 0 if that failed.",
+)
+MULTIPROCESS_SCRAPE = ExporterMetric(
+    "pool_exporter_multiprocess_scrape_duration_seconds",
+    "gauge",
+    "Time this scrape spent finding dead workers and merging the workers' metric files.",
+)
+MULTIPROCESS_FILES = ExporterMetric(
+    "pool_exporter_multiprocess_files",
+    "gauge",
+    "Metric files (*.db) in the multiprocess directory at this scrape.",
+)
+MULTIPROCESS_LIVE_WORKERS = ExporterMetric(
+    "pool_exporter_multiprocess_live_workers",
+    "gauge",
+    "Instrumented processes holding their liveness lock in the multiprocess directory.",
+)
+MULTIPROCESS_DEAD_WORKERS = ExporterMetric(
+    "pool_exporter_multiprocess_dead_workers",
+    "counter",
+    "Exited or killed processes whose gauges the sidecar dropped (mark_process_dead).",
+)
+DATABASE_UP = ExporterMetric(
+    "pool_exporter_database_up",
+    "gauge",
+    "1 if the database answered the sidecar's queries at this scrape, 0 if not.",
+)
+DATABASE_SCRAPE = ExporterMetric(
+    "pool_exporter_database_scrape_duration_seconds",
+    "gauge",
+    "Time this scrape spent connecting to and querying the database.",
+)
+DATABASE_CONNECTIONS = ExporterMetric(
+    "pool_exporter_database_connections",
+    "gauge",
+    "Client connections open on the server (pg_stat_activity, client backends) by database, "
+    "state and application_name.",
+    ("database", "state", "application_name"),
+)
+DATABASE_MAX_CONNECTIONS = ExporterMetric(
+    "pool_exporter_database_max_connections",
+    "gauge",
+    "The server's max_connections setting.",
+)
+DATABASE_RESERVED_CONNECTIONS = ExporterMetric(
+    "pool_exporter_database_reserved_connections",
+    "gauge",
+    "Connection slots reserved for privileged roles: superuser_reserved_connections plus "
+    "reserved_connections (PostgreSQL 16+).",
+)
+DATABASE_FREE_CONNECTIONS = ExporterMetric(
+    "pool_exporter_database_free_connections",
+    "gauge",
+    "Connection slots still open to ordinary roles: max_connections minus reserved minus the "
+    "client connections open now (not below 0).",
+)
+
+MULTIPROCESS: tuple[Metric, ...] = (
+    MULTIPROCESS_UP,
+    MULTIPROCESS_SCRAPE,
+    MULTIPROCESS_FILES,
+    MULTIPROCESS_LIVE_WORKERS,
+    MULTIPROCESS_DEAD_WORKERS,
+)
+DATABASE: tuple[Metric, ...] = (
+    DATABASE_UP,
+    DATABASE_SCRAPE,
+    DATABASE_CONNECTIONS,
+    DATABASE_MAX_CONNECTIONS,
+    DATABASE_RESERVED_CONNECTIONS,
+    DATABASE_FREE_CONNECTIONS,
+)

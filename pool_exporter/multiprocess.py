@@ -13,6 +13,7 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from . import liveness
 from . import metrics as m
 from .stats import CANCELLED, CONNECT_ERROR, TIMEOUT, Capacity, PoolStats
 
@@ -60,6 +61,9 @@ class MultiprocessPoolStats(PoolStats):
         return family(metric).labels(self.name, *labels)
 
     def reset(self) -> None:
+        # Before the first gauge write of this process (or of a forked child): a reaper only
+        # deletes the files of a pid whose lock it can take.
+        liveness.hold()
         super().reset()
         # prometheus-client starts a forked child's files at zero; publish what is known.
         self._child(m.INFO, *self.info.values()).set(1)

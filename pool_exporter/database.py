@@ -1,0 +1,223 @@
+"""Scrape-time collector of the database's own view of its connections (PostgreSQL, psycopg 3).
+
+The pools only know their own connections; the server knows all of them, poolers and other
+services included. A failure is `pool_exporter_database_up 0` and one log line, never an
+exception out of the scrape: the application-side metrics must keep being served.
+
+One connection is kept open between scrapes: when the server runs out of slots, which is when
+this view matters most, a sidecar that connected per scrape would be refused too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from time import perf_counter
+from typing import Any
+
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy.engine import URL, make_url
+
+from . import metrics as m
+
+log = logging.getLogger("pool_exporter")
+
+APPLICATION_NAME = "pool-exporter-sidecar"
+
+_SETTINGS = """
+SELECT current_setting('max_connections')::int,
+       current_setting('superuser_reserved_connections')::int,
+       coalesce(current_setting('reserved_connections', true), '0')::int
+"""
+# Client backends only: background workers and WAL senders do not take max_connections slots.
+_ACTIVITY = """
+SELECT coalesce(datname, ''), coalesce(state, 'unknown'), coalesce(application_name, ''),
+       count(*)
+FROM pg_stat_activity
+WHERE backend_type = 'client backend'
+GROUP BY 1, 2, 3
+ORDER BY 1, 2, 3
+"""
+
+
+class DatabaseUrlError(ValueError):
+    """The URL cannot be used; the message never repeats the URL (it may hold a password)."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where to connect: psycopg keyword arguments, and a name that is safe to log."""
+
+    kwargs: dict[str, Any]
+    display: str
+    password: str | None
+
+
+def parse_url(url: str) -> Target:
+    """A `postgresql://` URL (SQLAlchemy's `postgresql+driver://` too) as psycopg arguments."""
+    try:
+        parsed: URL = make_url(url.strip())
+    except Exception:
+        raise DatabaseUrlError(
+            "the database URL is not a URL (expected postgresql://user:password@host:port/db)"
+        ) from None
+    if parsed.get_backend_name() not in ("postgresql", "postgres"):
+        raise DatabaseUrlError(
+            f"the database URL must be a PostgreSQL one (postgresql://...), "
+            f"not {parsed.get_backend_name()!r}"
+        )
+    kwargs: dict[str, Any] = {}
+    for key, value in parsed.query.items():
+        kwargs[key] = value[-1] if isinstance(value, tuple) else value
+    fields: tuple[tuple[str, str | int | None], ...] = (
+        ("host", parsed.host),
+        ("port", parsed.port),
+        ("user", parsed.username),
+        ("password", parsed.password),
+        ("dbname", parsed.database),
+    )
+    for key, field_value in fields:
+        if field_value is not None:
+            kwargs[key] = field_value
+    host = kwargs.get("host") or "localhost"
+    display = f"{host}:{kwargs.get('port', 5432)}/{kwargs.get('dbname', '')}"
+    password = parsed.password
+    return Target(kwargs, display, str(password) if password else None)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    max_connections: int
+    reserved: int
+    connections: list[tuple[str, str, str, int]]
+
+    @property
+    def free(self) -> int:
+        used = sum(row[3] for row in self.connections)
+        return max(0, self.max_connections - self.reserved - used)
+
+
+class DatabaseCollector(Collector):
+    """`pool_exporter_database_*`: what PostgreSQL says about its connections at scrape time."""
+
+    def __init__(self, url: str, *, timeout: float = 5.0) -> None:
+        if not (timeout > 0 and math.isfinite(timeout)):
+            raise ValueError(f"the database timeout must be a positive number, got {timeout!r}")
+        self.target = parse_url(url)
+        self.timeout = timeout
+        self._conn: Any = None
+        self._lock = threading.Lock()
+        self._up: bool | None = None
+
+    def describe(self) -> Iterable[GaugeMetricFamily]:
+        # Defined so that registering does not query the database.
+        return [_gauge(metric) for metric in m.DATABASE]
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        t0 = perf_counter()
+        with self._lock:  # one query at a time on the one connection
+            snapshot = self._snapshot()
+        families = {metric.name: _gauge(metric) for metric in m.DATABASE}
+        families[m.DATABASE_UP.name].add_metric([], 1 if snapshot else 0)
+        if snapshot is not None:
+            families[m.DATABASE_MAX_CONNECTIONS.name].add_metric([], snapshot.max_connections)
+            families[m.DATABASE_RESERVED_CONNECTIONS.name].add_metric([], snapshot.reserved)
+            families[m.DATABASE_FREE_CONNECTIONS.name].add_metric([], snapshot.free)
+            for database, state, application, count in snapshot.connections:
+                families[m.DATABASE_CONNECTIONS.name].add_metric(
+                    [database, state, application], count
+                )
+        families[m.DATABASE_SCRAPE.name].add_metric([], perf_counter() - t0)
+        yield from families.values()
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
+
+    def _snapshot(self) -> Snapshot | None:
+        reused = self._conn is not None
+        try:
+            try:
+                snapshot = self._query()
+            except Exception:
+                if not reused:
+                    raise
+                # The kept connection may have died (server restart, idle timeout in a
+                # pooler): one fresh attempt before reporting the database as down.
+                self._drop()
+                snapshot = self._query()
+        except Exception as exc:
+            self._drop()
+            self._report(False, exc)
+            return None
+        self._report(True, None)
+        return snapshot
+
+    def _query(self) -> Snapshot:
+        conn = self._connection()
+        with conn.cursor() as cur:
+            cur.execute(_SETTINGS)
+            max_connections, superuser_reserved, reserved = cur.fetchone()
+            cur.execute(_ACTIVITY)
+            rows = [(str(d), str(s), str(a), int(n)) for d, s, a, n in cur.fetchall()]
+        return Snapshot(int(max_connections), int(superuser_reserved) + int(reserved), rows)
+
+    def _connection(self) -> Any:
+        if self._conn is None or self._conn.closed:
+            import psycopg
+
+            timeout_ms = max(1, int(self.timeout * 1000))
+            kwargs = {
+                "application_name": APPLICATION_NAME,
+                **self.target.kwargs,
+                # libpq rounds connect_timeout up to 2 s; tcp_user_timeout bounds a dead peer.
+                "connect_timeout": max(2, math.ceil(self.timeout)),
+                "tcp_user_timeout": timeout_ms,
+                "autocommit": True,
+            }
+            conn = psycopg.connect(**kwargs)
+            try:
+                conn.execute(f"SET statement_timeout = {timeout_ms}")
+            except BaseException:
+                conn.close()
+                raise
+            self._conn = conn
+        return self._conn
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+            self._conn = None
+
+    def _report(self, up: bool, exc: Exception | None) -> None:
+        # One line when the state changes, not one per scrape.
+        previous, self._up = self._up, up
+        if up:
+            if previous is False:
+                log.info("database %s is reachable again", self.target.display)
+            return
+        message = self._safe(exc)
+        level = logging.DEBUG if previous is False else logging.ERROR
+        log.log(
+            level,
+            "database %s cannot be queried (pool_exporter_database_up 0; the application's "
+            "pool metrics are still served): %s",
+            self.target.display,
+            message,
+        )
+
+    def _safe(self, exc: Exception | None) -> str:
+        text = f"{type(exc).__name__}: {exc}".strip().splitlines()[0] if exc else ""
+        if self.target.password:
+            text = text.replace(self.target.password, "***")
+        return text
+
+
+def _gauge(metric: m.Metric) -> GaugeMetricFamily:
+    return GaugeMetricFamily(metric.name, metric.help, labels=list(metric.label_names))

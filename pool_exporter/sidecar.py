@@ -1,0 +1,171 @@
+"""`pool-exporter sidecar`: serve a multi-worker application's pool metrics and the database's.
+
+Runs beside the application (same host, or same Kubernetes pod sharing an emptyDir), reads the
+workers' files from PROMETHEUS_MULTIPROC_DIR and, given a PostgreSQL URL through the
+environment or a file, asks the server about its connections at each scrape.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+from types import FrameType
+
+from prometheus_client import ProcessCollector
+from prometheus_client.registry import CollectorRegistry
+
+from .cli import CliError
+from .database import DatabaseCollector, DatabaseUrlError
+from .httpserver import App, bind, parse_listen_address
+from .webconfig import WebConfigError, load
+from .workers import WorkersCollector, check_directory
+
+log = logging.getLogger("pool_exporter")
+
+DEFAULT_LISTEN = ":9653"
+URL_ENV = "POOL_EXPORTER_DATABASE_URL"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    # `--database-url` must not be read as an abbreviation of --database-url-file.
+    parser.allow_abbrev = False
+    parser.add_argument(
+        "--web.listen-address",
+        dest="listen_address",
+        default=DEFAULT_LISTEN,
+        metavar="HOST:PORT",
+        help=f"address to serve on; ':PORT' is every interface (default {DEFAULT_LISTEN})",
+    )
+    parser.add_argument(
+        "--web.telemetry-path",
+        dest="telemetry_path",
+        default="/metrics",
+        metavar="PATH",
+        help="path of the metrics (default /metrics)",
+    )
+    parser.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        default="",
+        metavar="FILE",
+        help="TLS and basic auth, in the exporter-toolkit format (tls_server_config, "
+        "basic_auth_users with bcrypt hashes)",
+    )
+    parser.add_argument(
+        "--multiproc-dir",
+        default=os.environ.get("PROMETHEUS_MULTIPROC_DIR", ""),
+        metavar="DIR",
+        help="the application's PROMETHEUS_MULTIPROC_DIR (default: that variable)",
+    )
+    parser.add_argument(
+        "--database-url-file",
+        default="",
+        metavar="FILE",
+        help=f"file holding the PostgreSQL URL to watch (or set {URL_ENV}); without either, "
+        "only the application's metrics are served",
+    )
+    parser.add_argument(
+        "--database-timeout",
+        type=_seconds,
+        default=5.0,
+        metavar="SECONDS",
+        help="how long one scrape may spend connecting to and querying the database (default 5)",
+    )
+    # Refused with a clear message instead of argparse's, which would echo the password.
+    parser.add_argument("--database-url", help=argparse.SUPPRESS)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number of seconds")
+    return value
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.database_url is not None:
+        raise CliError(
+            "--database-url is not accepted: a password on the command line is visible to "
+            f"every local user; set {URL_ENV} or use --database-url-file"
+        )
+    path = args.telemetry_path
+    if not path.startswith("/") or path in ("/", "/-/healthy", "/-/ready"):
+        raise CliError(f"--web.telemetry-path {path!r} must be a path such as /metrics")
+    try:
+        host, port = parse_listen_address(args.listen_address)
+        directory = check_directory(args.multiproc_dir)
+        web = load(args.web_config_file)
+    except (ValueError, WebConfigError) as exc:
+        raise CliError(str(exc)) from None
+
+    registry = CollectorRegistry()
+    registry.register(WorkersCollector(directory))
+    database = _database(args)
+    if database is not None:
+        registry.register(database)
+    ProcessCollector(registry=registry)  # the sidecar's own memory and CPU
+
+    app = App(registry, telemetry_path=path, web=web, ready=lambda: _not_ready(directory))
+    try:
+        server = bind(host, port, app, web.ssl_context)
+    except OSError as exc:
+        raise CliError(f"cannot listen on {args.listen_address}: {exc.strerror or exc}") from None
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    scheme = "https" if web.ssl_context else "http"
+    bound_host, bound_port = server.server_address[:2]
+    log.info(
+        "serving %s://%s:%s%s (multiprocess directory %s; database %s; basic auth %s)",
+        scheme,
+        bound_host,
+        bound_port,
+        path,
+        directory,
+        database.target.display if database else "not watched",
+        "on" if web.users else "off",
+    )
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+        if database is not None:
+            database.close()
+    return 0
+
+
+def _database(args: argparse.Namespace) -> DatabaseCollector | None:
+    url = os.environ.get(URL_ENV, "").strip()
+    if args.database_url_file:
+        if url:
+            raise CliError(f"give the database URL in {URL_ENV} or --database-url-file, not both")
+        shown = "(a path that looks like a URL)" if "://" in args.database_url_file else ""
+        try:
+            with open(args.database_url_file, encoding="utf-8") as f:
+                url = f.read().strip()
+        except OSError as exc:
+            where = shown or args.database_url_file
+            raise CliError(f"cannot read --database-url-file {where}: {exc.strerror}") from None
+        if not url:
+            raise CliError(f"--database-url-file {shown or args.database_url_file} is empty")
+    if not url:
+        return None
+    try:
+        return DatabaseCollector(url, timeout=args.database_timeout)
+    except DatabaseUrlError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _not_ready(directory: str) -> str | None:
+    try:
+        check_directory(directory)
+    except ValueError as exc:
+        return str(exc)
+    return None
