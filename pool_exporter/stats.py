@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 from bisect import bisect_left
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 from . import metrics
@@ -32,7 +34,7 @@ class Capacity:
 
 
 class Histogram:
-    """Bucket counts and a sum; `observe` must be called with the owner's lock held."""
+    """Bucket counts and a sum."""
 
     __slots__ = ("bounds", "counts", "sum")
 
@@ -59,21 +61,23 @@ class Histogram:
 class PoolStats:
     """Everything measured about one pool in this process.
 
-    The hooks call one method per event; each takes the lock once. Plain numbers under a lock
-    cost a fraction of prometheus-client's per-metric locks, which matters on a path that runs
-    for every checkout (see bench/overhead.py). Each method updates the gauges before it
-    observes a histogram, so a failure half-way leaves the gauges consistent with the markers
-    the hooks keep in record_info.
+    The hooks call one method per event, and each method is a handful of integer updates:
+    this runs on every checkout, where prometheus-client's per-metric locks would cost more
+    than the checkout itself (bench/overhead.py). The updates take no lock: under the GIL an
+    attribute `+=` on an int cannot be interleaved with another thread's, and a lock here
+    could deadlock when the garbage collector returns a forgotten connection (its checkin
+    listener runs inside whatever code triggered the collection). Free-threaded builds get
+    LockedPoolStats instead. Each method updates the gauges before it observes a histogram, so
+    a failure half-way leaves the gauges consistent with the markers the hooks keep.
     """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock: AbstractContextManager[object] = nullcontext()
         self.capacity: Capacity | None = None
         self.reset()
 
     def reset(self) -> None:
         """Start from zero: a new instrumentation, or a child process after fork."""
-        self._lock = threading.Lock()  # a lock held by another thread at fork stays held
         self.in_use = 0
         self.idle = 0
         self.waiting = 0
@@ -105,65 +109,110 @@ class PoolStats:
     # -- the hot path: one call when a caller enters checkout, one when it leaves --
 
     def enter(self) -> None:
-        with self._lock:
-            self.waiting += 1
+        self.waiting += 1
 
     def checked_out(self, wait: float, first: bool, was_idle: bool) -> None:
         """A checkout succeeded; `first` is False when a pool handed out a connection that is
         already checked out (SingletonThreadPool re-entry, StaticPool sharing)."""
-        with self._lock:
-            self.waiting -= 1
-            self.checkouts += 1
-            if first:
-                self.in_use += 1
-            if was_idle:
-                self.idle -= 1
-            self.wait.observe(wait)
+        self.waiting -= 1
+        self.checkouts += 1
+        if first:
+            self.in_use += 1
+        if was_idle:
+            self.idle -= 1
+        h = self.wait  # Histogram.observe inlined: this is the hottest line of the exporter
+        h.counts[bisect_left(h.bounds, wait)] += 1
+        h.sum += wait
 
     def failed(self, reason: str) -> None:
-        with self._lock:
-            self.waiting -= 1
-            if reason == TIMEOUT:
-                self.timeouts += 1
-            elif reason == CANCELLED:
-                self.cancellations += 1
-            else:
-                self.checkout_errors += 1
-                if reason == CONNECT_ERROR:
-                    self.connect_errors += 1
+        self.waiting -= 1
+        if reason == TIMEOUT:
+            self.timeouts += 1
+        elif reason == CANCELLED:
+            self.cancellations += 1
+        else:
+            self.checkout_errors += 1
+            if reason == CONNECT_ERROR:
+                self.connect_errors += 1
 
     def checked_in(self, hold: float | None, now_idle: bool) -> None:
-        with self._lock:
-            if now_idle:
-                self.idle += 1
-            if hold is not None:
-                self.in_use -= 1
-                self.hold.observe(hold)
+        if now_idle:
+            self.idle += 1
+        if hold is not None:
+            self.in_use -= 1
+            h = self.hold
+            h.counts[bisect_left(h.bounds, hold)] += 1
+            h.sum += hold
 
     # -- connection lifecycle: rarer events --
 
     def detached(self, hold: float | None) -> None:
+        self.detaches += 1
+        if hold is not None:
+            self.in_use -= 1
+            self.hold.observe(hold)
+
+    def connected(self, seconds: float) -> None:
+        self.connects += 1
+        self.connect_time.observe(seconds)
+
+    def closed(self, was_idle: bool) -> None:
+        self.closes += 1
+        if was_idle:
+            self.idle -= 1
+
+    def invalidated(self, soft: bool) -> None:
+        self.invalidations[soft] += 1
+
+    def hook_failed(self, hook: str) -> None:
+        self.hook_errors[hook] = self.hook_errors.get(hook, 0) + 1
+
+
+class LockedPoolStats(PoolStats):
+    """PoolStats for free-threaded Python, where `+=` is not atomic. Reentrant, because a
+    garbage-collected connection's checkin can run inside another update on the same thread."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.RLock()
+
+    def enter(self) -> None:
         with self._lock:
-            self.detaches += 1
-            if hold is not None:
-                self.in_use -= 1
-                self.hold.observe(hold)
+            super().enter()
+
+    def checked_out(self, wait: float, first: bool, was_idle: bool) -> None:
+        with self._lock:
+            super().checked_out(wait, first, was_idle)
+
+    def failed(self, reason: str) -> None:
+        with self._lock:
+            super().failed(reason)
+
+    def checked_in(self, hold: float | None, now_idle: bool) -> None:
+        with self._lock:
+            super().checked_in(hold, now_idle)
+
+    def detached(self, hold: float | None) -> None:
+        with self._lock:
+            super().detached(hold)
 
     def connected(self, seconds: float) -> None:
         with self._lock:
-            self.connects += 1
-            self.connect_time.observe(seconds)
+            super().connected(seconds)
 
     def closed(self, was_idle: bool) -> None:
         with self._lock:
-            self.closes += 1
-            if was_idle:
-                self.idle -= 1
+            super().closed(was_idle)
 
     def invalidated(self, soft: bool) -> None:
         with self._lock:
-            self.invalidations[soft] += 1
+            super().invalidated(soft)
 
     def hook_failed(self, hook: str) -> None:
         with self._lock:
-            self.hook_errors[hook] = self.hook_errors.get(hook, 0) + 1
+            super().hook_failed(hook)
+
+
+def new_stats() -> PoolStats:
+    gil = getattr(sys, "_is_gil_enabled", lambda: True)()
+    return PoolStats() if gil else LockedPoolStats()
