@@ -1,0 +1,135 @@
+"""Worker liveness in multiprocess mode, with real processes writing real metric files."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+
+from pool_exporter import liveness
+from pool_exporter.gunicorn import child_exit
+from pool_exporter.workers import WorkersCollector
+
+from .procs import Procs, Samples, parse, pids, procs, total, wait_until
+
+__all__ = ["procs"]
+
+
+def merged(directory: Path) -> Samples:
+    """What a scrape of the directory serves (reaping first, as the sidecar does)."""
+    registry = CollectorRegistry()
+    registry.register(WorkersCollector(str(directory)))
+    return parse(generate_latest(registry).decode())
+
+
+def kill9(pid: int) -> None:
+    os.kill(pid, signal.SIGKILL)
+    # The writer's child is not ours to wait for; its lock goes when the kernel reaps it.
+    wait_until(lambda: not _alive(pid), what=f"pid {pid} to die")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie (exited, not yet waited for) has released its locks already
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_every_instrumented_process_holds_a_lock_and_counts_as_live(
+    tmp_path: Path, procs: Procs
+) -> None:
+    _, found = procs.writer(tmp_path, "--pools", "2", "--checkouts", "3", "--fork")
+    reaped = liveness.reap(str(tmp_path))
+    assert sorted(reaped.live) == sorted(found.values())
+    assert reaped.dead == []
+    samples = merged(tmp_path)
+    assert pids(samples) == set(found.values())
+    assert total(samples, "sqlalchemy_pool_checkouts_total", pool="pool0") == 6
+    assert total(samples, "pool_exporter_multiprocess_live_workers") == 2
+
+
+def test_a_killed_child_stops_contributing_gauges_and_its_counters_stay(
+    tmp_path: Path, procs: Procs
+) -> None:
+    _, found = procs.writer(tmp_path, "--pools", "2", "--checkouts", "3", "--fork")
+    kill9(found["child"])
+
+    samples = merged(tmp_path)
+    assert pids(samples) == {found["parent"]}
+    assert pids(samples, "sqlalchemy_pool_waiting_checkouts") == {found["parent"]}
+    assert total(samples, "sqlalchemy_pool_checkouts_total", pool="pool1") == 6
+    assert total(samples, "pool_exporter_multiprocess_dead_workers_total") == 1
+    assert not (tmp_path / f"gauge_liveall_{found['child']}.db").exists()
+    assert not Path(liveness.lock_path(str(tmp_path), found["child"])).exists()
+    assert (tmp_path / f"counter_{found['child']}.db").exists()
+
+
+def test_a_child_closing_its_inherited_lock_leaves_the_parent_live(
+    tmp_path: Path, procs: Procs
+) -> None:
+    # The child closed the descriptor it inherited and took its own lock; killing the parent
+    # must not make the child look dead, nor the other way round.
+    _, found = procs.writer(tmp_path, "--fork")
+    kill9(found["parent"])
+    reaped = liveness.reap(str(tmp_path))
+    assert reaped.dead == [found["parent"]]
+    assert reaped.live == [found["child"]]
+    assert pids(merged(tmp_path)) == {found["child"]}
+
+
+def test_a_worker_that_exits_normally_is_dropped_at_the_next_scrape(
+    tmp_path: Path, procs: Procs
+) -> None:
+    writer, found = procs.writer(tmp_path)
+    assert pids(merged(tmp_path)) == {found["parent"]}
+    assert writer.stdin is not None
+    writer.stdin.close()
+    writer.wait(10)
+    samples = merged(tmp_path)
+    assert pids(samples) == set()
+    assert total(samples, "sqlalchemy_pool_checkouts_total") == 1
+
+
+def test_child_exit_hook_drops_a_dead_worker_before_any_scrape(
+    tmp_path: Path, procs: Procs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer, found = procs.writer(tmp_path)
+    writer.kill()
+    writer.wait(10)
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    child_exit(None, SimpleNamespace(pid=found["parent"]))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        f"counter_{found['parent']}.db",
+        f"histogram_{found['parent']}.db",
+    ]
+
+
+def test_gauges_of_a_process_without_a_lock_file_are_left_alone(
+    tmp_path: Path, procs: Procs
+) -> None:
+    # Another library's workers (or an app using child_exit only) keep their series: only a
+    # lock nobody holds proves a process dead.
+    _, found = procs.writer(tmp_path)
+    stranger = 4_999_999  # above the largest pid_max (2**22): never a real process
+    shutil.copy(
+        tmp_path / f"gauge_liveall_{found['parent']}.db", tmp_path / f"gauge_liveall_{stranger}.db"
+    )
+    assert pids(merged(tmp_path)) == {found["parent"], stranger}
+
+
+def test_reaping_never_takes_the_lock_of_a_live_process(tmp_path: Path, procs: Procs) -> None:
+    _, found = procs.writer(tmp_path, "--fork")
+    for _ in range(20):
+        reaped = liveness.reap(str(tmp_path))
+        assert reaped.dead == []
+    assert pids(merged(tmp_path)) == set(found.values())
