@@ -2,8 +2,12 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# The instrumentation's tests run a second time on the newest SQLAlchemy 2.0.x.
+COMPAT_VENV ?= .venv-sqlalchemy20
+COMPAT_BIN := $(COMPAT_VENV)/bin
+COMPAT_TESTS := tests/test_instrument_api.py tests/test_correctness.py tests/test_correctness_async.py
 
-.PHONY: demo test lint typecheck unit bench generate check-generated clean
+.PHONY: demo test lint typecheck unit compat bench generate clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +28,17 @@ typecheck: $(BIN)/.installed
 unit: $(BIN)/.installed
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-test: lint typecheck unit
+$(COMPAT_BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(COMPAT_VENV)
+	$(COMPAT_BIN)/python -m pip install -q --upgrade pip
+	$(COMPAT_BIN)/python -m pip install -q -e '.[dev]' 'sqlalchemy[asyncio]>=2.0.40,<2.1'
+	touch $@
+
+compat: $(COMPAT_BIN)/.installed
+	$(COMPAT_BIN)/python -c 'import sqlalchemy; print("SQLAlchemy", sqlalchemy.__version__)'
+	$(COMPAT_BIN)/pytest -q $(COMPAT_TESTS)
+
+test: lint typecheck unit compat
 
 bench: $(BIN)/.installed
 	$(BIN)/python bench/overhead.py
@@ -34,4 +48,4 @@ generate: $(BIN)/.installed
 	$(BIN)/pool-exporter dashboards generate
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(COMPAT_VENV) .pytest_cache .mypy_cache .ruff_cache
