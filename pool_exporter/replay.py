@@ -1,0 +1,627 @@
+"""`pool-exporter replay`: run a burst of virtual users against an instrumented pool.
+
+Each virtual user is one request: it checks a connection out, holds it for a drawn time
+(a client-side sleep and a trivial query), and returns it. Users run as threads, because the
+pool's own waiting is what is being measured: a caller blocked in `QueuePool` is a thread
+blocked in its condition variable. The replay reads the pool's live numbers from the
+instrumentation's `PoolStats`, the same numbers a scrape would show.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from time import perf_counter
+from typing import Any
+
+import sqlalchemy as sa
+from prometheus_client.registry import CollectorRegistry
+from sqlalchemy import exc as sa_exc
+
+from .instrument import PoolInstrumentation, instrument
+
+SCHEMA = "pool-exporter/replay/1"
+Z95 = 1.6448536269514722  # the standard normal's 95th percentile
+OK, TIMEOUT, ERROR, CANCELLED = "ok", "timeout", "error", "cancelled"
+
+
+@dataclass(frozen=True)
+class HoldTime:
+    """How long a request keeps its connection: lognormal from its median and 95th
+    percentile, or fixed when the two are equal."""
+
+    median: float
+    p95: float
+
+    def __post_init__(self) -> None:
+        if self.median <= 0 or self.p95 < self.median:
+            raise ValueError(
+                f"hold time needs 0 < median <= p95, got median {self.median} p95 {self.p95}"
+            )
+
+    @property
+    def sigma(self) -> float:
+        return math.log(self.p95 / self.median) / Z95
+
+    @property
+    def mean(self) -> float:
+        return self.median * math.exp(self.sigma**2 / 2)
+
+    def sample(self, rng: random.Random) -> float:
+        # A lognormal's far tail would let one draw hold a connection for minutes; 10x p95
+        # keeps the tail long without one freak request deciding a run.
+        return min(self.median * math.exp(self.sigma * rng.gauss(0.0, 1.0)), 10 * self.p95)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """What to replay. Times are seconds from the start of the run."""
+
+    users: int = 2000
+    ramp: float = 3.0  # seconds over which the push's users arrive
+    ramp_shape: str = "uniform"  # uniform: evenly spaced; poisson: random arrival times
+    hold: HoldTime = HoldTime(0.1, 0.4)
+    background_rate: float = 0.0  # steady requests per second besides the push
+    duration: float = 0.0  # how long the steady traffic runs
+    push_at: float = 0.0
+    seed: int = 1
+
+    def __post_init__(self) -> None:
+        if self.users < 0 or self.ramp < 0 or self.background_rate < 0:
+            raise ValueError("users, ramp and background rate must not be negative")
+        if self.duration < 0 or self.push_at < 0:
+            raise ValueError("duration and push time must not be negative")
+        if self.ramp_shape not in RAMP_SHAPES:
+            raise ValueError(f"ramp shape must be one of {', '.join(RAMP_SHAPES)}")
+
+    def arrivals(self) -> list[tuple[float, float, bool]]:
+        """(arrival time, hold time, part of the push) for every request, in arrival order."""
+        rng = random.Random(self.seed)
+        planned: list[tuple[float, float, bool]] = []
+        for i in range(self.users):
+            if self.ramp_shape == "uniform":
+                at = self.ramp * i / self.users
+            else:
+                at = rng.uniform(0.0, self.ramp)
+            planned.append((self.push_at + at, self.hold.sample(rng), True))
+        t = 0.0
+        while self.background_rate > 0:
+            t += rng.expovariate(self.background_rate)
+            if t >= self.duration:
+                break
+            planned.append((t, self.hold.sample(rng), False))
+        planned.sort(key=lambda p: p[0])
+        return planned
+
+
+RAMP_SHAPES = ("uniform", "poisson")
+
+
+@dataclass(frozen=True)
+class PoolSettings:
+    pool_size: int = 5
+    max_overflow: int = 10
+    pool_timeout: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.pool_size < 1 or self.max_overflow < 0 or self.pool_timeout <= 0:
+            raise ValueError("pool size must be at least 1, overflow >= 0 and timeout > 0")
+
+    @property
+    def capacity(self) -> int:
+        return self.pool_size + self.max_overflow
+
+
+@dataclass
+class Sample:
+    """The pool once per sample interval; waits are of checkouts that ended in the interval
+    (a timed-out checkout counts with the time it waited)."""
+
+    t: float
+    in_use: int
+    idle: int
+    waiting: int
+    capacity: int
+    checkouts: int
+    timeouts: int
+    arrived: int
+    finished: int
+    wait_p50: float
+    wait_p95: float
+    wait_p99: float
+    wait_max: float
+
+
+@dataclass
+class Result:
+    """What a replay measured; `to_json()` is the machine-readable form (SCHEMA)."""
+
+    database: str
+    pool: str
+    settings: dict[str, Any]
+    scenario: dict[str, Any]
+    started_at: float  # unix time of t = 0
+    push_at: float  # seconds from start
+    elapsed: float = 0.0
+    requests: int = 0
+    ok: int = 0
+    timeouts: int = 0
+    errors: int = 0
+    cancelled: int = 0
+    not_started: int = 0
+    interrupted: bool = False
+    time_to_saturation: float | None = None  # seconds from the push's start
+    first_timeout: float | None = None  # seconds from the push's start
+    longest_wait: float = 0.0  # of a checkout that succeeded
+    wait: dict[str, float] = field(default_factory=dict)  # percentiles over all requests
+    hold: dict[str, float] = field(default_factory=dict)  # measured, successful requests
+    peak_in_use: int = 0
+    peak_waiting: int = 0
+    arrival_rate: float = 0.0  # the push's users per second
+    max_start_lag: float = 0.0  # how late the latest request started (thread pool too small)
+    error_types: dict[str, int] = field(default_factory=dict)
+    timeline: list[Sample] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"schema": SCHEMA, **asdict(self)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Result:
+        if data.get("schema") != SCHEMA:
+            raise ValueError(f"not a replay result (schema {data.get('schema')!r}, want {SCHEMA})")
+        fields = {k: v for k, v in data.items() if k != "schema"}
+        fields["timeline"] = [Sample(**s) for s in fields.get("timeline", [])]
+        return cls(**fields)
+
+
+def redact(url: str | sa.URL) -> str:
+    """The URL without its password, for printing."""
+    return sa.make_url(url).render_as_string(hide_password=True)
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {}
+    ordered = sorted(values)
+
+    def rank(q: float) -> float:  # nearest rank: a value that was actually measured
+        return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+
+    return {
+        "p50": rank(0.5),
+        "p90": rank(0.9),
+        "p95": rank(0.95),
+        "p99": rank(0.99),
+        "max": ordered[-1],
+        "mean": statistics.fmean(ordered),
+    }
+
+
+@contextmanager
+def pool_engine(
+    url: str | None, settings: PoolSettings
+) -> Iterator[tuple[sa.Engine, str | sa.URL]]:
+    """A QueuePool engine with these settings; an SQLite file in a temporary directory when
+    no URL is given."""
+    with tempfile.TemporaryDirectory(prefix="pool-exporter-") as tmp:
+        target: str | sa.URL = url or f"sqlite:///{Path(tmp) / 'replay.db'}"
+        parsed = sa.make_url(target)
+        connect_args: dict[str, Any] = {}
+        if parsed.get_backend_name() == "sqlite":
+            connect_args["check_same_thread"] = False  # connections move between threads
+        engine = sa.create_engine(
+            parsed,
+            poolclass=sa.pool.QueuePool,
+            pool_size=settings.pool_size,
+            max_overflow=settings.max_overflow,
+            pool_timeout=settings.pool_timeout,
+            connect_args=connect_args,
+        )
+        try:
+            probe(engine)
+            yield engine, target
+        finally:
+            engine.dispose()
+
+
+class DatabaseUnavailable(Exception):
+    """The replay's database did not answer before the run started."""
+
+
+def probe(engine: sa.Engine) -> None:
+    """One connection and `select 1`, outside the pool under test (so its numbers start at
+    zero); a database that does not answer is an error before the run, not 2,000 during it."""
+    single = sa.create_engine(engine.url, poolclass=sa.pool.NullPool)
+    try:
+        with single.connect() as conn:
+            conn.exec_driver_sql("select 1")
+    except Exception as exc:
+        detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        raise DatabaseUnavailable(
+            f"cannot use {redact(engine.url)}: {type(exc).__name__}: {detail[0] if detail else ''}"
+        ) from exc
+    finally:
+        single.dispose()
+
+
+class Replay:
+    """One run of a scenario against an instrumented engine.
+
+    `run()` blocks until every request has finished (or `cancel()` was called) and returns
+    the Result; `on_sample` is called from the sampling thread once per interval.
+    """
+
+    def __init__(
+        self,
+        engine: sa.Engine,
+        settings: PoolSettings,
+        scenario: Scenario,
+        *,
+        handle: PoolInstrumentation | None = None,
+        registry: CollectorRegistry | None = None,
+        pool_name: str = "replay",
+        sample_interval: float = 1.0,
+        max_threads: int = 4000,
+        on_sample: Callable[[Sample, Result], None] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.scenario = scenario
+        self.handle = handle or instrument(
+            engine, name=pool_name, registry=registry or CollectorRegistry()
+        )
+        self.stats = self.handle.stats
+        self.sample_interval = sample_interval
+        self.on_sample = on_sample
+        self._stop = threading.Event()
+        self._ended = threading.Event()
+        self._sampled = 0
+        self._lock = threading.Lock()
+        # (arrival offset, start, wait, hold, outcome) per finished request; appended from
+        # the users' threads (list.append is atomic under the GIL)
+        self._done: list[tuple[float, float, float, float, str]] = []
+        self._error_types: dict[str, int] = {}
+        self._arrived = 0
+        self._t0 = 0.0
+        self._saturated_at: float | None = None
+        self._peak_in_use = 0
+        self._max_lag = 0.0
+        self._plan = scenario.arrivals()
+        # Enough threads that no request waits for a thread rather than for the pool: every
+        # user of the push may be inside the pool at once, plus the steady traffic.
+        busy = scenario.background_rate * (settings.pool_timeout + scenario.hold.p95)
+        self.threads = max(1, min(max_threads, scenario.users + math.ceil(busy) + 8))
+        self.result = Result(
+            database=redact(engine.url),
+            pool=self.handle.name,
+            settings=asdict(settings),
+            scenario={
+                **{k: v for k, v in asdict(scenario).items() if k != "hold"},
+                "hold": {
+                    "median": scenario.hold.median,
+                    "p95": scenario.hold.p95,
+                    "mean": scenario.hold.mean,
+                },
+            },
+            started_at=time.time(),
+            push_at=scenario.push_at,
+            arrival_rate=scenario.users / scenario.ramp if scenario.ramp > 0 else math.inf,
+        )
+
+    def cancel(self) -> None:
+        """Stop sending requests and cut the holds short; run() returns what it has so far."""
+        self._stop.set()
+
+    @property
+    def elapsed(self) -> float:
+        return perf_counter() - self._t0 if self._t0 else 0.0
+
+    def run(self) -> Result:
+        """Send every planned request and wait for all of them. Ctrl-C (KeyboardInterrupt in
+        the calling thread) works like cancel(): the result so far comes back, interrupted."""
+        self._t0 = perf_counter()
+        self.result.started_at = time.time()
+        sampler = threading.Thread(target=self._sample_loop, name="replay-sampler", daemon=True)
+        sampler.start()
+        users = ThreadPoolExecutor(self.threads, thread_name_prefix="replay-user")
+        try:
+            try:
+                self._dispatch(users)
+            except KeyboardInterrupt:
+                self._stop.set()
+            try:
+                users.shutdown(wait=True)
+            except KeyboardInterrupt:
+                # cancelled holds return at once, so the callers still queued in the pool
+                # get a connection and give it back within moments
+                self._stop.set()
+                users.shutdown(wait=True)
+        finally:
+            self._ended.set()
+            sampler.join()
+            self._sample_now()
+            self._finish()
+        return self.result
+
+    def _dispatch(self, users: ThreadPoolExecutor) -> None:
+        for due, hold, _push in self._plan:
+            delay = self._t0 + due - perf_counter()
+            if (delay > 0 and self._stop.wait(delay)) or self._stop.is_set():
+                return
+            self._arrived += 1
+            users.submit(self._request, due, hold)
+
+    def _request(self, due: float, hold: float) -> None:
+        start = perf_counter()
+        lag = start - self._t0 - due
+        self._max_lag = max(self._max_lag, lag)
+        try:
+            conn = self.engine.connect()
+        except sa_exc.TimeoutError:
+            self._done.append((due, start - self._t0, perf_counter() - start, 0.0, TIMEOUT))
+            return
+        except Exception as exc:
+            with self._lock:
+                name = type(exc).__name__
+                self._error_types[name] = self._error_types.get(name, 0) + 1
+            self._done.append((due, start - self._t0, perf_counter() - start, 0.0, ERROR))
+            return
+        got = perf_counter()
+        in_use = self.stats.in_use
+        self._peak_in_use = max(self._peak_in_use, in_use)
+        if self._saturated_at is None and in_use >= self.settings.capacity:
+            self._saturated_at = got - self._t0
+        outcome = OK
+        try:
+            if self._stop.wait(hold):
+                outcome = CANCELLED
+            conn.exec_driver_sql("select 1").close()
+        except Exception as exc:
+            outcome = ERROR
+            with self._lock:
+                name = type(exc).__name__
+                self._error_types[name] = self._error_types.get(name, 0) + 1
+        finally:
+            conn.close()
+        self._done.append((due, start - self._t0, got - start, perf_counter() - got, outcome))
+
+    def _sample_loop(self) -> None:
+        while not self._ended.wait(self._next_tick()):
+            self._sample_now()
+
+    def _next_tick(self) -> float:
+        n = len(self.result.timeline) + 1
+        return max(0.0, self._t0 + n * self.sample_interval - perf_counter())
+
+    def _sample_now(self) -> None:
+        with self._lock:
+            s = self.stats
+            done = self._done
+            start = self._sampled
+            self._sampled = len(done)
+            waits = [d[2] for d in done[start : self._sampled]]
+            p = percentiles(waits)
+            sample = Sample(
+                t=round(self.elapsed, 3),
+                in_use=s.in_use,
+                idle=s.idle,
+                waiting=s.waiting,
+                capacity=self.settings.capacity,
+                checkouts=s.checkouts,
+                timeouts=s.timeouts,
+                arrived=self._arrived,
+                finished=self._sampled,
+                wait_p50=round(p.get("p50", 0.0), 4),
+                wait_p95=round(p.get("p95", 0.0), 4),
+                wait_p99=round(p.get("p99", 0.0), 4),
+                wait_max=round(p.get("max", 0.0), 4),
+            )
+            self.result.timeline.append(sample)
+            self.result.peak_waiting = max(self.result.peak_waiting, s.waiting)
+        if self.on_sample is not None:
+            self.on_sample(sample, self.result)
+
+    def _finish(self) -> None:
+        r = self.result
+        done = list(self._done)
+        r.elapsed = round(self.elapsed, 3)
+        r.interrupted = self._stop.is_set()
+        r.requests = len(done)
+        r.not_started = len(self._plan) - self._arrived
+        r.ok = sum(1 for d in done if d[4] == OK)
+        r.timeouts = sum(1 for d in done if d[4] == TIMEOUT)
+        r.errors = sum(1 for d in done if d[4] == ERROR)
+        r.cancelled = sum(1 for d in done if d[4] == CANCELLED)
+        r.error_types = dict(self._error_types)
+        push = self.scenario.push_at
+        if self._saturated_at is not None:
+            r.time_to_saturation = round(self._saturated_at - push, 3)
+        timeout_times = [d[1] + d[2] for d in done if d[4] == TIMEOUT]
+        if timeout_times:
+            r.first_timeout = round(min(timeout_times) - push, 3)
+        ok_waits = [d[2] for d in done if d[4] != TIMEOUT and d[4] != ERROR]
+        r.longest_wait = round(max(ok_waits, default=0.0), 4)
+        r.wait = {k: round(v, 4) for k, v in percentiles([d[2] for d in done]).items()}
+        holds = [d[3] for d in done if d[4] == OK]
+        r.hold = {k: round(v, 4) for k, v in percentiles(holds).items()}
+        r.peak_in_use = max(self._peak_in_use, *(s.in_use for s in r.timeline), 0)
+        r.max_start_lag = round(self._max_lag, 4)
+
+
+def replay(
+    scenario: Scenario,
+    settings: PoolSettings,
+    *,
+    database_url: str | None = None,
+    registry: CollectorRegistry | None = None,
+    pool_name: str = "replay",
+    sample_interval: float = 1.0,
+    on_sample: Callable[[Sample, Result], None] | None = None,
+) -> Result:
+    """Run `scenario` against a fresh instrumented pool; the whole burst, start to finish."""
+    with pool_engine(database_url, settings) as (engine, _url):
+        runner = Replay(
+            engine,
+            settings,
+            scenario,
+            registry=registry,
+            pool_name=pool_name,
+            sample_interval=sample_interval,
+            on_sample=on_sample,
+        )
+        try:
+            return runner.run()
+        finally:
+            runner.handle.uninstrument()
+
+
+# -- the human summary ------------------------------------------------------------------
+
+
+def _secs(value: float | None) -> str:
+    return "never" if value is None else f"{value:.1f} s"
+
+
+def summary(r: Result) -> list[str]:
+    """What happened, in the words of the incident report."""
+    s = r.settings
+    lines = [
+        f"pool {r.pool!r} on {r.database}: pool_size {s['pool_size']}, max_overflow "
+        f"{s['max_overflow']}, pool_timeout {s['pool_timeout']:g} s",
+        f"requests        {r.requests} ({r.ok} ok, {r.timeouts} timed out, {r.errors} errors"
+        + (f", {r.cancelled} cut short" if r.cancelled else "")
+        + (f", {r.not_started} never sent" if r.not_started else "")
+        + ")",
+        f"push            {r.scenario['users']} users over {r.scenario['ramp']:g} s "
+        f"starting at {r.push_at:g} s",
+        f"saturated       {_secs(r.time_to_saturation)} after the push started "
+        f"(peak {r.peak_in_use} of {s['pool_size'] + s['max_overflow']} in use, "
+        f"{r.peak_waiting} callers waiting)",
+        f"longest wait    {r.longest_wait:.2f} s for a connection that came"
+        + (f"; wait p50 {r.wait['p50']:.2f} s, p99 {r.wait['p99']:.2f} s" if r.wait else ""),
+        f"timeouts        {r.timeouts}"
+        + (f", the first {_secs(r.first_timeout)} after the push started" if r.timeouts else ""),
+    ]
+    if r.max_start_lag > 0.5:
+        lines.append(
+            f"note            requests started up to {r.max_start_lag:.1f} s late: the "
+            "thread pool, not the connection pool, was the limit"
+        )
+    if r.interrupted:
+        lines.append(f"interrupted     after {r.elapsed:.1f} s; these are the numbers so far")
+    return lines
+
+
+# -- the command ------------------------------------------------------------------------
+
+
+def add_pool_arguments(parser: argparse.ArgumentParser, *, timeout: float = 30.0) -> None:
+    parser.add_argument("--pool-size", type=int, default=5, help="QueuePool pool_size (5)")
+    parser.add_argument("--max-overflow", type=int, default=10, help="max_overflow (10)")
+    parser.add_argument(
+        "--pool-timeout", type=float, default=timeout, help=f"pool_timeout in seconds ({timeout:g})"
+    )
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--database-url",
+        help="SQLAlchemy URL of the database to replay against (default: a temporary SQLite "
+        "file); the password is never printed",
+    )
+    add_pool_arguments(parser)
+    parser.add_argument("--users", type=int, default=2000, help="users in the push (2000)")
+    parser.add_argument(
+        "--ramp", type=float, default=3.0, help="seconds over which they arrive (3)"
+    )
+    parser.add_argument("--ramp-shape", choices=RAMP_SHAPES, default="uniform")
+    parser.add_argument(
+        "--hold-median", type=float, default=0.1, help="median hold time, seconds (0.1)"
+    )
+    parser.add_argument(
+        "--hold-p95",
+        type=float,
+        default=None,
+        help="95th percentile hold time (default 4x the median; equal to it: fixed)",
+    )
+    parser.add_argument(
+        "--background-rate", type=float, default=0.0, help="steady requests per second (0)"
+    )
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=0.0,
+        help="seconds of steady traffic; the run ends when it and the push are done (0)",
+    )
+    parser.add_argument(
+        "--push-at", type=float, default=0.0, help="seconds into the run the push starts (0)"
+    )
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--pool-name", default="replay", help="the `pool` label (replay)")
+    parser.add_argument("--json", metavar="FILE", help="write the results as JSON ('-': stdout)")
+
+
+def scenario_from(args: argparse.Namespace) -> tuple[Scenario, PoolSettings]:
+    from .cli import CliError
+
+    try:
+        hold = HoldTime(args.hold_median, args.hold_p95 or 4 * args.hold_median)
+        scenario = Scenario(
+            users=args.users,
+            ramp=args.ramp,
+            ramp_shape=args.ramp_shape,
+            hold=hold,
+            background_rate=args.background_rate,
+            duration=args.duration,
+            push_at=args.push_at,
+            seed=args.seed,
+        )
+        settings = PoolSettings(args.pool_size, args.max_overflow, args.pool_timeout)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    return scenario, settings
+
+
+def write_json(result: Result, target: str) -> None:
+    text = json.dumps(result.to_json(), indent=1) + "\n"
+    if target == "-":
+        sys.stdout.write(text)
+    else:
+        Path(target).write_text(text)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .cli import CliError
+
+    scenario, settings = scenario_from(args)
+    out = sys.stderr if args.json == "-" else sys.stdout
+    try:
+        result = replay(
+            scenario, settings, database_url=args.database_url, pool_name=args.pool_name
+        )
+    except (sa_exc.NoSuchModuleError, ModuleNotFoundError) as exc:
+        raise CliError(f"no driver for --database-url: {exc}") from None
+    except sa_exc.ArgumentError as exc:
+        raise CliError(f"--database-url is not a database URL: {exc}") from None
+    except DatabaseUnavailable as exc:
+        raise CliError(str(exc)) from None
+    for line in summary(result):
+        print(line, file=out)
+    if result.requests and result.errors == result.requests:
+        kinds = ", ".join(f"{k} x{v}" for k, v in result.error_types.items())
+        raise CliError(f"every request failed ({kinds}); is the database reachable?")
+    if args.json:
+        write_json(result, args.json)
+    return 0

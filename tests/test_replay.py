@@ -1,0 +1,200 @@
+"""`pool-exporter replay`: bursts against real pools, its JSON results and its errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from pool_exporter import replay as rp
+from pool_exporter.cli import main
+
+from .conftest import value
+
+# Fast enough for a test, slow enough that 15 connections cannot keep up with 300 users in
+# 0.5 s: about 100 requests per second served against 600 arriving.
+OVERLOAD = rp.Scenario(users=300, ramp=0.5, hold=rp.HoldTime(0.1, 0.2), seed=7)
+SHORT_TIMEOUT = rp.PoolSettings(5, 10, 1.0)
+
+TOP_LEVEL_KEYS = {
+    "schema": str,
+    "database": str,
+    "pool": str,
+    "settings": dict,
+    "scenario": dict,
+    "started_at": float,
+    "push_at": float,
+    "elapsed": float,
+    "requests": int,
+    "ok": int,
+    "timeouts": int,
+    "errors": int,
+    "cancelled": int,
+    "not_started": int,
+    "interrupted": bool,
+    "longest_wait": float,
+    "wait": dict,
+    "hold": dict,
+    "peak_in_use": int,
+    "peak_waiting": int,
+    "arrival_rate": float,
+    "max_start_lag": float,
+    "error_types": dict,
+    "timeline": list,
+}
+
+
+@pytest.fixture(scope="module")
+def overload() -> rp.Result:
+    registry = CollectorRegistry()
+    return rp.replay(OVERLOAD, SHORT_TIMEOUT, registry=registry, sample_interval=0.25)
+
+
+def test_a_burst_beyond_the_pool_saturates_it_and_times_out(overload: rp.Result) -> None:
+    r = overload
+    assert r.requests == 300
+    assert r.ok + r.timeouts == 300
+    assert r.timeouts > 0
+    assert r.peak_in_use == 15
+    assert r.peak_waiting > 100
+    assert r.time_to_saturation is not None and r.time_to_saturation < 0.5
+    # nobody times out before having waited the pool timeout
+    assert r.first_timeout is not None and r.first_timeout >= 1.0
+    assert r.longest_wait <= 1.0 + 0.05
+    assert r.wait["max"] >= 1.0
+
+
+def test_the_timeline_follows_the_pool_through_the_burst(overload: rp.Result) -> None:
+    timeline = overload.timeline
+    assert [s.t for s in timeline] == sorted(s.t for s in timeline)
+    assert max(s.waiting for s in timeline) > 0
+    assert timeline[-1].waiting == 0 and timeline[-1].in_use == 0
+    assert timeline[-1].timeouts == overload.timeouts
+    assert timeline[-1].checkouts == overload.ok
+    assert all(s.in_use <= s.capacity for s in timeline)
+
+
+def test_a_burst_the_pool_can_absorb_has_no_timeouts() -> None:
+    gentle = rp.Scenario(users=60, ramp=1.0, hold=rp.HoldTime(0.02, 0.02))
+    r = rp.replay(gentle, rp.PoolSettings(5, 10, 1.0), registry=CollectorRegistry())
+    assert (r.ok, r.timeouts, r.errors) == (60, 0, 0)
+    assert r.time_to_saturation is None
+    assert r.first_timeout is None
+    assert r.hold["p50"] == pytest.approx(0.02, abs=0.01)
+
+
+def test_background_traffic_runs_for_the_duration_besides_the_push() -> None:
+    scenario = rp.Scenario(
+        users=20,
+        ramp=0.2,
+        push_at=1.0,
+        background_rate=40.0,
+        duration=2.0,
+        hold=rp.HoldTime(0.01, 0.01),
+    )
+    planned = scenario.arrivals()
+    background = [p for p in planned if not p[2]]
+    assert 40 <= len(background) <= 130  # Poisson with a mean of 80
+    assert all(0 <= p[0] < 2.0 for p in background)
+    assert all(1.0 <= p[0] <= 1.2 for p in planned if p[2])
+    r = rp.replay(scenario, rp.PoolSettings(5, 10, 1.0), registry=CollectorRegistry())
+    assert r.requests == len(planned)
+    assert r.timeouts == 0
+
+
+def test_the_replayed_pool_is_exported_while_it_runs() -> None:
+    registry = CollectorRegistry()
+    seen: list[float] = []
+
+    def on_sample(sample: rp.Sample, result: rp.Result) -> None:
+        seen.append(value(registry, "sqlalchemy_pool_max_connections", pool="burst"))
+
+    r = rp.replay(
+        rp.Scenario(users=30, ramp=0.5, hold=rp.HoldTime(0.05, 0.05)),
+        SHORT_TIMEOUT,
+        registry=registry,
+        pool_name="burst",
+        sample_interval=0.2,
+        on_sample=on_sample,
+    )
+    assert seen and set(seen) == {15.0}
+    assert r.pool == "burst"
+
+
+def test_hold_times_follow_the_median_and_p95_asked_for() -> None:
+    import random
+
+    hold = rp.HoldTime(0.2, 0.8)
+    rng = random.Random(3)
+    draws = sorted(hold.sample(rng) for _ in range(20000))
+    assert draws[10000] == pytest.approx(0.2, rel=0.05)
+    assert draws[19000] == pytest.approx(0.8, rel=0.08)
+    assert hold.mean == pytest.approx(sum(draws) / len(draws), rel=0.05)
+    assert rp.HoldTime(0.3, 0.3).sample(rng) == 0.3
+
+
+def test_replay_writes_json_results_that_read_back(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "r.json"
+    code = main(
+        ["replay", "--users", "40", "--ramp", "0.2", "--hold-median", "0.05", "--hold-p95", "0.05",
+         "--pool-size", "2", "--max-overflow", "0", "--pool-timeout", "0.3", "--json", str(out)]
+    )  # fmt: skip
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "timed out" in printed and "saturated" in printed
+    data = json.loads(out.read_text())
+    for key, kind in TOP_LEVEL_KEYS.items():
+        assert isinstance(data[key], kind), key
+    assert data["schema"] == rp.SCHEMA
+    assert data["settings"] == {"pool_size": 2, "max_overflow": 0, "pool_timeout": 0.3}
+    assert data["scenario"]["users"] == 40
+    assert set(data["scenario"]["hold"]) == {"median", "p95", "mean"}
+    assert set(data["wait"]) == {"p50", "p90", "p95", "p99", "max", "mean"}
+    assert data["timeouts"] > 0 and data["ok"] + data["timeouts"] == 40
+    assert set(data["timeline"][0]) == set(rp.Sample.__dataclass_fields__)
+    back = rp.Result.from_json(data)
+    assert back.timeouts == data["timeouts"]
+    assert back.timeline[-1].timeouts == data["timeouts"]
+
+
+def test_replay_against_postgresql_prints_the_url_without_its_password(
+    pg_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sqlalchemy as sa
+
+    url = sa.make_url(pg_url).set(password="s3cret-pw")  # trust auth ignores it
+    code = main(
+        ["replay", "--database-url", url.render_as_string(hide_password=False), "--users", "30",
+         "--ramp", "0.2", "--hold-median", "0.02", "--hold-p95", "0.05", "--json", "-"]
+    )  # fmt: skip
+    assert code == 0
+    captured = capsys.readouterr()
+    assert "s3cret-pw" not in captured.out + captured.err
+    assert "***" in captured.err
+    data = json.loads(captured.out)
+    assert data["ok"] == 30 and data["errors"] == 0
+    assert data["database"].startswith("postgresql+psycopg://postgres:***@")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--database-url", "not a url"], "not a database URL"),
+        (["--database-url", "nosuchdb://x/y"], "no driver"),
+        (["--database-url", "postgresql+psycopg://u:pw@127.0.0.1:1/x"], "cannot use"),
+        (["--hold-median", "0"], "hold time"),
+        (["--users", "-1"], "must not be negative"),
+        (["--pool-timeout", "0"], "timeout"),
+    ],
+)
+def test_bad_replay_input_is_one_error_line_and_exit_2(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["replay", "--users", "5", *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0]
+    assert "pw@" not in err[0]
