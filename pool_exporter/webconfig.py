@@ -87,16 +87,14 @@ class WebConfig:
         import bcrypt
 
         # An unknown user costs the same as a wrong password, so names cannot be probed.
-        ok = bool(bcrypt.checkpw(password.encode(), hashed or _DUMMY)) and hashed is not None
+        against = hashed if hashed is not None else next(iter(self.users.values()))
+        ok = bool(bcrypt.checkpw(password.encode(), against)) and hashed is not None
         if ok:
             with self._lock:
                 if len(self._verified) > 64:
                     self._verified.clear()
                 self._verified.add(key)
         return ok
-
-
-_DUMMY = b"$2b$10$" + b"a" * 53
 
 
 def load(path: str | None) -> WebConfig:
@@ -123,10 +121,10 @@ def load(path: str | None) -> WebConfig:
     if "basic_auth_users" in section:
         users = _mapping(section["basic_auth_users"], path, "basic_auth_users", None)
         for user, hashed in users.items():
-            if not isinstance(hashed, str) or not hashed.startswith(("$2a$", "$2b$", "$2y$")):
+            if not _is_bcrypt(hashed):
                 raise WebConfigError(
                     f"web config file {path}: basic_auth_users.{user} must be a bcrypt hash "
-                    "(htpasswd -nBC 10 USER, or python -c 'import bcrypt; ...')"
+                    "(htpasswd -nBC 10 USER)"
                 )
             config.users[str(user)] = hashed.encode()
     if "http_server_config" in section:
@@ -134,6 +132,18 @@ def load(path: str | None) -> WebConfig:
         headers = _mapping(http.get("headers") or {}, path, "http_server_config.headers", None)
         config.headers = {str(k): str(v) for k, v in headers.items()}
     return config
+
+
+def _is_bcrypt(value: Any) -> bool:
+    import bcrypt
+
+    if not isinstance(value, str) or not value.startswith(("$2a$", "$2b$", "$2y$")):
+        return False
+    try:  # a truncated hash would fail at the first scrape instead
+        bcrypt.checkpw(b"", value.encode())
+    except ValueError:
+        return False
+    return True
 
 
 def _mapping(value: Any, path: str, where: str, allowed: set[str] | None) -> Mapping[str, Any]:
