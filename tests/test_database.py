@@ -31,14 +31,19 @@ def sessions(pg_url: str, pg_app_name: str) -> Iterator[list[psycopg.Connection]
         conn.close()
 
 
-def count_by_state(pg_url: str, application_name: str) -> dict[str, int]:
+def query(pg_url: str, sql: str, *params: object) -> list[tuple[object, ...]]:
+    """The test's own look at the server, on a connection of its own."""
     with psycopg.connect(libpq(pg_url), autocommit=True) as conn:
-        rows = conn.execute(
-            "SELECT state, count(*) FROM pg_stat_activity WHERE application_name = %s "
-            "GROUP BY state",
-            (application_name,),
-        ).fetchall()
-    return {str(state): int(n) for state, n in rows}
+        return conn.execute(sql, params).fetchall()
+
+
+def count_by_state(pg_url: str, application_name: str) -> dict[str, int]:
+    rows = query(
+        pg_url,
+        "SELECT state, count(*) FROM pg_stat_activity WHERE application_name = %s GROUP BY state",
+        application_name,
+    )
+    return {str(state): int(str(n)) for state, n in rows}
 
 
 def test_database_view_agrees_with_pg_stat_activity(
@@ -71,13 +76,12 @@ def test_database_view_agrees_with_pg_stat_activity(
     assert {s[1]["database"] for s in select(samples, "pool_exporter_database_connections")} >= {
         "test"
     }
-    with psycopg.connect(libpq(pg_url), autocommit=True) as conn:
-        settings = dict(
-            conn.execute(
-                "SELECT name, setting::int FROM pg_settings WHERE name IN "
-                "('max_connections', 'superuser_reserved_connections', 'reserved_connections')"
-            ).fetchall()
-        )
+    rows = query(
+        pg_url,
+        "SELECT name, setting::int FROM pg_settings WHERE name IN "
+        "('max_connections', 'superuser_reserved_connections', 'reserved_connections')",
+    )
+    settings = {str(name): int(str(value)) for name, value in rows}
     reserved = settings["superuser_reserved_connections"] + settings.get("reserved_connections", 0)
     assert total(samples, "pool_exporter_database_max_connections") == settings["max_connections"]
     assert total(samples, "pool_exporter_database_reserved_connections") == reserved
@@ -108,13 +112,12 @@ def test_a_terminated_sidecar_connection_is_replaced_within_the_same_scrape(
         procs, tmp_path, env={"POOL_EXPORTER_DATABASE_URL": f"{pg_url}?application_name={name}"}
     )
     assert total(sidecar.scrape(), "pool_exporter_database_up") == 1
-    with psycopg.connect(libpq(pg_url), autocommit=True) as conn:
-        killed = conn.execute(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            "WHERE application_name = %s",
-            (name,),
-        ).fetchone()
-    assert killed == (1,)
+    killed = query(
+        pg_url,
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = %s",
+        name,
+    )
+    assert killed == [(1,)]
     assert total(sidecar.scrape(), "pool_exporter_database_up") == 1
     assert "cannot be queried" not in sidecar.proc.output()
 
