@@ -1,0 +1,158 @@
+"""Scrape time and memory of `pool-exporter sidecar` with 1, 8 and 64 live workers.
+
+    .venv/bin/python bench/sidecar_scrape.py [--workers 1 8 64] [--pools 10] [--scrapes 30]
+
+For each worker count, a writer process forks that many workers; each instruments `--pools`
+SQLite engines, checks every pool out a few times and stays alive (so its gauges stay, as a
+live worker's do). The real sidecar then serves the directory and is scraped `--scrapes` times.
+Reported: the scrape as the client sees it (median and worst), the sidecar's own
+reap-and-merge time (pool_exporter_multiprocess_scrape_duration_seconds), the size of the
+answer, and the sidecar's resident memory after the scrapes (VmRSS, and its peak VmHWM).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+
+
+def write_workers(directory: str, workers: int, pools: int) -> None:
+    """The writer: fork `workers` instrumented processes, report, wait for stdin to close."""
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory  # before prometheus-client is imported
+    import sqlalchemy as sa
+
+    from pool_exporter import instrument
+
+    children = []
+    for _ in range(workers):
+        pid = os.fork()
+        if pid == 0:
+            engines = [sa.create_engine("sqlite://") for _ in range(pools)]
+            for n, engine in enumerate(engines):
+                instrument(engine, name=f"pool{n}")
+                for _ in range(5):
+                    with engine.connect() as conn:
+                        conn.exec_driver_sql("SELECT 1")
+            os.write(1, b"ready\n")
+            sys.stdin.read()
+            os._exit(0)
+        children.append(pid)
+    sys.stdin.read()
+    for pid in children:
+        os.waitpid(pid, 0)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def memory(pid: int) -> tuple[float, float]:
+    """VmRSS and VmHWM of `pid`, in MiB."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        fields[key] = value.split()
+    return int(fields["VmRSS"][0]) / 1024, int(fields["VmHWM"][0]) / 1024
+
+
+def measure(workers: int, pools: int, scrapes: int) -> dict[str, float]:
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with tempfile.TemporaryDirectory() as directory:
+        writer = subprocess.Popen(
+            [sys.executable, __file__, "--write", directory, str(workers), str(pools)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert writer.stdout is not None and writer.stdin is not None
+        for _ in range(workers):
+            assert writer.stdout.readline().strip() == "ready"
+        port = free_port()
+        sidecar = subprocess.Popen(
+            [str(BIN / "pool-exporter"), "--log-level=warning", "sidecar",
+             f"--web.listen-address=127.0.0.1:{port}", f"--multiproc-dir={directory}"],
+            env={**os.environ, "POOL_EXPORTER_DATABASE_URL": ""},
+        )  # fmt: skip
+        try:
+            url = f"http://127.0.0.1:{port}/metrics"
+            with httpx.Client(timeout=30) as client:
+                for _ in range(200):
+                    try:
+                        client.get(url)
+                        break
+                    except httpx.HTTPError:
+                        time.sleep(0.05)
+                client.get(url)  # warm-up
+                rss_before, _ = memory(sidecar.pid)
+                times, merge, size, series = [], [], 0, 0
+                for _ in range(scrapes):
+                    t0 = time.perf_counter()
+                    response = client.get(url)
+                    times.append(time.perf_counter() - t0)
+                    size = len(response.content)
+                    families = list(text_string_to_metric_families(response.text))
+                    series = sum(len(f.samples) for f in families)
+                    for f in families:
+                        if f.name == "pool_exporter_multiprocess_scrape_duration_seconds":
+                            merge.append(f.samples[0].value)
+                rss, hwm = memory(sidecar.pid)
+                files = len(list(Path(directory).glob("*.db")))
+        finally:
+            sidecar.terminate()
+            sidecar.wait(10)
+            writer.stdin.close()
+            writer.wait(30)
+    return {
+        "workers": workers,
+        "files": files,
+        "series": series,
+        "kib": size / 1024,
+        "median_ms": statistics.median(times) * 1000,
+        "max_ms": max(times) * 1000,
+        "merge_ms": statistics.median(merge) * 1000,
+        "rss_idle_mib": rss_before,
+        "rss_mib": rss,
+        "hwm_mib": hwm,
+    }
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--write":
+        write_workers(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 8, 64])
+    parser.add_argument("--pools", type=int, default=10)
+    parser.add_argument("--scrapes", type=int, default=30)
+    args = parser.parse_args()
+    python = sys.version.split()[0]
+    print(f"{args.pools} pools per worker, {args.scrapes} scrapes each, Python {python}")
+    header = ("workers", "files", "series", "KiB", "scrape median ms", "scrape max ms",
+              "merge median ms", "RSS MiB", "peak RSS MiB")  # fmt: skip
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---:|" * len(header))
+    for workers in args.workers:
+        r = measure(workers, args.pools, args.scrapes)
+        print(
+            f"| {r['workers']} | {r['files']} | {r['series']} | {r['kib']:.0f} "
+            f"| {r['median_ms']:.1f} | {r['max_ms']:.1f} | {r['merge_ms']:.1f} "
+            f"| {r['rss_mib']:.1f} | {r['hwm_mib']:.1f} |",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
