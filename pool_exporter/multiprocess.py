@@ -50,21 +50,34 @@ def family(metric: m.Metric) -> Any:
 
 
 class MultiprocessPoolStats(PoolStats):
-    """PoolStats whose every change is also written to this worker's metric files."""
+    """PoolStats whose every change is also written to this worker's metric files.
+
+    Each update and the write of the gauges it changed happen under one reentrant lock, so two
+    threads cannot write their gauge values out of order; reentrant, because a garbage-collected
+    connection's checkin can run inside another update on the same thread.
+    """
 
     def __init__(self, name: str, info: dict[str, str]) -> None:
         self.name = name
         self.info = info
+        self._children: dict[tuple[str, ...], Any] = {}
+        self._published: dict[str, float] = {}
         super().__init__()
+        self._lock = threading.RLock()
 
     def _child(self, metric: m.Metric, *labels: str) -> Any:
-        return family(metric).labels(self.name, *labels)
+        key = (metric.name, *labels)
+        child = self._children.get(key)
+        if child is None:  # labels() costs more than the write it prepares: look it up once
+            child = self._children[key] = family(metric).labels(self.name, *labels)
+        return child
 
     def reset(self) -> None:
         # Before the first gauge write of this process (or of a forked child): a reaper only
         # deletes the files of a pid whose lock it can take.
         liveness.hold()
         super().reset()
+        self._published = {}
         # prometheus-client starts a forked child's files at zero; publish what is known.
         self._child(m.INFO, *self.info.values()).set(1)
         for metric in (m.CHECKOUTS, m.CHECKOUT_TIMEOUTS, m.CHECKOUT_CANCELLATIONS,
@@ -87,63 +100,78 @@ class MultiprocessPoolStats(PoolStats):
             self._child(m.TIMEOUT).set(capacity.timeout)
 
     def _publish(self) -> None:
-        with self._lock:
-            in_use, idle, waiting, overflow = self.in_use, self.idle, self.waiting, self.overflow
-        self._child(m.CONNECTIONS, "in_use").set(in_use)
-        self._child(m.CONNECTIONS, "idle").set(idle)
-        self._child(m.WAITING).set(waiting)
+        """Write the gauges whose values changed since the last write (each is an mmap write)."""
+        values = {"in_use": self.in_use, "idle": self.idle, "waiting": self.waiting}
         if self.capacity is not None:
-            self._child(m.OVERFLOW).set(overflow)
+            values["overflow"] = self.overflow
+        for what, number in values.items():
+            if self._published.get(what) != number:
+                self._published[what] = number
+                if what == "waiting":
+                    self._child(m.WAITING).set(number)
+                elif what == "overflow":
+                    self._child(m.OVERFLOW).set(number)
+                else:
+                    self._child(m.CONNECTIONS, what).set(number)
 
     def enter(self) -> None:
-        super().enter()
-        self._publish()
+        with self._lock:
+            super().enter()
+            self._publish()
 
     def checked_out(self, wait: float, first: bool, was_idle: bool) -> None:
-        super().checked_out(wait, first, was_idle)
-        self._child(m.CHECKOUTS).inc()
-        self._child(m.CHECKOUT_WAIT).observe(wait)
-        self._publish()
+        with self._lock:
+            super().checked_out(wait, first, was_idle)
+            self._publish()
+            self._child(m.CHECKOUTS).inc()
+            self._child(m.CHECKOUT_WAIT).observe(wait)
 
     def failed(self, reason: str) -> None:
-        super().failed(reason)
-        if reason == TIMEOUT:
-            self._child(m.CHECKOUT_TIMEOUTS).inc()
-        elif reason == CANCELLED:
-            self._child(m.CHECKOUT_CANCELLATIONS).inc()
-        else:
-            self._child(m.CHECKOUT_ERRORS).inc()
-            if reason == CONNECT_ERROR:
-                self._child(m.CONNECT_ERRORS).inc()
-        self._publish()
+        with self._lock:
+            super().failed(reason)
+            self._publish()
+            if reason == TIMEOUT:
+                self._child(m.CHECKOUT_TIMEOUTS).inc()
+            elif reason == CANCELLED:
+                self._child(m.CHECKOUT_CANCELLATIONS).inc()
+            else:
+                self._child(m.CHECKOUT_ERRORS).inc()
+                if reason == CONNECT_ERROR:
+                    self._child(m.CONNECT_ERRORS).inc()
 
     def checked_in(self, hold: float | None, now_idle: bool) -> None:
-        super().checked_in(hold, now_idle)
-        if hold is not None:
-            self._child(m.HOLD).observe(hold)
-        self._publish()
+        with self._lock:
+            super().checked_in(hold, now_idle)
+            self._publish()
+            if hold is not None:
+                self._child(m.HOLD).observe(hold)
 
     def detached(self, hold: float | None) -> None:
-        super().detached(hold)
-        self._child(m.DETACHES).inc()
-        if hold is not None:
-            self._child(m.HOLD).observe(hold)
-        self._publish()
+        with self._lock:
+            super().detached(hold)
+            self._publish()
+            self._child(m.DETACHES).inc()
+            if hold is not None:
+                self._child(m.HOLD).observe(hold)
 
     def connected(self, seconds: float) -> None:
-        super().connected(seconds)
-        self._child(m.CONNECTS).inc()
-        self._child(m.CONNECT_TIME).observe(seconds)
+        with self._lock:
+            super().connected(seconds)
+            self._child(m.CONNECTS).inc()
+            self._child(m.CONNECT_TIME).observe(seconds)
 
     def closed(self, was_idle: bool) -> None:
-        super().closed(was_idle)
-        self._child(m.CLOSES).inc()
-        self._publish()
+        with self._lock:
+            super().closed(was_idle)
+            self._publish()
+            self._child(m.CLOSES).inc()
 
     def invalidated(self, soft: bool) -> None:
-        super().invalidated(soft)
-        self._child(m.INVALIDATIONS, str(soft).lower()).inc()
+        with self._lock:
+            super().invalidated(soft)
+            self._child(m.INVALIDATIONS, str(soft).lower()).inc()
 
     def hook_failed(self, hook: str) -> None:
-        super().hook_failed(hook)
-        self._child(m.HOOK_ERRORS, hook).inc()
+        with self._lock:
+            super().hook_failed(hook)
+            self._child(m.HOOK_ERRORS, hook).inc()
