@@ -8,14 +8,15 @@ import signal
 from pathlib import Path
 from types import SimpleNamespace
 
+import httpx
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from pool_exporter import liveness
+from pool_exporter import exposition, liveness
 from pool_exporter.gunicorn import child_exit
 from pool_exporter.workers import WorkersCollector
 
-from .procs import Procs, Samples, parse, pids, procs, total, wait_until
+from .procs import Procs, Samples, free_port, parse, pids, procs, select, total, wait_until
 
 __all__ = ["procs"]
 
@@ -133,3 +134,41 @@ def test_reaping_never_takes_the_lock_of_a_live_process(tmp_path: Path, procs: P
         reaped = liveness.reap(str(tmp_path))
         assert reaped.dead == []
     assert pids(merged(tmp_path)) == set(found.values())
+
+
+def test_in_process_server_refuses_to_serve_one_worker_in_multiprocess_mode(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    with pytest.raises(ValueError, match="pool-exporter sidecar"):
+        exposition.start_http_server(free_port(), "127.0.0.1")
+
+
+def test_in_process_server_serves_the_default_registry_of_a_single_process_app(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    port = free_port()
+    server, thread = exposition.start_http_server(port, "127.0.0.1")
+    try:
+        samples = parse(httpx.get(f"http://127.0.0.1:{port}/metrics").text)
+        assert select(samples, "python_info")
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def test_wsgi_app_of_a_worker_serves_every_workers_merged_files(
+    tmp_path: Path, procs: Procs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, found = procs.writer(tmp_path, "--fork", "--checkouts", "2")
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    app = exposition.make_wsgi_app()
+    status: list[str] = []
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/metrics", "QUERY_STRING": ""}
+    body = b"".join(app(environ, lambda s, h: status.append(s)))
+    assert status == ["200 OK"]
+    samples = parse(body.decode())
+    assert pids(samples) == set(found.values())
+    assert total(samples, "sqlalchemy_pool_checkouts_total", pool="pool0") == 4

@@ -26,12 +26,17 @@ def main() -> None:
         instrument(engine, name=f"pool{n}")
     if args.fork and os.fork() == 0:
         work(engines, args.checkouts)
-        print(f"child {os.getpid()}", flush=True)
+        say(f"child {os.getpid()}")
         sys.stdin.read()
         os._exit(0)
     work(engines, args.checkouts)
-    print(f"parent {os.getpid()}", flush=True)
+    say(f"parent {os.getpid()}")
     sys.stdin.read()
+
+
+def say(line: str) -> None:
+    # One write(2) per line: parent and child share the pipe, and print() may split a line.
+    os.write(1, f"{line}\n".encode())
 
 
 def work(engines: list[sa.Engine], checkouts: int) -> None:
