@@ -1,8 +1,8 @@
 """Run a real Prometheus for a while: scrape given targets, evaluate rule files, answer queries.
 
-For the demo and the tests: a throwaway server on loopback with its own temporary storage,
-stopped (and its files removed) when the context ends. The configuration is written as JSON,
-which YAML parsers accept, so no YAML library is needed.
+For the demo and the tests: a throwaway server on loopback with its own temporary work
+directory, stopped (and the directory removed) when the context ends. The configuration is
+written as JSON, which YAML parsers accept, so no YAML library is needed.
 """
 
 from __future__ import annotations
@@ -19,9 +19,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .promapi import PrometheusAPI, PrometheusError
+from .promapi import PrometheusAPI, PrometheusError, QueryError
 
-BINARIES = ("prometheus",)
+__all__ = [
+    "PrometheusError",
+    "PrometheusServer",
+    "QueryError",
+    "ServerProcess",
+    "find_prometheus",
+    "free_port",
+]
+
 INSTALL_HINT = "apt-get install prometheus"
 
 
@@ -30,7 +38,7 @@ def find_prometheus() -> str | None:
     explicit = os.environ.get("PROMETHEUS_BIN")
     if explicit:
         return explicit if os.access(explicit, os.X_OK) else None
-    return next((p for p in map(shutil.which, BINARIES) if p), None)
+    return shutil.which("prometheus")
 
 
 def free_port() -> int:
@@ -39,52 +47,58 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def seconds_text(value: float) -> str:
+def duration(seconds: float) -> str:
     """A Prometheus duration for a number of seconds (`1s`, `500ms`)."""
-    if value >= 1 and float(value).is_integer():
-        return f"{int(value)}s"
-    return f"{round(value * 1000)}ms"
+    if seconds >= 1 and float(seconds).is_integer():
+        return f"{int(seconds)}s"
+    return f"{round(seconds * 1000)}ms"
 
 
 class ServerProcess:
-    """A child process serving HTTP on loopback, stopped and cleaned up on exit."""
+    """A child process serving HTTP on a loopback port, with a temporary work directory;
+    `start()` waits until `ready_path` answers 200, `stop()` ends it (idempotent)."""
 
     name = "server"
+    ready_path = "/-/ready"
 
-    def __init__(self, port: int | None, ready_path: str, startup_timeout: float) -> None:
+    def __init__(self, *, port: int | None = None, startup_timeout: float = 30.0) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.ready_path = ready_path
         self.startup_timeout = startup_timeout
-        self.dir = Path(tempfile.mkdtemp(prefix=f"pool-exporter-{self.name}-"))
-        self.log = self.dir / f"{self.name}.log"
+        self.work_dir = Path(tempfile.mkdtemp(prefix=f"pool-exporter-{self.name}-"))
+        self.log = self.work_dir / f"{self.name}.log"
         self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
 
     def command(self) -> list[str]:
         raise NotImplementedError
 
-    def __enter__(self) -> Any:
+    def start(self) -> None:
+        command = self.command()
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(
-                self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+                command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
             )
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                output = self.log.read_text(errors="replace")[-2000:]
-                self.__exit__()
+                output = self.logs()[-2000:]
+                self.stop()
                 raise PrometheusError(f"{self.name} exited at start-up: {output}")
             try:
                 with urllib.request.urlopen(self.url + self.ready_path, timeout=1) as r:
                     if r.status == 200:
-                        return self
+                        return
             except OSError:
                 pass
             time.sleep(0.1)
-        self.__exit__()
+        self.stop()
         raise PrometheusError(f"{self.name} did not become ready within {self.startup_timeout} s")
 
-    def __exit__(self, *exc: object) -> None:
+    def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             try:
@@ -92,7 +106,7 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(5)
-        shutil.rmtree(self.dir, ignore_errors=True)
+        shutil.rmtree(self.work_dir, ignore_errors=True)
 
     def logs(self) -> str:
         try:
@@ -100,18 +114,21 @@ class ServerProcess:
         except OSError:
             return ""
 
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
 
 class PrometheusServer(ServerProcess):
     """`with PrometheusServer(["127.0.0.1:9464"], rule_files=[...], interval=1) as prom:`
 
-    Scrapes every target every `interval` seconds and evaluates the rules as often, sending
-    alerts to `alertmanagers` (host:port) when given."""
+    Scrapes every target every `interval` seconds (job "pool-exporter") and evaluates the
+    rules as often, sending alerts to `alertmanagers` (host:port) when given."""
 
     name = "prometheus"
 
     def __init__(
         self,
-        targets: Sequence[str],
+        targets: Sequence[str] = (),
         *,
         rule_files: Sequence[Path | str] = (),
         interval: float = 1.0,
@@ -122,27 +139,22 @@ class PrometheusServer(ServerProcess):
         port: int | None = None,
         startup_timeout: float = 30.0,
     ) -> None:
-        super().__init__(port, "/-/ready", startup_timeout)
-        found = binary or find_prometheus()
-        if found is None:
-            shutil.rmtree(self.dir, ignore_errors=True)
-            raise PrometheusError(f"no prometheus binary ({INSTALL_HINT})")
-        self.binary = found
+        self.binary = binary or find_prometheus()
         self.targets = list(targets)
         self.interval = interval
         self.evaluation_interval = evaluation_interval or interval
         self.alertmanagers = list(alertmanagers)
         self.job = job
         self.rule_files = [Path(r).resolve() for r in rule_files]
+        super().__init__(port=port, startup_timeout=startup_timeout)
         self.api = PrometheusAPI(self.url)
 
     def config(self) -> dict[str, Any]:
-        every = seconds_text(self.interval)
         config: dict[str, Any] = {
             "global": {
-                "scrape_interval": every,
-                "scrape_timeout": seconds_text(min(self.interval, 10.0)),
-                "evaluation_interval": seconds_text(self.evaluation_interval),
+                "scrape_interval": duration(self.interval),
+                "scrape_timeout": duration(min(self.interval, 10.0)),
+                "evaluation_interval": duration(self.evaluation_interval),
             },
             "rule_files": [str(r) for r in self.rule_files],
             "scrape_configs": [
@@ -156,46 +168,59 @@ class PrometheusServer(ServerProcess):
         return config
 
     def command(self) -> list[str]:
-        config = self.dir / "prometheus.yml"
+        if self.binary is None:
+            raise PrometheusError(f"no prometheus binary found ({INSTALL_HINT})")
+        for rules in self.rule_files:
+            if not rules.is_file():
+                raise PrometheusError(f"rule file {rules} does not exist")
+        config = self.work_dir / "prometheus.yml"
         config.write_text(json.dumps(self.config(), indent=1))
         return [
             self.binary,
             f"--config.file={config}",
-            f"--storage.tsdb.path={self.dir / 'data'}",
-            f"--web.listen-address=127.0.0.1:{self.port}",
+            f"--storage.tsdb.path={self.work_dir / 'data'}",
+            f"--web.listen-address={self.address}",
             "--log.level=warn",
         ]
 
     def __enter__(self) -> PrometheusServer:
-        super().__enter__()
+        self.start()
         return self
 
     # -- the HTTP API -----------------------------------------------------------------
 
     def query(self, expr: str, at: float | None = None) -> list[dict[str, Any]]:
+        """Instant query; raises QueryError naming `expr` when Prometheus refuses it."""
         return self.api.query(expr, at)
+
+    def wait_for(self, expr: str, timeout: float = 15.0) -> list[dict[str, Any]]:
+        """Poll `expr` until it returns something; PrometheusError after `timeout` s."""
+        deadline = time.monotonic() + timeout
+        while True:
+            result = self.query(expr)
+            if result:
+                return result
+            if time.monotonic() > deadline:
+                raise PrometheusError(f"{expr!r} returned nothing within {timeout} s")
+            time.sleep(min(0.2, self.interval))
 
     def alerts(self) -> list[dict[str, Any]]:
         """Active alerts (pending and firing), as `/api/v1/alerts` lists them."""
-        alerts: list[dict[str, Any]] = self._get("/api/v1/alerts")["alerts"]
+        alerts: list[dict[str, Any]] = self.api.get("/api/v1/alerts")["alerts"]
         return alerts
 
     def rules(self) -> list[dict[str, Any]]:
-        groups: list[dict[str, Any]] = self._get("/api/v1/rules")["groups"]
+        groups: list[dict[str, Any]] = self.api.get("/api/v1/rules")["groups"]
         return groups
 
     def targets_up(self) -> bool:
-        active = self._get("/api/v1/targets")["activeTargets"]
+        active = self.api.get("/api/v1/targets")["activeTargets"]
         return bool(active) and all(t.get("health") == "up" for t in active)
 
     def wait_for_scrape(self, timeout: float = 15.0) -> None:
-        """Until every target has been scraped successfully once."""
+        """Until every target has been scraped successfully."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.targets_up():
-                return
+        while not self.targets_up():
+            if time.monotonic() > deadline:
+                raise PrometheusError(f"Prometheus did not scrape {self.targets} in {timeout} s")
             time.sleep(0.2)
-        raise PrometheusError(f"Prometheus did not scrape {self.targets} within {timeout} s")
-
-    def _get(self, path: str) -> dict[str, Any]:
-        return self.api._get(path, {})
