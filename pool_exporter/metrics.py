@@ -272,3 +272,23 @@ DATABASE: tuple[Metric, ...] = (
     DATABASE_RESERVED_CONNECTIONS,
     DATABASE_FREE_CONNECTIONS,
 )
+
+
+# -- events the application marks (`pool_exporter.mark_event`), shown as dashboard annotations --
+
+EVENTS = ExporterMetric(
+    "pool_exporter_events",
+    "counter",
+    "Events the application marked with mark_event() (a push, a deploy, a campaign), by name.",
+    ("event",),
+)
+EVENT_LAST_TIMESTAMP = ExporterMetric(
+    "pool_exporter_event_last_timestamp_seconds",
+    "gauge",
+    "Unix time of the latest mark_event() of this name: the dashboard's annotation time.",
+    ("event",),
+    # The latest event across workers, dead ones included: an event a worker marked before it
+    # exited still happened.
+    multiprocess_mode="max",
+)
+EVENT: tuple[Metric, ...] = (EVENTS, EVENT_LAST_TIMESTAMP)
