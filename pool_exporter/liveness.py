@@ -67,6 +67,10 @@ def hold(directory: str | None = None) -> bool:
     if not directory:
         return False
     pid = os.getpid()
+    if _Held.pid is not None and _Held.pid != pid:
+        # A forked child, called from the at-fork reset before it can start a thread: a lock
+        # some other parent thread held at the fork would stay held here forever.
+        _Held.lock = threading.Lock()
     with _Held.lock:
         if _Held.pid == pid:
             return True
@@ -156,7 +160,8 @@ def reap(directory: str) -> Reaped:
         pid = int(match.group(1))
         path = os.path.join(directory, name)
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+            # Read-only is enough for flock, and works when the sidecar runs as another user.
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:  # another reaper, or the process itself, removed it
             continue
         try:
