@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import base64
 import os
+import shutil
 import signal
 import ssl
 import subprocess
+import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -278,6 +280,36 @@ def test_a_missing_directory_is_named_in_the_error(tmp_path: Path) -> None:
     )
 
 
+def test_an_unwritable_directory_is_refused() -> None:
+    # The sidecar removes dead workers' files, so read-only access is a configuration error.
+    directory = Path(tempfile.mkdtemp(prefix="pool-exporter-ro-"))
+    try:
+        args = [f"--multiproc-dir={directory}"]
+        if os.geteuid() == 0:  # root writes anywhere: run the sidecar as nobody instead
+            directory.chmod(0o755)
+            setpriv = shutil.which("setpriv")
+            assert setpriv, "setpriv (util-linux) is needed to run the sidecar as nobody"
+            prefix = [setpriv, "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+        else:
+            directory.chmod(0o555)
+            prefix = []
+        result = subprocess.run(
+            [*prefix, str(BIN / "pool-exporter"), "sidecar", *args],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    finally:
+        directory.chmod(0o700)
+        shutil.rmtree(directory)
+    assert result.returncode == 2, result
+    assert result.stderr.strip() == (
+        f"error: multiprocess directory {directory} is not readable and writable by this user "
+        "(the sidecar removes the files of dead workers)"
+    )
+
+
 def test_deploy_examples_parse_and_point_at_the_shared_directory() -> None:
     deploy = ROOT / "deploy"
     documents = {
@@ -307,3 +339,5 @@ def test_deploy_examples_parse_and_point_at_the_shared_directory() -> None:
     assert args[0] == "sidecar"
     scrape = yaml.safe_load((deploy / "prometheus.yml").read_text())
     assert scrape["scrape_configs"]
+    web = yaml.safe_load((deploy / "web-config.yml").read_text())
+    assert set(web) == {"tls_server_config", "basic_auth_users"}
