@@ -10,8 +10,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import re
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("pool_exporter.demo", "replay the push incident on an embedded SQLite pool"),
@@ -31,14 +33,32 @@ class CliError(Exception):
         self.code = code
 
 
+# user:password@ in anything that looks like a URL
+_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][\w+.-]*://)[^/\s@]*@")
+
+
+def redact(text: str) -> str:
+    """Hide URL credentials: argparse echoes a mistyped flag's value, a URL with a password
+    among them (`--database-ur=postgresql://app:secret@db/quiz`)."""
+    return _CREDENTIALS.sub(r"\g<scheme>***@", text)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {redact(message)}\n")
+
+
 def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="pool-exporter", description="Prometheus monitoring for SQLAlchemy connection pools."
     )
     parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=ArgumentParser
+    )
     chosen = next((a for a in argv if a in SUBCOMMANDS), None)
     for name, (module, help_text) in SUBCOMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
