@@ -1,6 +1,17 @@
 """pool-exporter: Prometheus metrics for SQLAlchemy connection pools."""
 
+from .events import mark_event
+from .exposition import make_asgi_app, make_wsgi_app, start_http_server
 from .instrument import PoolInstrumentation, default_name, instrument
 from .metrics import ALL as METRICS
 
-__all__ = ["METRICS", "PoolInstrumentation", "default_name", "instrument"]
+__all__ = [
+    "METRICS",
+    "PoolInstrumentation",
+    "default_name",
+    "instrument",
+    "make_asgi_app",
+    "make_wsgi_app",
+    "mark_event",
+    "start_http_server",
+]
