@@ -333,6 +333,7 @@ class Replay:
         the calling thread) works like cancel(): the result so far comes back, interrupted."""
         self._t0 = perf_counter()
         self.result.started_at = time.time()
+        self._sample_now()
         sampler = threading.Thread(target=self._sample_loop, name="replay-sampler", daemon=True)
         sampler.start()
         users = ThreadPoolExecutor(self.threads, thread_name_prefix="replay-user")
@@ -402,7 +403,7 @@ class Replay:
             self._sample_now()
 
     def _next_tick(self) -> float:
-        n = len(self.result.timeline) + 1
+        n = len(self.result.timeline)  # the first sample is at t = 0
         return max(0.0, self._t0 + n * self.sample_interval - perf_counter())
 
     def _sample_now(self) -> None:
