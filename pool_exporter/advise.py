@@ -1,0 +1,478 @@
+"""`pool-exporter advise`: pool settings per worker from measured data, with the working shown.
+
+Two questions, one arithmetic (pool_exporter.sizing):
+- sizing: what pool_size, max_overflow and pool_timeout should each worker run so that a
+  target burst on top of the measured traffic is served without waiting (or, when the
+  database cannot afford that, waits a bounded time without timeouts)?
+- pre-flight (`--preflight`): with the settings running now, how fast can a push pipeline
+  send, and would a push to N users cause timeouts? Exit code 1 when it would, so the
+  pipeline's job stops before sending.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import sizing
+from .measured import Measured, NoData, from_prometheus, from_replay, seconds
+from .promapi import PrometheusAPI, PrometheusError
+from .replay import Result
+
+EXIT_PUSH_UNSAFE = 1
+
+
+@dataclass(frozen=True)
+class Goals:
+    p_wait: float = 0.05  # the share of requests that may wait at all
+    mean_wait: float = 0.1  # seconds, averaged over every request
+    burst_wait: float = 1.0  # the longest any request of a burst may queue
+    request_timeout: float = 10.0  # the most a caller can afford to wait for a connection
+
+    def check(self) -> None:
+        if not 0 < self.p_wait < 1:
+            raise ValueError(f"--p-wait must be between 0 and 1, got {self.p_wait:g}")
+        if self.mean_wait <= 0 or self.burst_wait <= 0 or self.request_timeout <= 0:
+            raise ValueError("--max-wait, --burst-wait and --request-timeout must be positive")
+
+
+@dataclass(frozen=True)
+class Target:
+    """Extra traffic to plan for, fleet-wide, on top of the measured steady traffic: a
+    sustained rate, or a burst of users over a ramp."""
+
+    rate: float = 0.0
+    users: int | None = None
+    ramp: float = 0.0
+
+    @property
+    def burst_rate(self) -> float:
+        if self.users is None:
+            return self.rate
+        return self.users / self.ramp if self.ramp > 0 else math.inf
+
+    def describe(self) -> str:
+        if self.users is not None:
+            over = f"over {self.ramp:g} s" if self.ramp > 0 else "all at once"
+            return f"a push of {self.users} users {over}"
+        return f"{self.rate:g} extra requests/s" if self.rate else "the measured traffic only"
+
+
+@dataclass
+class Advice:
+    pool: str
+    pools: int
+    pool_size: int
+    max_overflow: int
+    pool_timeout: float
+    fleet_connections: int
+    database_budget: int | None
+    exhausts_database: bool
+    predicted_longest_wait: float
+    working: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def _f(x: float) -> str:
+    return f"{x:.3g}" if abs(x) < 1000 else f"{x:,.0f}"
+
+
+def database_budget(m: Measured, flag: int | None) -> int | None:
+    limit = flag if flag is not None else m.db_max_connections
+    if limit is None:
+        return None
+    reserved = m.db_reserved if flag is None and m.db_reserved is not None else 0
+    return limit - reserved
+
+
+def recommend(
+    m: Measured, target: Target, pools: int, goals: Goals, *, db_max: int | None = None
+) -> Advice:
+    """Settings per worker for `pools` pools (workers x instances) sharing the traffic."""
+    goals.check()
+    if m.hold_mean <= 0:
+        raise ValueError("the measured mean hold time is 0: no checkouts to size from")
+    s = m.hold_mean
+    work: list[str] = []
+    warn: list[str] = []
+    base = m.peak_rate / pools
+    work.append(
+        f"steady   λ = {_f(m.peak_rate)} req/s (busiest stretch) / {pools} pools = "
+        f"{_f(base)} req/s per pool; S = {_f(s)} s mean hold"
+    )
+    a_base = sizing.offered_load(base, s)
+    steady = sizing.smallest_pool(a_base, s, p_wait=goals.p_wait, max_mean_wait=goals.mean_wait)
+    work.append(
+        f"         Little's law A = λ·S = {_f(base)} x {_f(s)} = {_f(a_base)} connections busy"
+    )
+    work.append(_erlang_line(steady, s, goals))
+    pool_size = max(1, steady.servers)
+
+    extra = target.burst_rate / pools
+    if target.users is not None and target.ramp == 0:
+        extra = math.inf
+    if math.isfinite(extra):
+        a_peak = sizing.offered_load(base + extra, s)
+        work.append(
+            f"target   {target.describe()}: {_f(target.burst_rate)} req/s / {pools} = "
+            f"{_f(extra)} per pool; A = ({_f(base)} + {_f(extra)}) x {_f(s)} = {_f(a_peak)}"
+        )
+        nowait = sizing.smallest_pool(a_peak, s, p_wait=goals.p_wait, max_mean_wait=goals.mean_wait)
+        work.append(_erlang_line(nowait, s, goals))
+        servers = max(pool_size, nowait.servers)
+    else:
+        work.append(f"target   {target.describe()}: no pool serves that without a queue")
+        servers = pool_size
+    budget = database_budget(m, db_max)
+    chosen_by = "no-wait"
+    if target.users is not None:
+        per_pool = target.users / pools
+        ride = _ride_out(per_pool, target.ramp, s, base, goals.burst_wait, pool_size)
+        b = sizing.burst(per_pool, target.ramp, ride, s, base)
+        work.append(
+            f"ride-out the push queues instead: {_f(per_pool)} users per pool over "
+            f"{target.ramp:g} s; c = {ride} serves c/S - λ = {_f(b.capacity)} req/s, backlog "
+            f"{_f(b.backlog)} drains in {_f(b.longest_wait)} s ≤ {goals.burst_wait:g} s"
+        )
+        if (budget is not None and servers * pools > budget) or not math.isfinite(extra):
+            servers, chosen_by = max(ride, pool_size), "ride-out"
+    if budget is not None and servers * pools > budget:
+        fits = budget // pools
+        warn.append(
+            f"{pools} pools x {servers} = {servers * pools} connections exhaust the database "
+            f"({budget} available); at most {fits} per pool fit: split the push "
+            "(see --preflight) or put a pooler in front of the database"
+        )
+    max_overflow = servers - pool_size
+    if target.users is not None:
+        worst = sizing.burst(target.users / pools, target.ramp, servers, s, base).longest_wait
+    else:
+        a = sizing.offered_load(base + (extra if math.isfinite(extra) else 0.0), s)
+        worst = sizing.wait_quantile(servers, a, s, 1e-4)
+    p95 = m.hold_p95 if m.hold_p95 and math.isfinite(m.hold_p95) else 3 * s
+    timeout = float(math.ceil(max(2.0, 2 * worst, 3 * p95)))
+    if timeout > goals.request_timeout:
+        warn.append(
+            f"requests may wait {_f(worst)} s for a connection, more than half the "
+            f"{goals.request_timeout:g} s request budget: the pool timeout is capped there"
+        )
+        timeout = goals.request_timeout
+    work.append(
+        f"chosen   {chosen_by}: c = {servers} = pool_size {pool_size} (steady) + max_overflow "
+        f"{max_overflow} (the burst)"
+    )
+    work.append(
+        f"timeout  max(2 s, 2 x longest predicted wait {_f(worst)} s, 3 x hold p95 "
+        f"{_f(p95)} s) = {timeout:g} s, at most the request budget {goals.request_timeout:g} s"
+    )
+    return Advice(
+        pool=m.pool,
+        pools=pools,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_timeout=timeout,
+        fleet_connections=servers * pools,
+        database_budget=budget,
+        exhausts_database=budget is not None and servers * pools > budget,
+        predicted_longest_wait=worst,
+        working=work,
+        warnings=warn,
+    )
+
+
+def _erlang_line(chosen: sizing.Servers, s: float, goals: Goals) -> str:
+    text = (
+        f"         Erlang C: c = {chosen.servers} gives P(wait) = {chosen.p_wait:.1%} ≤ "
+        f"{goals.p_wait:.0%} and W = {_f(chosen.mean_wait)} s ≤ {goals.mean_wait:g} s"
+    )
+    smaller = chosen.servers - 1
+    if smaller >= 1:
+        pw = sizing.erlang_c(smaller, chosen.load)
+        w = sizing.mean_wait(smaller, chosen.load, s)
+        text += f"; c = {smaller} gives {pw:.1%}, W = {_f(w)} s"
+    return text
+
+
+def _ride_out(users: float, ramp: float, s: float, base: float, wait: float, least: int) -> int:
+    c = max(1, least)
+    while sizing.burst(users, ramp, c, s, base).longest_wait > wait:
+        c += 1
+    return c
+
+
+@dataclass
+class Preflight:
+    pool: str
+    safe_rate: float  # users per second the fleet absorbs without waiting (beyond p_wait)
+    longest_wait: float
+    predicted_timeouts: float
+    batches: int
+    batch_users: int
+    batch_interval: float
+    safe: bool
+    working: list[str] = field(default_factory=list)
+
+
+def preflight(
+    m: Measured,
+    pools: int,
+    goals: Goals,
+    *,
+    users: int,
+    ramp: float,
+    requests_per_user: float,
+    settings: tuple[int, int, float],
+) -> Preflight:
+    """Would a push to `users` over `ramp` seconds, with the pools as they are now, time out?"""
+    goals.check()
+    size, overflow, timeout = settings
+    c = size + overflow
+    s = m.hold_mean
+    base = m.peak_rate / pools
+    work = [
+        f"now      {pools} pools x (pool_size {size} + max_overflow {overflow}) = "
+        f"{pools * c} connections, pool_timeout {timeout:g} s",
+        f"steady   λ = {_f(m.peak_rate)} req/s / {pools} = {_f(base)} per pool; S = {_f(s)} s; "
+        f"A = {_f(base * s)} of {c} connections busy",
+    ]
+    extra = sizing.max_rate(c, s, p_wait=goals.p_wait, base_rate=base)
+    safe_rate = extra * pools / requests_per_user
+    work.append(
+        f"safe     the most λ with Erlang C(c={c}, A=λ·S) ≤ {goals.p_wait:.0%} is "
+        f"{_f(base + extra)} req/s per pool: {_f(extra)} more x {pools} pools / "
+        f"{requests_per_user:g} requests per user = {_f(safe_rate)} users/s"
+    )
+    per_pool = users * requests_per_user / pools
+    b = sizing.burst(per_pool, ramp, c, s, base)
+    free = max(0.0, c - base * s)
+    timeouts = max(0.0, per_pool - free - b.capacity * (ramp + timeout)) * pools
+    over = f"over {ramp:g} s" if ramp > 0 else "at once"
+    work.append(
+        f"push     {users} users {over} = {_f(per_pool)} requests per pool against "
+        f"{_f(free)} free connections and c/S - λ = {_f(b.capacity)} req/s: backlog "
+        f"{_f(b.backlog)}, the last waits {_f(b.longest_wait)} s"
+    )
+    if timeouts > 0:
+        work.append(
+            f"timeouts requests beyond free + capacity x (ramp + timeout) = {_f(free)} + "
+            f"{_f(b.capacity)} x {ramp + timeout:g} per pool time out: about {_f(timeouts)}"
+        )
+    # a batch every pool can start within the burst-wait goal, then the next once it drains
+    per_batch = max(1.0, math.floor(free + b.capacity * goals.burst_wait))
+    batch_users = max(1, math.floor(per_batch * pools / requests_per_user))
+    batches = max(1, math.ceil(users / batch_users))
+    interval = per_batch / b.capacity if b.capacity > 0 else math.inf
+    work.append(
+        f"batches  {_f(free)} free + {_f(b.capacity)} req/s x {goals.burst_wait:g} s = "
+        f"{_f(per_batch)} requests per pool start within {goals.burst_wait:g} s: "
+        f"{batches} batches of {batch_users} users, one every {_f(interval)} s"
+    )
+    return Preflight(
+        pool=m.pool,
+        safe_rate=safe_rate,
+        longest_wait=b.longest_wait,
+        predicted_timeouts=timeouts,
+        batches=batches,
+        batch_users=batch_users,
+        batch_interval=interval,
+        safe=b.longest_wait < timeout and timeouts == 0,
+        working=work,
+    )
+
+
+# -- the command ------------------------------------------------------------------------
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--prometheus", metavar="URL", help="a Prometheus server's base URL")
+    source.add_argument("--from-replay", metavar="FILE", help="a `replay --json` result")
+    parser.add_argument("--window", default="15m", help="how far back to measure (15m)")
+    parser.add_argument("--pool", help="only this pool (the `pool` label)")
+    parser.add_argument(
+        "--selector", default="", help="more label matchers, for example 'job=\"api\"'"
+    )
+    parser.add_argument("--at", type=float, help="evaluate at this unix time (default: now)")
+    parser.add_argument("--rate", type=float, default=0.0, help="extra requests/s to plan for")
+    parser.add_argument("--users", type=int, help="plan for a push of this many users ...")
+    parser.add_argument("--ramp", type=float, default=0.0, help="... arriving over seconds")
+    parser.add_argument(
+        "--workers", type=int, help="worker processes per instance (default: as measured)"
+    )
+    parser.add_argument("--instances", type=int, default=1, help="instances (1)")
+    parser.add_argument("--p-wait", type=float, default=0.05, help="share that may wait (0.05)")
+    parser.add_argument("--max-wait", type=float, default=0.1, help="mean wait goal, s (0.1)")
+    parser.add_argument(
+        "--burst-wait", type=float, default=1.0, help="longest queue in a push, s (1)"
+    )
+    parser.add_argument(
+        "--request-timeout", type=float, default=10.0, help="caller's budget, s (10)"
+    )
+    parser.add_argument("--database-max-connections", type=int, help="the server's limit")
+    parser.add_argument(
+        "--preflight", action="store_true", help="judge a planned push with today's settings"
+    )
+    parser.add_argument("--push-users", type=int, help="with --preflight: users to notify")
+    parser.add_argument("--push-ramp", type=float, default=0.0, help="... over seconds (0)")
+    parser.add_argument(
+        "--requests-per-user", type=float, default=1.0, help="requests each user makes (1)"
+    )
+    parser.add_argument("--pool-size", type=int, help="with --preflight: settings in force")
+    parser.add_argument("--max-overflow", type=int)
+    parser.add_argument("--pool-timeout", type=float)
+    parser.add_argument("--json", metavar="FILE", help="also write the advice as JSON")
+
+
+def measure(args: argparse.Namespace) -> list[Measured]:
+    from .cli import CliError
+
+    try:
+        if args.from_replay:
+            path = Path(args.from_replay)
+            try:
+                data = json.loads(path.read_text())
+                return [from_replay(Result.from_json(data), str(path))]
+            except OSError as exc:
+                raise CliError(f"cannot read {path}: {exc.strerror}") from None
+            except (ValueError, TypeError, KeyError) as exc:
+                raise CliError(f"{path} is not a replay result: {exc}") from None
+        seconds(args.window)
+        return from_prometheus(
+            PrometheusAPI(args.prometheus),
+            window=args.window,
+            pool=args.pool,
+            matchers=args.selector,
+            at=args.at,
+        )
+    except (PrometheusError, NoData) as exc:
+        raise CliError(str(exc)) from None
+    except ValueError as exc:
+        raise CliError(f"--window: {exc}") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    from .cli import CliError
+
+    goals = Goals(args.p_wait, args.max_wait, args.burst_wait, args.request_timeout)
+    for name in ("workers", "instances", "users", "push_users"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise CliError(f"--{name.replace('_', '-')} must be at least 1")
+    if args.rate < 0 or args.ramp < 0 or args.push_ramp < 0 or args.requests_per_user <= 0:
+        raise CliError("--rate, --ramp and --push-ramp must not be negative")
+    if args.preflight and args.push_users is None:
+        raise CliError("--preflight needs --push-users N (the push to judge)")
+    try:
+        goals.check()
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    report: list[dict[str, Any]] = []
+    code = 0
+    for m in measure(args):
+        pools = (args.workers or m.pools) * args.instances
+        print(f"pool {m.pool!r} from {m.source}")
+        print(_measured_line(m, pools))
+        try:
+            if args.preflight:
+                p = _preflight(m, pools, goals, args)
+                _print_preflight(p, args.push_users)
+                report.append({"preflight": asdict(p)})
+                if not p.safe:
+                    code = EXIT_PUSH_UNSAFE
+            else:
+                target = _target(args, m)
+                a = recommend(m, target, pools, goals, db_max=args.database_max_connections)
+                _print_advice(a)
+                report.append({"advice": asdict(a)})
+        except ValueError as exc:
+            raise CliError(str(exc)) from None
+    if args.json:
+        text = json.dumps(report, indent=1, default=str) + "\n"
+        if args.json == "-":
+            sys.stdout.write(text)
+        else:
+            Path(args.json).write_text(text)
+    return code
+
+
+def _target(args: argparse.Namespace, m: Measured) -> Target:
+    if args.users is not None:
+        return Target(users=args.users, ramp=args.ramp)
+    if args.rate:
+        return Target(rate=args.rate)
+    if m.burst_users is not None:  # a replay's own push
+        return Target(users=m.burst_users, ramp=m.burst_ramp or 0.0)
+    return Target()
+
+
+def _preflight(m: Measured, pools: int, goals: Goals, args: argparse.Namespace) -> Preflight:
+    size = args.pool_size if args.pool_size is not None else m.pool_size
+    overflow = args.max_overflow if args.max_overflow is not None else m.max_overflow
+    timeout = args.pool_timeout if args.pool_timeout is not None else m.pool_timeout
+    if size is None or overflow is None or timeout is None:
+        raise ValueError(
+            "the pool's settings are not in the data: give --pool-size, --max-overflow and "
+            "--pool-timeout"
+        )
+    return preflight(
+        m,
+        pools,
+        goals,
+        users=args.push_users,
+        ramp=args.push_ramp,
+        requests_per_user=args.requests_per_user,
+        settings=(size, overflow, timeout),
+    )
+
+
+def _measured_line(m: Measured, pools: int) -> str:
+    parts = [
+        f"  measured {_f(m.rate)} checkouts/s (busiest {_f(m.peak_rate)}) over {m.pools} "
+        f"pool(s); hold mean {_f(m.hold_mean)} s"
+        + (f", p95 {_f(m.hold_p95)} s" if m.hold_p95 is not None else ""),
+        f"; peak {_f(m.peak_in_use)} in use per pool; {_f(m.timeouts)} timeouts",
+    ]
+    if m.pool_size is not None:
+        parts.append(
+            f"\n  running  pool_size {m.pool_size}, max_overflow {m.max_overflow}, "
+            f"pool_timeout {m.pool_timeout:g} s; planning for {pools} pools"
+        )
+    return "".join(parts)
+
+
+def _print_advice(a: Advice) -> None:
+    print("  working (per pool, i.e. per worker process):")
+    for line in a.working:
+        print(f"    {line}")
+    print(
+        f"  recommend pool_size={a.pool_size} max_overflow={a.max_overflow} "
+        f"pool_timeout={a.pool_timeout:g}  (per worker)"
+    )
+    budget = (
+        f" of the database's {a.database_budget}" if a.database_budget is not None else
+        " (database limit unknown: --database-max-connections)"
+    )  # fmt: skip
+    print(f"  fleet    {a.pools} pools x {a.pool_size + a.max_overflow} = "
+          f"{a.fleet_connections} connections at most{budget}")  # fmt: skip
+    for w in a.warnings:
+        print(f"  WARNING  {w}")
+
+
+def _print_preflight(p: Preflight, users: int) -> None:
+    print("  working (per pool, i.e. per worker process):")
+    for line in p.working:
+        print(f"    {line}")
+    print(f"  safe sending rate {_f(p.safe_rate)} users/s; or {p.batches} batches of "
+          f"{p.batch_users} users, one every {_f(p.batch_interval)} s")  # fmt: skip
+    if p.safe:
+        print(f"  push of {users} users: OK, the last request waits about {_f(p.longest_wait)} s")
+    else:
+        print(
+            f"  push of {users} users: WOULD TIME OUT (about {_f(p.predicted_timeouts)} "
+            f"requests; the last would wait {_f(p.longest_wait)} s): send in batches instead"
+        )

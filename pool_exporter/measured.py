@@ -1,0 +1,160 @@
+"""What a pool measured, read back from a Prometheus server or from a replay's results."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from . import metrics as m
+from .promapi import PrometheusAPI
+from .replay import Result
+
+
+class NoData(Exception):
+    """The source has nothing usable for the question asked."""
+
+
+@dataclass(frozen=True)
+class Measured:
+    """One pool across the fleet. Rates are fleet totals; `pools` is how many pools
+    (worker processes, each with its own pool) the rate was spread over."""
+
+    source: str
+    pool: str
+    pools: int
+    rate: float  # checkouts per second, average over the window
+    peak_rate: float  # the busiest stretch of the window
+    hold_mean: float
+    hold_p95: float | None
+    peak_in_use: float  # the most connections one pool had out at once
+    timeouts: float  # pool timeouts in the window
+    wait_p99: float | None
+    pool_size: int | None = None
+    max_overflow: int | None = None
+    pool_timeout: float | None = None
+    db_max_connections: int | None = None
+    db_reserved: int | None = None
+    # the push a replay ran, as a default target: users over seconds
+    burst_users: int | None = None
+    burst_ramp: float | None = None
+
+
+DURATION = re.compile(r"^(\d+)(ms|s|m|h|d)$")
+UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def seconds(window: str) -> float:
+    """A Prometheus duration such as `90s`, `15m` or `1h`, in seconds."""
+    match = DURATION.match(window)
+    if not match:
+        raise ValueError(f"{window!r} is not a duration like 30s, 15m or 1h")
+    return int(match.group(1)) * UNITS[match.group(2)]
+
+
+def from_replay(result: Result, source: str) -> Measured:
+    if not result.hold or not result.ok:
+        raise NoData(f"{source}: the replay has no successful requests to learn hold times from")
+    scenario = result.scenario
+    background = float(scenario.get("background_rate", 0.0))
+    return Measured(
+        source=f"replay results {source}",
+        pool=result.pool,
+        pools=1,
+        rate=background,
+        peak_rate=background,
+        hold_mean=result.hold["mean"],
+        hold_p95=result.hold.get("p95"),
+        peak_in_use=result.peak_in_use,
+        timeouts=result.timeouts,
+        wait_p99=result.wait.get("p99"),
+        pool_size=result.settings["pool_size"],
+        max_overflow=result.settings["max_overflow"],
+        pool_timeout=result.settings["pool_timeout"],
+        burst_users=int(scenario["users"]),
+        burst_ramp=float(scenario["ramp"]),
+    )
+
+
+def from_prometheus(
+    api: PrometheusAPI,
+    *,
+    window: str,
+    pool: str | None = None,
+    matchers: str = "",
+    at: float | None = None,
+) -> list[Measured]:
+    """Every pool with checkouts in the window (or the one named), measured over `window`."""
+    span = seconds(window)
+    # the busiest stretch: the highest one-minute rate in the window (shorter windows use
+    # their own length, and at least four scrapes' worth)
+    inner = f"{max(1, min(60, round(span / 4)))}s"
+    sel = ",".join(x for x in (matchers.strip("{} "), f'pool="{pool}"' if pool else "") if x)
+    sel = "{" + sel + "}" if sel else ""
+    in_use = "{" + ",".join(x for x in (sel.strip("{}"), 'state="in_use"') if x) + "}"
+
+    def by_pool(expr: str) -> dict[str, float]:
+        return api.values(expr, m.POOL_LABEL, at)
+
+    hold = m.HOLD.name
+    wait = m.CHECKOUT_WAIT.name
+    w = f"[{window}]"
+    pools = by_pool(f"count by (pool) ({m.SIZE.name}{sel})")
+    if not pools:
+        pools = by_pool(f"count by (pool) ({m.CHECKOUTS.sample}{sel})")
+    if not pools:
+        what = f"pool {pool!r}" if pool else "any pool"
+        raise NoData(
+            f"Prometheus at {api.url} has no {m.CHECKOUTS.sample} series for {what}"
+            f"{' matching ' + matchers if matchers else ''}; is the exporter being scraped?"
+        )
+    rate = by_pool(f"sum by (pool) (rate({m.CHECKOUTS.sample}{sel}{w}))")
+    peak_rate = by_pool(
+        f"max by (pool) (max_over_time((sum by (pool) "
+        f"(rate({m.CHECKOUTS.sample}{sel}[{inner}])))[{window}:]))"
+    )
+    hold_mean = by_pool(
+        f"sum by (pool) (rate({hold}_sum{sel}{w})) / sum by (pool) (rate({hold}_count{sel}{w}))"
+    )
+    hold_p95 = by_pool(f"histogram_quantile(0.95, sum by (pool, le) (rate({hold}_bucket{sel}{w})))")
+    wait_p99 = by_pool(f"histogram_quantile(0.99, sum by (pool, le) (rate({wait}_bucket{sel}{w})))")
+    peak = by_pool(f"max by (pool) (max_over_time({m.CONNECTIONS.name}{in_use}{w}))")
+    timeouts = by_pool(f"sum by (pool) (increase({m.CHECKOUT_TIMEOUTS.sample}{sel}{w}))")
+    size = by_pool(f"max by (pool) ({m.SIZE.name}{sel})")
+    overflow = by_pool(f"max by (pool) ({m.MAX_OVERFLOW.name}{sel})")
+    timeout = by_pool(f"max by (pool) ({m.TIMEOUT.name}{sel})")
+    db_max = api.scalar(f"max({m.DATABASE_MAX_CONNECTIONS.name})", at)
+    db_reserved = api.scalar(f"max({m.DATABASE_RESERVED_CONNECTIONS.name})", at)
+
+    found = []
+    for name, count in sorted(pools.items()):
+        if not rate.get(name) or name not in hold_mean:
+            continue
+        found.append(
+            Measured(
+                source=f"Prometheus {api.url}, last {window}",
+                pool=name,
+                pools=int(count),
+                rate=rate[name],
+                peak_rate=max(rate[name], peak_rate.get(name, 0.0)),
+                hold_mean=hold_mean[name],
+                hold_p95=hold_p95.get(name),
+                peak_in_use=peak.get(name, 0.0),
+                timeouts=timeouts.get(name, 0.0),
+                wait_p99=wait_p99.get(name),
+                pool_size=_int(size.get(name)),
+                max_overflow=_int(overflow.get(name)),
+                pool_timeout=timeout.get(name),
+                db_max_connections=_int(db_max),
+                db_reserved=_int(db_reserved),
+            )
+        )
+    if not found:
+        raise NoData(
+            f"no checkouts in the last {window} at Prometheus {api.url} for "
+            f"{', '.join(sorted(pools))}: nothing to learn hold times from (a longer --window?)"
+        )
+    return found
+
+
+def _int(value: float | None) -> int | None:
+    return None if value is None else round(value)

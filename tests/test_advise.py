@@ -1,0 +1,212 @@
+"""`pool-exporter advise`: sizing from a replay's results and from a real Prometheus, the
+pre-flight gate's exit codes, and one clear error line for bad input."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from pool_exporter import replay as rp
+from pool_exporter.cli import main
+from pool_exporter.exposition import start_http_server
+from pool_exporter.promserver import PrometheusServer
+
+from .conftest import require_binary
+
+# 600 users in 1 s against 15 connections of 0.1 s (about 130 served per second): timeouts.
+BURST = rp.Scenario(
+    users=600, ramp=1.0, hold=rp.HoldTime(0.05, 0.2), background_rate=20.0, duration=2.5,
+    push_at=1.0, seed=5,
+)  # fmt: skip
+INCIDENT = rp.PoolSettings(5, 10, 1.5)
+
+
+@pytest.fixture(scope="module")
+def burst_json(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    result = rp.replay(BURST, INCIDENT, registry=CollectorRegistry())
+    assert result.timeouts > 0, "the burst must overwhelm the incident's pool"
+    path = tmp_path_factory.mktemp("advise") / "burst.json"
+    rp.write_json(result, str(path))
+    return path
+
+
+def advise(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, list[dict]]:
+    code = main(["advise", *args, "--json", "-"])
+    out = capsys.readouterr().out
+    text, _, data = out.partition("\n[")
+    return code, text, json.loads("[" + data) if data else []
+
+
+def test_advice_from_a_replay_shows_its_working_and_fits_the_database(
+    burst_json: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, text, report = advise(
+        capsys, "--from-replay", str(burst_json), "--database-max-connections", "100"
+    )
+    assert code == 0, text
+    a = report[0]["advice"]
+    assert a["pool"] == "replay" and a["pools"] == 1
+    assert "Little's law A = λ·S" in text and "Erlang C: c = " in text
+    assert "a push of 600 users over 1 s" in text  # the replay's own push is the target
+    c = a["pool_size"] + a["max_overflow"]
+    assert c > 15  # the incident's pool was too small for this push
+    assert f"recommend pool_size={a['pool_size']} max_overflow={a['max_overflow']}" in text
+    assert a["fleet_connections"] == c and a["database_budget"] == 100
+    assert not a["exhausts_database"] and "WARNING" not in text
+
+
+def test_replaying_the_burst_with_the_advised_settings_has_no_timeouts(
+    burst_json: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, _, report = advise(capsys, "--from-replay", str(burst_json))
+    a = report[0]["advice"]
+    advised = rp.PoolSettings(a["pool_size"], a["max_overflow"], a["pool_timeout"])
+    result = rp.replay(BURST, advised, registry=CollectorRegistry())
+    assert result.requests == len(BURST.arrivals())
+    assert (result.timeouts, result.errors) == (0, 0)
+
+
+def test_advice_warns_when_the_fleet_would_exhaust_the_database(
+    burst_json: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, text, report = advise(
+        capsys, "--from-replay", str(burst_json), "--database-max-connections", "100",
+        "--workers", "4", "--instances", "3", "--users", "20000", "--ramp", "5",
+    )  # fmt: skip
+    assert code == 0
+    a = report[0]["advice"]
+    assert a["pools"] == 12 and a["exhausts_database"]
+    assert "WARNING" in text and "exhaust the database (100 available)" in text
+    assert "at most 8 per pool fit" in text
+
+
+def test_preflight_passes_a_push_the_pools_absorb(
+    burst_json: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, text, report = advise(
+        capsys, "--from-replay", str(burst_json), "--preflight", "--push-users", "50",
+        "--push-ramp", "5",
+    )  # fmt: skip
+    assert code == 0, text
+    p = report[0]["preflight"]
+    assert p["safe"] and p["predicted_timeouts"] == 0
+    assert "safe sending rate" in text and "push of 50 users: OK" in text
+
+
+def test_preflight_fails_a_push_that_would_time_out_and_says_how_to_split_it(
+    burst_json: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, text, report = advise(
+        capsys, "--from-replay", str(burst_json), "--preflight", "--push-users", "2000"
+    )
+    assert code == 1
+    p = report[0]["preflight"]
+    assert not p["safe"] and p["predicted_timeouts"] > 0
+    assert p["batches"] > 1 and p["batch_users"] * p["batches"] >= 2000
+    assert "WOULD TIME OUT" in text
+    # the settings in force can be overridden: a far larger pool takes the same push
+    code, text, _ = advise(
+        capsys, "--from-replay", str(burst_json), "--preflight", "--push-users", "2000",
+        "--push-ramp", "10", "--pool-size", "50", "--max-overflow", "50", "--pool-timeout", "5",
+    )  # fmt: skip
+    assert code == 0, text
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--from-replay", "/nonexistent.json"], "cannot read /nonexistent.json"),
+        (["--prometheus", "http://127.0.0.1:1"], "cannot reach Prometheus at http://127.0.0.1:1"),
+        (["--prometheus", "localhost:9090"], "not an http(s) URL"),
+        (["--prometheus", "http://127.0.0.1:1", "--window", "5 minutes"], "not a duration"),
+        (["--from-replay", "{replay}", "--p-wait", "0"], "--p-wait must be between 0 and 1"),
+        (["--from-replay", "{replay}", "--preflight"], "--preflight needs --push-users"),
+        (["--from-replay", "{replay}", "--workers", "0"], "--workers must be at least 1"),
+        (["--from-replay", "{notreplay}"], "is not a replay result"),
+    ],
+)
+def test_bad_advise_input_is_one_error_line_and_exit_2(
+    args: list[str],
+    message: str,
+    burst_json: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    other = tmp_path / "other.json"
+    other.write_text('{"hello": 1}')
+    args = [a.format(replay=burst_json, notreplay=other) for a in args]
+    assert main(["advise", *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+
+
+# -- from a real Prometheus -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def measured_prometheus() -> Iterator[tuple[PrometheusServer, rp.Result]]:
+    """A real Prometheus that scraped a replay of steady traffic every half second."""
+    binary = require_binary("prometheus")
+    registry = CollectorRegistry()
+    server, _ = start_http_server(0, "127.0.0.1", registry)
+    steady = rp.Scenario(users=0, hold=rp.HoldTime(0.05, 0.1), background_rate=40, duration=8)
+    with rp.pool_engine(None, rp.PoolSettings(3, 2, 1.0)) as (engine, _):
+        runner = rp.Replay(engine, rp.PoolSettings(3, 2, 1.0), steady, registry=registry,
+                           pool_name="steady")  # fmt: skip
+        target = f"127.0.0.1:{server.server_port}"
+        with PrometheusServer([target], interval=0.5, binary=binary) as prom:
+            prom.wait_for('sqlalchemy_pool_size{pool="steady"}')
+            done = threading.Event()
+            result: list[rp.Result] = []
+            threading.Thread(target=lambda: (result.append(runner.run()), done.set())).start()
+            assert done.wait(30)
+            prom.wait_for("sqlalchemy_pool_checkouts_total > 300")  # the last scrape is in
+            yield prom, result[0]
+        runner.handle.uninstrument()
+    server.shutdown()
+
+
+def test_advice_from_prometheus_measures_rate_hold_and_settings(
+    measured_prometheus: tuple[PrometheusServer, rp.Result], capsys: pytest.CaptureFixture[str]
+) -> None:
+    prom, result = measured_prometheus
+    code, text, report = advise(
+        capsys, "--prometheus", prom.url, "--window", "10s", "--rate", "100",
+        "--database-max-connections", "100",
+    )  # fmt: skip
+    assert code == 0, text
+    assert "pool 'steady' from Prometheus" in text
+    assert "running  pool_size 3, max_overflow 2, pool_timeout 1 s" in text
+    a = report[0]["advice"]
+    measured_rate = float(text.split("measured ")[1].split(" checkouts/s")[0])
+    assert 20 <= measured_rate <= 60  # 40 requests/s of Poisson traffic
+    hold = float(text.split("hold mean ")[1].split(" s")[0])
+    assert hold == pytest.approx(result.hold["mean"], rel=0.3)
+    # 140 requests/s of 0.06 s is about 8.5 connections busy: more than the 5 there are
+    assert a["pool_size"] + a["max_overflow"] > 8
+
+
+def test_preflight_from_prometheus_reads_the_settings_in_force(
+    measured_prometheus: tuple[PrometheusServer, rp.Result], capsys: pytest.CaptureFixture[str]
+) -> None:
+    prom, _ = measured_prometheus
+    code, text, _ = advise(
+        capsys, "--prometheus", prom.url, "--window", "10s", "--preflight", "--push-users",
+        "500",
+    )  # fmt: skip
+    assert code == 1, text
+    assert "now      1 pools x (pool_size 3 + max_overflow 2) = 5 connections" in text
+
+
+def test_advice_from_prometheus_without_the_pool_is_an_error(
+    measured_prometheus: tuple[PrometheusServer, rp.Result], capsys: pytest.CaptureFixture[str]
+) -> None:
+    prom, _ = measured_prometheus
+    assert main(["advise", "--prometheus", prom.url, "--pool", "nosuchpool"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "for pool 'nosuchpool'" in err
