@@ -1,0 +1,429 @@
+"""The Grafana dashboard: well formed for Grafana 10/11, committed as generated, and every query
+checked against a real Prometheus scraping real instrumented engines."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.multiprocess import MultiProcessCollector
+
+import pool_exporter
+from pool_exporter import cli
+from pool_exporter import dashboards as d
+from pool_exporter import metrics as m
+from pool_exporter.database import DatabaseCollector
+from pool_exporter.events import mark_event
+from pool_exporter.promserver import PrometheusServer, QueryError
+
+from .conftest import require_binary, scrape
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG = d.DashboardConfig()
+DASHBOARD = d.to_json_data(CONFIG)
+PANELS = [p for p in d._walk_panels(DASHBOARD["panels"]) if p["type"] != "row"]
+SELECTOR = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\{")
+DATABASE_NAMES = {metric.sample for metric in m.DATABASE}
+
+
+def by_title(title: str) -> dict[str, Any]:
+    return next(p for p in PANELS if p["title"] == title)
+
+
+def metric_names(expr: str) -> set[str]:
+    if expr.startswith("label_values("):
+        expr = d.label_values(expr)[0]
+    if re.fullmatch(r"[a-zA-Z_:][a-zA-Z0-9_:]*", expr):
+        return {expr}
+    return set(SELECTOR.findall(expr))
+
+
+def concrete(expr: str, **values: str) -> str:
+    """The query with Grafana's variables replaced as Grafana would, for Prometheus."""
+    chosen = {"job": ".*", "instance": ".*", "pool": ".*", "worker": ".*", **values}
+    expr = expr.replace("$__rate_interval", "1m").replace("$__interval", "15s")
+    for name in sorted(chosen, key=len, reverse=True):
+        expr = expr.replace(f"${name}", chosen[name])
+    assert "$" not in expr, f"a variable is left in {expr!r}"
+    return expr
+
+
+# -- the JSON, as Grafana reads it ----------------------------------------------------------
+
+
+def test_committed_json_is_what_the_generator_writes() -> None:
+    committed = ROOT / "dashboards" / CONFIG.filename
+    assert committed.read_text() == d.render(CONFIG), (
+        "dashboards/ is stale: run `pool-exporter dashboards generate`"
+    )
+
+
+def test_generate_check_fails_on_a_stale_file_and_passes_after_generate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = ["dashboards", "generate", "--out-dir", str(tmp_path)]
+    assert cli.main([*out, "--check"]) == 1  # missing
+    assert cli.main(out) == 0
+    assert cli.main([*out, "--check"]) == 0
+    (tmp_path / CONFIG.filename).write_text("{}\n")
+    assert cli.main([*out, "--check"]) == 1
+    assert "stale" in capsys.readouterr().out
+
+
+def test_unwritable_out_dir_is_one_error_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    code = cli.main(["dashboards", "generate", "--out-dir", str(blocker / "sub")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1
+
+
+def test_json_is_sorted_and_has_a_modern_schema_and_stable_uid() -> None:
+    text = d.render(CONFIG)
+    assert text == d.json.dumps(d.json.loads(text), sort_keys=True, indent=2) + "\n"
+    assert DASHBOARD["uid"] == "pool-exporter"
+    assert DASHBOARD["id"] is None  # an import creates it
+    assert DASHBOARD["schemaVersion"] >= 36  # datasource references as objects
+    for legacy in ("rows", "__inputs", "sharedCrosshair", "hideControls"):
+        assert legacy not in DASHBOARD
+
+
+def test_panel_ids_are_unique() -> None:
+    ids = [p["id"] for p in d._walk_panels(DASHBOARD["panels"])]
+    assert len(ids) == len(set(ids)) and all(isinstance(i, int) and i > 0 for i in ids)
+
+
+def test_grid_positions_do_not_overlap_and_fit_24_columns() -> None:
+    cells: dict[tuple[int, int], str] = {}
+    for panel in d._walk_panels(DASHBOARD["panels"]):
+        pos = panel["gridPos"]
+        assert pos["w"] > 0 and pos["h"] > 0 and pos["x"] >= 0 and pos["x"] + pos["w"] <= 24
+        for x in range(pos["x"], pos["x"] + pos["w"]):
+            for y in range(pos["y"], pos["y"] + pos["h"]):
+                assert (x, y) not in cells, f"{panel['title']!r} overlaps {cells[(x, y)]!r}"
+                cells[(x, y)] = panel["title"]
+
+
+def test_every_panel_target_and_query_variable_uses_the_datasource_variable() -> None:
+    expected = {"type": "prometheus", "uid": "${datasource}"}
+    for panel in PANELS:
+        assert panel["datasource"] == expected, panel["title"]
+        assert panel["targets"], panel["title"]
+        ref_ids = [t["refId"] for t in panel["targets"]]
+        assert all(ref_ids) and len(set(ref_ids)) == len(ref_ids), panel["title"]
+        for target in panel["targets"]:
+            assert target["datasource"] == expected, (panel["title"], target["refId"])
+    variables = {v["name"]: v for v in DASHBOARD["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+    for v in variables.values():
+        if v["type"] == "query":
+            assert v["datasource"] == expected, v["name"]
+    for annotation in DASHBOARD["annotations"]["list"]:
+        if "expr" in annotation:
+            assert annotation["datasource"] == expected, annotation["name"]
+
+
+def test_template_variables_are_datasource_job_instance_pool_worker() -> None:
+    variables = {v["name"]: v for v in DASHBOARD["templating"]["list"]}
+    assert list(variables) == ["datasource", "job", "instance", "pool", "worker"]
+    for name in ("job", "instance", "pool", "worker"):
+        v = variables[name]
+        _, label = d.label_values(v["query"])
+        assert v["definition"] == v["query"]
+        assert v["includeAll"] and v["allValue"] == ".*"
+        assert label == {"worker": "pid"}.get(name, name)
+
+
+def test_every_panel_has_a_unit_and_a_one_line_description() -> None:
+    for panel in PANELS:
+        unit = panel["fieldConfig"]["defaults"].get("unit")
+        assert unit, f"{panel['title']!r} has no unit"
+        description = panel["description"]
+        assert description and "\n" not in description, panel["title"]
+
+
+def test_utilisation_draws_the_configured_thresholds() -> None:
+    loose = replace(CONFIG, thresholds=d.Thresholds(utilisation_warning=0.5))
+    for cfg in (CONFIG, loose):
+        panel = next(
+            p
+            for p in d._walk_panels(d.to_json_data(cfg)["panels"])
+            if p["title"] == "Pool utilisation per worker"
+        )
+        defaults = panel["fieldConfig"]["defaults"]
+        steps = [s["value"] for s in defaults["thresholds"]["steps"]]
+        t = cfg.thresholds
+        assert steps == [None, t.utilisation_warning, t.utilisation_critical]
+        assert defaults["custom"]["thresholdsStyle"]["mode"] != "off"
+        assert defaults["unit"] == "percentunit"
+
+
+def test_checkout_wait_heatmap_reads_prometheus_buckets() -> None:
+    panel = by_title("Checkout wait (heatmap)")
+    assert panel["type"] == "heatmap"
+    assert panel["options"]["calculate"] is False
+    assert panel["options"]["yAxis"]["unit"] == "s"
+    (target,) = panel["targets"]
+    assert target["format"] == "heatmap" and target["legendFormat"] == "{{le}}"
+    assert "sum by (le)" in target["expr"]
+    assert m.CHECKOUT_WAIT.name + "_bucket" in target["expr"]
+
+
+def test_annotations_show_firing_alerts_and_marked_events() -> None:
+    found = {a["name"]: a for a in DASHBOARD["annotations"]["list"]}
+    assert 'alertstate="firing"' in found["Alerts firing"]["expr"]
+    assert metric_names(found["Alerts firing"]["expr"]) == {"ALERTS"}
+    events = found["Marked events"]
+    assert metric_names(events["expr"]) == {m.EVENT_LAST_TIMESTAMP.sample}
+    assert events["useValueForTime"] is True and events["titleFormat"] == "{{event}}"
+
+
+def test_every_query_selects_only_contract_names() -> None:
+    contract = {metric.sample for metric in (*m.ALL, *m.DATABASE, *m.EVENT)}
+    contract |= {f"{metric.name}_bucket" for metric in m.ALL if metric.kind == "histogram"}
+    contract |= {d.info_sample(), "ALERTS"}
+    for where, expr in d.queries(DASHBOARD):
+        names = metric_names(expr)
+        assert names, f"{where}: no metric selected in {expr!r}"
+        assert names <= contract, f"{where}: {names - contract} not in metrics.py"
+
+
+# -- against a real Prometheus scraping real instrumented engines ---------------------------
+
+WORKER_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    import sqlalchemy as sa
+    import pool_exporter
+    from pool_exporter.events import mark_event
+
+    engine = sa.create_engine(sys.argv[1], pool_size=2, max_overflow=1)
+    pool_exporter.instrument(engine, name="worker-pool")
+    for _ in range(20):
+        with engine.connect() as conn:
+            conn.exec_driver_sql("select 1")
+    mark_event("deploy")
+    """
+)
+
+
+@dataclass
+class Live:
+    prom: PrometheusServer
+    emitted: set[str]
+    worker_pid: str
+    marked_at: float
+
+
+def _serve(registry: CollectorRegistry) -> tuple[str, Any]:
+    server, thread = start_http_server(0, addr="127.0.0.1", registry=registry)
+    return f"127.0.0.1:{server.server_port}", (server, thread)
+
+
+def _workload(registry: CollectorRegistry, directory: Path) -> float:
+    """Real traffic on real QueuePools: checkouts, a wait that times out, invalidations, a
+    refused connect, a failing hook; returns when mark_event("push") was called."""
+    engine = sa.create_engine(
+        f"sqlite:///{directory}/app.db", pool_size=1, max_overflow=0, pool_timeout=0.2
+    )
+    pool_exporter.instrument(engine, name="app", registry=registry)
+    broken = sa.create_engine(f"sqlite:///{directory}/missing/dir/x.db")
+    pool_exporter.instrument(broken, name="broken", registry=registry)
+    hooked = sa.create_engine(f"sqlite:///{directory}/hooked.db")
+    handle = pool_exporter.instrument(hooked, name="hooked", registry=registry)
+
+    def invalidate() -> None:
+        with engine.connect() as conn:
+            conn.invalidate()
+
+    def fail_a_hook() -> None:
+        hold, handle.stats.hold = handle.stats.hold, None  # type: ignore[assignment]
+        with hooked.connect():
+            pass  # the checkin hook raises inside the exporter: counted, not raised
+        handle.stats.hold = hold
+
+    # Invalidation and hook-error series are born at their first event, and rate() cannot see
+    # the step from no series to 1: a first event, a scrape, then the ones the panels show.
+    invalidate()
+    fail_a_hook()
+    time.sleep(1.2)
+    for _ in range(10):
+        with engine.connect() as conn:
+            conn.exec_driver_sql("select 1")
+    with engine.connect(), pytest.raises(sa.exc.TimeoutError):
+        engine.connect()  # the one connection is held: waits 0.2 s, then times out
+    invalidate()
+    with pytest.raises(sa.exc.OperationalError):
+        broken.connect()
+    fail_a_hook()
+    at = time.time()
+    mark_event("push", registry=registry)
+    return at
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    binary = require_binary("prometheus")
+    directory = tmp_path_factory.mktemp("dashboards")
+    registry = CollectorRegistry()
+    # A gunicorn-like worker in multiprocess mode, so gauges carry `pid`.
+    multiproc = directory / "multiproc"
+    multiproc.mkdir()
+    worker = subprocess.run(
+        [sys.executable, "-c", WORKER_SCRIPT, f"sqlite:///{directory}/worker.db"],
+        env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(multiproc)},
+        check=True,
+        timeout=60,
+        capture_output=True,
+    )
+    del worker
+    merged = CollectorRegistry()
+    MultiProcessCollector(merged, path=str(multiproc))
+    app_target, app_server = _serve(registry)
+    worker_target, worker_server = _serve(merged)
+    with PrometheusServer([app_target, worker_target], interval=0.5, binary=binary) as prom:
+        prom.wait_for("count(up == 1) == 2", timeout=30)
+        marked_at = _workload(registry, directory)
+        time.sleep(1.5)  # three more scrapes: the workload's increases are in the TSDB
+        emitted = {name for name, _ in scrape(registry)} | {name for name, _ in scrape(merged)}
+        pids = {dict(labels).get("pid") for name, labels in scrape(merged)} - {None}
+        assert len(pids) == 1, pids
+        yield Live(prom, emitted, pids.pop() or "", marked_at)
+    for server, thread in (app_server, worker_server):
+        server.shutdown()
+        thread.join()
+
+
+def test_every_query_parses_in_prometheus(live: Live) -> None:
+    for where, query in d.queries(DASHBOARD):
+        expr = d.label_values(query)[0] if where.startswith("variable") else query
+        try:
+            live.prom.query(concrete(expr))
+        except QueryError as exc:
+            pytest.fail(f"{where}: {exc}")
+
+
+def test_a_bad_query_would_be_caught(live: Live) -> None:
+    with pytest.raises(QueryError):
+        live.prom.query(concrete("sum by (pool) (rate(sqlalchemy_pool_checkouts_total))"))
+
+
+def test_every_pool_side_name_is_emitted_by_the_exporter(live: Live) -> None:
+    for where, expr in d.queries(DASHBOARD):
+        names = metric_names(expr) - DATABASE_NAMES - {"ALERTS"}
+        missing = names - live.emitted
+        assert not missing, f"{where}: the exporter never emitted {missing}"
+
+
+def _waits_for_data(prom: PrometheusServer, where: str, expr: str) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + 15
+    while True:
+        result = prom.query(expr)
+        if result or time.monotonic() > deadline:
+            assert result, f"{where}: no data for {expr!r}"
+            return result
+        time.sleep(0.25)
+
+
+def test_every_pool_panel_returns_data_for_all_and_for_one_worker(live: Live) -> None:
+    for panel in PANELS:
+        for target in panel["targets"]:
+            expr = target["expr"]
+            if metric_names(expr) & DATABASE_NAMES:
+                continue  # the SQLite app has no sidecar: see the PostgreSQL test
+            where = f"{panel['title']!r} {target['refId']}"
+            _waits_for_data(live.prom, where, concrete(expr))
+            if 'pid=~"$worker"' in expr:
+                one = concrete(expr, worker=live.worker_pid, pool="worker-pool")
+                for series in _waits_for_data(live.prom, where + " (one worker)", one):
+                    assert series["metric"].get("pid", live.worker_pid) == live.worker_pid
+
+
+def test_variables_list_the_jobs_instances_pools_and_workers(live: Live) -> None:
+    variables = {v["name"]: v for v in DASHBOARD["templating"]["list"] if v["type"] == "query"}
+    listed = {}
+    for name, v in variables.items():
+        selector, label = d.label_values(v["query"])
+        result = live.prom.query(concrete(selector))
+        listed[name] = {s["metric"][label] for s in result if label in s["metric"]}
+    assert listed["job"] == {"pool-exporter"}
+    assert len(listed["instance"]) == 2
+    assert listed["pool"] == {"app", "broken", "hooked", "worker-pool"}
+    assert listed["worker"] == {live.worker_pid}
+
+
+def test_utilisation_is_per_worker_and_within_0_and_1(live: Live) -> None:
+    expr = by_title("Pool utilisation per worker")["targets"][0]["expr"]
+    result = _waits_for_data(live.prom, "utilisation", concrete(expr))
+    pools = {(s["metric"]["pool"], s["metric"].get("pid")) for s in result}
+    assert ("worker-pool", live.worker_pid) in pools and ("app", None) in pools
+    assert all(0 <= float(s["value"][1]) <= 1 for s in result)
+
+
+def test_error_panels_show_the_timeout_connect_error_invalidation_and_hook_error(
+    live: Live,
+) -> None:
+    for title, label in (
+        ("Checkout timeouts and failures", "app"),
+        ("Connect errors", "broken"),
+        ("Invalidations", "app"),
+        ("Exporter hook errors", "hooked"),
+    ):
+        expr = concrete(by_title(title)["targets"][0]["expr"].replace("rate(", "increase("))
+        result = _waits_for_data(live.prom, title, f"{expr} > 0")
+        assert label in {s["metric"]["pool"] for s in result}, title
+
+
+def test_marked_event_annotation_sits_at_the_time_it_was_marked(live: Live) -> None:
+    (annotation,) = [a for a in DASHBOARD["annotations"]["list"] if a["name"] == "Marked events"]
+    result = _waits_for_data(live.prom, "events", concrete(annotation["expr"]))
+    at = {s["metric"]["event"]: float(s["value"][1]) / 1000 for s in result}
+    assert set(at) == {"push", "deploy"}
+    assert abs(at["push"] - live.marked_at) < 0.01
+
+
+@pytest.mark.postgres
+def test_database_panels_return_data_from_a_real_sidecar_view(pg_url: str, tmp_path: Path) -> None:
+    binary = require_binary("prometheus")
+    registry = CollectorRegistry()
+    collector = DatabaseCollector(pg_url)
+    registry.register(collector)
+    engine = sa.create_engine(pg_url, pool_size=3, max_overflow=2)
+    pool_exporter.instrument(engine, name="pg", registry=registry)
+    target, (server, thread) = _serve(registry)
+    try:
+        with (
+            engine.connect() as conn,
+            PrometheusServer([target], interval=0.5, binary=binary) as prom,
+        ):
+            conn.exec_driver_sql("select 1")
+            emitted = {name for name, _ in scrape(registry)}
+            for panel in PANELS:
+                for t in panel["targets"]:
+                    names = metric_names(t["expr"])
+                    if not names & DATABASE_NAMES:
+                        continue
+                    assert names <= emitted, f"{panel['title']!r}: {names - emitted}"
+                    _waits_for_data(prom, panel["title"], concrete(t["expr"]))
+            share = by_title("Fleet's share of the database")["targets"][0]["expr"]
+            (value,) = _waits_for_data(prom, "share", concrete(share))
+            assert 0 < float(value["value"][1]) < 1  # 5 possible connections of many
+    finally:
+        server.shutdown()
+        thread.join()
+        collector.close()
+        engine.dispose()
