@@ -132,7 +132,7 @@ def recommend(
     chosen_by = "no-wait"
     if target.users is not None:
         per_pool = target.users / pools
-        ride = _ride_out(per_pool, target.ramp, s, base, goals.burst_wait, pool_size)
+        ride = _ride_out(per_pool, target.ramp, s, base, wait=goals.burst_wait, least=pool_size)
         b = sizing.burst(per_pool, target.ramp, ride, s, base)
         work.append(
             f"ride-out the push queues instead: {_f(per_pool)} users per pool over "
@@ -140,6 +140,11 @@ def recommend(
             f"{_f(b.backlog)} drains in {_f(b.longest_wait)} s ≤ {goals.burst_wait:g} s"
         )
         if (budget is not None and servers * pools > budget) or not math.isfinite(extra):
+            if budget is not None and math.isfinite(extra):
+                work.append(
+                    f"database no-wait needs {pools} x {servers} = {servers * pools} "
+                    f"connections, more than the {budget} available: ride the push out instead"
+                )
             servers, chosen_by = max(ride, pool_size), "ride-out"
     if budget is not None and servers * pools > budget:
         fits = budget // pools
@@ -198,7 +203,7 @@ def _erlang_line(chosen: sizing.Servers, s: float, goals: Goals) -> str:
     return text
 
 
-def _ride_out(users: float, ramp: float, s: float, base: float, wait: float, least: int) -> int:
+def _ride_out(users: float, ramp: float, s: float, base: float, *, wait: float, least: int) -> int:
     c = max(1, least)
     while sizing.burst(users, ramp, c, s, base).longest_wait > wait:
         c += 1
