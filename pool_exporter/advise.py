@@ -255,7 +255,12 @@ def preflight(
     per_pool = users * requests_per_user / pools
     b = sizing.burst(per_pool, ramp, c, s, base)
     free = max(0.0, c - base * s)
-    timeouts = max(0.0, per_pool - free - b.capacity * (ramp + timeout)) * pools
+    # In arrival order, request i arrives at ramp·i/N and starts once the i - free before it
+    # are served at the pool's capacity: it times out when that takes longer than the timeout,
+    # that is beyond i* = (free + capacity·timeout) / (1 - capacity·ramp/N).
+    spare = 1 - b.capacity * ramp / per_pool if per_pool else 1.0
+    served = (free + b.capacity * timeout) / spare if spare > 0 else math.inf
+    timeouts = max(0.0, per_pool - served) * pools
     over = f"over {ramp:g} s" if ramp > 0 else "at once"
     work.append(
         f"push     {users} users {over} = {_f(per_pool)} requests per pool against "
@@ -264,8 +269,9 @@ def preflight(
     )
     if timeouts > 0:
         work.append(
-            f"timeouts requests beyond free + capacity x (ramp + timeout) = {_f(free)} + "
-            f"{_f(b.capacity)} x {ramp + timeout:g} per pool time out: about {_f(timeouts)}"
+            f"timeouts in arrival order, requests beyond (free + capacity x timeout) / "
+            f"(1 - capacity x ramp / N) = ({_f(free)} + {_f(b.capacity)} x {timeout:g}) / "
+            f"{spare:.3g} = {_f(served)} per pool time out: about {_f(timeouts)}"
         )
     # a batch every pool can start within the burst-wait goal, then the next once it drains
     per_batch = max(1.0, math.floor(free + b.capacity * goals.burst_wait))
