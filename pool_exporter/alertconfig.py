@@ -1,0 +1,157 @@
+"""The one config object the alert rules are generated from, and reading a user's overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+DEFAULT_RUNBOOK_URL = "https://github.com/pool-exporter/pool-exporter/blob/main/docs/runbooks.md"
+
+_DURATION = re.compile(r"^(?:\d+(?:ms|s|m|h|d|w|y))+$")
+# One label matcher as PromQL writes it: name, operator, double-quoted value.
+_MATCHER = r'\s*[A-Za-z_]\w*\s*(?:=~|!~|!=|=)\s*"(?:[^"\\]|\\.)*"\s*'
+_SELECTOR = re.compile(rf"^(?:{_MATCHER}(?:,{_MATCHER})*)?,?$")
+
+
+class ConfigError(ValueError):
+    """A config file or value that cannot be used; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class AlertConfig:
+    """Selectors, thresholds, `for` durations, severities and the runbook address.
+
+    Ratios are 0-1. The defaults match the dashboard's threshold lines
+    (`dashboards.Thresholds`): utilisation 0.8, database share 0.8 and 1.
+    """
+
+    # Extra label matchers for every pool series, e.g. 'job="shop"'; and for the sidecar's
+    # database series.
+    selector: str = ""
+    database_selector: str = ""
+    # Labels that the pools' series and the sidecar's database series share and that name
+    # one database's fleet of clients. Every sidecar of a job reports the same server.
+    fleet_labels: tuple[str, ...] = ("job",)
+    # rate() and averaging window: at least 4 scrape intervals.
+    rate_window: str = "1m"
+    # Errors and invalidations are rarer; a longer window counts them more steadily.
+    error_window: str = "5m"
+
+    # -- one pool in one worker ------------------------------------------------------------
+    utilisation_warning: float = 0.8
+    nearly_full_for: str = "2m"
+    # Exhausted: the callers queued now need this long to be served, at the recent hold time.
+    queue_warning_seconds: float = 1.0
+    # Page: the queue (or the observed p99 wait) reaches this share of the pool timeout.
+    queue_page_share: float = 0.5
+    wait_page_share: float = 0.5
+    # "1s" keeps a page pending for one evaluation: it fires at the second consecutive
+    # evaluation that shows the condition, whatever the interval (1 s or more).
+    page_for: str = "1s"
+    waiting_for: str = "1m"
+    # Headroom: the busiest `rate_window` average in this window.
+    headroom_window: str = "6h"
+    headroom_threshold: float = 0.9
+    connect_error_share: float = 0.1
+    connect_errors_for: str = "1m"
+    # An invalidation storm: this share of the instance's pool capacity invalidated within
+    # `error_window`.
+    invalidation_share: float = 0.5
+
+    # -- fleet and database ----------------------------------------------------------------
+    fleet_share: float = 1.0
+    # Long enough to ride out a rolling deploy, which runs old and new workers side by side.
+    fleet_for: str = "15m"
+    database_warning: float = 0.8
+    database_critical: float = 0.95
+    database_warning_for: str = "5m"
+    database_critical_for: str = "1m"
+    database_down_for: str = "2m"
+    absent_lookback: str = "1h"
+    absent_for: str = "10m"
+
+    # -- routing and docs ------------------------------------------------------------------
+    severity_page: str = "critical"
+    severity_warning: str = "warning"
+    severity_ticket: str = "info"
+    runbook_url: str = DEFAULT_RUNBOOK_URL
+    prometheusrule_name: str = "pool-exporter"
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name.endswith(("_for", "_window", "_lookback")) and not _DURATION.match(value):
+                raise ConfigError(f"{f.name}: {value!r} is not a Prometheus duration like 30s")
+            if f.type == "float" and not value > 0:
+                raise ConfigError(f"{f.name}: must be above 0, not {value!r}")
+        for name in ("selector", "database_selector"):
+            if not _SELECTOR.match(getattr(self, name)):
+                value = getattr(self, name)
+                raise ConfigError(f'{name}: {value!r} is not a list of matchers like job="shop"')
+        if not self.fleet_labels or not all(
+            re.fullmatch(r"[A-Za-z_]\w*", label) for label in self.fleet_labels
+        ):
+            raise ConfigError(f"fleet_labels: {self.fleet_labels!r} must be label names")
+        if self.utilisation_warning > 1:
+            raise ConfigError("utilisation_warning: a share of capacity, at most 1")
+
+
+def _coerce(name: str, kind: str, value: Any) -> Any:
+    """A JSON/YAML value as the field's type; bool is no number and a number no string."""
+    if kind == "float" and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if kind == "str" and isinstance(value, str):
+        return value
+    if (
+        kind == "tuple[str, ...]"
+        and isinstance(value, list)
+        and all(isinstance(v, str) for v in value)
+    ):
+        return tuple(value)
+    wanted = {"float": "a number", "str": "a string", "tuple[str, ...]": "a list of strings"}
+    raise ConfigError(f"{name}: expected {wanted.get(kind, kind)}, got {value!r}")
+
+
+def from_mapping(overrides: dict[str, Any], base: AlertConfig | None = None) -> AlertConfig:
+    """`base` (the defaults) with `overrides` applied; unknown keys are an error."""
+    fields = {f.name: str(f.type) for f in dataclasses.fields(AlertConfig)}
+    unknown = sorted(set(overrides) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown setting {', '.join(unknown)} (known: {', '.join(fields)})")
+    values = {k: _coerce(k, fields[k], v) for k, v in overrides.items()}
+    return dataclasses.replace(base or AlertConfig(), **values)
+
+
+def _one_line(exc: Exception) -> str:
+    import yaml
+
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        return f"{exc.problem} at line {exc.problem_mark.line + 1}"
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def load(path: Path) -> AlertConfig:
+    """The defaults with the overrides of a YAML or JSON file (a mapping of settings)."""
+    import yaml
+
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as exc:
+        kind = "JSON" if path.suffix == ".json" else "YAML"
+        raise ConfigError(f"{path}: not valid {kind}: {_one_line(exc)}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
+    try:
+        return from_mapping(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
