@@ -21,6 +21,8 @@ from grafanalib import core as g
 from grafanalib._gen import DashboardEncoder
 
 from . import metrics as m
+from .alertconfig import AlertConfig
+from .generated import write_or_check
 
 SCHEMA_VERSION = 39  # Grafana 10.3/10.4; 11.x migrates it forward without changes to panels
 PLUGIN_VERSION = "10.4.0"
@@ -32,15 +34,23 @@ ALL_VALUE = ".*"  # so "All" also matches series without the label (single-proce
 
 @dataclass(frozen=True)
 class Thresholds:
-    """Where the dashboard draws its warning and critical lines; the alert rules fire there.
+    """Where the dashboard draws its warning and critical lines: where the alert rules fire."""
 
-    One place: `pool_exporter.alerts` builds its rules from the same numbers.
-    """
+    utilisation_warning: float  # in use / max connections of one pool in one worker
+    utilisation_critical: float
+    database_warning: float  # fleet's possible connections / the database's free slots
+    database_critical: float
 
-    utilisation_warning: float = 0.8  # in use / max connections of one pool in one worker
-    utilisation_critical: float = 0.95
-    database_warning: float = 0.8  # fleet's possible connections / the database's free slots
-    database_critical: float = 1.0
+    @classmethod
+    def from_alerts(cls, alerts: AlertConfig) -> Thresholds:
+        return cls(
+            utilisation_warning=alerts.utilisation_warning,
+            # The pages are about the queue, which only forms at capacity: the red band starts
+            # where callers wait.
+            utilisation_critical=1.0,
+            database_warning=alerts.database_warning,
+            database_critical=alerts.fleet_share,
+        )
 
 
 @dataclass(frozen=True)
@@ -52,7 +62,7 @@ class DashboardConfig:
     filename: str = "pool-exporter.json"
     # Extra label matchers added to every selector, e.g. 'service="shop"'.
     selector: str = ""
-    thresholds: Thresholds = field(default_factory=Thresholds)
+    thresholds: Thresholds = field(default_factory=lambda: Thresholds.from_alerts(AlertConfig()))
     refresh: str = "30s"
     time_from: str = "now-3h"
     tags: tuple[str, ...] = ("pool-exporter", "sqlalchemy", "connection-pool")
@@ -768,23 +778,7 @@ def run(args: argparse.Namespace) -> int:
     from .cli import CliError
 
     files = generate(DashboardConfig(), args.out_dir)
-    if args.check:
-        stale = [p for p, text in files.items() if _read(p) != text]
-        for path in stale:
-            print(f"stale: {path} (run `pool-exporter dashboards generate`)")
-        return 1 if stale else 0
     try:
-        args.out_dir.mkdir(parents=True, exist_ok=True)
-        for path, text in files.items():
-            path.write_text(text)
-            print(path)
+        return write_or_check(files, check=args.check, command="pool-exporter dashboards generate")
     except OSError as exc:
         raise CliError(f"cannot write {args.out_dir}: {exc.strerror or exc}") from None
-    return 0
-
-
-def _read(path: Path) -> str | None:
-    try:
-        return path.read_text()
-    except OSError:
-        return None

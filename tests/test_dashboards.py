@@ -157,7 +157,7 @@ def test_every_panel_has_a_unit_and_a_one_line_description() -> None:
 
 
 def test_utilisation_draws_the_configured_thresholds() -> None:
-    loose = replace(CONFIG, thresholds=d.Thresholds(utilisation_warning=0.5))
+    loose = replace(CONFIG, thresholds=replace(CONFIG.thresholds, utilisation_warning=0.5))
     for cfg in (CONFIG, loose):
         panel = next(
             p
@@ -427,3 +427,13 @@ def test_database_panels_return_data_from_a_real_sidecar_view(pg_url: str, tmp_p
         thread.join()
         collector.close()
         engine.dispose()
+
+
+def test_the_dashboard_draws_the_thresholds_the_alert_rules_fire_at() -> None:
+    from pool_exporter.alertconfig import AlertConfig
+
+    alerts = AlertConfig()
+    drawn = d.DashboardConfig().thresholds
+    assert drawn.utilisation_warning == alerts.utilisation_warning
+    assert drawn.database_warning == alerts.database_warning
+    assert drawn.database_critical == alerts.fleet_share
