@@ -15,7 +15,7 @@ import yaml
 from .alertconfig import AlertConfig, ConfigError, load
 from .alertrouting import alertmanager_config
 from .alertrules import RecordNames, groups, record_names
-from .generated import write_or_check
+from .generated import add_generate_command, write_or_check
 
 __all__ = [
     "DATABASE_AVAILABLE",
@@ -100,23 +100,13 @@ def generate(cfg: AlertConfig, out_dir: Path) -> dict[Path, str]:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
-    gen = sub.add_parser("generate", help="write the rule files and the Alertmanager example")
+    gen = add_generate_command(
+        parser, what="the rule files and the Alertmanager example", out_dir=DEFAULT_OUT_DIR
+    )
     gen.add_argument(
         "--config",
         type=Path,
         help="YAML or JSON file of settings overriding the defaults (see docs/alerts.md)",
-    )
-    gen.add_argument(
-        "--out-dir",
-        type=Path,
-        default=DEFAULT_OUT_DIR,
-        help="directory of the generated files (default: %(default)s)",
-    )
-    gen.add_argument(
-        "--check",
-        action="store_true",
-        help="write nothing; exit 1 if a file is missing or differs from the generator",
     )
 
 

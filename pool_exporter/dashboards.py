@@ -22,7 +22,7 @@ from grafanalib._gen import DashboardEncoder
 
 from . import metrics as m
 from .alertconfig import AlertConfig
-from .generated import write_or_check
+from .generated import add_generate_command, write_or_check
 
 SCHEMA_VERSION = 39  # Grafana 10.3/10.4; 11.x migrates it forward without changes to panels
 PLUGIN_VERSION = "10.4.0"
@@ -759,19 +759,7 @@ DEFAULT_OUT_DIR = Path("dashboards")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
-    gen = sub.add_parser("generate", help="write the dashboard JSON files")
-    gen.add_argument(
-        "--out-dir",
-        type=Path,
-        default=DEFAULT_OUT_DIR,
-        help="directory of the JSON files (default: %(default)s)",
-    )
-    gen.add_argument(
-        "--check",
-        action="store_true",
-        help="write nothing; exit 1 if a file is missing or differs from the generator",
-    )
+    add_generate_command(parser, what="the dashboard JSON files", out_dir=DEFAULT_OUT_DIR)
 
 
 def run(args: argparse.Namespace) -> int:

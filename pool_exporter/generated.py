@@ -2,7 +2,28 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
+
+
+def add_generate_command(
+    parser: argparse.ArgumentParser, *, what: str, out_dir: Path
+) -> argparse.ArgumentParser:
+    """`<command> generate [--out-dir DIR] [--check]`: the subcommand every generator offers."""
+    sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    gen = sub.add_parser("generate", help=f"write {what}")
+    gen.add_argument(
+        "--out-dir",
+        type=Path,
+        default=out_dir,
+        help="directory of the generated files (default: %(default)s)",
+    )
+    gen.add_argument(
+        "--check",
+        action="store_true",
+        help="write nothing; exit 1 if a file is missing or differs from the generator",
+    )
+    return gen
 
 
 def write_or_check(files: dict[Path, str], *, check: bool, command: str) -> int:
