@@ -201,7 +201,10 @@ class PoolInstrumentation:
     # -- following the engine's pool -------------------------------------------------------
 
     def _dispose(self, close: bool = True) -> None:
-        type(self.engine).dispose(self.engine, close=close)
+        if self._original_dispose is not None:  # someone else wrapped dispose() before us
+            self._original_dispose(close=close)
+        else:
+            type(self.engine).dispose(self.engine, close=close)
         try:
             self._ensure_wrapped()
         except Exception as exc:
@@ -372,8 +375,7 @@ class PoolInstrumentation:
         self._key = object()
         self._logged = set()
         if self.dispose_on_fork:
-            type(self.engine).dispose(self.engine, close=False)
-            self._ensure_wrapped()
+            self._dispose(close=False)
 
 
 def _new_stats(name: str, info: dict[str, str]) -> PoolStats:
