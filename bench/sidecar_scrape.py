@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from pool_exporter.promserver import free_port
 
 BIN = Path(sys.executable).parent
 
@@ -49,12 +50,6 @@ def write_workers(directory: str, workers: int, pools: int) -> None:
     sys.stdin.read()
     for pid in children:
         os.waitpid(pid, 0)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def memory(pid: int) -> tuple[float, float]:
