@@ -4,8 +4,9 @@ How the numbers stay exact (see ../shared/notes/sqlalchemy-pool.md for the evide
 
 - Checkouts, callers waiting, wait time and timeouts come from a wrapper around the pool
   instance's `connect()`: no pool event fires while a caller waits or when QueuePool raises its
-  TimeoutError. `engine.dispose()` builds a new pool, so the wrapper is re-applied there, and as
-  a fallback from the `connect` event that every new pool inherits.
+  TimeoutError. `engine.dispose()` (an `OptionEngine`'s too) replaces the pool with
+  `pool.recreate()`, so that is wrapped as well: the new pool is wrapped before the engine hands
+  it to anyone. The `connect` event, which every new pool inherits, is a fallback.
 - Whether a connection is in use or idle is a marker in its `ConnectionPoolEntry.record_info`,
   set by the wrapper and cleared by `checkin`/`detach`/`close`. Counting each event as +1/-1
   drifts: `checkin` fires without a checkout when a reconnect fails, a detached or
@@ -152,7 +153,7 @@ class PoolInstrumentation:
             self._connect_errors += (dbapi_error,)
 
         self._on_checkin = self._checkin_listener()
-        self._ensure_wrapped()
+        self._adopt(engine.pool)
         self._collector.add(PoolSource(self.name, self.stats, info))
         for identifier in _LISTENERS:
             event.listen(
@@ -161,8 +162,6 @@ class PoolInstrumentation:
                 getattr(self, f"_on_{identifier}"),
                 insert=identifier == "connect",
             )
-        self._original_dispose = engine.__dict__.get("dispose")
-        engine.dispose = self._dispose  # type: ignore[method-assign]
         _live.add(self)
         self.active = True
 
@@ -189,10 +188,7 @@ class PoolInstrumentation:
                     event.remove(self.engine, identifier, fn)
             for pool in list(self._wrapped):
                 pool.__dict__.pop("connect", None)
-            if self._original_dispose is None:
-                self.engine.__dict__.pop("dispose", None)
-            else:
-                self.engine.dispose = self._original_dispose  # type: ignore[method-assign]
+                pool.__dict__.pop("recreate", None)
             self._collector.remove(self.name)
             _live.discard(self)
             if _handles.get(self.engine) is self:
@@ -200,28 +196,41 @@ class PoolInstrumentation:
 
     # -- following the engine's pool -------------------------------------------------------
 
-    def _dispose(self, close: bool = True) -> None:
-        if self._original_dispose is not None:  # someone else wrapped dispose() before us
-            self._original_dispose(close=close)
-        else:
-            type(self.engine).dispose(self.engine, close=close)
-        try:
-            self._ensure_wrapped()
-        except Exception as exc:
-            self._hook_error("connect", exc)
+    def _adopt(self, pool: Pool) -> None:
+        """Make `pool` the one this handle counts: wrap it and read its configuration.
 
-    def _ensure_wrapped(self) -> None:
-        pool = self.engine.pool
+        Connections still in a replaced pool are not idle in this one, so idle restarts at 0:
+        `dispose()` closed them already, and `dispose(close=False)` abandoned them.
+        """
         if pool is self._pool:
             return
         capacity = None
         if isinstance(pool, QueuePool):  # AsyncAdaptedQueuePool is one too
             capacity = Capacity(pool.size(), pool._max_overflow, pool.timeout())
-        self.stats.configure(capacity)
         if pool not in self._wrapped:
             pool.connect = self._wrap(pool.connect)  # type: ignore[method-assign]
+            pool.recreate = self._wrap_recreate(pool.recreate)  # type: ignore[method-assign]
             self._wrapped.add(pool)
+        replaced = self._pool is not None
         self._pool = pool
+        self.stats.configure(capacity, replaced=replaced)
+
+    def _wrap_recreate(self, original: Callable[[], Pool]) -> Callable[[], Pool]:
+        # Engine.dispose() does `self.pool = self.pool.recreate()`: adopting the new pool here,
+        # before it is assigned, leaves no moment in which a checkout could miss the wrapper.
+        handle = self
+
+        def recreate() -> Pool:
+            pool = original()
+            try:
+                if handle.active:
+                    handle._adopt(pool)
+            except Exception as exc:
+                handle._hook_error("recreate", exc)
+            return pool
+
+        recreate.__wrapped__ = original  # type: ignore[attr-defined]
+        return recreate
 
     def _wrap(self, original: Callable[[], Any]) -> Callable[[], Any]:
         stats = self.stats
@@ -306,7 +315,7 @@ class PoolInstrumentation:
 
     def _on_connect(self, dbapi_connection: Any, record: Any) -> None:
         try:
-            self._ensure_wrapped()
+            self._adopt(self.engine.pool)  # a no-op unless the pool was not made by recreate()
             # The pool stamps starttime right before calling the driver, and this listener runs
             # first (insert=True), so the difference is the driver's connect time.
             started = getattr(record, "starttime", None)
@@ -319,9 +328,11 @@ class PoolInstrumentation:
         try:
             info = record.record_info
             was_idle = info.get(self._key) is IDLE
-            if was_idle:
+            if was_idle:  # a checked-out connection keeps its marker until checkin or detach
                 del info[self._key]
-            self.stats.closed(was_idle)
+            # idle restarted at 0 when a pool was replaced: its connections no longer count
+            ours = getattr(record, "_ConnectionRecord__pool", self._pool) is self._pool
+            self.stats.closed(was_idle and ours)
         except Exception as exc:
             self._hook_error("close", exc)
 
@@ -375,7 +386,7 @@ class PoolInstrumentation:
         self._key = object()
         self._logged = set()
         if self.dispose_on_fork:
-            self._dispose(close=False)
+            self.engine.dispose(close=False)
 
 
 def _new_stats(name: str, info: dict[str, str]) -> PoolStats:

@@ -182,6 +182,7 @@ HOOKS: tuple[str, ...] = (
     "close_detached",
     "invalidate",
     "soft_invalidate",
+    "recreate",
 )
 
 

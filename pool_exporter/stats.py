@@ -95,9 +95,12 @@ class PoolStats:
         self.hold = Histogram(metrics.HOLD_BUCKETS)
         self.connect_time = Histogram(metrics.CONNECT_BUCKETS)
 
-    def configure(self, capacity: Capacity | None) -> None:
-        """The pool's configuration, read again whenever the engine's pool is replaced."""
+    def configure(self, capacity: Capacity | None, *, replaced: bool = False) -> None:
+        """The pool's configuration, read again whenever the engine's pool is replaced; a new
+        pool starts with no idle connections."""
         self.capacity = capacity
+        if replaced:
+            self.idle = 0
 
     @property
     def overflow(self) -> int:
@@ -191,6 +194,10 @@ class LockedPoolStats(PoolStats):
     def checked_in(self, hold: float | None, now_idle: bool) -> None:
         with self._lock:
             super().checked_in(hold, now_idle)
+
+    def configure(self, capacity: Capacity | None, *, replaced: bool = False) -> None:
+        with self._lock:
+            super().configure(capacity, replaced=replaced)
 
     def detached(self, hold: float | None) -> None:
         with self._lock:

@@ -149,7 +149,7 @@ def test_dispose_mid_run_never_drives_gauges_negative_or_leaks(
         )
     assert len(set(map(id, pools))) == 4
     assert tally.timeouts == 0
-    # every checkout but the wrapper's blind spot is counted: dispose() re-wraps at once
+    # every checkout is counted: the new pool is wrapped before the engine hands it out
     assert value(registry, "sqlalchemy_pool_checkouts_total", pool="d") == tally.ok
     sampler.assert_sane(max_in_use=6)
     assert_quiescent(registry, "d", engine)
@@ -351,6 +351,55 @@ def test_old_pool_connections_returned_after_dispose_are_not_idle(
     held.close()  # goes back to the discarded pool
     assert_quiescent(registry, "old", engine)
     assert value(registry, "sqlalchemy_pool_connections", pool="old", state="idle") == 0
+
+
+def test_dispose_through_an_option_engine_counts_the_first_checkout(
+    registry: CollectorRegistry, sqlite_url: str
+) -> None:
+    engine = sa.create_engine(sqlite_url, pool_size=2)
+    pool_exporter.instrument(engine, name="opt", registry=registry)
+    engine.connect().close()
+    # An OptionEngine shares its parent's pool; its dispose() bypasses anything patched onto the
+    # parent engine instance, but not the pool's recreate().
+    engine.execution_options(isolation_level="SERIALIZABLE").dispose()
+    with engine.connect():
+        assert value(registry, "sqlalchemy_pool_connections", pool="opt", state="in_use") == 1
+    assert value(registry, "sqlalchemy_pool_checkouts_total", pool="opt") == 2
+    assert value(registry, "sqlalchemy_pool_checkout_wait_seconds_count", pool="opt") == 2
+    assert_quiescent(registry, "opt", engine)
+    assert value(registry, "sqlalchemy_pool_connections", pool="opt", state="idle") == 1
+
+
+def test_dispose_without_close_abandons_the_idle_connections(
+    registry: CollectorRegistry, sqlite_url: str
+) -> None:
+    engine = sa.create_engine(sqlite_url, pool_size=3)
+    handle = pool_exporter.instrument(engine, name="abandon", registry=registry)
+    a, b = engine.connect(), engine.connect()
+    a.close()
+    b.close()
+    old = engine.pool
+    engine.dispose(close=False)  # the old pool keeps its two connections; the engine drops them
+    assert value(registry, "sqlalchemy_pool_connections", pool="abandon", state="idle") == 0
+    engine.connect().close()
+    assert value(registry, "sqlalchemy_pool_connections", pool="abandon", state="idle") == 1
+    old.dispose()  # their close events come from a pool that is no longer counted
+    assert handle.stats.closes == 2
+    assert_quiescent(registry, "abandon", engine)
+    assert value(registry, "sqlalchemy_pool_connections", pool="abandon", state="idle") == 1
+
+
+def test_a_failure_while_adopting_a_new_pool_leaves_dispose_working(
+    registry: CollectorRegistry, sqlite_url: str
+) -> None:
+    engine = sa.create_engine(sqlite_url, pool_size=1)
+    handle = pool_exporter.instrument(engine, name="adopt", registry=registry)
+    handle.stats.configure = None  # type: ignore[assignment,method-assign]  # now raises
+    engine.dispose()
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("select 1").scalar() == 1
+    assert handle.stats.hook_errors["recreate"] == 1
+    assert value(registry, "pool_exporter_hook_errors_total", pool="adopt", hook="recreate") == 1
 
 
 def test_forked_child_reports_its_own_numbers_not_its_parents(
