@@ -6,6 +6,10 @@ exception out of the scrape: the application-side metrics must keep being served
 
 One connection is kept open between scrapes: when the server runs out of slots, which is when
 this view matters most, a sidecar that connected per scrape would be refused too.
+
+Clients choose their application_name (some put a pid or a host name in it), so only the
+busiest names get series of their own; the rest are counted together, and no connection is
+lost from the sums.
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ import contextlib
 import logging
 import math
 import threading
-from collections.abc import Iterable, Iterator
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from time import perf_counter
 from typing import Any
@@ -28,6 +33,7 @@ from . import metrics as m
 log = logging.getLogger("pool_exporter")
 
 APPLICATION_NAME = "pool-exporter-sidecar"
+DEFAULT_MAX_APPLICATIONS = 20
 
 _SETTINGS = """
 SELECT current_setting('max_connections')::int,
@@ -90,11 +96,14 @@ def parse_url(url: str) -> Target:
     return Target(kwargs, display, str(password) if password else None)
 
 
+Row = tuple[str, str, str, int]  # database, state, application_name, connections
+
+
 @dataclass(frozen=True)
 class Snapshot:
     max_connections: int
     reserved: int
-    connections: list[tuple[str, str, str, int]]
+    connections: list[Row]
 
     @property
     def free(self) -> int:
@@ -105,11 +114,24 @@ class Snapshot:
 class DatabaseCollector(Collector):
     """`pool_exporter_database_*`: what PostgreSQL says about its connections at scrape time."""
 
-    def __init__(self, url: str, *, timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = 5.0,
+        max_applications: int = DEFAULT_MAX_APPLICATIONS,
+    ) -> None:
         if not (timeout > 0 and math.isfinite(timeout)):
             raise ValueError(f"the database timeout must be a positive number, got {timeout!r}")
+        if isinstance(max_applications, bool) or not (
+            isinstance(max_applications, int) and max_applications >= 0
+        ):
+            raise ValueError(
+                f"max_applications must be a whole number, 0 or more, got {max_applications!r}"
+            )
         self.target = parse_url(url)
         self.timeout = timeout
+        self.max_applications = max_applications
         self._conn: Any = None
         self._lock = threading.Lock()
         self._up: bool | None = None
@@ -128,7 +150,9 @@ class DatabaseCollector(Collector):
             families[m.DATABASE_MAX_CONNECTIONS.name].add_metric([], snapshot.max_connections)
             families[m.DATABASE_RESERVED_CONNECTIONS.name].add_metric([], snapshot.reserved)
             families[m.DATABASE_FREE_CONNECTIONS.name].add_metric([], snapshot.free)
-            for database, state, application, count in snapshot.connections:
+            rows, names = fold_applications(snapshot.connections, self.max_applications)
+            families[m.DATABASE_APPLICATION_NAMES.name].add_metric([], names)
+            for database, state, application, count in rows:
                 families[m.DATABASE_CONNECTIONS.name].add_metric(
                     [database, state, application], count
                 )
@@ -217,6 +241,25 @@ class DatabaseCollector(Collector):
         if self.target.password:
             text = text.replace(self.target.password, "***")
         return text
+
+
+def fold_applications(rows: Sequence[Row], limit: int) -> tuple[list[Row], int]:
+    """The rows with only the `limit` application_names holding the most connections kept
+    (ties go to the name that sorts first), every other name counted as OTHER_APPLICATIONS;
+    and how many distinct names there were."""
+    per_name: Counter[str] = Counter()
+    for _, _, application, count in rows:
+        per_name[application] += count
+    ranked = sorted(
+        (name for name in per_name if name != m.OTHER_APPLICATIONS),
+        key=lambda name: (-per_name[name], name),
+    )
+    kept = set(ranked[:limit])
+    folded: Counter[tuple[str, str, str]] = Counter()
+    for database, state, application, count in rows:
+        name = application if application in kept else m.OTHER_APPLICATIONS
+        folded[database, state, name] += count
+    return [(*key, count) for key, count in sorted(folded.items())], len(per_name)
 
 
 def _gauge(metric: m.Metric) -> GaugeMetricFamily:

@@ -233,12 +233,22 @@ DATABASE_SCRAPE = ExporterMetric(
     "gauge",
     "Time this scrape spent connecting to and querying the database.",
 )
+# The application_name under which the sidecar counts every name beyond its cap
+# (--database-max-applications). Never the name of a series of its own: a client that really
+# calls itself this is counted here too, so the value always means "the folded rest".
+OTHER_APPLICATIONS = "(other)"
 DATABASE_CONNECTIONS = ExporterMetric(
     "pool_exporter_database_connections",
     "gauge",
     "Client connections open on the server (pg_stat_activity, client backends) by database, "
-    "state and application_name.",
+    f"state and application_name (the busiest names; the rest as {OTHER_APPLICATIONS}).",
     ("database", "state", "application_name"),
+)
+DATABASE_APPLICATION_NAMES = ExporterMetric(
+    "pool_exporter_database_application_names",
+    "gauge",
+    "Distinct application_name values among the client connections; beyond the sidecar's "
+    f"--database-max-applications, all but the busiest are counted as {OTHER_APPLICATIONS}.",
 )
 DATABASE_MAX_CONNECTIONS = ExporterMetric(
     "pool_exporter_database_max_connections",
@@ -269,6 +279,7 @@ DATABASE: tuple[Metric, ...] = (
     DATABASE_UP,
     DATABASE_SCRAPE,
     DATABASE_CONNECTIONS,
+    DATABASE_APPLICATION_NAMES,
     DATABASE_MAX_CONNECTIONS,
     DATABASE_RESERVED_CONNECTIONS,
     DATABASE_FREE_CONNECTIONS,

@@ -16,8 +16,9 @@ from types import FrameType
 from prometheus_client import ProcessCollector
 from prometheus_client.registry import CollectorRegistry
 
+from . import metrics as m
 from .cli import CliError
-from .database import DatabaseCollector, DatabaseUrlError
+from .database import DEFAULT_MAX_APPLICATIONS, DatabaseCollector, DatabaseUrlError
 from .httpserver import App, bind, parse_listen_address
 from .webconfig import WebConfigError, load
 from .workers import WorkersCollector, check_directory
@@ -73,6 +74,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="how long one scrape may spend connecting to and querying the database (default 5)",
     )
+    parser.add_argument(
+        "--database-max-applications",
+        type=_count,
+        default=DEFAULT_MAX_APPLICATIONS,
+        metavar="N",
+        help="application_name values with the most connections that get series of their own; "
+        f"the others are counted as application_name={m.OTHER_APPLICATIONS!r}, 0 counts every "
+        f"connection there (default {DEFAULT_MAX_APPLICATIONS})",
+    )
     # Refused with a clear message instead of argparse's, which would echo the password.
     parser.add_argument("--database-url", help=argparse.SUPPRESS)
 
@@ -84,6 +94,16 @@ def _seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
     if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"{text!r} must be a positive number of seconds")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
     return value
 
 
@@ -158,7 +178,9 @@ def _database(args: argparse.Namespace) -> DatabaseCollector | None:
     if not url:
         return None
     try:
-        return DatabaseCollector(url, timeout=args.database_timeout)
+        return DatabaseCollector(
+            url, timeout=args.database_timeout, max_applications=args.database_max_applications
+        )
     except DatabaseUrlError as exc:
         raise CliError(str(exc)) from None
 

@@ -3,13 +3,28 @@
 from __future__ import annotations
 
 import subprocess
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from .procs import BIN, Procs, free_port, procs, select, start_sidecar, total, wait_until
+from pool_exporter import metrics as m
+from pool_exporter.database import DatabaseCollector, fold_applications
+
+from .procs import (
+    BIN,
+    Procs,
+    Samples,
+    free_port,
+    parse,
+    procs,
+    select,
+    start_sidecar,
+    total,
+    wait_until,
+)
 
 __all__ = ["procs"]
 
@@ -60,7 +75,10 @@ def test_database_view_agrees_with_pg_stat_activity(
         sessions.append(conn)
     url_file = tmp_path / "database-url"
     url_file.write_text(pg_url + f"?application_name={pg_app_name}-sidecar\n")
-    sidecar = start_sidecar(procs, tmp_path, f"--database-url-file={url_file}")
+    # Every name gets a series here, however many other clients the server has.
+    sidecar = start_sidecar(
+        procs, tmp_path, f"--database-url-file={url_file}", "--database-max-applications=1000"
+    )
 
     def ours(samples: list[tuple[str, dict[str, str], float]]) -> dict[str, int]:
         return {
@@ -102,6 +120,137 @@ def test_database_view_agrees_with_pg_stat_activity(
         (s[1]["state"], s[2]) for s in own if s[1]["application_name"] == f"{pg_app_name}-sidecar"
     ] == [("active", 1)]
     assert count_by_state(pg_url, f"{pg_app_name}-sidecar") == {"idle": 1}
+
+
+Activity = Counter[tuple[str, str, str]]  # (database, state, application_name): connections
+
+
+def activity(conn: psycopg.Connection) -> Activity:
+    rows = conn.execute(
+        "SELECT coalesce(datname, ''), coalesce(state, 'unknown'), "
+        "coalesce(application_name, ''), count(*) FROM pg_stat_activity "
+        "WHERE backend_type = 'client backend' GROUP BY 1, 2, 3"
+    ).fetchall()
+    return Counter({(str(d), str(s), str(a)): int(n) for d, s, a, n in rows})
+
+
+def per_name(counts: Activity) -> Counter[str]:
+    names: Counter[str] = Counter()
+    for (_, _, name), n in counts.items():
+        names[name] += n
+    return names
+
+
+def scraped(samples: Samples) -> Activity:
+    return Counter(
+        {
+            (s[1]["database"], s[1]["state"], s[1]["application_name"]): int(s[2])
+            for s in select(samples, m.DATABASE_CONNECTIONS.name)
+        }
+    )
+
+
+@pytest.mark.parametrize("limit", [3, 0])
+def test_only_the_busiest_application_names_get_series_and_the_sum_stays_exact(
+    tmp_path: Path,
+    procs: Procs,
+    pg_url: str,
+    pg_app_name: str,
+    sessions: list[psycopg.Connection],
+    *,
+    promtool: str,
+    limit: int,
+) -> None:
+    busy = {f"{pg_app_name}-a": 4, f"{pg_app_name}-b": 3, f"{pg_app_name}-c": 2}
+    # A client calling itself "(other)" is folded too, however busy: the value keeps one meaning.
+    quiet = {f"{pg_app_name}-pid{n}": 1 for n in range(3)} | {m.OTHER_APPLICATIONS: 5}
+    for name, n in (busy | quiet).items():
+        sessions.extend(
+            psycopg.connect(libpq(pg_url), application_name=name, autocommit=True) for _ in range(n)
+        )
+    # The test's own look, on a connection open throughout, so that it counts in both views.
+    observer = psycopg.connect(
+        libpq(pg_url), application_name=f"{pg_app_name}-observer", autocommit=True
+    )
+    sessions.append(observer)
+    sidecar = start_sidecar(
+        procs,
+        tmp_path,
+        f"--database-max-applications={limit}",
+        env={"POOL_EXPORTER_DATABASE_URL": f"{pg_url}?application_name={pg_app_name}-sidecar"},
+    )
+
+    def steady() -> tuple[Activity, str] | None:
+        # Other clients of the shared server come, go and change state: take a scrape that the
+        # test's own looks, before and after it, agree on.
+        before = activity(observer)
+        text = sidecar.text()
+        after = activity(observer)
+        return (before, text) if before == after else None
+
+    truth, text = wait_until(steady, 30, "pg_stat_activity to hold still across a scrape")
+    samples = parse(text)
+    names = per_name(truth)
+    series = scraped(samples)
+
+    assert total(samples, m.DATABASE_UP.name) == 1
+    assert sum(series.values()) == sum(truth.values())
+    assert total(samples, m.DATABASE_APPLICATION_NAMES.name) == len(names)
+    kept = {name for (_, _, name) in series} - {m.OTHER_APPLICATIONS}
+    folded = set(names) - kept
+    assert len(kept) == limit < len(names)
+    assert {m.OTHER_APPLICATIONS, *quiet} <= folded
+    # The kept names are the busiest; a tie goes to the name that sorts first.
+    for name in kept:
+        for other in folded - {m.OTHER_APPLICATIONS}:
+            assert (names[name], other) > (names[other], name), (name, other, names)
+    for key, n in truth.items():
+        if key[2] in kept:
+            assert series[key] == n, key
+    # The sidecar's connection is active while it scrapes and idle while the observer looks, the
+    # observer's the other way round; both are in one database and folded (1 connection each),
+    # so the folded counts per state still agree.
+    for database, state in {(d, s) for (d, s, _) in truth}:
+        rest = sum(
+            n for (d, s, a), n in truth.items() if (d, s) == (database, state) and a in folded
+        )
+        assert series[database, state, m.OTHER_APPLICATIONS] == rest, (database, state)
+
+    result = subprocess.run(
+        [promtool, "check", "metrics"], input=text, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_ties_at_the_cap_go_to_the_name_that_sorts_first_whatever_the_row_order() -> None:
+    rows = [
+        ("shop", "idle", "web", 2),
+        ("shop", "active", "web", 1),
+        ("shop", "idle", "api", 3),
+        ("audit", "idle", "cron", 3),
+        ("shop", "idle", "", 1),
+        ("shop", "idle", m.OTHER_APPLICATIONS, 9),
+    ]
+    # api, cron and web have 3 connections each; "(other)" has more but is never kept.
+    expected = [
+        ("audit", "idle", "cron", 3),
+        ("shop", "active", m.OTHER_APPLICATIONS, 1),
+        ("shop", "idle", m.OTHER_APPLICATIONS, 12),
+        ("shop", "idle", "api", 3),
+    ]
+    assert fold_applications(rows, 2) == (expected, 5)
+    assert fold_applications(rows[::-1], 2) == (expected, 5)
+    assert fold_applications(rows, 0)[0] == [
+        ("audit", "idle", m.OTHER_APPLICATIONS, 3),
+        ("shop", "active", m.OTHER_APPLICATIONS, 1),
+        ("shop", "idle", m.OTHER_APPLICATIONS, 15),
+    ]
+
+
+@pytest.mark.parametrize("limit", [-1, 2.5, True, "3"])
+def test_a_cap_that_is_not_a_whole_number_of_0_or_more_is_refused(limit: object) -> None:
+    with pytest.raises(ValueError, match="max_applications must be a whole number, 0 or more"):
+        DatabaseCollector("postgresql://127.0.0.1/test", max_applications=limit)  # type: ignore[arg-type]
 
 
 def test_a_terminated_sidecar_connection_is_replaced_within_the_same_scrape(

@@ -242,6 +242,8 @@ def _bad_configs(tmp_path: Path) -> dict[str, str]:
         "--web.listen-address=127.0.0.1:99999",
         "--web.telemetry-path=metrics",
         "--database-timeout=-1",
+        "--database-max-applications=-1",
+        "--database-max-applications=2.5",
         "--no-such-flag",
         "missing dir",
         "dir is a file",
