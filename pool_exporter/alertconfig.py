@@ -52,6 +52,10 @@ class AlertConfig:
     # "1s" keeps a page pending for one evaluation: it fires at the second consecutive
     # evaluation that shows the condition, whatever the interval (1 s or more).
     page_for: str = "1s"
+    # Page at the first evaluation, with no `for`: a queue that needs the whole pool timeout
+    # (1) to drain cannot be served before its last callers time out, so one scrape is proof
+    # enough. At a 15 s interval the second evaluation may come after the first timeout.
+    queue_timeout_share: float = 1.0
     waiting_for: str = "1m"
     # Headroom: the busiest `rate_window` average in this window.
     headroom_window: str = "6h"

@@ -163,6 +163,15 @@ def pool_group(cfg: AlertConfig) -> Group:
         ),
         alert(
             cfg,
+            "SQLAlchemyPoolQueueExceedsTimeout",
+            f"{r.queue_drain} / {timeout} >= {cfg.queue_timeout_share:g} and {busy}",
+            sev_p,
+            "Callers queued for a connection pool are about to hit the pool timeout.",
+            f"{WHERE} is full and its queue needs {{{{ $value | humanizePercentage }}}} of the "
+            "pool timeout to drain: its last callers will fail with TimeoutError.",
+        ),
+        alert(
+            cfg,
             "SQLAlchemyPoolQueueNearTimeout",
             f"{r.queue_drain} / {timeout} >= {cfg.queue_page_share:g} and {busy}",
             sev_p,

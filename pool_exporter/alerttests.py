@@ -388,6 +388,17 @@ CASES = [
         resolved=600,
     ),
     Case(
+        "SQLAlchemyPoolQueueExceedsTimeout",
+        # 3,600 callers at 0.15 s holds on 15 connections: 36 s of queue; pages at once
+        queued(3600),
+        before=285,
+        firing=300,
+        labels=WORKER,
+        description=f"{WHERE} is full and its queue needs 120% of the pool timeout to drain: "
+        "its last callers will fail with TimeoutError.",
+        resolved=600,
+    ),
+    Case(
         "SQLAlchemyPoolQueueNearTimeout",
         queued(2400),
         before=300,
@@ -529,13 +540,14 @@ def steady(rules: dict[str, Rule]) -> UnitTest:
 
 
 def one_scrape_queue(rules: dict[str, Rule], cfg: AlertConfig) -> UnitTest:
-    """A deploy: one scrape catches the pool full with a deep queue, the next finds it
-    drained. The page needs two consecutive evaluations; the chat warning may go out."""
+    """A deploy: one scrape catches the pool full with a queue needing 80 % of the timeout,
+    the next finds it drained. Only a queue longer than the whole timeout pages at once; this
+    one would need a second evaluation. The chat warning may go out."""
     s = Series(15, 41)
     Pool(in_use=between(300, 315, 15.0, 1.0), waiting=between(300, 315, 2400.0, 0.0)).add(s)
     pages = [a for a, rule in rules.items() if rule["labels"]["severity"] == cfg.severity_page]
     return UnitTest(
-        "a queue seen at one scrape pages nobody",
+        "a queue short of the pool timeout, seen at one scrape, pages nobody",
         s,
         [(t, a, []) for t in (300, 315, 330) for a in pages],
     )
@@ -555,13 +567,14 @@ def lone_waiter(rules: dict[str, Rule]) -> UnitTest:
 # -- the incident: a push saturates the pool within one scrape --------------------------------
 
 TROUBLE = 300  # the first scrape that shows the pool full
+USERS = 2000
 
 
-def burst(interval: int) -> Series:
+def burst(interval: int, hold: float) -> Series:
     """An almost idle pool (1 in use, 7 checkouts/s); at TROUBLE every connection is out and
-    2,000 callers queue (20 s of work for 15 connections holding each 0.15 s); the pool
-    serves 100 checkouts/s, each having waited as long as the push has run; the first
-    checkouts time out 30 s (the pool timeout) after TROUBLE."""
+    2,000 callers queue (2,000 * `hold` / 15 s of work); the pool serves 15 / `hold`
+    checkouts/s, each having waited as long as the push has run; the first checkouts time
+    out 30 s (the pool timeout) after TROUBLE."""
     k0 = TROUBLE // interval
 
     def pushed(k: int) -> bool:
@@ -570,8 +583,9 @@ def burst(interval: int) -> Series:
     s = Series(interval, (TROUBLE + 120) // interval + 1)
     Pool(
         in_use=lambda k: 15.0 if pushed(k) else 1.0,
-        waiting=lambda k: 2000.0 if pushed(k) else 0.0,
-        served=lambda k: 100.0 if pushed(k) else 7.0,
+        waiting=lambda k: float(USERS) if pushed(k) else 0.0,
+        hold=hold,
+        served=lambda k: 15.0 / hold if pushed(k) else 7.0,
         wait=lambda k: min(30.0, (k - k0 + 0.5) * interval) if pushed(k) else 0.001,
         timeouts=lambda k: 50.0 if k * interval >= TROUBLE + 30 else 0.0,
     ).add(s)
@@ -579,19 +593,47 @@ def burst(interval: int) -> Series:
     return s
 
 
-def incident(rules: dict[str, Rule], interval: int) -> UnitTest:
-    """Warning at the first evaluation that sees the pool full, page at the next, both
-    before the evaluation where the timeout counter first moves (TROUBLE + 30 s)."""
+@dataclass(frozen=True)
+class Incident:
+    """The burst with connections held `hold` seconds: its queue needs `queue` (as
+    humanizeDuration writes it), `share` of the pool timeout."""
+
+    hold: float
+    queue: str
+    share: str
+
+    @property
+    def certain(self) -> bool:
+        """Whether the queue outlasts the whole pool timeout."""
+        return USERS * self.hold / 15 >= 30
+
+
+# 0.15 s holds make a 20 s queue (a page at the second evaluation); 0.42 s, about the demo's
+# mean hold, a 56 s one (a page at the first).
+INCIDENTS = (Incident(0.15, "20s", "66.67%"), Incident(0.42, "56s", "186.7%"))
+
+
+def incident(rules: dict[str, Rule], interval: int, push: Incident) -> UnitTest:
+    """Warning at the first evaluation that sees the pool full, before the evaluation where
+    the timeout counter first moves (TROUBLE + 30 s); the page at once when the queue needs
+    the whole pool timeout, one evaluation later when it needs half of it."""
+    hold, share, certain = push.hold, push.share, push.certain
     warning = expected(
         rules["SQLAlchemyPoolExhausted"],
         WORKER,
-        f"{WHERE} is full and the callers queued for a connection need about 20s to be "
-        "served at the recent hold time.",
+        f"{WHERE} is full and the callers queued for a connection need about {push.queue} "
+        "to be served at the recent hold time.",
     )
-    page = expected(
+    exceeds = expected(
+        rules["SQLAlchemyPoolQueueExceedsTimeout"],
+        WORKER,
+        f"{WHERE} is full and its queue needs {share} of the pool timeout to drain: its last "
+        "callers will fail with TimeoutError.",
+    )
+    near = expected(
         rules["SQLAlchemyPoolQueueNearTimeout"],
         WORKER,
-        f"{WHERE} is full and its queue needs 66.67% of the pool timeout to drain: checkouts "
+        f"{WHERE} is full and its queue needs {share} of the pool timeout to drain: checkouts "
         "will fail with TimeoutError unless load drops.",
     )
     timeouts = expected(
@@ -603,18 +645,22 @@ def incident(rules: dict[str, Rule], interval: int) -> UnitTest:
     counted = TROUBLE + 30
     checks: list[tuple[int, str, list[Expected]]] = [
         (TROUBLE - interval, "SQLAlchemyPoolExhausted", []),
+        (TROUBLE - interval, "SQLAlchemyPoolQueueExceedsTimeout", []),
         (TROUBLE, "SQLAlchemyPoolExhausted", [warning]),
+        (TROUBLE, "SQLAlchemyPoolQueueExceedsTimeout", [exceeds] if certain else []),
         (TROUBLE, "SQLAlchemyPoolQueueNearTimeout", []),  # pending: one evaluation only
-        (TROUBLE + interval, "SQLAlchemyPoolQueueNearTimeout", [page]),
+        (TROUBLE + interval, "SQLAlchemyPoolQueueNearTimeout", [near]),
         (counted - interval, "SQLAlchemyPoolCheckoutTimeouts", []),
         (counted - interval, "SQLAlchemyPoolExhausted", [warning]),
-        (counted - interval, "SQLAlchemyPoolQueueNearTimeout", [page]),
+        (counted - interval, "SQLAlchemyPoolQueueExceedsTimeout", [exceeds] if certain else []),
+        (counted - interval, "SQLAlchemyPoolQueueNearTimeout", [near]),
         (counted, "SQLAlchemyPoolCheckoutTimeouts", [timeouts]),
     ]
+    when = "at the first evaluation" if certain else "at the second evaluation"
     return UnitTest(
-        f"the incident at {interval}s: warning at the first evaluation, page at the second "
-        "evaluation, both before the first timeout is counted",
-        burst(interval),
+        f"the incident at {interval}s, {hold:g} s holds ({push.queue} of queue): warning at "
+        f"the first evaluation, page {when}, both before the first timeout is counted",
+        burst(interval, hold),
         checks,
     )
 
@@ -636,7 +682,7 @@ def unit_tests(cfg: AlertConfig) -> list[UnitTest]:
         steady(rules),
         one_scrape_queue(rules, cfg),
         lone_waiter(rules),
-        *(incident(rules, interval) for interval in (15, 5)),
+        *(incident(rules, interval, push) for interval in (15, 5) for push in INCIDENTS),
     ]
 
 
