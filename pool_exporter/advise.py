@@ -255,11 +255,14 @@ def preflight(
     per_pool = users * requests_per_user / pools
     b = sizing.burst(per_pool, ramp, c, s, base)
     free = max(0.0, c - base * s)
-    # In arrival order, request i arrives at ramp·i/N and starts once the i - free before it
-    # are served at the pool's capacity: it times out when that takes longer than the timeout,
-    # that is beyond i* = (free + capacity·timeout) / (1 - capacity·ramp/N).
+    # The queue is first come, first served: request i of the push arrives at t = ramp·i/N
+    # behind the i - free push requests and the λ·t steady ones that came before it, all
+    # served at the pool's full rate c/S. It times out when that takes longer than the
+    # timeout: i - free + λ·t > c/S·(t + timeout), that is beyond
+    # i* = (free + c/S·timeout) / (1 - (c/S - λ)·ramp/N).
+    full = c / s
     spare = 1 - b.capacity * ramp / per_pool if per_pool else 1.0
-    served = (free + b.capacity * timeout) / spare if spare > 0 else math.inf
+    served = (free + full * timeout) / spare if spare > 0 else math.inf
     timeouts = max(0.0, per_pool - served) * pools
     over = f"over {ramp:g} s" if ramp > 0 else "at once"
     work.append(
@@ -269,8 +272,8 @@ def preflight(
     )
     if timeouts > 0:
         work.append(
-            f"timeouts in arrival order, requests beyond (free + capacity x timeout) / "
-            f"(1 - capacity x ramp / N) = ({_f(free)} + {_f(b.capacity)} x {timeout:g}) / "
+            f"timeouts first come first served, requests beyond (free + c/S x timeout) / "
+            f"(1 - (c/S - λ) x ramp / N) = ({_f(free)} + {_f(full)} x {timeout:g}) / "
             f"{spare:.3g} = {_f(served)} per pool time out: about {_f(timeouts)}"
         )
     # a batch every pool can start within the burst-wait goal, then the next once it drains

@@ -117,6 +117,21 @@ def test_preflight_fails_a_push_that_would_time_out_and_says_how_to_split_it(
     assert code == 0, text
 
 
+def test_preflight_of_the_replayed_push_errs_on_the_safe_side_but_not_far(
+    burst_json: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    observed = json.loads(burst_json.read_text())["timeouts"]
+    code, text, report = advise(
+        capsys, "--from-replay", str(burst_json), "--preflight", "--push-users",
+        str(BURST.users), "--push-ramp", str(BURST.ramp),
+    )  # fmt: skip
+    assert code == 1, text
+    predicted = report[0]["preflight"]["predicted_timeouts"]
+    # A gate may stop a push that would have passed, never the reverse; serving the steady
+    # traffic ahead of the push (the earlier model) predicted nearly twice what happened.
+    assert observed <= predicted <= 1.6 * observed, (observed, predicted)
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
