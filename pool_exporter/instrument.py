@@ -41,6 +41,10 @@ from .stats import CANCELLED, CONNECT_ERROR, ERROR, TIMEOUT, Capacity, PoolStats
 
 log = logging.getLogger("pool_exporter")
 
+# The pool a ConnectionPoolEntry belongs to: SQLAlchemy keeps it in a private attribute, and
+# a connection returned to a pool that dispose() replaced is not idle in ours.
+_RECORD_POOL = "_ConnectionRecord__pool"
+
 # The record_info marker of a connection that sits idle in the pool. A checked-out one holds
 # the perf_counter() of its checkout instead.
 IDLE = "idle"
@@ -211,9 +215,8 @@ class PoolInstrumentation:
             pool.connect = self._wrap(pool.connect)  # type: ignore[method-assign]
             pool.recreate = self._wrap_recreate(pool.recreate)  # type: ignore[method-assign]
             self._wrapped.add(pool)
-        replaced = self._pool is not None
         self._pool = pool
-        self.stats.configure(capacity, replaced=replaced)
+        self.stats.configure(capacity)
 
     def _wrap_recreate(self, original: Callable[[], Pool]) -> Callable[[], Pool]:
         # Engine.dispose() does `self.pool = self.pool.recreate()`: adopting the new pool here,
@@ -282,10 +285,9 @@ class PoolInstrumentation:
                 key = handle._key
                 prev = info.pop(key, None)
                 hold = perf_counter() - prev if prev.__class__ is float else None
-                # A connection returned to a pool that dispose() replaced is not idle in ours.
                 pool = handle._pool
                 now_idle = dbapi_connection is not None and (
-                    getattr(record, "_ConnectionRecord__pool", pool) is pool
+                    getattr(record, _RECORD_POOL, pool) is pool
                 )
                 if now_idle:
                     info[key] = IDLE
@@ -315,7 +317,8 @@ class PoolInstrumentation:
 
     def _on_connect(self, dbapi_connection: Any, record: Any) -> None:
         try:
-            self._adopt(self.engine.pool)  # a no-op unless the pool was not made by recreate()
+            # A no-op for the pools recreate() made; a safety net for one made another way.
+            self._adopt(self.engine.pool)
             # The pool stamps starttime right before calling the driver, and this listener runs
             # first (insert=True), so the difference is the driver's connect time.
             started = getattr(record, "starttime", None)
@@ -331,7 +334,7 @@ class PoolInstrumentation:
             if was_idle:  # a checked-out connection keeps its marker until checkin or detach
                 del info[self._key]
             # idle restarted at 0 when a pool was replaced: its connections no longer count
-            ours = getattr(record, "_ConnectionRecord__pool", self._pool) is self._pool
+            ours = getattr(record, _RECORD_POOL, self._pool) is self._pool
             self.stats.closed(was_idle and ours)
         except Exception as exc:
             self._hook_error("close", exc)

@@ -89,18 +89,16 @@ class MultiprocessPoolStats(PoolStats):
         for hook in m.HOOKS:
             self._child(m.HOOK_ERRORS, hook)
         self.configure(getattr(self, "capacity", None))
-        self._publish()
 
-    def configure(self, capacity: Capacity | None, *, replaced: bool = False) -> None:
+    def configure(self, capacity: Capacity | None) -> None:
         with self._lock:
-            super().configure(capacity, replaced=replaced)
+            super().configure(capacity)
             if capacity is not None:
                 self._child(m.SIZE).set(capacity.size)
                 self._child(m.MAX_OVERFLOW).set(capacity.max_overflow)
                 self._child(m.MAX_CONNECTIONS).set(capacity.max_connections)
                 self._child(m.TIMEOUT).set(capacity.timeout)
-            if replaced:
-                self._publish()
+            self._publish()
 
     def _publish(self) -> None:
         """Write the gauges whose values changed since the last write (each is an mmap write)."""

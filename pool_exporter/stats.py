@@ -95,12 +95,11 @@ class PoolStats:
         self.hold = Histogram(metrics.HOLD_BUCKETS)
         self.connect_time = Histogram(metrics.CONNECT_BUCKETS)
 
-    def configure(self, capacity: Capacity | None, *, replaced: bool = False) -> None:
-        """The pool's configuration, read again whenever the engine's pool is replaced; a new
-        pool starts with no idle connections."""
+    def configure(self, capacity: Capacity | None) -> None:
+        """The configuration of the pool now counted, read again whenever the engine's pool is
+        replaced; that pool holds no idle connection of ours yet."""
         self.capacity = capacity
-        if replaced:
-            self.idle = 0
+        self.idle = 0
 
     @property
     def overflow(self) -> int:
@@ -195,9 +194,9 @@ class LockedPoolStats(PoolStats):
         with self._lock:
             super().checked_in(hold, now_idle)
 
-    def configure(self, capacity: Capacity | None, *, replaced: bool = False) -> None:
+    def configure(self, capacity: Capacity | None) -> None:
         with self._lock:
-            super().configure(capacity, replaced=replaced)
+            super().configure(capacity)
 
     def detached(self, hold: float | None) -> None:
         with self._lock:

@@ -389,6 +389,22 @@ def test_dispose_without_close_abandons_the_idle_connections(
     assert value(registry, "sqlalchemy_pool_connections", pool="abandon", state="idle") == 1
 
 
+def test_a_connect_on_the_old_pool_during_dispose_keeps_counting_the_new_one(
+    registry: CollectorRegistry, sqlite_url: str
+) -> None:
+    engine = sa.create_engine(sqlite_url, pool_size=2)
+    pool_exporter.instrument(engine, name="window", registry=registry)
+    # Engine.dispose(close=False) step by step, with another thread's checkout from the old
+    # pool (a new connection) landing between recreate() and the assignment.
+    old = engine.pool
+    new = old.recreate()
+    old.connect().close()
+    engine.pool = new
+    engine.connect().close()
+    assert value(registry, "sqlalchemy_pool_connections", pool="window", state="idle") == 1
+    assert_quiescent(registry, "window", engine)
+
+
 def test_a_failure_while_adopting_a_new_pool_leaves_dispose_working(
     registry: CollectorRegistry, sqlite_url: str
 ) -> None:
