@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # The instrumentation's tests run a second time on the newest SQLAlchemy 2.0.x, under the
 # newest Python here (the main run is SQLAlchemy 2.1 on Python 3.11, the oldest supported).
-COMPAT_PYTHON ?= python3.13
+COMPAT_PY ?= 3.13
 COMPAT_VENV ?= .venv-sqlalchemy20
 COMPAT_BIN := $(COMPAT_VENV)/bin
 COMPAT_TESTS := tests/test_instrument_api.py tests/test_correctness.py tests/test_correctness_async.py
@@ -31,7 +31,7 @@ unit: $(BIN)/.installed
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 $(COMPAT_BIN)/.installed: pyproject.toml
-	PYENV_VERSION=3.13 $(COMPAT_PYTHON) -m venv $(COMPAT_VENV)  # PYENV_VERSION: pyenv's shim
+	PYENV_VERSION=$(COMPAT_PY) python$(COMPAT_PY) -m venv $(COMPAT_VENV)  # PYENV_VERSION: for pyenv
 	$(COMPAT_BIN)/python -m pip install -q --upgrade pip
 	$(COMPAT_BIN)/python -m pip install -q -e '.[dev]' 'sqlalchemy[asyncio]>=2.0.40,<2.1'
 	touch $@
