@@ -278,6 +278,7 @@ class PoolInstrumentation:
         # A closure over locals rather than a bound method: it runs on every checkin.
         checked_in = self.stats.checked_in
         handle = self
+        record_pool = _RECORD_POOL
 
         def on_checkin(dbapi_connection: Any, record: Any) -> None:
             try:
@@ -287,7 +288,7 @@ class PoolInstrumentation:
                 hold = perf_counter() - prev if prev.__class__ is float else None
                 pool = handle._pool
                 now_idle = dbapi_connection is not None and (
-                    getattr(record, _RECORD_POOL, pool) is pool
+                    getattr(record, record_pool, pool) is pool
                 )
                 if now_idle:
                     info[key] = IDLE
