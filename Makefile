@@ -48,6 +48,7 @@ bench: $(BIN)/.installed
 generate: $(BIN)/.installed
 	$(BIN)/pool-exporter alerts generate
 	$(BIN)/pool-exporter dashboards generate
+	$(BIN)/python -m tests.support.promtool_cases
 
 clean:
 	rm -rf $(VENV) $(COMPAT_VENV) .pytest_cache .mypy_cache .ruff_cache

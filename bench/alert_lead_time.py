@@ -23,11 +23,11 @@ from typing import Any
 
 from prometheus_client.registry import CollectorRegistry
 
-from pool_exporter import replay as rp
-from pool_exporter.alertwatch import AlertWatch
 from pool_exporter.exposition import start_http_server
+from pool_exporter.incident import replay as rp
+from pool_exporter.incident.alertwatch import AlertWatch
+from pool_exporter.incident.promserver import PrometheusServer
 from pool_exporter.instrument import instrument
-from pool_exporter.promserver import PrometheusServer
 
 HOLD = rp.HoldTime(0.3, 1.2)  # the demo's
 SETTINGS = rp.PoolSettings(5, 10, 30.0)

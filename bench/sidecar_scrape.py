@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from pool_exporter.promserver import free_port
+from pool_exporter.incident.promserver import free_port
 
 BIN = Path(sys.executable).parent
 

@@ -15,22 +15,22 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
+from .errors import CliError
+
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("pool_exporter.demo", "replay the push incident on an embedded SQLite pool"),
-    "replay": ("pool_exporter.replay", "replay a burst of users against any database"),
-    "advise": ("pool_exporter.advise", "size a pool from measured data"),
-    "sidecar": ("pool_exporter.sidecar", "serve a multi-worker app's metrics and the database's"),
-    "alerts": ("pool_exporter.alerts", "generate the Prometheus rules and Alertmanager example"),
-    "dashboards": ("pool_exporter.dashboards", "generate the Grafana dashboards"),
+    "demo": ("pool_exporter.incident.demo", "replay the push incident on an embedded SQLite pool"),
+    "replay": ("pool_exporter.incident.replay", "replay a burst of users against any database"),
+    "advise": ("pool_exporter.incident.advise", "size a pool from measured data"),
+    "sidecar": (
+        "pool_exporter.sidecar.command",
+        "serve a multi-worker app's metrics and the database's",
+    ),
+    "alerts": (
+        "pool_exporter.mixin.alerts",
+        "generate the Prometheus rules and Alertmanager example",
+    ),
+    "dashboards": ("pool_exporter.mixin.dashboards", "generate the Grafana dashboards"),
 }
-
-
-class CliError(Exception):
-    """An operational error: printed as one `error: ...` line, exit code 2 unless given."""
-
-    def __init__(self, message: str, code: int = 2) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 # user:password@ in anything that looks like a URL

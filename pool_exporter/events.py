@@ -10,8 +10,9 @@ from typing import Any
 from prometheus_client import REGISTRY, Counter, Gauge
 from prometheus_client.registry import CollectorRegistry
 
+from pool_exporter.multiprocess.liveness import multiprocess_dir
+
 from . import metrics as m
-from .liveness import multiprocess_dir
 
 __all__ = ["mark_event"]
 
@@ -46,7 +47,7 @@ def mark_event(
 
 def _metrics(registry: CollectorRegistry | None) -> tuple[Any, Any]:
     if multiprocess_dir() is not None:
-        from .multiprocess import family
+        from pool_exporter.multiprocess.store import family
 
         return family(m.EVENTS), family(m.EVENT_LAST_TIMESTAMP)
     target = REGISTRY if registry is None else registry

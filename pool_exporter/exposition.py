@@ -17,8 +17,8 @@ import prometheus_client
 from prometheus_client import REGISTRY
 from prometheus_client.registry import CollectorRegistry
 
-from .liveness import multiprocess_dir
-from .workers import WorkersCollector
+from pool_exporter.multiprocess.liveness import multiprocess_dir
+from pool_exporter.multiprocess.reader import WorkersCollector
 
 
 def registry_for_serving() -> CollectorRegistry:

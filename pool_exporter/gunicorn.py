@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import liveness
+from pool_exporter.multiprocess import liveness
 
 
 def child_exit(server: Any, worker: Any) -> None:

@@ -396,7 +396,7 @@ class PoolInstrumentation:
 def _new_stats(name: str, info: dict[str, str]) -> PoolStats:
     # prometheus-client picks its multiprocess storage from this variable at import; so do we.
     if "PROMETHEUS_MULTIPROC_DIR" in os.environ or "prometheus_multiproc_dir" in os.environ:
-        from .multiprocess import MultiprocessPoolStats
+        from pool_exporter.multiprocess.store import MultiprocessPoolStats
 
         return MultiprocessPoolStats(name, info)
     return new_stats()

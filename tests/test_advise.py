@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from pool_exporter import replay as rp
 from pool_exporter.cli import main
 from pool_exporter.exposition import start_http_server
-from pool_exporter.promserver import PrometheusServer
+from pool_exporter.incident import replay as rp
+from pool_exporter.incident.promserver import PrometheusServer
 
 from .conftest import require_binary
 

@@ -15,12 +15,13 @@ import sqlalchemy as sa
 import yaml
 from prometheus_client import CollectorRegistry
 
-from pool_exporter import alerts, alerttests
-from pool_exporter.alertconfig import AlertConfig
-from pool_exporter.alertrules import alert_rules
 from pool_exporter.cli import main
-from pool_exporter.database import DatabaseCollector
 from pool_exporter.instrument import instrument
+from pool_exporter.mixin import alerts
+from pool_exporter.mixin.config import AlertConfig, load
+from pool_exporter.mixin.rules import alert_rules
+from pool_exporter.sidecar.database import DatabaseCollector
+from tests.support import promtool_cases
 
 from .conftest import require_binary, scrape
 
@@ -40,13 +41,16 @@ RULE = committed_rules()
 # -- the committed files --------------------------------------------------------------------
 
 
-def test_committed_files_are_exactly_what_the_generator_writes() -> None:
-    files = alerts.generate(AlertConfig(), ALERTS_DIR)
+def test_committed_files_are_exactly_what_the_generators_write() -> None:
+    files = {
+        **alerts.generate(AlertConfig(), ALERTS_DIR),
+        **promtool_cases.generate(AlertConfig(), ALERTS_DIR),
+    }
     for path, text in files.items():
-        assert path.is_file(), f"{path} is missing: run `pool-exporter alerts generate`"
-        assert path.read_text() == text, f"{path} is stale: run `pool-exporter alerts generate`"
+        assert path.is_file(), f"{path} is missing: run `make generate`"
+        assert path.read_text() == text, f"{path} is stale: run `make generate`"
     committed = {p for p in ALERTS_DIR.rglob("*") if p.is_file()}
-    assert committed == set(files), "alerts/ holds files the generator no longer writes"
+    assert committed == set(files), "alerts/ holds files the generators no longer write"
 
 
 def test_generate_check_exits_1_for_a_stale_file_and_0_once_regenerated(
@@ -55,15 +59,19 @@ def test_generate_check_exits_1_for_a_stale_file_and_0_once_regenerated(
     shutil.copytree(ALERTS_DIR, tmp_path, dirs_exist_ok=True)
     check = ["alerts", "generate", "--out-dir", str(tmp_path), "--check"]
     assert main(check) == 0
+    assert promtool_cases.main(["--out-dir", str(tmp_path), "--check"]) == 0
     rules = tmp_path / alerts.RULES_FILE
     rules.write_text(rules.read_text().replace(">= 0.8", ">= 0.85", 1))
-    tests = tmp_path / alerttests.TESTS_DIR / "evaluation-5s.test.yml"
+    tests = tmp_path / promtool_cases.TESTS_DIR / "evaluation-5s.test.yml"
     tests.write_text(tests.read_text().replace("eval_time: 300s", "eval_time: 301s", 1))
     assert main(check) == 1
-    out = capsys.readouterr().out
-    assert f"stale: {rules}" in out and f"stale: {tests}" in out
+    assert f"stale: {rules}" in capsys.readouterr().out
+    assert promtool_cases.main(["--out-dir", str(tmp_path), "--check"]) == 1
+    assert f"stale: {tests}" in capsys.readouterr().out
     assert main(["alerts", "generate", "--out-dir", str(tmp_path)]) == 0
+    assert promtool_cases.main(["--out-dir", str(tmp_path)]) == 0
     assert main(check) == 0
+    assert promtool_cases.main(["--out-dir", str(tmp_path), "--check"]) == 0
 
 
 def test_a_users_config_file_changes_thresholds_durations_and_runbook_url(
@@ -76,8 +84,7 @@ def test_a_users_config_file_changes_thresholds_durations_and_runbook_url(
     )
     assert main(["alerts", "generate", "--config", str(config), "--out-dir", str(tmp_path)]) == 0
     # the promtool cases are written for the default thresholds: none for these rules
-    assert not (tmp_path / alerttests.TESTS_DIR).exists()
-    assert "note: no promtool tests" in capsys.readouterr().err
+    assert promtool_cases.generate(load(config), tmp_path) == {}
     groups = yaml.safe_load((tmp_path / alerts.RULES_FILE).read_text())["groups"]
     rules = {r["alert"]: r for r in alert_rules(groups)}
     nearly = rules["SQLAlchemyPoolNearlyFull"]
@@ -102,7 +109,10 @@ def test_a_config_changing_only_runbook_url_and_severities_keeps_passing_promtoo
     )
     out = tmp_path / "alerts"
     assert main(["alerts", "generate", "--config", str(config), "--out-dir", str(out)]) == 0
-    tests = sorted((out / alerttests.TESTS_DIR).glob("*.test.yml"))
+    for path, text in promtool_cases.generate(load(config), out).items():
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(text)
+    tests = sorted((out / promtool_cases.TESTS_DIR).glob("*.test.yml"))
     assert [p.name for p in tests] == [p.name for p in TEST_FILES]
     assert "severity: page" in tests[0].read_text()
     result = promtool_test(promtool, *tests, cwd=tmp_path)
@@ -266,7 +276,7 @@ def test_every_metric_a_rule_reads_is_in_the_exporters_real_output(
 
 # -- the promtool unit tests, committed beside the rules ------------------------------------
 
-TEST_FILES = sorted((ALERTS_DIR / alerttests.TESTS_DIR).glob("*.test.yml"))
+TEST_FILES = sorted((ALERTS_DIR / promtool_cases.TESTS_DIR).glob("*.test.yml"))
 
 
 def promtool_test(promtool: str, *files: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -341,4 +351,4 @@ def test_the_promtool_cases_can_fail(promtool: str, tmp_path: Path) -> None:
 def test_series_are_written_in_promtools_expanding_notation(
     values: list[float | None], text: str
 ) -> None:
-    assert alerttests.expanding(values) == text
+    assert promtool_cases.expanding(values) == text

@@ -21,11 +21,12 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 import pool_exporter
 from pool_exporter import cli
-from pool_exporter import dashboards as d
 from pool_exporter import metrics as m
-from pool_exporter.database import DatabaseCollector
 from pool_exporter.events import mark_event
-from pool_exporter.promserver import PrometheusServer, QueryError
+from pool_exporter.incident.promserver import PrometheusServer, QueryError
+from pool_exporter.mixin import dashboards as d
+from pool_exporter.sidecar.database import DatabaseCollector
+from tests.support import dashboard_queries as dq
 
 from .conftest import require_binary, scrape
 
@@ -43,7 +44,7 @@ def by_title(title: str) -> dict[str, Any]:
 
 def metric_names(expr: str) -> set[str]:
     if expr.startswith("label_values("):
-        expr = d.label_values(expr)[0]
+        expr = dq.label_values(expr)[0]
     if re.fullmatch(r"[a-zA-Z_:][a-zA-Z0-9_:]*", expr):
         return {expr}
     return set(SELECTOR.findall(expr))
@@ -142,7 +143,7 @@ def test_template_variables_are_datasource_job_instance_pool_worker() -> None:
     assert list(variables) == ["datasource", "job", "instance", "pool", "worker"]
     for name in ("job", "instance", "pool", "worker"):
         v = variables[name]
-        _, label = d.label_values(v["query"])
+        _, label = dq.label_values(v["query"])
         assert v["definition"] == v["query"]
         assert v["includeAll"] and v["allValue"] == ".*"
         assert label == {"worker": "pid"}.get(name, name)
@@ -196,7 +197,7 @@ def test_every_query_selects_only_contract_names() -> None:
     contract = {metric.sample for metric in (*m.ALL, *m.DATABASE, *m.EVENT)}
     contract |= {f"{metric.name}_bucket" for metric in m.ALL if metric.kind == "histogram"}
     contract |= {d.info_sample(), "ALERTS"}
-    for where, expr in d.queries(DASHBOARD):
+    for where, expr in dq.queries(DASHBOARD):
         names = metric_names(expr)
         assert names, f"{where}: no metric selected in {expr!r}"
         assert names <= contract, f"{where}: {names - contract} not in metrics.py"
@@ -309,8 +310,8 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
 
 
 def test_every_query_parses_in_prometheus(live: Live) -> None:
-    for where, query in d.queries(DASHBOARD):
-        expr = d.label_values(query)[0] if where.startswith("variable") else query
+    for where, query in dq.queries(DASHBOARD):
+        expr = dq.label_values(query)[0] if where.startswith("variable") else query
         try:
             live.prom.query(concrete(expr))
         except QueryError as exc:
@@ -323,7 +324,7 @@ def test_a_bad_query_would_be_caught(live: Live) -> None:
 
 
 def test_every_pool_side_name_is_emitted_by_the_exporter(live: Live) -> None:
-    for where, expr in d.queries(DASHBOARD):
+    for where, expr in dq.queries(DASHBOARD):
         names = metric_names(expr) - DATABASE_NAMES - {"ALERTS"}
         missing = names - live.emitted
         assert not missing, f"{where}: the exporter never emitted {missing}"
@@ -357,7 +358,7 @@ def test_variables_list_the_jobs_instances_pools_and_workers(live: Live) -> None
     variables = {v["name"]: v for v in DASHBOARD["templating"]["list"] if v["type"] == "query"}
     listed = {}
     for name, v in variables.items():
-        selector, label = d.label_values(v["query"])
+        selector, label = dq.label_values(v["query"])
         result = live.prom.query(concrete(selector))
         listed[name] = {s["metric"][label] for s in result if label in s["metric"]}
     assert listed["job"] == {"pool-exporter"}
@@ -430,7 +431,7 @@ def test_database_panels_return_data_from_a_real_sidecar_view(pg_url: str, tmp_p
 
 
 def test_the_dashboard_draws_the_thresholds_the_alert_rules_fire_at() -> None:
-    from pool_exporter.alertconfig import AlertConfig
+    from pool_exporter.mixin.config import AlertConfig
 
     alerts = AlertConfig()
     drawn = d.DashboardConfig().thresholds

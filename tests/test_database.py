@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from pool_exporter import metrics as m
-from pool_exporter.database import DatabaseCollector, fold_applications
+from pool_exporter.sidecar.database import DatabaseCollector, fold_applications
 
 from .procs import (
     BIN,

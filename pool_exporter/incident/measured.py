@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from . import metrics as m
+from pool_exporter import metrics as m
+
 from .promapi import PrometheusAPI
 from .replay import Result
 

@@ -30,7 +30,8 @@ import sqlalchemy as sa
 from prometheus_client.registry import CollectorRegistry
 from sqlalchemy import exc as sa_exc
 
-from .instrument import PoolInstrumentation, instrument
+from pool_exporter.errors import CliError
+from pool_exporter.instrument import PoolInstrumentation, instrument
 
 SCHEMA = "pool-exporter/replay/1"
 Z95 = 1.6448536269514722  # the standard normal's 95th percentile
@@ -575,8 +576,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def scenario_from(args: argparse.Namespace) -> tuple[Scenario, PoolSettings]:
-    from .cli import CliError
-
     try:
         hold = HoldTime(args.hold_median, args.hold_p95 or 4 * args.hold_median)
         scenario = Scenario(
@@ -604,8 +603,6 @@ def write_json(result: Result, target: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .cli import CliError
-
     scenario, settings = scenario_from(args)
     out = sys.stderr if args.json == "-" else sys.stdout
     try:

@@ -1,6 +1,6 @@
 """`pool-exporter advise`: pool settings per worker from measured data, with the working shown.
 
-Two questions, one arithmetic (pool_exporter.sizing):
+Two questions, one arithmetic (pool_exporter.incident.sizing):
 - sizing: what pool_size, max_overflow and pool_timeout should each worker run so that a
   target burst on top of the measured traffic is served without waiting (or, when the
   database cannot afford that, waits a bounded time without timeouts)?
@@ -18,6 +18,8 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from pool_exporter.errors import CliError
 
 from . import sizing
 from .measured import Measured, NoData, from_prometheus, from_replay, seconds
@@ -343,8 +345,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def measure(args: argparse.Namespace) -> list[Measured]:
-    from .cli import CliError
-
     try:
         if args.from_replay:
             path = Path(args.from_replay)
@@ -370,8 +370,6 @@ def measure(args: argparse.Namespace) -> list[Measured]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .cli import CliError
-
     goals = Goals(args.p_wait, args.max_wait, args.burst_wait, args.request_timeout)
     for name in ("workers", "instances", "users", "push_users"):
         value = getattr(args, name)

@@ -28,7 +28,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy.engine import URL, make_url
 
-from . import metrics as m
+from pool_exporter import metrics as m
 
 log = logging.getLogger("pool_exporter")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .alertconfig import AlertConfig
+from .config import AlertConfig
 
 PAGER, CHAT, TICKETS = "pager", "chat", "tickets"
 # `job` with `pool`: two services may both name their pool "default".

@@ -13,9 +13,10 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from pool_exporter import metrics as m
+from pool_exporter.stats import CANCELLED, CONNECT_ERROR, TIMEOUT, Capacity, PoolStats
+
 from . import liveness
-from . import metrics as m
-from .stats import CANCELLED, CONNECT_ERROR, TIMEOUT, Capacity, PoolStats
 
 _families: dict[str, Any] = {}
 _families_lock = threading.Lock()

@@ -23,10 +23,12 @@ from typing import Any
 from prometheus_client.registry import CollectorRegistry
 from sqlalchemy import exc as sa_exc
 
+from pool_exporter.errors import CliError
+from pool_exporter.exposition import start_http_server
+from pool_exporter.instrument import instrument
+
 from . import replay as rp
 from .alertwatch import AlertTimes, AlertWatch
-from .exposition import start_http_server
-from .instrument import instrument
 from .liveview import LiveView
 from .timeline import Marker, plot
 
@@ -117,8 +119,6 @@ class Interrupt:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .cli import CliError
-
     push_at = min(15.0, args.duration / 4)
     try:
         scenario = rp.Scenario(
@@ -212,7 +212,7 @@ def start_alerting(
 
 
 def rules_file() -> Path | None:
-    """The rules the project commits, else the ones `pool_exporter.alerts` generates."""
+    """The rules the project commits, else the ones `pool_exporter.mixin.alerts` generates."""
     for base in (Path.cwd(), Path(__file__).resolve().parent.parent):
         candidate = base / "alerts" / "pool-exporter.rules.yml"
         if candidate.is_file():

@@ -58,16 +58,6 @@ def mean_wait(servers: int, load: float, mean_hold: float) -> float:
     return erlang_c(servers, load) * mean_hold / (servers - load)
 
 
-def wait_exceeds(servers: int, load: float, mean_hold: float, seconds: float) -> float:
-    """P(wait > t) = C(c, A) · exp(-(c - A)·t / S): the share of requests that would still be
-    waiting after `seconds` (with t = pool_timeout, the share that would time out)."""
-    if load >= servers:
-        return 1.0
-    if mean_hold <= 0:
-        return 0.0
-    return erlang_c(servers, load) * math.exp(-(servers - load) * seconds / mean_hold)
-
-
 def wait_quantile(servers: int, load: float, mean_hold: float, share: float) -> float:
     """The wait that only `share` of requests exceed (0 when fewer than that wait at all)."""
     if load >= servers:

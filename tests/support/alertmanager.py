@@ -20,8 +20,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from .promapi import PrometheusError
-from .promserver import ServerProcess
+from pool_exporter.incident.promapi import PrometheusError
+from pool_exporter.incident.promserver import ServerProcess
 
 BINARIES = ("prometheus-alertmanager", "alertmanager")  # Debian's name, upstream's name
 INSTALL_HINT = "apt-get install prometheus-alertmanager"

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,8 +19,10 @@ import attr
 from grafanalib import core as g
 from grafanalib._gen import DashboardEncoder
 
-from . import metrics as m
-from .alertconfig import AlertConfig
+from pool_exporter import metrics as m
+from pool_exporter.errors import CliError
+
+from .config import AlertConfig
 from .generated import add_generate_command, write_or_check
 
 SCHEMA_VERSION = 39  # Grafana 10.3/10.4; 11.x migrates it forward without changes to panels
@@ -726,33 +727,6 @@ def generate(cfg: DashboardConfig, out_dir: Path) -> dict[Path, str]:
     return {out_dir / cfg.filename: render(cfg)}
 
 
-# -- queries, for tests and for anyone checking the dashboard against a Prometheus ----------
-
-
-def queries(data: dict[str, Any]) -> Iterator[tuple[str, str]]:
-    """(where, expr) for every panel target, variable and annotation query of a dashboard."""
-    for panel in _walk_panels(data["panels"]):
-        for target in panel.get("targets", []):
-            yield f"panel {panel['title']!r} {target['refId']}", target["expr"]
-    for variable in data["templating"]["list"]:
-        if variable["type"] == "query":
-            yield f"variable {variable['name']}", variable["query"]
-    for annotation in data["annotations"]["list"]:
-        if "expr" in annotation:
-            yield f"annotation {annotation['name']!r}", annotation["expr"]
-
-
-_LABEL_VALUES = re.compile(r"^label_values\((?P<selector>.*),\s*(?P<label>\w+)\)$")
-
-
-def label_values(query: str) -> tuple[str, str]:
-    """(selector, label) of a `label_values(selector, label)` variable query."""
-    match = _LABEL_VALUES.match(query)
-    if match is None:
-        raise ValueError(f"not a label_values(selector, label) query: {query!r}")
-    return match["selector"], match["label"]
-
-
 # -- CLI ------------------------------------------------------------------------------------
 
 DEFAULT_OUT_DIR = Path("dashboards")
@@ -763,8 +737,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .cli import CliError
-
     files = generate(DashboardConfig(), args.out_dir)
     try:
         return write_or_check(files, check=args.check, command="pool-exporter dashboards generate")

@@ -11,8 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from . import metrics as m
-from .alertconfig import AlertConfig
+from pool_exporter import metrics as m
+
+from .config import AlertConfig
 
 Rule = dict[str, Any]
 Group = dict[str, Any]

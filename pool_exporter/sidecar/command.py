@@ -16,12 +16,13 @@ from types import FrameType
 from prometheus_client import ProcessCollector
 from prometheus_client.registry import CollectorRegistry
 
-from . import metrics as m
-from .cli import CliError
+from pool_exporter import metrics as m
+from pool_exporter.errors import CliError
+from pool_exporter.multiprocess.reader import WorkersCollector, check_directory
+
 from .database import DEFAULT_MAX_APPLICATIONS, DatabaseCollector, DatabaseUrlError
 from .httpserver import App, bind, parse_listen_address
 from .webconfig import WebConfigError, load
-from .workers import WorkersCollector, check_directory
 
 log = logging.getLogger("pool_exporter")
 

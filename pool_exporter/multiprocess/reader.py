@@ -18,8 +18,9 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
+from pool_exporter import metrics as m
+
 from . import liveness
-from . import metrics as m
 
 log = logging.getLogger("pool_exporter")
 

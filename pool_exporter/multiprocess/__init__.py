@@ -1,0 +1,1 @@
+"""Multiprocess mode: the per-worker store, worker liveness, and the directory reader."""

@@ -1,0 +1,1 @@
+"""The sidecar: an HTTP server for the merged worker metrics, and the database view."""

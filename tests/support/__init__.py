@@ -1,0 +1,1 @@
+"""Test support: real Alertmanager runs, the promtool case builder, dashboard query helpers."""
