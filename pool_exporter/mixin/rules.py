@@ -305,12 +305,8 @@ def fleet_group(cfg: AlertConfig) -> Group:
     return {"name": "pool-exporter-fleet", "rules": records + alerts}
 
 
-def info_sample() -> str:
-    return m.INFO.name + "_info"
-
-
 def absent_group(cfg: AlertConfig) -> Group:
-    info = selector(info_sample(), cfg.selector)
+    info = selector(m.INFO.sample, cfg.selector)
     # A target still in service discovery (it has `up`) that reported pools within the
     # lookback and reports none now: down, or no longer instrumented. A target that was
     # removed (scaled down, replaced) has no `up` and stays quiet.
