@@ -19,10 +19,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pool_exporter.durations import seconds
 from pool_exporter.errors import CliError
 
 from . import sizing
-from .measured import Measured, NoData, from_prometheus, from_replay, seconds
+from .measured import Measured, NoData, from_prometheus, from_replay
 from .promapi import PrometheusAPI, PrometheusError
 from .replay import Result
 
@@ -355,7 +356,8 @@ def measure(args: argparse.Namespace) -> list[Measured]:
                 raise CliError(f"cannot read {path}: {exc.strerror}") from None
             except (ValueError, TypeError, KeyError) as exc:
                 raise CliError(f"{path} is not a replay result: {exc}") from None
-        seconds(args.window)
+        if seconds(args.window) <= 0:
+            raise ValueError("the window must be longer than 0")
         return from_prometheus(
             PrometheusAPI(args.prometheus),
             window=args.window,
@@ -375,8 +377,10 @@ def run(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise CliError(f"--{name.replace('_', '-')} must be at least 1")
-    if args.rate < 0 or args.ramp < 0 or args.push_ramp < 0 or args.requests_per_user <= 0:
+    if args.rate < 0 or args.ramp < 0 or args.push_ramp < 0:
         raise CliError("--rate, --ramp and --push-ramp must not be negative")
+    if args.requests_per_user <= 0:
+        raise CliError(f"--requests-per-user must be above 0, got {args.requests_per_user:g}")
     if args.preflight and args.push_users is None:
         raise CliError("--preflight needs --push-users N (the push to judge)")
     try:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from pool_exporter import metrics as m
+from pool_exporter.durations import seconds
 
 from .promapi import PrometheusAPI
 from .replay import Result
@@ -38,18 +38,6 @@ class Measured:
     # the push a replay ran, as a default target: users over seconds
     burst_users: int | None = None
     burst_ramp: float | None = None
-
-
-DURATION = re.compile(r"^(\d+)(ms|s|m|h|d)$")
-UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def seconds(window: str) -> float:
-    """A Prometheus duration such as `90s`, `15m` or `1h`, in seconds."""
-    match = DURATION.match(window)
-    if not match:
-        raise ValueError(f"{window!r} is not a duration like 30s, 15m or 1h")
-    return int(match.group(1)) * UNITS[match.group(2)]
 
 
 def from_replay(result: Result, source: str) -> Measured:

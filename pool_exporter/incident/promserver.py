@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pool_exporter.durations import text as duration
+
 from .promapi import PrometheusAPI, PrometheusError, QueryError
 
 __all__ = [
@@ -45,13 +47,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def duration(seconds: float) -> str:
-    """A Prometheus duration for a number of seconds (`1s`, `500ms`)."""
-    if seconds >= 1 and float(seconds).is_integer():
-        return f"{int(seconds)}s"
-    return f"{round(seconds * 1000)}ms"
 
 
 class ServerProcess:
