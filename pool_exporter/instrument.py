@@ -410,7 +410,7 @@ def _reset_after_fork() -> None:
         try:
             handle._after_fork_in_child()
         except Exception as exc:
-            handle._hook_error("connect", exc)
+            handle._hook_error("fork", exc)
 
 
 os.register_at_fork(after_in_child=_reset_after_fork)

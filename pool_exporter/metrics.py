@@ -187,6 +187,7 @@ HOOKS: tuple[str, ...] = (
     "invalidate",
     "soft_invalidate",
     "recreate",
+    "fork",  # resetting the numbers in a forked child
 )
 
 

@@ -450,6 +450,31 @@ def test_forked_child_reports_its_own_numbers_not_its_parents(
     engine.dispose()
 
 
+def test_a_failure_after_fork_is_counted_under_its_own_hook_and_the_child_goes_on(
+    registry: CollectorRegistry, sqlite_url: str
+) -> None:
+    engine = sa.create_engine(sqlite_url, pool_size=1)
+    handle = pool_exporter.instrument(engine, name="forkfail", registry=registry)
+    handle.stats.reset = None  # type: ignore[assignment,method-assign]  # now raises in the child
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            with engine.connect() as conn:
+                answer = conn.exec_driver_sql("select 1").scalar()
+            hooks = {k: v for k, v in handle.stats.hook_errors.items() if v}
+            os.write(write, repr((answer, hooks)).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    answer, hooks = eval(os.read(read, 1000).decode())
+    os.waitpid(pid, 0)
+    assert answer == 1
+    assert hooks == {"fork": 1}
+    assert value(registry, "pool_exporter_hook_errors_total", pool="forkfail", hook="fork") == 0
+    engine.dispose()
+
+
 def test_dispose_on_fork_gives_the_child_a_fresh_pool(
     registry: CollectorRegistry, pg_url: str, pg_app_name: str
 ) -> None:
