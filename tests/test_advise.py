@@ -17,6 +17,7 @@ from pool_exporter.incident import replay as rp
 from pool_exporter.incident.promserver import PrometheusServer
 
 from .conftest import require_binary
+from .procs import wait_until
 
 # 600 users in 1 s against 15 connections of 0.1 s (about 130 served per second): timeouts.
 BURST = rp.Scenario(
@@ -186,12 +187,13 @@ def measured_prometheus() -> Iterator[tuple[PrometheusServer, rp.Result]]:
                            pool_name="steady")  # fmt: skip
         target = f"127.0.0.1:{server.server_port}"
         with PrometheusServer([target], interval=0.5, binary=binary) as prom:
-            prom.wait_for('sqlalchemy_pool_size{pool="steady"}')
+            wait_until(lambda: prom.query('sqlalchemy_pool_size{pool="steady"}'), timeout=15)
             done = threading.Event()
             result: list[rp.Result] = []
             threading.Thread(target=lambda: (result.append(runner.run()), done.set())).start()
             assert done.wait(30)
-            prom.wait_for("sqlalchemy_pool_checkouts_total > 300")  # the last scrape is in
+            # the last scrape is in
+            wait_until(lambda: prom.query("sqlalchemy_pool_checkouts_total > 300"), timeout=15)
             yield prom, result[0]
         runner.handle.uninstrument()
     server.shutdown()

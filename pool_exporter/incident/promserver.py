@@ -188,25 +188,10 @@ class PrometheusServer(ServerProcess):
         """Instant query; raises QueryError naming `expr` when Prometheus refuses it."""
         return self.api.query(expr, at)
 
-    def wait_for(self, expr: str, timeout: float = 15.0) -> list[dict[str, Any]]:
-        """Poll `expr` until it returns something; PrometheusError after `timeout` s."""
-        deadline = time.monotonic() + timeout
-        while True:
-            result = self.query(expr)
-            if result:
-                return result
-            if time.monotonic() > deadline:
-                raise PrometheusError(f"{expr!r} returned nothing within {timeout} s")
-            time.sleep(min(0.2, self.interval))
-
     def alerts(self) -> list[dict[str, Any]]:
         """Active alerts (pending and firing), as `/api/v1/alerts` lists them."""
         alerts: list[dict[str, Any]] = self.api.get("/api/v1/alerts")["alerts"]
         return alerts
-
-    def rules(self) -> list[dict[str, Any]]:
-        groups: list[dict[str, Any]] = self.api.get("/api/v1/rules")["groups"]
-        return groups
 
     def targets_up(self) -> bool:
         active = self.api.get("/api/v1/targets")["activeTargets"]

@@ -7,7 +7,6 @@ cost a whole interval in a push that saturates a pool within one scrape.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -330,7 +329,3 @@ def absent_group(cfg: AlertConfig) -> Group:
 
 def groups(cfg: AlertConfig) -> list[Group]:
     return [pool_group(cfg), fleet_group(cfg), absent_group(cfg)]
-
-
-def alert_rules(all_groups: Sequence[Group]) -> list[Rule]:
-    return [rule for g in all_groups for rule in g["rules"] if "alert" in rule]

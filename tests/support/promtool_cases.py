@@ -21,7 +21,7 @@ from pool_exporter import metrics as m
 from pool_exporter.mixin.alerts import RULES_FILE, dump
 from pool_exporter.mixin.config import AlertConfig
 from pool_exporter.mixin.generated import write_or_check
-from pool_exporter.mixin.rules import Rule, alert_rules, groups
+from pool_exporter.mixin.rules import Group, Rule, groups
 
 TESTS_DIR = "tests"  # beside the rules
 ALERTS_DIR = Path(__file__).resolve().parents[2] / "alerts"
@@ -52,6 +52,11 @@ COUNTER_START = 1_000_000.0
 
 Value = float | None  # None: the series is gone (a staleness marker)
 Fn = Callable[[int], Value]
+
+
+def alert_rules(all_groups: Sequence[Group]) -> list[Rule]:
+    """The alerting rules of the groups (recording rules left out)."""
+    return [rule for g in all_groups for rule in g["rules"] if "alert" in rule]
 
 
 def labels(**extra: str) -> dict[str, str]:
