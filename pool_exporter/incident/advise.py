@@ -356,6 +356,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--selector", default="", help="more label matchers, for example 'job=\"api\"'"
     )
+    parser.add_argument(
+        "--database-selector",
+        help="label matchers of the database server's series (default: --selector's)",
+    )
     parser.add_argument("--at", type=float, help="evaluate at this unix time (default: now)")
     parser.add_argument("--rate", type=float, default=0.0, help="extra requests/s to plan for")
     parser.add_argument("--users", type=int, help="plan for a push of this many users ...")
@@ -405,6 +409,9 @@ def measure(args: argparse.Namespace) -> list[Measured]:
             window=args.window,
             pool=args.pool,
             matchers=args.selector,
+            database_matchers=(
+                args.selector if args.database_selector is None else args.database_selector
+            ),
             at=args.at,
         )
     except (PrometheusError, NoData) as exc:

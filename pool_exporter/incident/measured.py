@@ -70,16 +70,18 @@ def from_prometheus(
     window: str,
     pool: str | None = None,
     matchers: str = "",
+    database_matchers: str = "",
     at: float | None = None,
 ) -> list[Measured]:
-    """Every pool with checkouts in the window (or the one named), measured over `window`."""
+    """Every pool with checkouts in the window (or the one named), measured over `window`;
+    `matchers` select the pool series, `database_matchers` the database server's."""
     span = seconds(window)
     # the busiest stretch: the highest one-minute rate in the window (shorter windows use
     # their own length, and at least four scrapes' worth)
     inner = f"{max(1, min(60, round(span / 4)))}s"
-    sel = ",".join(x for x in (matchers.strip("{} "), f'pool="{pool}"' if pool else "") if x)
-    sel = "{" + sel + "}" if sel else ""
-    in_use = "{" + ",".join(x for x in (sel.strip("{}"), 'state="in_use"') if x) + "}"
+    sel = _braces(matchers, f'pool="{pool}"' if pool else "")
+    in_use = _braces(matchers, f'pool="{pool}"' if pool else "", 'state="in_use"')
+    db_sel = _braces(database_matchers)
 
     def by_pool(expr: str) -> dict[str, float]:
         return api.values(expr, m.POOL_LABEL, at)
@@ -111,8 +113,8 @@ def from_prometheus(
     size = by_pool(f"max by (pool) ({m.SIZE.name}{sel})")
     overflow = by_pool(f"max by (pool) ({m.MAX_OVERFLOW.name}{sel})")
     timeout = by_pool(f"max by (pool) ({m.TIMEOUT.name}{sel})")
-    db_max = api.scalar(f"max({m.DATABASE_MAX_CONNECTIONS.name})", at)
-    db_reserved = api.scalar(f"max({m.DATABASE_RESERVED_CONNECTIONS.name})", at)
+    db_max = api.scalar(f"max({m.DATABASE_MAX_CONNECTIONS.name}{db_sel})", at)
+    db_reserved = api.scalar(f"max({m.DATABASE_RESERVED_CONNECTIONS.name}{db_sel})", at)
 
     found = []
     for name, count in sorted(pools.items()):
@@ -143,6 +145,12 @@ def from_prometheus(
             f"{', '.join(sorted(pools))}: nothing to learn hold times from (a longer --window?)"
         )
     return found
+
+
+def _braces(*matchers: str) -> str:
+    """A PromQL selector of the non-empty matcher lists (each with or without its braces)."""
+    inner = ",".join(x for x in (matcher.strip("{} ") for matcher in matchers) if x)
+    return "{" + inner + "}" if inner else ""
 
 
 def _int(value: float | None) -> int | None:
