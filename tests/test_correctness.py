@@ -418,6 +418,26 @@ def test_a_failure_while_adopting_a_new_pool_leaves_dispose_working(
     assert value(registry, "pool_exporter_hook_errors_total", pool="adopt", hook="recreate") == 1
 
 
+def test_instrumenting_while_connections_are_out_never_goes_negative_and_converges(
+    registry: CollectorRegistry, sqlite_url: str
+) -> None:
+    engine = sa.create_engine(sqlite_url, pool_size=3)
+    a, b = engine.connect(), engine.connect()
+    a.close()  # idle before instrumentation
+    pool_exporter.instrument(engine, name="late", registry=registry)
+    b.close()  # out before instrumentation, returned after: idle now, and never in use -1
+    assert value(registry, "sqlalchemy_pool_connections", pool="late", state="in_use") == 0
+    assert value(registry, "sqlalchemy_pool_connections", pool="late", state="idle") == 1
+    c, d = engine.connect(), engine.connect()
+    assert value(registry, "sqlalchemy_pool_connections", pool="late", state="in_use") == 2
+    c.close()
+    d.close()
+    # every connection has now been through a checkin the exporter saw: exact again
+    assert_quiescent(registry, "late", engine)
+    assert value(registry, "sqlalchemy_pool_connections", pool="late", state="idle") == 2
+    engine.dispose()
+
+
 def test_forked_child_reports_its_own_numbers_not_its_parents(
     registry: CollectorRegistry, sqlite_url: str
 ) -> None:

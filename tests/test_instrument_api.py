@@ -117,6 +117,21 @@ def test_async_engine_is_instrumented_through_its_sync_engine(
     )
 
 
+def test_instrumenting_adds_no_connection_or_dialect_events(
+    registry: CollectorRegistry, sqlite_url: str, engines: list[sa.Engine]
+) -> None:
+    # Any ConnectionEvents listener turns on the engine's per-statement event dispatch, a
+    # DialectEvents one the dialect's: a cost on every statement of the application.
+    engine = sa.create_engine(sqlite_url)
+    engines.append(engine)
+    pool_exporter.instrument(engine, name="quiet", registry=registry)
+    with engine.connect() as conn:
+        conn.exec_driver_sql("select 1")
+    engine.dispose()
+    assert engine._has_events is False
+    assert engine.dialect._has_events is False
+
+
 def test_instrumenting_twice_returns_the_same_handle_and_counts_once(
     registry: CollectorRegistry, sqlite_url: str, engines: list[sa.Engine]
 ) -> None:
