@@ -1,6 +1,6 @@
 """`instrument()`: attach guarded pool hooks and a checkout wrapper to one engine.
 
-How the numbers stay exact (see ../shared/notes/sqlalchemy-pool.md for the evidence):
+How the numbers stay exact (docs/internals.md has the evidence, each point with its test):
 
 - Checkouts, callers waiting, wait time and timeouts come from a wrapper around the pool
   instance's `connect()`: no pool event fires while a caller waits or when QueuePool raises its
