@@ -18,18 +18,18 @@ UNITS: dict[str, float] = {
 _PATTERN = re.compile("".join(rf"(?:(?P<{unit}>\d+){unit})?" for unit in UNITS))
 
 
-def is_duration(text: str) -> bool:
-    """Whether Prometheus would accept `text` as a duration."""
-    return text == "0" or (bool(text) and _PATTERN.fullmatch(text) is not None)
+def is_duration(value: str) -> bool:
+    """Whether Prometheus would accept `value` as a duration."""
+    return value == "0" or (bool(value) and _PATTERN.fullmatch(value) is not None)
 
 
-def seconds(text: str) -> float:
+def seconds(value: str) -> float:
     """A Prometheus duration in seconds; a ValueError naming the text if Prometheus refuses it."""
-    if text == "0":
+    if value == "0":
         return 0.0
-    match = _PATTERN.fullmatch(text) if text else None
+    match = _PATTERN.fullmatch(value) if value else None
     if match is None:
-        raise ValueError(f"{text!r} is not a Prometheus duration like 30s, 15m, 1h30m or 500ms")
+        raise ValueError(f"{value!r} is not a Prometheus duration like 30s, 15m, 1h30m or 500ms")
     return sum(int(count) * UNITS[unit] for unit, count in match.groupdict().items() if count)
 
 
