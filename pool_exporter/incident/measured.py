@@ -89,15 +89,11 @@ def from_prometheus(
     hold = m.HOLD.name
     wait = m.CHECKOUT_WAIT.name
     w = f"[{window}]"
-    pools = by_pool(f"count by (pool) ({m.SIZE.name}{sel})")
+    pools = by_pool(f"count by (pool) ({m.SIZE.name}{sel})") or by_pool(
+        f"count by (pool) ({m.CHECKOUTS.sample}{sel})"
+    )
     if not pools:
-        pools = by_pool(f"count by (pool) ({m.CHECKOUTS.sample}{sel})")
-    if not pools:
-        what = f"pool {pool!r}" if pool else "any pool"
-        raise NoData(
-            f"Prometheus at {api.url} has no {m.CHECKOUTS.sample} series for {what}"
-            f"{' matching ' + matchers if matchers else ''}; is the exporter being scraped?"
-        )
+        raise _no_pools(api, pool, matchers)
     rate = by_pool(f"sum by (pool) (rate({m.CHECKOUTS.sample}{sel}{w}))")
     peak_rate = by_pool(
         f"max by (pool) (max_over_time((sum by (pool) "
@@ -145,6 +141,14 @@ def from_prometheus(
             f"{', '.join(sorted(pools))}: nothing to learn hold times from (a longer --window?)"
         )
     return found
+
+
+def _no_pools(api: PrometheusAPI, pool: str | None, matchers: str) -> NoData:
+    what = f"pool {pool!r}" if pool else "any pool"
+    return NoData(
+        f"Prometheus at {api.url} has no {m.CHECKOUTS.sample} series for {what}"
+        f"{' matching ' + matchers if matchers else ''}; is the exporter being scraped?"
+    )
 
 
 def _braces(*matchers: str) -> str:
