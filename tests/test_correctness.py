@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import random
 import threading
@@ -304,6 +305,22 @@ def test_a_failing_hook_leaves_checkout_working_and_is_counted(
     assert handle.stats.hook_errors["checkin"] == 3
     assert handle.stats.in_use == 0 and handle.stats.waiting == 0 and handle.stats.idle == 1
     assert handle.stats.checkouts == 3
+
+
+def test_a_failing_hook_is_logged_once_with_its_traceback_then_at_debug_level(
+    registry: CollectorRegistry, sqlite_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine = sa.create_engine(sqlite_url, pool_size=1)
+    handle = pool_exporter.instrument(engine, name="logged", registry=registry)
+    handle.stats.hold = None  # type: ignore[assignment]  # every checkin now fails
+    caplog.set_level(logging.DEBUG, logger="pool_exporter")
+    for _ in range(3):
+        engine.connect().close()
+    failures = [r for r in caplog.records if "hook 'checkin' failed" in r.getMessage()]
+    assert [r.levelno for r in failures] == [logging.ERROR, logging.DEBUG, logging.DEBUG]
+    assert "Traceback (most recent call last)" in failures[0].getMessage()
+    assert "Traceback" not in failures[1].getMessage()
+    engine.dispose()
 
 
 def test_checkout_retried_after_disconnection_error_counts_once(
