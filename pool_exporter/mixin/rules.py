@@ -7,7 +7,6 @@ cost a whole interval in a push that saturates a pool within one scrape.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -305,12 +304,8 @@ def fleet_group(cfg: AlertConfig) -> Group:
     return {"name": "pool-exporter-fleet", "rules": records + alerts}
 
 
-def info_sample() -> str:
-    return m.INFO.name + "_info"
-
-
 def absent_group(cfg: AlertConfig) -> Group:
-    info = selector(info_sample(), cfg.selector)
+    info = selector(m.INFO.sample, cfg.selector)
     # A target still in service discovery (it has `up`) that reported pools within the
     # lookback and reports none now: down, or no longer instrumented. A target that was
     # removed (scaled down, replaced) has no `up` and stays quiet.
@@ -334,7 +329,3 @@ def absent_group(cfg: AlertConfig) -> Group:
 
 def groups(cfg: AlertConfig) -> list[Group]:
     return [pool_group(cfg), fleet_group(cfg), absent_group(cfg)]
-
-
-def alert_rules(all_groups: Sequence[Group]) -> list[Rule]:
-    return [rule for g in all_groups for rule in g["rules"] if "alert" in rule]
