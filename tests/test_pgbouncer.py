@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -21,7 +22,11 @@ from pool_exporter.sidecar.pgbouncer import (
 )
 
 from .conftest import scrape, value
+from .procs import Procs, procs, start_sidecar, total
 from .support import pgbouncer as pgb
+from .test_database import run_sidecar_cli
+
+__all__ = ["procs"]
 
 pytestmark = pytest.mark.postgres
 
@@ -169,3 +174,50 @@ def test_only_the_busiest_pools_get_series_and_nothing_is_lost_from_the_sums() -
     other = kept[0]
     assert (other["cl_active"], other["cl_waiting"], other["maxwait"]) == (2, 1, 0.4)
     assert fold_pools(rows, 0)[0][0]["cl_active"] == 16
+
+
+def test_the_sidecar_serves_each_pooler_under_its_name(
+    tmp_path: Path, procs: Procs, bouncer: pgb.PgBouncer
+) -> None:
+    dead = f"postgresql://postgres:{PASSWORD}@127.0.0.1:{free_port()}/pgbouncer"
+    url_file = tmp_path / "poolers"
+    url_file.write_text(f"# the fleet's poolers\nedge={bouncer.admin_url}\nghost={dead}\n")
+    sidecar = start_sidecar(
+        procs, tmp_path, f"--pgbouncer-url-file={url_file}", "--database-timeout=2"
+    )
+    samples = sidecar.scrape()
+    assert total(samples, "pool_exporter_pgbouncer_up", pooler="edge") == 1
+    assert total(samples, "pool_exporter_pgbouncer_up", pooler="ghost") == 0
+    assert total(samples, m.PGBOUNCER_MAX_CLIENT_CONN.name, pooler="edge") == 40
+    # The application's side is still served beside them.
+    assert total(samples, "pool_exporter_multiprocess_up") == 1
+    log = sidecar.proc.output()
+    assert "edge (127.0.0.1:" in log and "ghost" in log
+    assert PASSWORD not in log
+
+
+@pytest.mark.parametrize(
+    "case", ["on the command line", "not the admin database", "file and environment", "empty"]
+)
+def test_a_pooler_list_that_cannot_be_used_is_refused_without_echoing_it(
+    tmp_path: Path, case: str
+) -> None:
+    secret = f"postgresql://stats:{PASSWORD}@127.0.0.1:6432/pgbouncer"
+    url_file = tmp_path / "poolers"
+    env: dict[str, str] = {}
+    args: list[str] = [f"--pgbouncer-url-file={url_file}"]
+    if case == "on the command line":
+        args = [f"--pgbouncer-url={secret}"]
+    elif case == "not the admin database":
+        env = {"POOL_EXPORTER_PGBOUNCER_URL": f"edge={secret.replace('/pgbouncer', '/app')}"}
+        args = []
+    elif case == "file and environment":
+        url_file.write_text(secret)
+        env = {"POOL_EXPORTER_PGBOUNCER_URL": secret}
+    else:
+        url_file.write_text("# none yet\n")
+    result = run_sidecar_cli(tmp_path, *args, env=env)
+    assert result.returncode == 2, result
+    assert PASSWORD not in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
+    assert len([line for line in result.stderr.splitlines() if "error:" in line]) == 1
