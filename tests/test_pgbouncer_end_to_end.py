@@ -23,6 +23,7 @@ import psycopg
 import pytest
 from prometheus_client import CollectorRegistry
 
+from pool_exporter.cli import main
 from pool_exporter.exposition import start_http_server
 from pool_exporter.incident import replay as rp
 from pool_exporter.incident.promserver import PrometheusServer
@@ -158,12 +159,21 @@ def watch(run: Run, queries: dict[str, str]) -> None:
 
 
 def test_transaction_mode_queues_in_the_pooler_and_the_database_stays_at_its_pool_size(
-    tmp_path: Path, procs: Procs, pg_url: str, database: str
+    tmp_path: Path, procs: Procs, pg_url: str, database: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     where = (tmp_path, procs, pg_url, database)
     with burst_through(*where, pool_mode="transaction", pool_size=POOLER_POOL_SIZE,
                        scenario=BURST) as run:  # fmt: skip
         check_transaction_mode(run, database)
+        # advise reads the pooler from the same Prometheus.
+        capsys.readouterr()
+        assert main(["advise", "--prometheus", run.prom.url, "--window", "1m"]) == 0
+        out = capsys.readouterr().out
+        assert (
+            f"pooler   transaction mode: the database sees the pooler's {POOLER_POOL_SIZE} "
+            "server connections"
+        ) in out, out
+        assert "of max_client_conn 100" in out, out
 
 
 def check_transaction_mode(run: Run, database: str) -> None:

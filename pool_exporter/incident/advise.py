@@ -15,14 +15,14 @@ import argparse
 import json
 import math
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from pool_exporter.errors import CliError
 
 from . import sizing
-from .measured import Measured, NoData, from_prometheus, from_replay, seconds
+from .measured import Measured, NoData, PoolerLimits, from_prometheus, from_replay, seconds
 from .promapi import PrometheusAPI, PrometheusError
 from .replay import Result
 
@@ -76,6 +76,9 @@ class Advice:
     database_budget: int | None
     exhausts_database: bool
     predicted_longest_wait: float
+    # behind a pooler: the fleet's limit is max_client_conn, the database's the pooler's pool
+    pooler_max_client_conn: int | None = None
+    exceeds_pooler: bool = False
     working: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -131,6 +134,10 @@ def recommend(
         work.append(f"target   {target.describe()}: no pool serves that without a queue")
         servers = pool_size
     budget = database_budget(m, db_max)
+    # What bounds the fleet's connections: the database's slots, or behind a pooler in
+    # transaction mode the pooler's max_client_conn (the database then sees the pooler's
+    # server connections, whatever the fleet opens).
+    fleet_limit, pooler_notes = _behind_pooler(m.pooler, budget, work)
     chosen_by = "no-wait"
     if target.users is not None:
         per_pool = target.users / pools
@@ -141,14 +148,37 @@ def recommend(
             f"{target.ramp:g} s; c = {ride} serves c/S - λ = {_f(b.capacity)} req/s, backlog "
             f"{_f(b.backlog)} drains in {_f(b.longest_wait)} s ≤ {goals.burst_wait:g} s"
         )
-        if (budget is not None and servers * pools > budget) or not math.isfinite(extra):
-            if budget is not None and math.isfinite(extra):
+        limit = fleet_limit if m.pooler else budget
+        if (limit is not None and servers * pools > limit) or not math.isfinite(extra):
+            if limit is not None and math.isfinite(extra):
+                what = "the pooler's max_client_conn" if m.pooler else "the database"
                 work.append(
-                    f"database no-wait needs {pools} x {servers} = {servers * pools} "
-                    f"connections, more than the {budget} available: ride the push out instead"
+                    f"{what} no-wait needs {pools} x {servers} = {servers * pools} "
+                    f"connections, more than the {limit} available: ride the push out instead"
                 )
             servers, chosen_by = max(ride, pool_size), "ride-out"
-    if budget is not None and servers * pools > budget:
+    transaction = m.pooler is not None and m.pooler.mode in ("transaction", "statement")
+    exceeds_pooler = False
+    if m.pooler is not None and m.pooler.max_client_conn is not None:
+        exceeds_pooler = servers * pools > m.pooler.max_client_conn
+        if exceeds_pooler:
+            warn.append(
+                f"{pools} pools x {servers} = {servers * pools} client connections exceed the "
+                f"pooler's max_client_conn {m.pooler.max_client_conn}: raise it to at least "
+                f"{servers * pools} or the pooler refuses connections in the push"
+            )
+    warn.extend(pooler_notes)
+    if transaction and m.pooler and m.pooler.pool_size and servers * pools > m.pooler.pool_size:
+        warn.append(
+            f"the fleet's {servers * pools} connections share the pooler's "
+            f"{m.pooler.pool_size} server connections: a burst of transactions queues in the "
+            "pooler (PgBouncerPoolSaturated); raise the pooler's pool_size within the database's "
+            "budget, or keep transactions short"
+        )
+    exhausts = budget is not None and servers * pools > budget
+    if transaction and m.pooler and m.pooler.pool_size is not None:
+        exhausts = budget is not None and m.pooler.pool_size > budget
+    elif budget is not None and servers * pools > budget:
         fits = budget // pools
         warn.append(
             f"{pools} pools x {servers} = {servers * pools} connections exhaust the database "
@@ -185,11 +215,42 @@ def recommend(
         pool_timeout=timeout,
         fleet_connections=servers * pools,
         database_budget=budget,
-        exhausts_database=budget is not None and servers * pools > budget,
+        exhausts_database=exhausts,
         predicted_longest_wait=worst,
+        pooler_max_client_conn=m.pooler.max_client_conn if m.pooler else None,
+        exceeds_pooler=exceeds_pooler,
         working=work,
         warnings=warn,
     )
+
+
+def _behind_pooler(
+    pooler: PoolerLimits | None, budget: int | None, work: list[str]
+) -> tuple[int | None, list[str]]:
+    """The fleet's connection limit behind `pooler`, and warnings about the pooler itself."""
+    if pooler is None:
+        return budget, []
+    warn: list[str] = []
+    size = "unknown" if pooler.pool_size is None else str(pooler.pool_size)
+    if pooler.mode == "session":
+        limits = [x for x in (budget, pooler.max_client_conn, pooler.pool_size) if x is not None]
+        work.append(
+            f"pooler   session mode: each client connection keeps a server connection, so "
+            f"the fleet must fit the database ({budget}), the pooler's pool ({size}) and "
+            f"max_client_conn ({pooler.max_client_conn})"
+        )
+        return (min(limits) if limits else None), warn
+    work.append(
+        f"pooler   {pooler.mode or 'unknown'} mode: the database sees the pooler's {size} "
+        f"server connections, not the fleet's; the fleet is bounded by max_client_conn "
+        f"{pooler.max_client_conn}"
+    )
+    if budget is not None and pooler.pool_size is not None and pooler.pool_size > budget:
+        warn.append(
+            f"the pooler may open {pooler.pool_size} server connections, more than the "
+            f"database's {budget}: lower its pool_size or set max_db_connections"
+        )
+    return pooler.max_client_conn, warn
 
 
 def _erlang_line(chosen: sizing.Servers, s: float, goals: Goals) -> str:
@@ -331,6 +392,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--database-max-connections", type=int, help="the server's limit")
     parser.add_argument(
+        "--pooler-max-client-conn",
+        type=int,
+        help="PgBouncer's max_client_conn, summed over the poolers (default: as the sidecar "
+        "measured, if it watches one)",
+    )
+    parser.add_argument(
+        "--pooler-pool-size",
+        type=int,
+        help="server connections the poolers may open to the database (their pool_size)",
+    )
+    parser.add_argument(
+        "--pooler-mode", choices=("session", "transaction", "statement"), help="pool_mode"
+    )
+    parser.add_argument(
         "--preflight", action="store_true", help="judge a planned push with today's settings"
     )
     parser.add_argument("--push-users", type=int, help="with --preflight: users to notify")
@@ -385,7 +460,8 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
     report: list[dict[str, Any]] = []
     code = 0
-    for m in measure(args):
+    for measured in measure(args):
+        m = _with_pooler_flags(measured, args)
         pools = (args.workers or m.pools) * args.instances
         print(f"pool {m.pool!r} from {m.source}")
         print(_measured_line(m, pools))
@@ -410,6 +486,20 @@ def run(args: argparse.Namespace) -> int:
         else:
             Path(args.json).write_text(text)
     return code
+
+
+def _with_pooler_flags(m: Measured, args: argparse.Namespace) -> Measured:
+    given = {
+        "max_client_conn": args.pooler_max_client_conn,
+        "pool_size": args.pooler_pool_size,
+        "mode": args.pooler_mode,
+    }
+    given = {k: v for k, v in given.items() if v is not None}
+    if not given:
+        return m
+    if any(isinstance(v, int) and v < 1 for v in given.values()):
+        raise CliError("--pooler-max-client-conn and --pooler-pool-size must be at least 1")
+    return replace(m, pooler=replace(m.pooler or PoolerLimits(mode="transaction"), **given))
 
 
 def _target(args: argparse.Namespace, m: Measured) -> Target:
@@ -471,6 +561,8 @@ def _print_advice(a: Advice) -> None:
     )  # fmt: skip
     print(f"  fleet    {a.pools} pools x {a.pool_size + a.max_overflow} = "
           f"{a.fleet_connections} connections at most{budget}")  # fmt: skip
+    if a.pooler_max_client_conn is not None:
+        print(f"  pooler   {a.fleet_connections} of max_client_conn {a.pooler_max_client_conn}")
     for w in a.warnings:
         print(f"  WARNING  {w}")
 
