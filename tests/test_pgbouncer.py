@@ -98,38 +98,42 @@ def test_clients_waiting_in_the_pooler_are_seen_with_sub_second_waits(
     assert value(registry, "pool_exporter_pgbouncer_client_wait_seconds_total", **db) >= 0.2
 
 
-def test_a_pooler_that_is_down_is_up_0_and_the_others_are_still_served(
+def test_a_pooler_that_is_down_or_refuses_is_up_0_and_the_others_are_still_served(
     bouncer: pgb.PgBouncer, registry: CollectorRegistry, caplog: pytest.LogCaptureFixture
 ) -> None:
     dead = f"postgresql://postgres:{PASSWORD}@127.0.0.1:{free_port()}/pgbouncer"
+    # root may log in to the pooler but is neither in admin_users nor in stats_users.
+    refusing = f"postgresql://root:{PASSWORD}@127.0.0.1:{bouncer.port}/pgbouncer"
     collector = PgBouncerCollector(
-        parse_poolers(f"edge={bouncer.admin_url}\nghost={dead}\n"), timeout=2
+        parse_poolers(f"edge={bouncer.admin_url}\nghost={dead}\nnope={refusing}\n"), timeout=2
     )
     registry.register(collector)
     with caplog.at_level(logging.DEBUG, logger="pool_exporter"):
         assert value(registry, "pool_exporter_pgbouncer_up", pooler="ghost") == 0
+        assert value(registry, "pool_exporter_pgbouncer_up", pooler="nope") == 0
         assert value(registry, "pool_exporter_pgbouncer_up", pooler="edge") == 1
         assert value(registry, m.PGBOUNCER_MAX_CLIENT_CONN.name, pooler="edge") == 40
-        assert not [k for k in scrape(registry) if dict(k[1]).get("pooler") == "ghost"
+        assert not [k for k in scrape(registry) if dict(k[1]).get("pooler") in ("ghost", "nope")
                     and k[0] not in ("pool_exporter_pgbouncer_up",
                                      m.PGBOUNCER_SCRAPE.name)]  # fmt: skip
         # Once more: still down, and logged once, at the change.
         assert value(registry, "pool_exporter_pgbouncer_up", pooler="ghost") == 0
-    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
-    assert len(errors) == 1 and "ghost" in errors[0].getMessage()
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 2, errors
+    assert "ghost" in errors[0] and "nope" in errors[1] and "not allowed" in errors[1]
     assert PASSWORD not in caplog.text
     collector.close()
 
 
-def test_a_restarted_pooler_is_reconnected_at_the_next_scrape(
+def test_a_restarted_pooler_is_reconnected_within_the_next_scrape(
     bouncer: pgb.PgBouncer, registry: CollectorRegistry
 ) -> None:
     collector = collector_for(bouncer.admin_url, registry)
     assert value(registry, "pool_exporter_pgbouncer_up", pooler="edge") == 1
-    # KILL of the admin database is refused; a client_idle_timeout-style drop is simulated
-    # by closing the kept connection under the collector.
-    collector._conns["edge"].close()
+    kept = collector._conns["edge"]
+    bouncer.restart()  # the kept connection is dead, and does not know it yet
     assert value(registry, "pool_exporter_pgbouncer_up", pooler="edge") == 1
+    assert collector._conns["edge"] is not kept
     collector.close()
 
 

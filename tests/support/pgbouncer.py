@@ -23,7 +23,31 @@ INSTALL_HINT = "apt-get install pgbouncer"
 class PgBouncer:
     port: int
     directory: Path
-    popen: subprocess.Popen[bytes]
+    args: list[str]
+    popen: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start it and wait until its admin console answers."""
+        popen = self.popen = subprocess.Popen(
+            self.args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            if popen.poll() is not None:
+                err = popen.stderr.read().decode(errors="replace") if popen.stderr else ""
+                raise RuntimeError(f"pgbouncer exited with {popen.returncode}: {err}{self.log()}")
+            try:
+                self.admin("SHOW VERSION")
+                return
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def restart(self) -> None:
+        """Stop and start again on the same port: every client connection is dropped."""
+        self.stop()
+        self.start()
 
     @property
     def admin_url(self) -> str:
@@ -49,7 +73,7 @@ class PgBouncer:
         return path.read_text(errors="replace") if path.exists() else ""
 
     def stop(self) -> None:
-        if self.popen.poll() is None:
+        if self.popen is not None and self.popen.poll() is None:
             self.popen.terminate()
             try:
                 self.popen.wait(5)
@@ -114,25 +138,9 @@ log_disconnections = 0
     args = [path, str(ini)]
     if os.geteuid() == 0:
         args = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", *args]
-    popen = subprocess.Popen(
-        args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL
-    )
-    bouncer = PgBouncer(port, directory, popen)
+    bouncer = PgBouncer(port, directory, args)
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            if popen.poll() is not None:
-                err = popen.stderr.read().decode(errors="replace") if popen.stderr else ""
-                raise RuntimeError(
-                    f"pgbouncer exited with {popen.returncode}: {err}{bouncer.log()}"
-                )
-            try:
-                bouncer.admin("SHOW VERSION")
-                break
-            except psycopg.OperationalError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        bouncer.start()
         yield bouncer
     finally:
         bouncer.stop()
