@@ -247,8 +247,7 @@ def exporter_sample_names(sqlite_url: str, pg_url: str) -> set[str]:
     handle = instrument(engine, name="app", registry=registry)
     database = DatabaseCollector(pg_url)
     registry.register(database)
-    if pgbouncer.binary() is None:
-        pytest.fail(f"pgbouncer is required: {pgbouncer.INSTALL_HINT}", pytrace=False)
+    pgbouncer.require()
     try:
         with pgbouncer.running() as bouncer:
             collector = PgBouncerCollector(parse_poolers(bouncer.admin_url))

@@ -36,8 +36,7 @@ PASSWORD = "Hunter2-never-shown-7c1d"
 @pytest.fixture
 def bouncer(pg_url: str) -> Iterator[pgb.PgBouncer]:
     """PgBouncer in transaction mode with pools of 2; fails (not skips) when not installed."""
-    if pgb.binary() is None:
-        pytest.fail(f"pgbouncer is required: {pgb.INSTALL_HINT}", pytrace=False)
+    pgb.require()
     with pgb.running(pool_size=2, max_client_conn=40) as running:
         yield running
 

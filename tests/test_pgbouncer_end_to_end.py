@@ -67,11 +67,6 @@ def database(pg_url: str) -> Iterator[str]:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def require_pgbouncer() -> None:
-    if pgb.binary() is None:
-        pytest.fail(f"pgbouncer is required: {pgb.INSTALL_HINT}", pytrace=False)
-
-
 @dataclass
 class Run:
     prom: PrometheusServer
@@ -109,7 +104,7 @@ def burst_through(
     scenario: rp.Scenario,
 ) -> Iterator[Run]:
     """The burst through a PgBouncer in `pool_mode`; the run with its Prometheus still up."""
-    require_pgbouncer()
+    pgb.require()
     require_binary("prometheus")
     queries = pooler_row_queries()
     with pgb.running(pool_mode=pool_mode, pool_size=pool_size) as bouncer:
@@ -231,7 +226,7 @@ def check_session_mode(run: Run, database: str) -> None:
 
 
 def test_replay_runs_through_pgbouncer_in_transaction_mode(pg_url: str) -> None:
-    require_pgbouncer()
+    pgb.require()
     with pgb.running(pool_mode="transaction", pool_size=3) as bouncer:
         result = subprocess.run(
             [
@@ -253,7 +248,7 @@ def test_replay_runs_through_pgbouncer_in_transaction_mode(pg_url: str) -> None:
 
 
 def test_demo_runs_through_pgbouncer_in_transaction_mode(pg_url: str, tmp_path: Path) -> None:
-    require_pgbouncer()
+    pgb.require()
     with pgb.running(pool_mode="transaction", pool_size=3) as bouncer:
         result = subprocess.run(
             [

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+import pytest
 
 from pool_exporter.incident.promserver import free_port
 
@@ -83,9 +84,16 @@ class PgBouncer:
 
 
 def binary() -> str | None:
+    # Debian installs it in /usr/sbin, which is not on every user's PATH.
     return shutil.which("pgbouncer") or (
         "/usr/sbin/pgbouncer" if os.access("/usr/sbin/pgbouncer", os.X_OK) else None
     )
+
+
+def require() -> None:
+    """Fail the test (never skip it) when PgBouncer is not installed."""
+    if binary() is None:
+        pytest.fail(f"pgbouncer is required: {INSTALL_HINT}", pytrace=False)
 
 
 @contextmanager
