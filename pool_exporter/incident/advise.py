@@ -403,7 +403,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="server connections the poolers may open to the database (their pool_size)",
     )
     parser.add_argument(
-        "--pooler-mode", choices=("session", "transaction", "statement"), help="pool_mode"
+        "--pooler-mode",
+        choices=("session", "transaction", "statement"),
+        help="its pool_mode (default: as measured, or transaction when only the other "
+        "--pooler-* flags are given)",
     )
     parser.add_argument(
         "--preflight", action="store_true", help="judge a planned push with today's settings"
