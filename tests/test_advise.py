@@ -143,6 +143,7 @@ def test_preflight_of_the_replayed_push_errs_on_the_safe_side_but_not_far(
         (["--from-replay", "{replay}", "--preflight"], "--preflight needs --push-users"),
         (["--from-replay", "{replay}", "--workers", "0"], "--workers must be at least 1"),
         (["--from-replay", "{notreplay}"], "is not a replay result"),
+        (["--from-replay", "{replay}", "--pooler-pool-size", "0"], "must be at least 1"),
     ],
 )
 def test_bad_advise_input_is_one_error_line_and_exit_2(
