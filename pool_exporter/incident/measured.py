@@ -105,7 +105,7 @@ def from_prometheus(
     if not pools:
         what = f"pool {pool!r}" if pool else "any pool"
         raise NoData(
-            f"Prometheus at {api.url} has no {m.CHECKOUTS.sample} series for {what}"
+            f"Prometheus at {api.shown} has no {m.CHECKOUTS.sample} series for {what}"
             f"{' matching ' + matchers if matchers else ''}; is the exporter being scraped?"
         )
     rate = by_pool(f"sum by (pool) (rate({m.CHECKOUTS.sample}{sel}{w}))")
@@ -132,7 +132,7 @@ def from_prometheus(
             continue
         found.append(
             Measured(
-                source=f"Prometheus {api.url}, last {window}",
+                source=f"Prometheus {api.shown}, last {window}",
                 pool=name,
                 pools=int(count),
                 rate=rate[name],
@@ -151,7 +151,7 @@ def from_prometheus(
         )
     if not found:
         raise NoData(
-            f"no checkouts in the last {window} at Prometheus {api.url} for "
+            f"no checkouts in the last {window} at Prometheus {api.shown} for "
             f"{', '.join(sorted(pools))}: nothing to learn hold times from (a longer --window?)"
         )
     return found

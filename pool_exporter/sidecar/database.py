@@ -29,6 +29,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy.engine import URL, make_url
 
 from pool_exporter import metrics as m
+from pool_exporter import redact
 
 log = logging.getLogger("pool_exporter")
 
@@ -66,6 +67,10 @@ class Target:
 
 def parse_url(url: str) -> Target:
     """A `postgresql://` URL (SQLAlchemy's `postgresql+driver://` too) as psycopg arguments."""
+    try:
+        redact.split(url)
+    except redact.MalformedUrl as exc:
+        raise DatabaseUrlError(f"the database {exc}") from None
     try:
         parsed: URL = make_url(url.strip())
     except Exception:
@@ -237,10 +242,14 @@ class DatabaseCollector(Collector):
         )
 
     def _safe(self, exc: Exception | None) -> str:
-        text = f"{type(exc).__name__}: {exc}".strip().splitlines()[0] if exc else ""
-        if self.target.password:
-            text = text.replace(self.target.password, "***")
-        return text
+        if exc is None:
+            return ""
+        lines = str(exc).strip().splitlines()
+        detail = lines[0] if lines else ""
+        # Withheld whole rather than masked: see pool_exporter.redact.
+        if self.target.password and self.target.password in detail:
+            detail = "(details withheld: they contain the password)"
+        return redact.text(f"{type(exc).__name__}: {detail}")
 
 
 def fold_applications(rows: Sequence[Row], limit: int) -> tuple[list[Row], int]:
