@@ -151,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
         path,
         directory,
         database.target.display if database else "not watched",
-        "on" if web.users else "off",
+        "on" if web.auth else "off",
     )
     try:
         server.serve_forever()
@@ -168,14 +168,18 @@ def _database(args: argparse.Namespace) -> DatabaseCollector | None:
         if url:
             raise CliError(f"give the database URL in {URL_ENV} or --database-url-file, not both")
         shown = "(a path that looks like a URL)" if "://" in args.database_url_file else ""
+        where = shown or args.database_url_file
         try:
-            with open(args.database_url_file, encoding="utf-8") as f:
-                url = f.read().strip()
+            with open(args.database_url_file, "rb") as f:
+                url = f.read().decode("utf-8").strip()
         except OSError as exc:
-            where = shown or args.database_url_file
             raise CliError(f"cannot read --database-url-file {where}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise CliError(f"--database-url-file {where} is not UTF-8 text") from None
         if not url:
-            raise CliError(f"--database-url-file {shown or args.database_url_file} is empty")
+            raise CliError(f"--database-url-file {where} is empty")
+        if "\n" in url or "\0" in url:
+            raise CliError(f"--database-url-file {where} must hold one URL on one line")
     if not url:
         return None
     try:
