@@ -12,12 +12,13 @@ import html
 import logging
 import socket
 import ssl
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from prometheus_client import make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
+from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from .webconfig import WebConfig
@@ -54,13 +55,29 @@ class App:
         ready: Callable[[], str | None],
         title: str = "pool-exporter sidecar",
     ) -> None:
-        self.metrics = make_wsgi_app(registry)
+        self.metrics = make_wsgi_app(_Filterable(registry))
         self.telemetry_path = telemetry_path
         self.web = web
         self.ready = ready
         self.title = title
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        if environ.get("REQUEST_METHOD") != "HEAD":
+            return self._route(environ, start_response)
+        # HEAD: the status and headers GET would get, its Content-Length, and no body.
+        answered: list[tuple[str, list[tuple[str, str]]]] = []
+
+        def start(status: str, headers: list[tuple[str, str]], *rest: Any) -> Any:
+            answered.append((status, headers))
+            return lambda data: None
+
+        body = b"".join(self._route({**environ, "REQUEST_METHOD": "GET"}, start))
+        status, headers = answered[0]
+        kept = [(k, v) for k, v in headers if k.lower() != "content-length"]
+        start_response(status, [*kept, ("Content-Length", str(len(body)))])
+        return []
+
+    def _route(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         if not self.web.authorized(environ.get("HTTP_AUTHORIZATION")):
             return self._text(
                 start_response,
@@ -119,6 +136,39 @@ class App:
         headers = [("Content-Type", "text/html; charset=utf-8"), *self.web.headers.items()]
         start_response("200 OK", headers)
         return [body.encode()]
+
+
+class _Filterable:
+    """The registry as prometheus-client's WSGI app sees it, with a `?name[]=` filter that
+    reaches every family. prometheus-client's own filter finds a collector by the names it
+    declared when registered, and neither the merged workers' `sqlalchemy_*` families (known
+    only at scrape time) nor ProcessCollector declare theirs."""
+
+    def __init__(self, source: Collector) -> None:
+        self.source = source
+
+    def collect(self) -> Iterable[Metric]:
+        return self.source.collect()
+
+    def restricted_registry(self, names: Iterable[str]) -> _Only:
+        return _Only(self.source, frozenset(names))
+
+
+class _Only:
+    """The samples whose name, or whose family's name, was asked for."""
+
+    def __init__(self, source: Collector, names: frozenset[str]) -> None:
+        self.source = source
+        self.names = names
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self.source.collect():
+            whole = family.name in self.names
+            samples = [s for s in family.samples if whole or s.name in self.names]
+            if samples:
+                kept = Metric(family.name, family.documentation, family.type, family.unit)
+                kept.samples = samples
+                yield kept
 
 
 class _Handler(WSGIRequestHandler):
