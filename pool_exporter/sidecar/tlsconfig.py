@@ -1,14 +1,14 @@
 """`tls_server_config` as an ssl.SSLContext: every key applied, or refused with its reason.
 
 The names are exporter-toolkit's (Go's crypto/tls); OpenSSL, through Python's ssl module, does
-the work. What the ssl module of Python 3.11 cannot do is refused at startup instead of being
+the work. What Python's ssl module cannot do is refused at startup instead of being
 accepted and ignored:
 
 - `RequestClientCert` and `RequireAnyClientCert` ask for a client certificate without checking
   it against a CA. The ssl module always verifies a certificate it asks for, so these are
   refused; `VerifyClientCertIfGiven` and `RequireAndVerifyClientCert` work.
 - `curve_preferences` with more than one curve: `SSLContext.set_ecdh_curve` sets one group
-  (for TLS 1.2 and TLS 1.3 alike), and 3.11 has no call for a list.
+  (for TLS 1.2 and TLS 1.3 alike), and the ssl module has no call for a list.
 - `TLS10` and `TLS11`: OpenSSL 3's default security level allows neither, so they would be
   accepted and every such handshake would fail.
 - TLS 1.3 suite names in `cipher_suites`: as in Go, the TLS 1.3 suites cannot be chosen.
@@ -185,7 +185,7 @@ def _curve(value: Any) -> str:
             )
     if len(names) > 1:
         raise TlsConfigError(
-            f"curve_preferences: {len(names)} curves given, but Python 3.11's ssl module can "
-            "restrict the key exchange to one curve only; give one"
+            f"curve_preferences: {len(names)} curves given, but Python's ssl module "
+            "(set_ecdh_curve) restricts the key exchange to one curve only; give one"
         )
     return CURVES[names[0]]
