@@ -12,14 +12,15 @@ import html
 import logging
 import socket
 import ssl
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from prometheus_client import make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
-from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
+
+from pool_exporter.namefilter import NameFilter
 
 from .webconfig import WebConfig
 
@@ -55,7 +56,7 @@ class App:
         ready: Callable[[], str | None],
         title: str = "pool-exporter sidecar",
     ) -> None:
-        self.metrics = make_wsgi_app(_Filterable(registry))
+        self.metrics = make_wsgi_app(NameFilter(registry))
         self.telemetry_path = telemetry_path
         self.web = web
         self.ready = ready
@@ -136,39 +137,6 @@ class App:
         headers = [("Content-Type", "text/html; charset=utf-8"), *self.web.headers.items()]
         start_response("200 OK", headers)
         return [body.encode()]
-
-
-class _Filterable:
-    """The registry as prometheus-client's WSGI app sees it, with a `?name[]=` filter that
-    reaches every family. prometheus-client's own filter finds a collector by the names it
-    declared when registered, and neither the merged workers' `sqlalchemy_*` families (known
-    only at scrape time) nor ProcessCollector declare theirs."""
-
-    def __init__(self, source: Collector) -> None:
-        self.source = source
-
-    def collect(self) -> Iterable[Metric]:
-        return self.source.collect()
-
-    def restricted_registry(self, names: Iterable[str]) -> _Only:
-        return _Only(self.source, frozenset(names))
-
-
-class _Only:
-    """The samples whose name, or whose family's name, was asked for."""
-
-    def __init__(self, source: Collector, names: frozenset[str]) -> None:
-        self.source = source
-        self.names = names
-
-    def collect(self) -> Iterator[Metric]:
-        for family in self.source.collect():
-            whole = family.name in self.names
-            samples = [s for s in family.samples if whole or s.name in self.names]
-            if samples:
-                kept = Metric(family.name, family.documentation, family.type, family.unit)
-                kept.samples = samples
-                yield kept
 
 
 class _Handler(WSGIRequestHandler):
