@@ -158,6 +158,10 @@ def test_name_filter_reaches_the_workers_families_and_the_process_ones(
     assert sum(s[2] for s in checkouts) == 3
 
 
+def port_of(sidecar: Sidecar) -> int:
+    return int(sidecar.url.rsplit(":", 1)[1])
+
+
 def raw_status(port: int, request: bytes) -> int:
     with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
         conn.sendall(request)
@@ -169,7 +173,7 @@ def test_huge_headers_long_urls_and_path_traversal_are_refused(
     tmp_path: Path, procs: Procs
 ) -> None:
     sidecar = start_sidecar(procs, tmp_path)
-    port = int(sidecar.url.rsplit(":", 1)[1])
+    port = port_of(sidecar)
     long_url = b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
     assert raw_status(port, long_url) == 414
     big_header = b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 93_000 + b"\r\n\r\n"
@@ -187,15 +191,8 @@ def test_huge_headers_long_urls_and_path_traversal_are_refused(
 
 
 def test_idle_and_slow_sockets_do_not_stop_scrapes(tmp_path: Path, procs: Procs) -> None:
-    cert, key = _tls_files(tmp_path)
-    config = write_config(
-        tmp_path, {"tls_server_config": {"cert_file": cert.name, "key_file": key.name}}
-    )
-    client = httpx.Client(verify=ssl.create_default_context(cafile=cert), timeout=10)
-    sidecar = start_sidecar(
-        procs, tmp_path, f"--web.config.file={config}", scheme="https", client=client
-    )
-    port = int(sidecar.url.rsplit(":", 1)[1])
+    sidecar = tls_sidecar(tmp_path, procs)
+    port = port_of(sidecar)
     held = []
     try:
         for n in range(150):
@@ -204,7 +201,7 @@ def test_idle_and_slow_sockets_do_not_stop_scrapes(tmp_path: Path, procs: Procs)
                 conn.sendall(b"\x16\x03\x01\x00\xc8\x01")
             held.append(conn)
         for _ in range(3):
-            assert client.get(sidecar.url + "/metrics").status_code == 200
+            assert sidecar.client.get(sidecar.url + "/metrics").status_code == 200
     finally:
         for conn in held:
             conn.close()
@@ -231,26 +228,32 @@ def handshake(port: int, *args: str) -> dict[str, str] | None:
     return {"protocol": line.split(",")[1].strip(), "cipher": line.split()[-1], "key": temp}
 
 
-def tls_sidecar(tmp_path: Path, procs: Procs, **tls: Any) -> int:
+def tls_sidecar(
+    tmp_path: Path, procs: Procs, client_cert: tuple[Path, Path] | None = None, **tls: Any
+) -> Sidecar:
     cert, key = _tls_files(tmp_path)
     config = write_config(
         tmp_path,
         {"tls_server_config": {"cert_file": cert.name, "key_file": key.name, **tls}},
         name=f"web-{len(procs.started)}.yml",
     )
-    client = httpx.Client(verify=ssl.create_default_context(cafile=cert), timeout=10)
-    sidecar = start_sidecar(
+    context = ssl.create_default_context(cafile=cert)
+    if client_cert:
+        context.load_cert_chain(*client_cert)
+    client = httpx.Client(verify=context, timeout=10)
+    return start_sidecar(
         procs, tmp_path, f"--web.config.file={config}", scheme="https", client=client
     )
-    return int(sidecar.url.rsplit(":", 1)[1])
 
 
 def test_cipher_suites_and_curve_preferences_are_applied(tmp_path: Path, procs: Procs) -> None:
-    port = tls_sidecar(
-        tmp_path,
-        procs,
-        cipher_suites=["TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384"],
-        curve_preferences=["CurveP384"],
+    port = port_of(
+        tls_sidecar(
+            tmp_path,
+            procs,
+            cipher_suites=["TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384"],
+            curve_preferences=["CurveP384"],
+        )
     )
     assert handshake(port, "-tls1_2", "-cipher", "ECDHE-RSA-CHACHA20-POLY1305") is None
     chosen = handshake(port, "-tls1_2")
@@ -266,14 +269,16 @@ def test_cipher_suites_and_curve_preferences_are_applied(tmp_path: Path, procs: 
 def test_prefer_server_cipher_suites_decides_whose_order_wins(
     tmp_path: Path, procs: Procs, prefer: bool, expected: str
 ) -> None:
-    port = tls_sidecar(
-        tmp_path,
-        procs,
-        cipher_suites=[
-            "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
-            "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
-        ],
-        prefer_server_cipher_suites=prefer,
+    port = port_of(
+        tls_sidecar(
+            tmp_path,
+            procs,
+            cipher_suites=[
+                "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+                "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+            ],
+            prefer_server_cipher_suites=prefer,
+        )
     )
     client_order = "ECDHE-RSA-CHACHA20-POLY1305:ECDHE-RSA-AES128-GCM-SHA256"
     chosen = handshake(port, "-tls1_2", "-cipher", client_order)
@@ -282,14 +287,14 @@ def test_prefer_server_cipher_suites_decides_whose_order_wins(
 
 
 def test_max_version_is_applied(tmp_path: Path, procs: Procs) -> None:
-    port = tls_sidecar(tmp_path, procs, max_version="TLS12")
+    port = port_of(tls_sidecar(tmp_path, procs, max_version="TLS12"))
     assert handshake(port, "-tls1_3") is None
     chosen = handshake(port)
     assert chosen is not None
     assert chosen["protocol"] == "TLSv1.2"
 
 
-TLS_REFUSED = {
+TLS_REFUSED: dict[str, tuple[dict[str, Any], str]] = {
     "unknown suite": ({"cipher_suites": ["NOT_A_REAL_SUITE"]}, "NOT_A_REAL_SUITE"),
     "TLS 1.3 suite": ({"cipher_suites": ["TLS_AES_128_GCM_SHA256"]}, "TLS 1.3"),
     "unknown curve": ({"curve_preferences": ["CurveP999"]}, "CurveP999"),
@@ -350,3 +355,53 @@ def test_a_database_url_file_that_is_not_one_line_of_text_is_one_error_line(
     assert result.returncode == 2, result
     (line,) = result.stderr.splitlines()
     assert line.startswith(f"error: --database-url-file {url_file} ")
+
+
+def client_certificates(tmp_path: Path) -> dict[str, tuple[Path, Path]]:
+    """A CA, a client certificate it signed, and a self-signed one it did not."""
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+    made = {}
+    for name in ("ca", "rogue"):
+        cert, key = tmp_path / f"{name}.crt", tmp_path / f"{name}.key"
+        openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+                f"/CN={name}", "-keyout", str(key), "-out", str(cert))  # fmt: skip
+        made[name] = (cert, key)
+    csr, cert, key = tmp_path / "client.csr", tmp_path / "client.crt", tmp_path / "client.key"
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=prometheus",
+            "-keyout", str(key), "-out", str(csr))  # fmt: skip
+    openssl("x509", "-req", "-in", str(csr), "-CA", str(made["ca"][0]), "-CAkey",
+            str(made["ca"][1]), "-CAcreateserial", "-days", "1", "-out", str(cert))  # fmt: skip
+    made["client"] = (cert, key)
+    return made
+
+
+@pytest.mark.parametrize("auth", ["RequireAndVerifyClientCert", "VerifyClientCertIfGiven"])
+def test_client_certificates_are_verified_against_the_ca(
+    tmp_path: Path, procs: Procs, auth: str
+) -> None:
+    certs = client_certificates(tmp_path)
+    port = port_of(
+        tls_sidecar(
+            tmp_path, procs, certs["client"], client_auth_type=auth, client_ca_file="ca.crt"
+        )
+    )
+    server_ca = tmp_path / "server.crt"
+
+    def scrape(client_cert: str | None) -> int | None:
+        context = ssl.create_default_context(cafile=server_ca)
+        context.maximum_version = ssl.TLSVersion.TLSv1_2  # the verdict within the handshake
+        if client_cert:
+            cert, key = certs[client_cert]
+            context.load_cert_chain(cert, key)
+        try:
+            with httpx.Client(verify=context, timeout=10) as client:
+                return client.get(f"https://127.0.0.1:{port}/metrics").status_code
+        except httpx.HTTPError:
+            return None
+
+    assert scrape("client") == 200
+    assert scrape("rogue") is None
+    assert scrape(None) == (None if auth == "RequireAndVerifyClientCert" else 200)
