@@ -102,3 +102,12 @@ def test_a_one_letter_password_is_never_masked_inside_the_database_error(
     assert "OperationalError: " in line
     assert "***" not in line
     assert "mon" not in line
+
+
+@pytest.mark.parametrize(
+    "prometheus", ["http://scraper:s3cret-Zq8@127.0.0.1:1", "s3cret-Zq8@localhost:9090"]
+)
+def test_advise_names_a_prometheus_url_without_its_credentials(prometheus: str) -> None:
+    result = run("advise", "--prometheus", prometheus)
+    line = assert_one_error_line_without(result, "s3cret", "Zq8", "scraper")
+    assert "127.0.0.1:1" in line or "not an http(s) URL" in line
