@@ -18,7 +18,7 @@ MALFORMED = "(malformed URL, not shown)"
 
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 # host (a name, an IPv4 address or a bracketed IPv6 one), then an optional numeric port
-_HOST_PORT = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[^\s:/?#@\[\]]*)(?::(?P<port>\d+))?")
+_HOST_PORT = re.compile(r"(?P<host>\[[0-9A-Za-z:.%]+\]|[^\s:/?#@\[\]]*)(?::(?P<port>\d+))?")
 
 
 class MalformedUrl(ValueError):

@@ -23,6 +23,7 @@ __all__ = ["procs"]
         ("postgresql+psycopg://app:p%40ss@db/quiz", "postgresql+psycopg://***@db/quiz"),
         ("postgresql://db/quiz?password=s3cret&sslmode=require", "postgresql://db/quiz"),
         ("postgresql://app@[::1]:5432/quiz", "postgresql://***@[::1]:5432/quiz"),
+        ("postgresql://app:pw@[fe80::1%25eth0]/quiz", "postgresql://***@[fe80::1%25eth0]/quiz"),
         ("sqlite:////var/lib/app/app.db", "sqlite:////var/lib/app/app.db"),
         ("http://prometheus:9090", "http://prometheus:9090"),
         # an unencoded @, /, ? or # in the password moves part of it into another part
