@@ -190,15 +190,20 @@ def test_huge_headers_long_urls_and_path_traversal_are_refused(
     assert sidecar.client.get(sidecar.url + "/metrics").status_code == 200
 
 
-def test_idle_and_slow_sockets_do_not_stop_scrapes(tmp_path: Path, procs: Procs) -> None:
-    sidecar = tls_sidecar(tmp_path, procs)
-    port = port_of(sidecar)
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_idle_and_slow_sockets_do_not_stop_scrapes(
+    tmp_path: Path, procs: Procs, scheme: str
+) -> None:
+    sidecar = tls_sidecar(tmp_path, procs) if scheme == "https" else start_sidecar(procs, tmp_path)
+    # Half the connections say nothing; the other half start a TLS handshake or a request
+    # and never finish it.
+    partial = b"\x16\x03\x01\x00\xc8\x01" if scheme == "https" else b"GET /metrics HTTP/1.1\r\nX-a:"
     held = []
     try:
-        for n in range(150):
-            conn = socket.create_connection(("127.0.0.1", port), timeout=10)
-            if n % 2:  # half start a TLS handshake and never finish it
-                conn.sendall(b"\x16\x03\x01\x00\xc8\x01")
+        for n in range(200):
+            conn = socket.create_connection(("127.0.0.1", port_of(sidecar)), timeout=10)
+            if n % 2:
+                conn.sendall(partial)
             held.append(conn)
         for _ in range(3):
             assert sidecar.client.get(sidecar.url + "/metrics").status_code == 200
