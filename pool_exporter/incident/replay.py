@@ -611,7 +611,7 @@ def run(args: argparse.Namespace) -> int:
     except (sa_exc.NoSuchModuleError, ModuleNotFoundError) as exc:
         raise CliError(f"no driver for --database-url: {exc}") from None
     except redact.MalformedUrl as exc:
-        raise CliError(f"--database-url: {exc}") from None
+        raise CliError(f"--database-url is not a database URL: {exc}") from None
     except sa_exc.ArgumentError as exc:
         raise CliError(f"--database-url is not a database URL: {redact.text(str(exc))}") from None
     except DatabaseUnavailable as exc:
