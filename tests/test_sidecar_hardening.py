@@ -292,7 +292,10 @@ def test_prefer_server_cipher_suites_decides_whose_order_wins(
 
 
 def test_max_version_is_applied(tmp_path: Path, procs: Procs) -> None:
-    port = port_of(tls_sidecar(tmp_path, procs, max_version="TLS12"))
+    # Empty lists leave the defaults, as in exporter-toolkit.
+    port = port_of(
+        tls_sidecar(tmp_path, procs, max_version="TLS12", cipher_suites=[], curve_preferences=[])
+    )
     assert handshake(port, "-tls1_3") is None
     chosen = handshake(port)
     assert chosen is not None
@@ -301,6 +304,7 @@ def test_max_version_is_applied(tmp_path: Path, procs: Procs) -> None:
 
 TLS_REFUSED: dict[str, tuple[dict[str, Any], str]] = {
     "unknown suite": ({"cipher_suites": ["NOT_A_REAL_SUITE"]}, "NOT_A_REAL_SUITE"),
+    "suites not a list": ({"cipher_suites": "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"}, "list"),
     "TLS 1.3 suite": ({"cipher_suites": ["TLS_AES_128_GCM_SHA256"]}, "TLS 1.3"),
     "unknown curve": ({"curve_preferences": ["CurveP999"]}, "CurveP999"),
     "two curves": ({"curve_preferences": ["X25519", "CurveP256"]}, "curve_preferences"),

@@ -83,10 +83,13 @@ def context(tls: Mapping[str, Any], base: str) -> ssl.SSLContext:
             f"{getattr(exc, 'strerror', None) or exc}"
         ) from None
     _client_auth(ctx, tls, base)
-    if "cipher_suites" in tls:
-        ctx.set_ciphers(":".join(_ciphers(tls["cipher_suites"])))
-    if "curve_preferences" in tls:
-        ctx.set_ecdh_curve(_curve(tls["curve_preferences"]))
+    # An empty list, as in exporter-toolkit, leaves OpenSSL's defaults.
+    ciphers = _ciphers(tls.get("cipher_suites") or [])
+    if ciphers:
+        ctx.set_ciphers(":".join(ciphers))
+    curves = _names(tls.get("curve_preferences") or [], "curve_preferences")
+    if curves:
+        ctx.set_ecdh_curve(_curve(curves))
     prefer = tls.get("prefer_server_cipher_suites", True)  # exporter-toolkit's default
     if not isinstance(prefer, bool):
         raise TlsConfigError(f"prefer_server_cipher_suites must be true or false, not {prefer!r}")
@@ -148,8 +151,8 @@ def _client_auth(ctx: ssl.SSLContext, tls: Mapping[str, Any], base: str) -> None
 
 
 def _names(value: Any, key: str) -> list[str]:
-    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
-        raise TlsConfigError(f"{key} must be a non-empty list of names")
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise TlsConfigError(f"{key} must be a list of names")
     return list(value)
 
 
@@ -176,8 +179,7 @@ def _ciphers(value: Any) -> list[str]:
     return out
 
 
-def _curve(value: Any) -> str:
-    names = _names(value, "curve_preferences")
+def _curve(names: list[str]) -> str:
     for name in names:
         if name not in CURVES:
             raise TlsConfigError(
