@@ -76,7 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(module.run(args))
     except CliError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        # The messages are ours, but may quote a value the user gave: a URL shows no userinfo.
+        print(f"error: {redact.text(str(exc), args_list)}", file=sys.stderr)
         return exc.code
     except KeyboardInterrupt:
         return 130

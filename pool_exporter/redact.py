@@ -104,9 +104,9 @@ def text(message: str, arguments: Iterable[str] = ()) -> str:
 
 
 def _token(found: re.Match[str]) -> str:
-    # A URL quoted in a message ends in a quote or a bracket; the URL itself may contain
-    # one, so the whole token is refused when the shorter reading does not split either.
+    # A URL in a message may be followed by a quote, a bracket or punctuation; the URL itself
+    # may contain one, so the whole token is refused when the shorter reading does not split.
     token = found.group()
-    bare = token.rstrip("'\",;)]")
+    bare = token.rstrip("'\",;:.)]")
     shown = url(bare)
     return shown + token[len(bare) :] if shown != MALFORMED else MALFORMED

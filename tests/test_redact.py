@@ -50,6 +50,9 @@ def test_a_url_quoted_in_a_message_is_replaced_whole_and_the_text_around_kept() 
     assert redact.text(message) == (
         "argument --x: invalid value: 'postgresql://***@h/db' (OperationalError)"
     )
+    assert redact.text("cannot reach http://u:pw@127.0.0.1:1: refused.") == (
+        "cannot reach http://***@127.0.0.1:1: refused."
+    )
     # A URL with a space is two words in the message: the raw argument replaces it whole.
     argument = "--databse-url=postgresql://u:my retPW@h/db"
     assert redact.text(f"unrecognized arguments: {argument}", [argument]) == (
