@@ -10,11 +10,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import re
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
+from . import redact
 from .errors import CliError
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -33,25 +33,24 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-# user:password@ in anything that looks like a URL
-_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][\w+.-]*://)[^/\s@]*@")
-
-
-def redact(text: str) -> str:
-    """Hide URL credentials: argparse echoes a mistyped flag's value, a URL with a password
-    among them (`--database-ur=postgresql://app:secret@db/quiz`)."""
-    return _CREDENTIALS.sub(r"\g<scheme>***@", text)
-
-
 class ArgumentParser(argparse.ArgumentParser):
+    """argparse, except that an error quoting a URL shows it without its credentials: a
+    mistyped flag's value is echoed back (`--databse-url=postgresql://app:secret@db/quiz`)."""
+
+    def __init__(self, *args: Any, arguments: Sequence[str] = (), **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.arguments = tuple(arguments)
+
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
-        self.exit(2, f"{self.prog}: error: {redact(message)}\n")
+        self.exit(2, f"{self.prog}: error: {redact.text(message, self.arguments)}\n")
 
 
 def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
     parser = ArgumentParser(
-        prog="pool-exporter", description="Prometheus monitoring for SQLAlchemy connection pools."
+        prog="pool-exporter",
+        description="Prometheus monitoring for SQLAlchemy connection pools.",
+        arguments=argv,
     )
     parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
@@ -61,7 +60,7 @@ def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
     )
     chosen = next((a for a in argv if a in SUBCOMMANDS), None)
     for name, (module, help_text) in SUBCOMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = sub.add_parser(name, help=help_text, description=help_text, arguments=argv)
         if name == chosen:  # only the chosen subcommand's module is imported
             importlib.import_module(module).configure(p)
     return parser
@@ -77,7 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(module.run(args))
     except CliError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        # The messages are ours, but may quote a value the user gave: a URL shows no userinfo.
+        print(f"error: {redact.text(str(exc), args_list)}", file=sys.stderr)
         return exc.code
     except KeyboardInterrupt:
         return 130

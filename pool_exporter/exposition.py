@@ -19,6 +19,7 @@ from prometheus_client.registry import CollectorRegistry
 
 from pool_exporter.multiprocess.liveness import multiprocess_dir
 from pool_exporter.multiprocess.reader import WorkersCollector
+from pool_exporter.namefilter import NameFilter
 
 
 def registry_for_serving() -> CollectorRegistry:
@@ -57,12 +58,12 @@ def start_http_server(
 def make_wsgi_app(registry: CollectorRegistry | None = None) -> Callable[..., Any]:
     """prometheus-client's WSGI app over `registry` (default: `registry_for_serving()`)."""
     return prometheus_client.make_wsgi_app(
-        registry if registry is not None else registry_for_serving()
+        NameFilter(registry if registry is not None else registry_for_serving())
     )
 
 
 def make_asgi_app(registry: CollectorRegistry | None = None) -> Callable[..., Any]:
     """prometheus-client's ASGI app over `registry` (default: `registry_for_serving()`)."""
     return prometheus_client.make_asgi_app(
-        registry if registry is not None else registry_for_serving()
+        NameFilter(registry if registry is not None else registry_for_serving())
     )

@@ -118,11 +118,32 @@ def _sync_engine(engine: Any) -> Engine:
 
 def default_name(engine: Engine) -> str:
     """`dialect/database` from the engine's URL: readable, and free of credentials."""
-    url = engine.url
-    database = url.database or ""
-    if url.get_backend_name() == "sqlite":
+    url = _read(engine, "url")
+    backend = _text(_read(url, "get_backend_name", call=True)) or _dialect_info(engine)["dialect"]
+    database = _text(_read(url, "database"))
+    if backend == "sqlite":
         database = "memory" if database in ("", ":memory:") else PurePath(database).name
-    return f"{url.get_backend_name()}/{database}" if database else url.get_backend_name()
+    return f"{backend}/{database}" if database else backend or "engine"
+
+
+def _read(obj: Any, attribute: str, *, call: bool = False) -> Any:
+    """`obj.attribute` (called, with `call`), or None: an Engine built by hand may have a
+    dialect without `driver`, or one whose `loaded_dbapi` raises because it has no DBAPI, and
+    instrumenting it must not fail for that."""
+    try:
+        value = getattr(obj, attribute)
+        return value() if call else value
+    except Exception:
+        return None
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _dialect_info(engine: Engine) -> dict[str, str]:
+    dialect = _read(engine, "dialect")
+    return {"dialect": _text(_read(dialect, "name")), "driver": _text(_read(dialect, "driver"))}
 
 
 class PoolInstrumentation:
@@ -141,17 +162,13 @@ class PoolInstrumentation:
         self.dispose_on_fork = dispose_on_fork
         self._collector = collector_for(registry)
         self.name = name if name is not None else self._free_name(default_name(engine))
-        info = {
-            "pool_class": type(engine.pool).__name__,
-            "dialect": engine.dialect.name,
-            "driver": str(engine.dialect.driver),
-        }
+        info = {"pool_class": type(engine.pool).__name__, **_dialect_info(engine)}
         self.stats = _new_stats(self.name, info)
         self._key = object()  # the record_info key; a new one after fork ignores old markers
         self._pool: Pool | None = None
         self._wrapped: weakref.WeakSet[Pool] = weakref.WeakSet()
         self._logged: set[str] = set()
-        dbapi_error = getattr(getattr(engine.dialect, "loaded_dbapi", None), "Error", None)
+        dbapi_error = _read(_read(_read(engine, "dialect"), "loaded_dbapi"), "Error")
         self._connect_errors: tuple[type[BaseException], ...] = (sa_exc.DBAPIError,)
         if isinstance(dbapi_error, type) and issubclass(dbapi_error, BaseException):
             self._connect_errors += (dbapi_error,)

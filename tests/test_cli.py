@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
 
-def run(*args: str) -> subprocess.CompletedProcess[str]:
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "pool_exporter.cli", *args],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
+        env={**os.environ, "POOL_EXPORTER_DATABASE_URL": "", **(env or {})},
     )
 
 

@@ -273,3 +273,29 @@ def test_promtool_accepts_the_exposition(
         check=False,
     )
     assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
+
+
+def test_an_engine_whose_dialect_lacks_driver_and_dbapi_is_instrumented_with_empty_labels(
+    registry: CollectorRegistry, tmp_path: object
+) -> None:
+    # As SQLAlchemy's own test suites build some engines: a bare DefaultDialect has no
+    # `driver`, and its `loaded_dbapi` raises InvalidRequestError (not AttributeError).
+    import sqlite3
+
+    from sqlalchemy.engine.default import DefaultDialect
+
+    dialect = DefaultDialect()
+    assert not hasattr(dialect, "driver")
+    pool = sa.pool.QueuePool(lambda: sqlite3.connect(":memory:"), pool_size=2)
+    engine = sa.engine.Engine(pool, dialect, sa.make_url("sqlite://"))
+    handle = pool_exporter.instrument(engine, registry=registry)
+    assert handle.name == "sqlite/memory"
+    labels = {"pool": handle.name, "pool_class": "QueuePool", "dialect": "default", "driver": ""}
+    assert value(registry, "sqlalchemy_pool_info", **labels) == 1
+    with engine.connect():
+        assert value(registry, "sqlalchemy_pool_connections", pool=handle.name, state="in_use") == 1
+    assert value(registry, "sqlalchemy_pool_checkouts_total", pool=handle.name) == 1
+    errors = [
+        v for (name, _), v in scrape(registry).items() if name == "pool_exporter_hook_errors_total"
+    ]
+    assert errors and not any(errors)

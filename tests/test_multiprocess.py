@@ -173,3 +173,8 @@ def test_wsgi_app_of_a_worker_serves_every_workers_merged_files(
     samples = parse(body.decode())
     assert pids(samples) == set(found.values())
     assert total(samples, "sqlalchemy_pool_checkouts_total", pool="pool0") == 4
+    # ?name[]= reaches the merged families, which no collector declares when registered.
+    only = {**environ, "QUERY_STRING": "name[]=sqlalchemy_pool_checkouts_total"}
+    filtered = parse(b"".join(app(only, lambda s, h: status.append(s))).decode())
+    assert {s[0] for s in filtered} == {"sqlalchemy_pool_checkouts_total"}
+    assert total(filtered, "sqlalchemy_pool_checkouts_total", pool="pool0") == 4

@@ -24,6 +24,7 @@ from typing import Any
 from prometheus_client.registry import CollectorRegistry
 from sqlalchemy import exc as sa_exc
 
+from pool_exporter import redact
 from pool_exporter.errors import CliError
 from pool_exporter.exposition import start_http_server
 from pool_exporter.instrument import instrument
@@ -138,8 +139,8 @@ def run(args: argparse.Namespace) -> int:
     with interrupt.installed(), contextlib.ExitStack() as stack:
         try:
             engine, _ = stack.enter_context(rp.pool_engine(args.database_url, settings))
-        except (sa_exc.ArgumentError, rp.DatabaseUnavailable) as exc:
-            raise CliError(f"--database-url: {exc}") from None
+        except (sa_exc.ArgumentError, redact.MalformedUrl, rp.DatabaseUnavailable) as exc:
+            raise CliError(f"--database-url: {redact.text(str(exc))}") from None
         registry = CollectorRegistry()
         handle = instrument(engine, name=POOL_NAME, registry=registry)
         stack.callback(handle.uninstrument)
@@ -147,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
         stack.callback(server.shutdown)
         metrics_url = f"http://127.0.0.1:{port}/metrics"
         where = "a temporary SQLite file" if args.database_url is None else "the database"
-        print(f"pool-exporter demo on {where}: {rp.redact(engine.url)}")
+        print(f"pool-exporter demo on {where}: {redact.url(engine.url)}")
         print(f"metrics: {metrics_url}")
         total = args.duration
         print(

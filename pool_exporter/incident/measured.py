@@ -142,7 +142,7 @@ def from_prometheus(
             continue
         found.append(
             Measured(
-                source=f"Prometheus {api.url}, last {window}",
+                source=f"Prometheus {api.shown}, last {window}",
                 pool=name,
                 pools=int(count),
                 rate=rate[name],
@@ -162,7 +162,7 @@ def from_prometheus(
         )
     if not found:
         raise NoData(
-            f"no checkouts in the last {window} at Prometheus {api.url} for "
+            f"no checkouts in the last {window} at Prometheus {api.shown} for "
             f"{', '.join(sorted(pools))}: nothing to learn hold times from (a longer --window?)"
         )
     return found

@@ -9,6 +9,8 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
+from pool_exporter import redact
+
 
 class PrometheusError(Exception):
     """The server could not be reached, or did not answer like Prometheus."""
@@ -21,8 +23,9 @@ class QueryError(PrometheusError):
 class PrometheusAPI:
     def __init__(self, url: str, *, timeout: float = 10.0) -> None:
         if not url.startswith(("http://", "https://")):
-            raise PrometheusError(f"{url!r} is not an http(s) URL of a Prometheus server")
+            raise PrometheusError(f"{redact.url(url)} is not an http(s) URL of a Prometheus server")
         self.url = url.rstrip("/")
+        self.shown = redact.url(self.url)  # for messages: no credentials, no query
         self.timeout = timeout
 
     def query(self, expr: str, at: float | None = None) -> list[dict[str, Any]]:
@@ -64,14 +67,14 @@ class PrometheusAPI:
             try:
                 body = json.load(exc)
             except ValueError:
-                raise PrometheusError(f"{self.url} answered HTTP {exc.code}") from None
+                raise PrometheusError(f"{self.shown} answered HTTP {exc.code}") from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise PrometheusError(f"cannot reach Prometheus at {self.url}: {reason}") from None
+            raise PrometheusError(f"cannot reach Prometheus at {self.shown}: {reason}") from None
         except ValueError:
-            raise PrometheusError(f"{self.url} did not answer like a Prometheus server") from None
+            raise PrometheusError(f"{self.shown} did not answer like a Prometheus server") from None
         if not isinstance(body, dict):
-            raise PrometheusError(f"{self.url} did not answer like a Prometheus server")
+            raise PrometheusError(f"{self.shown} did not answer like a Prometheus server")
         if body.get("status") != "success":
             raise QueryError(str(body.get("error", body)))
         data: dict[str, Any] = body["data"]

@@ -30,6 +30,7 @@ import sqlalchemy as sa
 from prometheus_client.registry import CollectorRegistry
 from sqlalchemy import exc as sa_exc
 
+from pool_exporter import redact
 from pool_exporter.errors import CliError
 from pool_exporter.instrument import PoolInstrumentation, instrument
 from pool_exporter.stats import CANCELLED, ERROR, TIMEOUT
@@ -192,11 +193,6 @@ class Result:
         return cls(**fields)
 
 
-def redact(url: str | sa.URL) -> str:
-    """The URL without its password, for printing."""
-    return sa.make_url(url).render_as_string(hide_password=True)
-
-
 def percentiles(values: list[float]) -> dict[str, float]:
     if not values:
         return {}
@@ -221,6 +217,8 @@ def pool_engine(
 ) -> Iterator[tuple[sa.Engine, str | sa.URL]]:
     """A QueuePool engine with these settings; an SQLite file in a temporary directory when
     no URL is given."""
+    if url:
+        redact.split(url)  # MalformedUrl before a parser reads part of a password as a host
     with tempfile.TemporaryDirectory(prefix="pool-exporter-") as tmp:
         target: str | sa.URL = url or f"sqlite:///{Path(tmp) / 'replay.db'}"
         parsed = sa.make_url(target)
@@ -261,7 +259,8 @@ def probe(engine: sa.Engine) -> None:
     except Exception as exc:
         detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
         raise DatabaseUnavailable(
-            f"cannot use {redact(engine.url)}: {type(exc).__name__}: {detail[0] if detail else ''}"
+            f"cannot use {redact.url(engine.url)}: {type(exc).__name__}: "
+            + redact.text(detail[0] if detail else "")
         ) from exc
     finally:
         single.dispose()
@@ -315,7 +314,7 @@ class Replay:
         busy = scenario.background_rate * (settings.pool_timeout + scenario.hold.p95)
         self.threads = max(1, min(max_threads, scenario.users + math.ceil(busy) + 8))
         self.result = Result(
-            database=redact(engine.url),
+            database=redact.url(engine.url),
             pool=self.handle.name,
             settings=asdict(settings),
             scenario={
@@ -630,8 +629,10 @@ def run(args: argparse.Namespace) -> int:
         )
     except (sa_exc.NoSuchModuleError, ModuleNotFoundError) as exc:
         raise CliError(f"no driver for --database-url: {exc}") from None
-    except sa_exc.ArgumentError as exc:
+    except redact.MalformedUrl as exc:
         raise CliError(f"--database-url is not a database URL: {exc}") from None
+    except sa_exc.ArgumentError as exc:
+        raise CliError(f"--database-url is not a database URL: {redact.text(str(exc))}") from None
     except DatabaseUnavailable as exc:
         raise CliError(str(exc)) from None
     for line in summary(result):

@@ -183,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
         ", ".join(f"{p.name} ({p.target.display})" for p in pgbouncer.poolers)
         if pgbouncer
         else "not watched",
-        "on" if web.users else "off",
+        "on" if web.auth else "off",
     )
     try:
         server.serve_forever()
@@ -196,7 +196,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _from_env_or_file(env: str, flag: str, path: str, what: str) -> str:
+def _from_env_or_file(env: str, flag: str, path: str, what: str, *, one_line: bool = True) -> str:
     """The URL(s) from the environment or a file, never both; a path is not echoed if it
     looks like a URL (a URL given by mistake where the file's path belongs)."""
     url = os.environ.get(env, "").strip()
@@ -204,19 +204,28 @@ def _from_env_or_file(env: str, flag: str, path: str, what: str) -> str:
         if url:
             raise CliError(f"give the {what} in {env} or {flag}, not both")
         shown = "(a path that looks like a URL)" if "://" in path else ""
+        where = shown or path
         try:
-            with open(path, encoding="utf-8") as f:
-                url = f.read().strip()
+            with open(path, "rb") as f:
+                url = f.read().decode("utf-8").strip()
         except OSError as exc:
-            raise CliError(f"cannot read {flag} {shown or path}: {exc.strerror}") from None
+            raise CliError(f"cannot read {flag} {where}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise CliError(f"{flag} {where} is not UTF-8 text") from None
         if not url:
-            raise CliError(f"{flag} {shown or path} is empty")
+            raise CliError(f"{flag} {where} is empty")
+        if "\0" in url or (one_line and "\n" in url):
+            raise CliError(f"{flag} {where} must hold one URL on one line")
     return url
 
 
 def _pgbouncer(args: argparse.Namespace) -> PgBouncerCollector | None:
     text = _from_env_or_file(
-        PGBOUNCER_ENV, "--pgbouncer-url-file", args.pgbouncer_url_file, "PgBouncer URLs"
+        PGBOUNCER_ENV,
+        "--pgbouncer-url-file",
+        args.pgbouncer_url_file,
+        "PgBouncer URLs",
+        one_line=False,  # one pooler a line
     )
     if not text:
         return None

@@ -29,6 +29,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy.engine import URL, make_url
 
 from pool_exporter import metrics as m
+from pool_exporter import redact
 
 log = logging.getLogger("pool_exporter")
 
@@ -66,6 +67,10 @@ class Target:
 
 def parse_url(url: str) -> Target:
     """A `postgresql://` URL (SQLAlchemy's `postgresql+driver://` too) as psycopg arguments."""
+    try:
+        redact.split(url)
+    except redact.MalformedUrl as exc:
+        raise DatabaseUrlError(f"the database URL: {exc}") from None
     try:
         parsed: URL = make_url(url.strip())
     except Exception:
@@ -226,7 +231,7 @@ class DatabaseCollector(Collector):
             if previous is False:
                 log.info("database %s is reachable again", self.target.display)
             return
-        message = self._safe(exc)
+        message = safe_error(self.target, exc)
         level = logging.DEBUG if previous is False else logging.ERROR
         log.log(
             level,
@@ -236,11 +241,17 @@ class DatabaseCollector(Collector):
             message,
         )
 
-    def _safe(self, exc: Exception | None) -> str:
-        text = f"{type(exc).__name__}: {exc}".strip().splitlines()[0] if exc else ""
-        if self.target.password:
-            text = text.replace(self.target.password, "***")
-        return text
+
+def safe_error(target: Target, exc: Exception | None) -> str:
+    """The first line of a connection error, fit for a log line: withheld whole (never masked
+    inside other text, see pool_exporter.redact) when it holds the target's password."""
+    if exc is None:
+        return ""
+    lines = str(exc).strip().splitlines()
+    detail = lines[0] if lines else ""
+    if target.password and target.password in detail:
+        detail = "(details withheld: they contain the password)"
+    return redact.text(f"{type(exc).__name__}: {detail}")
 
 
 def fold_applications(rows: Sequence[Row], limit: int) -> tuple[list[Row], int]:

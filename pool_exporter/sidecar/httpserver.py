@@ -20,6 +20,8 @@ from prometheus_client import make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
 
+from pool_exporter.namefilter import NameFilter
+
 from .webconfig import WebConfig
 
 log = logging.getLogger("pool_exporter")
@@ -54,13 +56,29 @@ class App:
         ready: Callable[[], str | None],
         title: str = "pool-exporter sidecar",
     ) -> None:
-        self.metrics = make_wsgi_app(registry)
+        self.metrics = make_wsgi_app(NameFilter(registry))
         self.telemetry_path = telemetry_path
         self.web = web
         self.ready = ready
         self.title = title
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        if environ.get("REQUEST_METHOD") != "HEAD":
+            return self._route(environ, start_response)
+        # HEAD: the status and headers GET would get, its Content-Length, and no body.
+        answered: list[tuple[str, list[tuple[str, str]]]] = []
+
+        def start(status: str, headers: list[tuple[str, str]], *rest: Any) -> Any:
+            answered.append((status, headers))
+            return lambda data: None
+
+        body = b"".join(self._route({**environ, "REQUEST_METHOD": "GET"}, start))
+        status, headers = answered[0]
+        kept = [(k, v) for k, v in headers if k.lower() != "content-length"]
+        start_response(status, [*kept, ("Content-Length", str(len(body)))])
+        return []
+
+    def _route(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         if not self.web.authorized(environ.get("HTTP_AUTHORIZATION")):
             return self._text(
                 start_response,

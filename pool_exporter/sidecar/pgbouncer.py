@@ -36,7 +36,7 @@ from prometheus_client.registry import Collector
 
 from pool_exporter import metrics as m
 
-from .database import DatabaseUrlError, Target, parse_url
+from .database import DatabaseUrlError, Target, parse_url, safe_error
 
 log = logging.getLogger("pool_exporter")
 
@@ -329,9 +329,7 @@ class PgBouncerCollector(Collector):
             if previous is False:
                 log.info("pooler %s (%s) is reachable again", pooler.name, pooler.target.display)
             return
-        text = f"{type(exc).__name__}: {exc}".strip().splitlines()[0] if exc else ""
-        if pooler.target.password:
-            text = text.replace(pooler.target.password, "***")
+        text = safe_error(pooler.target, exc)
         log.log(
             logging.DEBUG if previous is False else logging.ERROR,
             "pooler %s (%s) cannot be queried (pool_exporter_pgbouncer_up 0; every other "

@@ -12,46 +12,31 @@ The format of prometheus/exporter-toolkit:
       alice: $2y$10$...                      # bcrypt hash (htpasswd -nBC 10 alice)
 
 Unknown keys are an error, as in exporter-toolkit: a misspelt `basic_auth_user` must not
-silently leave the endpoint open.
+silently leave the endpoint open. A key that is known but cannot be applied is an error too
+(tlsconfig.py says which and why).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
 import os
 import ssl
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .basicauth import BasicAuth
+from .tlsconfig import KEYS as TLS_KEYS
+from .tlsconfig import TlsConfigError, context
+
 _TOP = {"tls_server_config", "basic_auth_users", "http_server_config"}
-_TLS = {
-    "cert_file",
-    "key_file",
-    "client_ca_file",
-    "client_auth_type",
-    "min_version",
-    "max_version",
-    "cipher_suites",
-    "curve_preferences",
-    "prefer_server_cipher_suites",
-}
 _HTTP = {"http2", "headers"}
-_CLIENT_AUTH = {
-    "NoClientCert": ssl.CERT_NONE,
-    "RequestClientCert": ssl.CERT_OPTIONAL,
-    "RequireAnyClientCert": ssl.CERT_REQUIRED,
-    "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
-    "RequireAndVerifyClientCert": ssl.CERT_REQUIRED,
-}
-_VERSIONS = {
-    "TLS10": ssl.TLSVersion.TLSv1,
-    "TLS11": ssl.TLSVersion.TLSv1_1,
-    "TLS12": ssl.TLSVersion.TLSv1_2,
-    "TLS13": ssl.TLSVersion.TLSv1_3,
+# exporter-toolkit's list: the headers it lets a web config set, and their allowed values
+_HEADERS: dict[str, tuple[str, ...]] = {
+    "Strict-Transport-Security": (),
+    "X-Content-Type-Options": ("nosniff",),
+    "X-Frame-Options": ("deny", "sameorigin"),
+    "X-XSS-Protection": (),
+    "Content-Security-Policy": (),
 }
 
 
@@ -62,39 +47,12 @@ class WebConfigError(ValueError):
 @dataclass
 class WebConfig:
     ssl_context: ssl.SSLContext | None = None
-    users: dict[str, bytes] = field(default_factory=dict)
+    auth: BasicAuth | None = None
     headers: dict[str, str] = field(default_factory=dict)
-    _verified: set[bytes] = field(default_factory=set)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def authorized(self, header: str | None) -> bool:
         """Whether an `Authorization` header passes basic auth (always, without users)."""
-        if not self.users:
-            return True
-        if not header or not header.startswith("Basic "):
-            return False
-        try:
-            user, _, password = base64.b64decode(header[6:], validate=True).decode().partition(":")
-        except (binascii.Error, UnicodeDecodeError):
-            return False
-        hashed = self.users.get(user)
-        # bcrypt costs tens of milliseconds by design; a scrape every few seconds would pay it
-        # each time, so a verified pair is remembered (as a digest, not the password).
-        key = hashlib.sha256(f"{user}\0{password}".encode()).digest()
-        with self._lock:
-            if hashed is not None and key in self._verified:
-                return True
-        import bcrypt
-
-        # An unknown user costs the same as a wrong password, so names cannot be probed.
-        against = hashed if hashed is not None else next(iter(self.users.values()))
-        ok = bool(bcrypt.checkpw(password.encode(), against)) and hashed is not None
-        if ok:
-            with self._lock:
-                if len(self._verified) > 64:
-                    self._verified.clear()
-                self._verified.add(key)
-        return ok
+        return self.auth is None or self.auth.check(header)
 
 
 def load(path: str | None) -> WebConfig:
@@ -104,10 +62,14 @@ def load(path: str | None) -> WebConfig:
     import yaml
 
     try:
-        with open(path, encoding="utf-8") as f:
-            raw = yaml.safe_load(f)
+        with open(path, "rb") as f:
+            raw = yaml.safe_load(f.read().decode("utf-8"))
     except OSError as exc:
         raise WebConfigError(f"cannot read web config file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise WebConfigError(
+            f"web config file {path} is not UTF-8 text (byte {exc.start})"
+        ) from None
     except yaml.YAMLError as exc:
         raise WebConfigError(f"web config file {path} is not valid YAML: {_first(exc)}") from None
     if raw is None:
@@ -116,22 +78,50 @@ def load(path: str | None) -> WebConfig:
     base = os.path.dirname(os.path.abspath(path))
     config = WebConfig()
     if "tls_server_config" in section:
-        tls = _mapping(section["tls_server_config"], path, "tls_server_config", _TLS)
-        config.ssl_context = _ssl_context(tls, path, base)
+        tls = _mapping(section["tls_server_config"], path, "tls_server_config", TLS_KEYS)
+        try:
+            config.ssl_context = context(tls, base)
+        except TlsConfigError as exc:
+            raise WebConfigError(f"web config file {path}: {exc}") from None
     if "basic_auth_users" in section:
         users = _mapping(section["basic_auth_users"], path, "basic_auth_users", None)
+        hashes = {}
         for user, hashed in users.items():
             if not _is_bcrypt(hashed):
                 raise WebConfigError(
                     f"web config file {path}: basic_auth_users.{user} must be a bcrypt hash "
                     "(htpasswd -nBC 10 USER)"
                 )
-            config.users[str(user)] = hashed.encode()
+            hashes[str(user)] = hashed.encode()
+        if hashes:
+            config.auth = BasicAuth(hashes)
     if "http_server_config" in section:
         http = _mapping(section["http_server_config"], path, "http_server_config", _HTTP)
+        if http.get("http2", False) is not False:
+            raise WebConfigError(
+                f"web config file {path}: http_server_config.http2 is not supported: the sidecar "
+                "serves HTTP/1.1 only (remove the key or set it to false)"
+            )
         headers = _mapping(http.get("headers") or {}, path, "http_server_config.headers", None)
-        config.headers = {str(k): str(v) for k, v in headers.items()}
+        config.headers = _headers(headers, path)
     return config
+
+
+def _headers(headers: Mapping[str, Any], path: str) -> dict[str, str]:
+    out = {}
+    for name, value in headers.items():
+        allowed = _HEADERS.get(str(name))
+        if allowed is None:
+            raise WebConfigError(
+                f"web config file {path}: header {name!r} cannot be configured "
+                f"(known: {', '.join(_HEADERS)})"
+            )
+        if allowed and value not in allowed:
+            raise WebConfigError(
+                f"web config file {path}: header {name} must be one of {', '.join(allowed)}"
+            )
+        out[str(name)] = str(value)
+    return out
 
 
 def _is_bcrypt(value: Any) -> bool:
@@ -157,55 +147,6 @@ def _mapping(value: Any, path: str, where: str, allowed: set[str] | None) -> Map
                 f"(known: {', '.join(sorted(allowed))})"
             )
     return value
-
-
-def _ssl_context(tls: Mapping[str, Any], path: str, base: str) -> ssl.SSLContext:
-    cert, key = tls.get("cert_file"), tls.get("key_file")
-    if not cert or not key:
-        raise WebConfigError(
-            f"web config file {path}: tls_server_config needs both cert_file and key_file"
-        )
-    # Relative paths are relative to the config file, as in exporter-toolkit.
-    cert, key = os.path.join(base, str(cert)), os.path.join(base, str(key))
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = _version(tls.get("min_version", "TLS12"), path, "min_version")
-    if "max_version" in tls:
-        context.maximum_version = _version(tls["max_version"], path, "max_version")
-    try:
-        context.load_cert_chain(cert, key)
-    except (OSError, ssl.SSLError) as exc:
-        raise WebConfigError(
-            f"web config file {path}: cannot load cert_file {cert} with key_file {key}: "
-            f"{getattr(exc, 'strerror', None) or exc}"
-        ) from None
-    auth = str(tls.get("client_auth_type", "NoClientCert"))
-    if auth not in _CLIENT_AUTH:
-        raise WebConfigError(
-            f"web config file {path}: client_auth_type {auth!r} is not one of "
-            f"{', '.join(_CLIENT_AUTH)}"
-        )
-    context.verify_mode = _CLIENT_AUTH[auth]
-    ca = tls.get("client_ca_file")
-    if ca:
-        try:
-            context.load_verify_locations(os.path.join(base, str(ca)))
-        except (OSError, ssl.SSLError) as exc:
-            raise WebConfigError(
-                f"web config file {path}: cannot load client_ca_file {ca}: {exc}"
-            ) from None
-    elif context.verify_mode != ssl.CERT_NONE:
-        raise WebConfigError(
-            f"web config file {path}: client_auth_type {auth} needs client_ca_file"
-        )
-    return context
-
-
-def _version(value: Any, path: str, key: str) -> ssl.TLSVersion:
-    if value not in _VERSIONS:
-        raise WebConfigError(
-            f"web config file {path}: {key} {value!r} is not one of {', '.join(_VERSIONS)}"
-        )
-    return _VERSIONS[value]
 
 
 def _first(exc: Exception) -> str:
