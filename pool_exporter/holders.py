@@ -1,0 +1,154 @@
+"""Who holds a connection: the borrow site, the holder's name, and one watcher per process."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+import threading
+import weakref
+from dataclasses import dataclass
+from time import perf_counter
+from types import FrameType
+from typing import Any, Protocol
+
+import sqlalchemy
+
+log = logging.getLogger("pool_exporter")
+
+# Frames in these directories are the machinery between the application and the pool.
+_SKIP = (
+    os.path.dirname(sqlalchemy.__file__) + os.sep,
+    os.path.dirname(__file__) + os.sep,
+)
+
+
+@dataclass(frozen=True)
+class BorrowSite:
+    """Where the application asked for a connection: the first frame outside SQLAlchemy and
+    pool-exporter. Only the code location, never local variables or SQL parameters."""
+
+    filename: str
+    lineno: int
+    function: str
+
+    def __str__(self) -> str:
+        return f"{self.filename}:{self.lineno} in {self.function}"
+
+
+@dataclass(frozen=True)
+class Checkout:
+    """One connection out of the pool now, as `PoolInstrumentation.checkouts()` lists it."""
+
+    age: float
+    """Seconds since the checkout."""
+    site: BorrowSite | None
+    """Where it was borrowed; None unless `long_checkout_threshold` is set."""
+    thread: str | None
+    """The borrowing thread's name (with the threshold set)."""
+    task: str | None
+    """The borrowing asyncio task's name, for async engines (with the threshold set)."""
+    long: bool
+    """Whether it was counted as a long checkout."""
+
+
+class Borrow:
+    """What is kept per checkout when a threshold is set; captured on the checkout path."""
+
+    __slots__ = ("long", "site", "task", "thread")
+
+    def __init__(self) -> None:
+        self.long = False
+        self.thread = threading.current_thread().name
+        # sys._getframe walks frame objects without formatting them, unlike traceback's
+        # extract_stack, which reads source lines for the whole stack.
+        frame: FrameType | None = sys._getframe(2)
+        while frame is not None and frame.f_code.co_filename.startswith(_SKIP):
+            frame = frame.f_back
+        self.task: str | None = None
+        task = asyncio.current_task() if asyncio._get_running_loop() is not None else None
+        if task is not None:
+            self.task = task.get_name()
+            if frame is None:  # an async engine checks out in a greenlet without f_back
+                frame = _innermost_awaiting(task)
+        self.site = (
+            None
+            if frame is None
+            else BorrowSite(frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name)
+        )
+
+
+def _innermost_awaiting(task: asyncio.Task[Any]) -> FrameType | None:
+    """The innermost application coroutine frame in the task's await chain."""
+    found: FrameType | None = None
+    coro: Any = task.get_coro()
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is not None:
+            if frame.f_code.co_filename.startswith(_SKIP):
+                if found is not None:
+                    break
+            else:
+                found = frame
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return found
+
+
+class Watched(Protocol):
+    long_checkout_threshold: float | None
+
+    def check_long(self, now: float) -> float | None:
+        """Report checkouts past the threshold; the perf_counter() of the next one due."""
+        ...
+
+
+class Watcher:
+    """One daemon thread per process that wakes when the oldest unreported checkout of any
+    watched pool crosses its threshold, instead of a timer per connection."""
+
+    def __init__(self) -> None:
+        self._watched: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def add(self, handle: Watched, threshold: float) -> None:
+        with self._cond:
+            self._watched.add(handle)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="pool-exporter-long-checkouts", daemon=True
+                )
+                self._thread.start()
+            self._cond.notify()
+
+    def discard(self, handle: Watched) -> None:
+        with self._cond:
+            self._watched.discard(handle)
+
+    def after_fork(self) -> None:
+        """Threads do not survive fork: the child starts its own at its next add()."""
+        self._cond = threading.Condition()
+        self._thread = None
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                handles = list(self._watched)
+            now = perf_counter()
+            # Nothing out: sleep one threshold at most, so a checkout made meanwhile is found
+            # before it is due and the sleep after that ends exactly at its due time.
+            thresholds = [h.long_checkout_threshold or 60.0 for h in handles]
+            wake = now + min(thresholds, default=60.0)
+            for handle in handles:
+                try:
+                    due = handle.check_long(now)
+                except Exception:  # counted by the handle; the watcher must go on
+                    due = None
+                if due is not None:
+                    wake = min(wake, due)
+            with self._cond:
+                self._cond.wait(max(0.001, wake - perf_counter()))
+
+
+watcher = Watcher()
