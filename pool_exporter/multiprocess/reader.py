@@ -72,7 +72,7 @@ class WorkersCollector(Collector):
                     log.info("dropped the gauges of exited workers %s", reaped.dead)
                 files = len(glob.glob(os.path.join(self.path, "*.db")))
                 merged = [
-                    _with_ages(family)
+                    with_ages(family)
                     for family in self._merge.collect()  # type: ignore[no-untyped-call]
                 ]
                 if self._failing:
@@ -104,7 +104,7 @@ class WorkersCollector(Collector):
         yield CounterMetricFamily(dead.name, dead.help, value=self._dead_total)
 
 
-def _with_ages(family: Metric) -> Metric:
+def with_ages(family: Metric) -> Metric:
     """Workers store when their oldest checkout began; the age is the scrape's business."""
     if family.name != m.OLDEST_CHECKOUT_STARTED.name:
         return family
