@@ -587,6 +587,11 @@ class PoolInstrumentation:
             self.engine.dispose(close=False)
 
 
+def current_checkouts() -> dict[str, list[Checkout]]:
+    """Every instrumented pool of this process: the connections out now (`checkouts()`)."""
+    return {h.name: h.checkouts() for h in sorted(list(_live), key=lambda h: h.name) if h.active}
+
+
 def _new_stats(name: str, info: dict[str, str]) -> PoolStats:
     # prometheus-client picks its multiprocess storage from this variable at import; so do we.
     if "PROMETHEUS_MULTIPROC_DIR" in os.environ or "prometheus_multiproc_dir" in os.environ:

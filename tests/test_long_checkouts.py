@@ -8,7 +8,9 @@ import logging
 import threading
 import time
 import warnings
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
+import httpx
 import pytest
 import sqlalchemy as sa
 from prometheus_client import CollectorRegistry
@@ -241,6 +243,45 @@ def test_threads_checking_in_and_out_leave_the_gauge_at_zero(
     assert handle.checkouts() == []
     assert value(registry, OLDEST, pool="t") == 0
     assert handle.stats.oldest_checkout_started == 0
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_the_checkouts_endpoint_lists_the_holders_and_never_sql_or_the_url(
+    registry: CollectorRegistry, pg_url: str
+) -> None:
+    engine = sa.create_engine(pg_url, pool_size=2)
+    pool_exporter.instrument(engine, name="shown", registry=registry, long_checkout_threshold=30)
+    server = make_server(
+        "127.0.0.1", 0, pool_exporter.make_checkouts_wsgi_app(), handler_class=_Quiet
+    )
+    serving = threading.Thread(target=server.serve_forever, daemon=True)
+    serving.start()
+    try:
+
+        def report_while_holding() -> httpx.Response:
+            with engine.connect() as conn:
+                conn.exec_driver_sql("select %(secret)s::text", {"secret": "hunter2"})
+                time.sleep(0.2)
+                return httpx.get(f"http://127.0.0.1:{server.server_port}/", timeout=10)
+
+        response = report_while_holding()
+        assert response.status_code == 200
+        [held] = response.json()["shown"]
+        assert held["age_seconds"] >= 0.2
+        assert held["site"].endswith("in report_while_holding")
+        assert held["thread"] == threading.current_thread().name
+        assert held["long"] is False
+        assert "hunter2" not in response.text and "postgres" not in response.text
+        after = httpx.get(f"http://127.0.0.1:{server.server_port}/", timeout=10).json()
+        assert after["shown"] == []
+    finally:
+        server.shutdown()
+        server.server_close()
+        engine.dispose()
 
 
 @pytest.mark.parametrize("bad", [0, -1, float("inf"), float("nan"), "1", True])
