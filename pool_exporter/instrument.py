@@ -178,9 +178,6 @@ class PoolInstrumentation:
         self._borrows: dict[Any, Borrow] = {}  # record -> borrow site, with a threshold only
         self._gc_logged: set[object] = set()
         self._long_lock = threading.RLock()  # reentrant: a GC checkin can run inside it
-        # The hooks read perf_counter(); the published start is Unix time (a sidecar computes
-        # the age in another process), anchored once here and after fork.
-        self._wall_offset = time.time() - perf_counter()
         self.registry = registry
         self.dispose_on_fork = dispose_on_fork
         self._collector = collector_for(registry)
@@ -317,7 +314,7 @@ class PoolInstrumentation:
                     out[record] = record.fairy_ref
                     if len(out) == 1:  # then it is this one: only its borrower can return it
                         handle._oldest = record
-                        stats.oldest_checkout_started = t1 + handle._wall_offset
+                        stats.oldest_checkout_started = time.time()
                     if watch:
                         borrows[record] = Borrow()
                     checked_out(t1 - t0, True, prev is IDLE)
@@ -398,8 +395,11 @@ class PoolInstrumentation:
                 continue
             start = None if record is None else record.record_info.get(self._key)
             self._oldest = record
+            # Unix time, for a sidecar in another process; converted from the hooks'
+            # perf_counter() now rather than with an offset kept since start-up, so a step of
+            # the wall clock cannot shift every later age.
             self.stats.oldest_checkout_started = (
-                start + self._wall_offset if start.__class__ is float else 0.0
+                time.time() - (perf_counter() - start) if start.__class__ is float else 0.0
             )
             try:
                 if next(iter(out), None) is record:
@@ -580,7 +580,6 @@ class PoolInstrumentation:
         self._borrows.clear()
         self._oldest = None
         self._gc_logged = set()
-        self._wall_offset = time.time() - perf_counter()
         if self.long_checkout_threshold is not None:
             holders.watcher.add(self, self.long_checkout_threshold)
         if self.dispose_on_fork:
