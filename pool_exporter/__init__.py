@@ -4,7 +4,7 @@ from .checkouts_app import make_checkouts_wsgi_app
 from .events import mark_event
 from .exposition import make_asgi_app, make_wsgi_app, start_http_server
 from .holders import BorrowSite, Checkout
-from .instrument import PoolInstrumentation, default_name, instrument
+from .instrument import PoolInstrumentation, current_checkouts, default_name, instrument
 from .metrics import ALL as METRICS
 
 __all__ = [
@@ -12,6 +12,7 @@ __all__ = [
     "BorrowSite",
     "Checkout",
     "PoolInstrumentation",
+    "current_checkouts",
     "default_name",
     "instrument",
     "make_asgi_app",
