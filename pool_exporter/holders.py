@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import sys
@@ -17,10 +18,12 @@ import sqlalchemy
 
 log = logging.getLogger("pool_exporter")
 
-# Frames in these directories are the machinery between the application and the pool.
+# Frames in these directories and files are the machinery between the application and the
+# pool; contextlib's because `with engine.begin()` checks out inside its __enter__.
 _SKIP = (
     os.path.dirname(sqlalchemy.__file__) + os.sep,
     os.path.dirname(__file__) + os.sep,
+    contextlib.__file__ or "contextlib",
 )
 
 

@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import create_async_engine
 
 import pool_exporter
-from pool_exporter.instrument import PoolInstrumentation
+from pool_exporter.instrument import PoolInstrumentation, current_checkouts
 from tests.conftest import value
 
 OLDEST = "sqlalchemy_pool_oldest_checkout_seconds"
@@ -275,6 +275,13 @@ def test_the_checkouts_endpoint_lists_the_holders_and_never_sql_or_the_url(
         assert held["site"].endswith("in report_while_holding")
         assert held["thread"] == threading.current_thread().name
         assert held["long"] is False
+
+        def in_a_transaction() -> None:
+            with engine.begin():  # a contextmanager: the site is still the caller
+                [c] = current_checkouts()["shown"]
+                assert c.site is not None and c.site.function == "in_a_transaction"
+
+        in_a_transaction()
         assert "hunter2" not in response.text and "postgres" not in response.text
         after = httpx.get(f"http://127.0.0.1:{server.server_port}/", timeout=10).json()
         assert after["shown"] == []
