@@ -54,6 +54,9 @@ _RECORD_POOL = "_ConnectionRecord__pool"
 # the perf_counter() of its checkout instead.
 IDLE = "idle"
 
+# What a checkin pops from the dict of checkouts when the connection was not in it.
+_NOT_OUT = object()
+
 _LISTENERS = (
     "connect",
     "checkin",
@@ -342,9 +345,9 @@ class PoolInstrumentation:
                 key = handle._key
                 prev = info.pop(key, None)
                 hold = perf_counter() - prev if prev.__class__ is float else None
-                ref = out.pop(record, None)
-                if ref is not None:
-                    if out or watch or ref() is None:
+                ref = out.pop(record, _NOT_OUT)
+                if ref is not _NOT_OUT:
+                    if out or watch or ref is None or ref() is None:
                         handle._released(record, ref, hold)
                     else:  # the common case: the last one out came back
                         handle._oldest = None
@@ -367,7 +370,7 @@ class PoolInstrumentation:
 
     def _released(self, record: Any, ref: Any, hold: float | None) -> None:
         """A checkout ended (checkin or detach) other than the last one out closing normally."""
-        if ref() is None:  # the fairy is gone: the garbage collector is returning it
+        if ref is not None and ref() is None:  # the fairy is gone: the GC is returning it
             self._collected(record)
         if record is self._oldest or not self._outstanding:
             self._publish_oldest()
@@ -496,8 +499,8 @@ class PoolInstrumentation:
         try:
             prev = record.record_info.pop(self._key, None)
             hold = perf_counter() - prev if prev.__class__ is float else None
-            ref = self._outstanding.pop(record, None)
-            if ref is not None:
+            ref = self._outstanding.pop(record, _NOT_OUT)
+            if ref is not _NOT_OUT:
                 self._released(record, ref, hold)
             self.stats.detached(hold)
         except Exception as exc:
