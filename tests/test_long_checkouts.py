@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import gc
 import logging
+import os
 import threading
 import time
 import warnings
@@ -243,6 +245,39 @@ def test_threads_checking_in_and_out_leave_the_gauge_at_zero(
     assert handle.checkouts() == []
     assert value(registry, OLDEST, pool="t") == 0
     assert handle.stats.oldest_checkout_started == 0
+
+
+def test_a_forked_child_watches_its_own_checkouts_not_its_parents(
+    registry: CollectorRegistry, sqlite_url: str
+) -> None:
+    engine = sa.create_engine(sqlite_url, pool_size=3)
+    handle = pool_exporter.instrument(
+        engine, name="fork", registry=registry, long_checkout_threshold=0.2
+    )
+    held = engine.connect()  # out in the parent across the fork
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        try:
+            s = handle.stats
+            inherited = (len(handle.checkouts()), s.oldest_checkout_started)
+            with engine.connect():
+                time.sleep(0.6)  # the child's own watcher must find it while it is out
+                during = (s.long_checkouts, len(handle.checkouts()))
+            os.write(write, repr((inherited, during, s.long_checkouts)).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    report = os.read(read, 1000).decode()
+    os.waitpid(pid, 0)
+    inherited, during, after = ast.literal_eval(report)
+    assert inherited == (0, 0.0)
+    assert during == (1, 1)
+    assert after == 1
+    assert len(handle.checkouts()) == 1  # the parent still has its own, counted in the parent
+    held.close()
+    assert handle.stats.long_checkouts == 1 and handle.checkouts() == []
+    engine.dispose()
 
 
 class _Quiet(WSGIRequestHandler):
