@@ -11,7 +11,7 @@ import threading
 import weakref
 from dataclasses import dataclass
 from time import perf_counter
-from types import FrameType
+from types import CodeType, FrameType
 from typing import Any, Protocol
 
 import sqlalchemy
@@ -25,6 +25,7 @@ _SKIP = (
     os.path.dirname(__file__) + os.sep,
     contextlib.__file__ or "contextlib",
 )
+_skipped: dict[str, bool] = {}  # filename -> whether it is in _SKIP
 
 
 @dataclass(frozen=True)
@@ -57,29 +58,53 @@ class Checkout:
 
 
 class Borrow:
-    """What is kept per checkout when a threshold is set; captured on the checkout path."""
+    """What is kept per checkout when a threshold is set, captured on the checkout path.
 
-    __slots__ = ("long", "site", "task", "thread")
+    Only what is cheap to take is taken there: the code object and instruction offset of the
+    borrowing frame (its line number is worked out when reported: `f_lineno` scans the line
+    table and costs tens of microseconds in a long function), and the thread's id (its name
+    is looked up when reported: `current_thread()` costs more than the rest together).
+    """
+
+    __slots__ = ("code", "ident", "lasti", "long", "task")
 
     def __init__(self) -> None:
         self.long = False
-        self.thread = threading.current_thread().name
+        self.ident = threading.get_ident()
         # sys._getframe walks frame objects without formatting them, unlike traceback's
         # extract_stack, which reads source lines for the whole stack.
         frame: FrameType | None = sys._getframe(2)
-        while frame is not None and frame.f_code.co_filename.startswith(_SKIP):
+        skipped = _skipped
+        while frame is not None:
+            filename = frame.f_code.co_filename
+            skip = skipped.get(filename)
+            if skip is None:
+                skip = skipped[filename] = filename.startswith(_SKIP)
+            if not skip:
+                break
             frame = frame.f_back
         self.task: str | None = None
-        task = asyncio.current_task() if asyncio._get_running_loop() is not None else None
-        if task is not None:
-            self.task = task.get_name()
-            if frame is None:  # an async engine checks out in a greenlet without f_back
-                frame = _innermost_awaiting(task)
-        self.site = (
-            None
-            if frame is None
-            else BorrowSite(frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name)
-        )
+        if asyncio._get_running_loop() is not None:
+            task = asyncio.current_task()
+            if task is not None:
+                self.task = task.get_name()
+                if frame is None:  # an async engine checks out in a greenlet without f_back
+                    frame = _innermost_awaiting(task)
+        self.code: CodeType | None = None if frame is None else frame.f_code
+        self.lasti = -1 if frame is None else frame.f_lasti
+
+    @property
+    def site(self) -> BorrowSite | None:
+        code = self.code
+        if code is None:
+            return None
+        line = next((n for a, b, n in code.co_lines() if a <= self.lasti < b), None)
+        return BorrowSite(code.co_filename, line or code.co_firstlineno, code.co_name)
+
+    @property
+    def thread(self) -> str:
+        found = next((t for t in threading.enumerate() if t.ident == self.ident), None)
+        return found.name if found is not None else f"thread {self.ident} (exited)"
 
 
 def _innermost_awaiting(task: asyncio.Task[Any]) -> FrameType | None:
