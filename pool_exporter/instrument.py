@@ -336,8 +336,9 @@ class PoolInstrumentation:
         checked_in = stats.checked_in
         handle = self
         record_pool = _RECORD_POOL
-        out = self._outstanding
-        watch = self.long_checkout_threshold is not None
+        out, borrows = self._outstanding, self._borrows
+        threshold = self.long_checkout_threshold
+        not_out = _NOT_OUT
 
         def on_checkin(dbapi_connection: Any, record: Any) -> None:
             try:
@@ -345,15 +346,21 @@ class PoolInstrumentation:
                 key = handle._key
                 prev = info.pop(key, None)
                 hold = perf_counter() - prev if prev.__class__ is float else None
-                ref = out.pop(record, _NOT_OUT)
-                if ref is not _NOT_OUT:
-                    if out or watch or ref is None or ref() is None:
-                        handle._released(record, ref, hold)
+                ref = out.pop(record, not_out)
+                if ref is not not_out:
+                    if out or ref is None or ref() is None:
+                        handle._released(record, ref)
                     else:  # the common case: the last one out came back
                         handle._oldest = None
                         stats.oldest_checkout_started = 0.0
                         if out:  # another thread checked out meanwhile
                             handle._publish_oldest()
+                    if threshold is not None:
+                        borrow = borrows.pop(record, None)
+                        if borrow is not None and (
+                            borrow.long or (hold is not None and hold >= threshold)
+                        ):
+                            handle._long_returned(borrow, hold)
                 pool = handle._pool
                 now_idle = dbapi_connection is not None and (
                     getattr(record, record_pool, pool) is pool
@@ -368,24 +375,25 @@ class PoolInstrumentation:
 
     # -- checkouts still out ---------------------------------------------------------------
 
-    def _released(self, record: Any, ref: Any, hold: float | None) -> None:
+    def _released(self, record: Any, ref: Any) -> None:
         """A checkout ended (checkin or detach) other than the last one out closing normally."""
         if ref is not None and ref() is None:  # the fairy is gone: the GC is returning it
             self._collected(record)
         if record is self._oldest or not self._outstanding:
             self._publish_oldest()
-        borrow = self._borrows.pop(record, None)
-        if borrow is not None:
-            threshold = self.long_checkout_threshold
-            if threshold is not None and hold is not None and hold >= threshold:
-                self._report_long(borrow, hold)  # came back before the watcher woke
-            if borrow.long:
-                log.info(
-                    "pool %r: the long checkout borrowed at %s came back after %.1f s",
-                    self.name,
-                    borrow.site or "an unknown site",
-                    hold if hold is not None else float("nan"),
-                )
+
+    def _long_returned(self, borrow: Borrow, hold: float | None) -> None:
+        """A checkout with a borrow site came back: count it if the watcher has not yet."""
+        threshold = self.long_checkout_threshold
+        if threshold is not None and hold is not None and hold >= threshold:
+            self._report_long(borrow, hold)  # came back before the watcher woke
+        if borrow.long:
+            log.info(
+                "pool %r: the long checkout borrowed at %s came back after %.1f s",
+                self.name,
+                borrow.site or "an unknown site",
+                hold if hold is not None else float("nan"),
+            )
 
     def _publish_oldest(self) -> None:
         # Checkins and checkouts on other threads can interleave with this; write, then check
@@ -501,7 +509,10 @@ class PoolInstrumentation:
             hold = perf_counter() - prev if prev.__class__ is float else None
             ref = self._outstanding.pop(record, _NOT_OUT)
             if ref is not _NOT_OUT:
-                self._released(record, ref, hold)
+                self._released(record, ref)
+                borrow = self._borrows.pop(record, None)
+                if borrow is not None:
+                    self._long_returned(borrow, hold)
             self.stats.detached(hold)
         except Exception as exc:
             self._hook_error("detach", exc)
