@@ -19,11 +19,14 @@ import sqlalchemy
 log = logging.getLogger("pool_exporter")
 
 # Frames in these directories and files are the machinery between the application and the
-# pool; contextlib's because `with engine.begin()` checks out inside its __enter__.
+# pool: contextlib's because `with engine.begin()` checks out inside its __enter__, and the
+# code SQLAlchemy generates at import ("<sqlalchemy generated _go() wrapper ...>"), which the
+# ORM's Session checks out through.
 _SKIP = (
     os.path.dirname(sqlalchemy.__file__) + os.sep,
     os.path.dirname(__file__) + os.sep,
     contextlib.__file__ or "contextlib",
+    "<sqlalchemy",
 )
 _skipped: dict[str, bool] = {}  # filename -> whether it is in _SKIP
 

@@ -17,6 +17,7 @@ import pytest
 import sqlalchemy as sa
 from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.orm import Session
 
 import pool_exporter
 from pool_exporter.instrument import PoolInstrumentation, current_checkouts
@@ -317,6 +318,14 @@ def test_the_checkouts_endpoint_lists_the_holders_and_never_sql_or_the_url(
                 assert c.site is not None and c.site.function == "in_a_transaction"
 
         in_a_transaction()
+
+        def in_a_session() -> None:
+            with Session(engine) as session:  # the ORM checks out through generated code
+                session.execute(sa.text("select 1"))
+                [c] = current_checkouts()["shown"]
+                assert c.site is not None and c.site.function == "in_a_session"
+
+        in_a_session()
         assert "hunter2" not in response.text and "postgres" not in response.text
         after = httpx.get(f"http://127.0.0.1:{server.server_port}/", timeout=10).json()
         assert after["shown"] == []
