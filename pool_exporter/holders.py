@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import os
 import sys
 import threading
@@ -15,8 +14,6 @@ from types import CodeType, FrameType
 from typing import Any, Protocol
 
 import sqlalchemy
-
-log = logging.getLogger("pool_exporter")
 
 # Frames in these directories and files are the machinery between the application and the
 # pool: contextlib's because `with engine.begin()` checks out inside its __enter__, and the
@@ -143,7 +140,7 @@ class Watcher:
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
 
-    def add(self, handle: Watched, threshold: float) -> None:
+    def add(self, handle: Watched) -> None:
         with self._cond:
             self._watched.add(handle)
             if self._thread is None or not self._thread.is_alive():

@@ -213,7 +213,7 @@ class PoolInstrumentation:
         _live.add(self)
         self.active = True
         if long_checkout_threshold is not None:
-            holders.watcher.add(self, long_checkout_threshold)
+            holders.watcher.add(self)
 
     def __repr__(self) -> str:
         state = "active" if self.active else "removed"
@@ -595,7 +595,7 @@ class PoolInstrumentation:
         self._oldest = None
         self._gc_logged = set()
         if self.long_checkout_threshold is not None:
-            holders.watcher.add(self, self.long_checkout_threshold)
+            holders.watcher.add(self)
         if self.dispose_on_fork:
             self.engine.dispose(close=False)
 
