@@ -17,13 +17,14 @@ import sqlalchemy
 
 # Frames in these directories and files are the machinery between the application and the
 # pool: contextlib's because `with engine.begin()` checks out inside its __enter__, and the
-# code SQLAlchemy generates at import ("<sqlalchemy generated _go() wrapper ...>"), which the
-# ORM's Session checks out through.
+# code SQLAlchemy generates at import, which the ORM's Session checks out through (named
+# "<sqlalchemy generated _go() wrapper ...>" by 2.1, "<string>" by 2.0, like any exec'd code).
 _SKIP = (
     os.path.dirname(sqlalchemy.__file__) + os.sep,
     os.path.dirname(__file__) + os.sep,
     contextlib.__file__ or "contextlib",
     "<sqlalchemy",
+    "<string>",
 )
 _skipped: dict[str, bool] = {}  # filename -> whether it is in _SKIP
 
