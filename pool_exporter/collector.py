@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import weakref
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -92,6 +93,8 @@ def _add_samples(f: dict[str, Any], source: PoolSource) -> None:
             m.CONNECT_ERRORS: s.connect_errors,
             m.CLOSES: s.closes,
             m.DETACHES: s.detaches,
+            m.LONG_CHECKOUTS: s.long_checkouts,
+            m.GC_RETURNED: s.gc_returned,
         }
         histograms = {
             m.CHECKOUT_WAIT: (s.wait.cumulative(), s.wait.sum),
@@ -100,9 +103,11 @@ def _add_samples(f: dict[str, Any], source: PoolSource) -> None:
         }
         invalidations = dict(s.invalidations)
         hook_errors = dict(s.hook_errors)
+        oldest = oldest_checkout_age(s.oldest_checkout_started)
     f[m.CONNECTIONS.name].add_metric([pool, "in_use"], in_use)
     f[m.CONNECTIONS.name].add_metric([pool, "idle"], idle)
     f[m.WAITING.name].add_metric([pool], waiting)
+    f[m.OLDEST_CHECKOUT.name].add_metric([pool], oldest)
     for metric, value in counters.items():
         f[metric.name].add_metric([pool], value)
     for metric, (buckets, total) in histograms.items():
@@ -119,6 +124,13 @@ def _add_samples(f: dict[str, Any], source: PoolSource) -> None:
         f[m.MAX_OVERFLOW.name].add_metric([pool], cap.max_overflow)
         f[m.MAX_CONNECTIONS.name].add_metric([pool], cap.max_connections)
         f[m.TIMEOUT.name].add_metric([pool], cap.timeout)
+
+
+def oldest_checkout_age(started: float, now: float | None = None) -> float:
+    """The age at scrape time of a checkout that began at Unix time `started` (0: none)."""
+    if not started:
+        return 0.0
+    return max(0.0, (time.time() if now is None else now) - started)
 
 
 _collectors: weakref.WeakKeyDictionary[CollectorRegistry, PoolCollector] = (

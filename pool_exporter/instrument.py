@@ -13,6 +13,9 @@ How the numbers stay exact (docs/internals.md has the evidence, each point with 
   garbage-collected async connection never gets `checkin`, and pools hand out one record twice.
 - Every hook body is guarded: a failure is counted in `pool_exporter_hook_errors_total` and
   logged, never raised into the application's checkout.
+- The checkouts still out are an insertion-ordered dict keyed by connection record, so the
+  oldest is its first item; the start of that one is the one published field
+  (`PoolStats.oldest_checkout_started`) and its age is computed at scrape time.
 """
 
 from __future__ import annotations
@@ -36,7 +39,9 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import Pool, QueuePool
 
+from . import holders
 from .collector import PoolSource, collector_for
+from .holders import Borrow, Checkout
 from .stats import CANCELLED, CONNECT_ERROR, ERROR, TIMEOUT, Capacity, PoolStats, new_stats
 
 log = logging.getLogger("pool_exporter")
@@ -48,6 +53,9 @@ _RECORD_POOL = "_ConnectionRecord__pool"
 # The record_info marker of a connection that sits idle in the pool. A checked-out one holds
 # the perf_counter() of its checkout instead.
 IDLE = "idle"
+
+# What a checkin pops from the dict of checkouts when the connection was not in it.
+_NOT_OUT = object()
 
 _LISTENERS = (
     "connect",
@@ -69,6 +77,7 @@ def instrument(
     name: str | None = None,
     registry: CollectorRegistry | None = None,
     dispose_on_fork: bool = False,
+    long_checkout_threshold: float | None = None,
 ) -> PoolInstrumentation:
     """Export the pool metrics of `engine` (an `Engine` or `AsyncEngine`).
 
@@ -77,11 +86,16 @@ def instrument(
     With `dispose_on_fork`, a forked child calls `engine.dispose(close=False)` so it never
     shares its parent's sockets (SQLAlchemy's advice for multiprocessing).
 
+    With `long_checkout_threshold` (seconds), a connection held longer is counted once in
+    `sqlalchemy_pool_long_checkouts_total` and logged at WARNING with where it was borrowed,
+    then at INFO when it comes back; the borrow site is captured at every checkout.
+
     Calling it again for the same engine returns the existing handle.
     """
     sync_engine = _sync_engine(engine)
     if name is not None and (not isinstance(name, str) or not name):
         raise ValueError(f"name must be a non-empty string, got {name!r}")
+    threshold = _threshold(long_checkout_threshold)
     with _handles_lock:
         existing = _handles.get(sync_engine)
         if existing is not None and existing.active:
@@ -90,15 +104,36 @@ def instrument(
                     f"engine is already instrumented as pool {existing.name!r}; "
                     f"call .uninstrument() on that handle before naming it {name!r}"
                 )
+            if threshold is not None and threshold != existing.long_checkout_threshold:
+                raise ValueError(
+                    f"engine is already instrumented with long_checkout_threshold="
+                    f"{existing.long_checkout_threshold!r}; call .uninstrument() on that "
+                    "handle first"
+                )
             return existing
         handle = PoolInstrumentation(
             sync_engine,
             name=name,
             registry=REGISTRY if registry is None else registry,
             dispose_on_fork=dispose_on_fork,
+            long_checkout_threshold=threshold,
         )
         _handles[sync_engine] = handle
         return handle
+
+
+def _threshold(value: object) -> float | None:
+    if value is None:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not 0 < value < float("inf")
+    ):
+        raise ValueError(
+            f"long_checkout_threshold must be a positive number of seconds, got {value!r}"
+        )
+    return float(value)
 
 
 def _sync_engine(engine: Any) -> Engine:
@@ -156,8 +191,17 @@ class PoolInstrumentation:
         name: str | None,
         registry: CollectorRegistry,
         dispose_on_fork: bool,
+        long_checkout_threshold: float | None = None,
     ) -> None:
         self.engine = engine
+        self.long_checkout_threshold = long_checkout_threshold
+        # record -> its fairy's weakref, in checkout order: the first item is the oldest. The
+        # weakref tells a checkin the garbage collector made (the fairy is gone) from a close.
+        self._outstanding: dict[Any, Any] = {}
+        self._oldest: Any = None  # the record whose start is published
+        self._borrows: dict[Any, Borrow] = {}  # record -> borrow site, with a threshold only
+        self._gc_logged: set[object] = set()
+        self._long_lock = threading.RLock()  # reentrant: a GC checkin can run inside it
         self.registry = registry
         self.dispose_on_fork = dispose_on_fork
         self._collector = collector_for(registry)
@@ -185,6 +229,8 @@ class PoolInstrumentation:
             )
         _live.add(self)
         self.active = True
+        if long_checkout_threshold is not None:
+            holders.watcher.add(self)
 
     def __repr__(self) -> str:
         state = "active" if self.active else "removed"
@@ -211,6 +257,7 @@ class PoolInstrumentation:
                 pool.__dict__.pop("connect", None)
                 pool.__dict__.pop("recreate", None)
             self._collector.remove(self.name)
+            holders.watcher.discard(self)
             _live.discard(self)
             if _handles.get(self.engine) is self:
                 del _handles[self.engine]
@@ -256,6 +303,8 @@ class PoolInstrumentation:
         stats = self.stats
         enter, checked_out, failed = stats.enter, stats.checked_out, stats.failed
         handle = self
+        out, borrows = self._outstanding, self._borrows
+        watch = self.long_checkout_threshold is not None
 
         def connect() -> Any:
             t0 = perf_counter()
@@ -276,11 +325,18 @@ class PoolInstrumentation:
                 t1 = perf_counter()
                 # the public fairy.record_info is a property chain that costs a tenth of the
                 # exporter's budget per checkout; the record it reads is this attribute
-                info = fairy._connection_record.record_info
+                record = fairy._connection_record
+                info = record.record_info
                 key = handle._key
                 prev = info.get(key)
                 if prev is None or prev is IDLE:
                     info[key] = t1
+                    out[record] = record.fairy_ref
+                    if len(out) == 1:  # then it is this one: only its borrower can return it
+                        handle._oldest = record
+                        stats.oldest_checkout_started = time.time()
+                    if watch:
+                        borrows[record] = Borrow()
                     checked_out(t1 - t0, True, prev is IDLE)
                 else:  # the pool handed out a connection that is already checked out
                     checked_out(t1 - t0, False, False)
@@ -293,9 +349,13 @@ class PoolInstrumentation:
 
     def _checkin_listener(self) -> Callable[[Any, Any], None]:
         # A closure over locals rather than a bound method: it runs on every checkin.
-        checked_in = self.stats.checked_in
+        stats = self.stats
+        checked_in = stats.checked_in
         handle = self
         record_pool = _RECORD_POOL
+        out, borrows = self._outstanding, self._borrows
+        threshold = self.long_checkout_threshold
+        not_out = _NOT_OUT
 
         def on_checkin(dbapi_connection: Any, record: Any) -> None:
             try:
@@ -303,6 +363,21 @@ class PoolInstrumentation:
                 key = handle._key
                 prev = info.pop(key, None)
                 hold = perf_counter() - prev if prev.__class__ is float else None
+                ref = out.pop(record, not_out)
+                if ref is not not_out:
+                    if out or ref is None or ref() is None:
+                        handle._released(record, ref)
+                    else:  # the common case: the last one out came back
+                        handle._oldest = None
+                        stats.oldest_checkout_started = 0.0
+                        if out:  # another thread checked out meanwhile
+                            handle._publish_oldest()
+                    if threshold is not None:
+                        borrow = borrows.pop(record, None)
+                        if borrow is not None and (
+                            borrow.long or (hold is not None and hold >= threshold)
+                        ):
+                            handle._long_returned(borrow, hold)
                 pool = handle._pool
                 now_idle = dbapi_connection is not None and (
                     getattr(record, record_pool, pool) is pool
@@ -314,6 +389,125 @@ class PoolInstrumentation:
                 handle._hook_error("checkin", exc)
 
         return on_checkin
+
+    # -- checkouts still out ---------------------------------------------------------------
+
+    def _released(self, record: Any, ref: Any) -> None:
+        """A checkout ended (checkin or detach) other than the last one out closing normally."""
+        if ref is not None and ref() is None:  # the fairy is gone: the GC is returning it
+            self._collected(record)
+        if record is self._oldest or not self._outstanding:
+            self._publish_oldest()
+
+    def _long_returned(self, borrow: Borrow, hold: float | None) -> None:
+        """A checkout with a borrow site came back: count it if the watcher has not yet."""
+        threshold = self.long_checkout_threshold
+        if threshold is not None and hold is not None and hold >= threshold:
+            self._report_long(borrow, hold)  # came back before the watcher woke
+        if borrow.long:
+            log.info(
+                "pool %r: the long checkout borrowed at %s came back after %.1f s",
+                self.name,
+                borrow.site or "an unknown site",
+                hold if hold is not None else float("nan"),
+            )
+
+    def _publish_oldest(self) -> None:
+        # Checkins and checkouts on other threads can interleave with this; write, then check
+        # that the first item is still the one written, so the field never stays stale.
+        out = self._outstanding
+        for _ in range(8):
+            try:
+                record = next(iter(out), None)
+            except RuntimeError:  # the dict changed size between iter() and next()
+                continue
+            start = None if record is None else record.record_info.get(self._key)
+            self._oldest = record
+            # Unix time, for a sidecar in another process; converted from the hooks'
+            # perf_counter() now rather than with an offset kept since start-up, so a step of
+            # the wall clock cannot shift every later age.
+            self.stats.oldest_checkout_started = (
+                time.time() - (perf_counter() - start) if start.__class__ is float else 0.0
+            )
+            try:
+                if next(iter(out), None) is record:
+                    return
+            except RuntimeError:
+                continue
+
+    def _collected(self, record: Any) -> None:
+        self.stats.collected()
+        borrow = self._borrows.get(record)
+        site = borrow.site if borrow is not None else None
+        first = site not in self._gc_logged
+        self._gc_logged.add(site)
+        log.log(
+            logging.WARNING if first else logging.DEBUG,
+            "pool %r: the garbage collector returned a connection the application never "
+            "closed (counted in sqlalchemy_pool_gc_returned_connections_total), borrowed at %s",
+            self.name,
+            site or "an unknown site (set long_checkout_threshold to record it)",
+        )
+
+    def _report_long(self, borrow: Borrow, age: float) -> None:
+        with self._long_lock:
+            if borrow.long:
+                return
+            borrow.long = True
+        self.stats.held_long()
+        log.warning(
+            "pool %r: a connection has been checked out for %.1f s (long_checkout_threshold "
+            "%.1f s), borrowed at %s by thread %r%s",
+            self.name,
+            age,
+            self.long_checkout_threshold,
+            borrow.site or "an unknown site",
+            borrow.thread,
+            f" task {borrow.task!r}" if borrow.task else "",
+        )
+
+    def check_long(self, now: float) -> float | None:
+        """Report the checkouts held past the threshold (the watcher thread calls this);
+        returns the perf_counter() at which the next one is due, if any is out."""
+        threshold = self.long_checkout_threshold
+        if threshold is None or not self.active:
+            return None
+        try:
+            for record in list(self._outstanding):
+                start = record.record_info.get(self._key)
+                if start.__class__ is not float:
+                    continue
+                due: float = start + threshold
+                if due > now:
+                    return due
+                borrow = self._borrows.get(record)
+                if borrow is not None and not borrow.long:
+                    self._report_long(borrow, now - start)
+        except Exception as exc:
+            self._hook_error("long_checkout", exc)
+        return None
+
+    def checkouts(self) -> list[Checkout]:
+        """The connections out of the pool now, oldest first: age and, with a threshold set,
+        where and by which thread or task they were borrowed. Never SQL or parameters."""
+        now = perf_counter()
+        found = []
+        for record in list(self._outstanding):
+            start = record.record_info.get(self._key)
+            if start.__class__ is not float:
+                continue
+            borrow = self._borrows.get(record)
+            found.append(
+                Checkout(
+                    age=now - start,
+                    site=borrow.site if borrow else None,
+                    thread=borrow.thread if borrow else None,
+                    task=borrow.task if borrow else None,
+                    long=borrow.long if borrow else False,
+                )
+            )
+        found.sort(key=lambda c: -c.age)
+        return found
 
     def _reason(self, exc: BaseException) -> str:
         if isinstance(exc, sa_exc.TimeoutError):
@@ -329,7 +523,14 @@ class PoolInstrumentation:
     def _on_detach(self, dbapi_connection: Any, record: Any) -> None:
         try:
             prev = record.record_info.pop(self._key, None)
-            self.stats.detached(perf_counter() - prev if prev.__class__ is float else None)
+            hold = perf_counter() - prev if prev.__class__ is float else None
+            ref = self._outstanding.pop(record, _NOT_OUT)
+            if ref is not _NOT_OUT:
+                self._released(record, ref)
+                borrow = self._borrows.pop(record, None)
+                if borrow is not None:
+                    self._long_returned(borrow, hold)
+            self.stats.detached(hold)
         except Exception as exc:
             self._hook_error("detach", exc)
 
@@ -406,8 +607,19 @@ class PoolInstrumentation:
         self.stats.reset()
         self._key = object()
         self._logged = set()
+        self._outstanding.clear()  # cleared, not replaced: the hooks hold these dicts
+        self._borrows.clear()
+        self._oldest = None
+        self._gc_logged = set()
+        if self.long_checkout_threshold is not None:
+            holders.watcher.add(self)
         if self.dispose_on_fork:
             self.engine.dispose(close=False)
+
+
+def current_checkouts() -> dict[str, list[Checkout]]:
+    """Every instrumented pool of this process: the connections out now (`checkouts()`)."""
+    return {h.name: h.checkouts() for h in sorted(list(_live), key=lambda h: h.name) if h.active}
 
 
 def _new_stats(name: str, info: dict[str, str]) -> PoolStats:
@@ -423,6 +635,7 @@ _live: weakref.WeakSet[PoolInstrumentation] = weakref.WeakSet()
 
 
 def _reset_after_fork() -> None:
+    holders.watcher.after_fork()
     for handle in list(_live):
         try:
             handle._after_fork_in_child()

@@ -150,6 +150,31 @@ HOOK_ERRORS = Metric(
     ("hook",),
 )
 
+# -- long checkouts and leaked connections (issue 17) -----------------------------------------
+
+OLDEST_CHECKOUT = Metric(
+    "sqlalchemy_pool_oldest_checkout_seconds",
+    "gauge",
+    "Age of the connection checked out longest and not yet returned; 0 when none is out.",
+)
+# Multiprocess mode stores the start of that checkout (a worker writes its file only when
+# something changes); the sidecar turns it into OLDEST_CHECKOUT's age at scrape time.
+OLDEST_CHECKOUT_STARTED = Metric(
+    "sqlalchemy_pool_oldest_checkout_started_timestamp_seconds",
+    "gauge",
+    "Unix time at which the oldest outstanding checkout began; 0 when none is out.",
+)
+LONG_CHECKOUTS = Metric(
+    "sqlalchemy_pool_long_checkouts",
+    "counter",
+    "Checkouts held past instrument()'s long_checkout_threshold (counted once each).",
+)
+GC_RETURNED = Metric(
+    "sqlalchemy_pool_gc_returned_connections",
+    "counter",
+    "Checked-out connections the garbage collector returned: the application never closed them.",
+)
+
 ALL: tuple[Metric, ...] = (
     CONNECTIONS,
     OVERFLOW,
@@ -172,6 +197,9 @@ ALL: tuple[Metric, ...] = (
     INVALIDATIONS,
     INFO,
     HOOK_ERRORS,
+    OLDEST_CHECKOUT,
+    LONG_CHECKOUTS,
+    GC_RETURNED,
 )
 
 # Capacity is only defined for queue pools; the exporter leaves these out for the others.
@@ -188,6 +216,7 @@ HOOKS: tuple[str, ...] = (
     "soft_invalidate",
     "recreate",
     "fork",  # resetting the numbers in a forked child
+    "long_checkout",
 )
 
 

@@ -94,6 +94,12 @@ class PoolStats:
         self.wait = Histogram(metrics.WAIT_BUCKETS)
         self.hold = Histogram(metrics.HOLD_BUCKETS)
         self.connect_time = Histogram(metrics.CONNECT_BUCKETS)
+        # Unix time at which the oldest outstanding checkout began, 0 when none is out; the
+        # hooks write it (a plain field, so a store can publish it), the age is computed at
+        # scrape time.
+        self.oldest_checkout_started = 0.0
+        self.long_checkouts = 0
+        self.gc_returned = 0
 
     def configure(self, capacity: Capacity | None) -> None:
         """The configuration of the pool now counted, read again whenever the engine's pool is
@@ -169,6 +175,14 @@ class PoolStats:
     def hook_failed(self, hook: str) -> None:
         self.hook_errors[hook] = self.hook_errors.get(hook, 0) + 1
 
+    def held_long(self) -> None:
+        """A checkout crossed long_checkout_threshold (once per checkout)."""
+        self.long_checkouts += 1
+
+    def collected(self) -> None:
+        """The garbage collector returned a connection the application never checked in."""
+        self.gc_returned += 1
+
 
 class LockedPoolStats(PoolStats):
     """PoolStats for free-threaded Python, where `+=` is not atomic. Reentrant, because a
@@ -217,6 +231,14 @@ class LockedPoolStats(PoolStats):
     def hook_failed(self, hook: str) -> None:
         with self._lock:
             super().hook_failed(hook)
+
+    def held_long(self) -> None:
+        with self._lock:
+            super().held_long()
+
+    def collected(self) -> None:
+        with self._lock:
+            super().collected()
 
 
 def new_stats() -> PoolStats:

@@ -98,12 +98,12 @@ class Procs:
         return proc
 
     def writer(
-        self, multiproc_dir: Path, *args: str
+        self, multiproc_dir: Path, *args: str, app: str = "pool_writer.py"
     ) -> tuple[subprocess.Popen[str], dict[str, int]]:
-        """tests/apps/pool_writer.py in multiprocess mode, and the pids it printed by role
-        (`parent`, and `child` with --fork)."""
+        """tests/apps/pool_writer.py (or another of tests/apps) in multiprocess mode, and the
+        pids it printed by role (`parent`, and `child` with --fork)."""
         writer = subprocess.Popen(
-            [sys.executable, str(APPS / "pool_writer.py"), *args],
+            [sys.executable, str(APPS / app), *args],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,

@@ -66,6 +66,11 @@ class AlertConfig:
     # An invalidation storm: this share of the instance's pool capacity invalidated within
     # `error_window`.
     invalidation_share: float = 0.5
+    # Long checkouts: a connection held longer than this share of the pool timeout (or than
+    # long_checkout_seconds where the pool has no timeout), continuously for long_checkout_for.
+    long_checkout_timeout_share: float = 1.0
+    long_checkout_seconds: float = 300.0
+    long_checkout_for: str = "2m"
 
     # -- fleet and database ----------------------------------------------------------------
     fleet_share: float = 1.0

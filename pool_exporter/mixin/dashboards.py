@@ -612,7 +612,37 @@ def through_the_pooler(cfg: DashboardConfig) -> Row:
     ]
 
 
-ROWS = (saturation, latency, errors, churn, database_and_fleet, through_the_pooler)
+def held(cfg: DashboardConfig) -> Row:
+    by = "job, instance, pool, pid"
+    oldest = timeseries(
+        "Oldest checkout age vs pool timeout",
+        "How long the connection out longest has been out, per pool and worker, against the "
+        "pool timeout (red dashed): a leak climbs in a straight line and never drops; a slow "
+        "query climbs and falls back when it finishes.",
+        "s",
+        [
+            Query(f"max by ({by}) ({gauge(cfg, m.OLDEST_CHECKOUT)})", WORKER),
+            Query(f"max by (pool) ({gauge(cfg, m.TIMEOUT)})", "timeout {{pool}}"),
+        ],
+        overrides=[_override("^timeout .*", "red", dashed=True)],
+    )
+    long = timeseries(
+        "Long checkouts and leaked connections",
+        "Checkouts per second held past the application's long_checkout_threshold, and "
+        "connections the garbage collector returned because the application never closed them; "
+        "the application log names where they were borrowed.",
+        "ops",
+        [
+            Query(_rate(cfg, m.LONG_CHECKOUTS), "long {{pool}}"),
+            Query(_rate(cfg, m.GC_RETURNED), "leaked {{pool}}"),
+        ],
+        steps=_steps(None, 0.001),
+        threshold_style="line",
+    )
+    return "Held connections", [(oldest, 12, 8), (long, 12, 8)]
+
+
+ROWS = (saturation, latency, errors, churn, held, database_and_fleet, through_the_pooler)
 
 
 # -- variables and annotations --------------------------------------------------------------

@@ -398,6 +398,63 @@ def pgbouncer_group(cfg: AlertConfig) -> Group:
     return {"name": "pool-exporter-pgbouncer", "rules": alerts}
 
 
+def long_checkout_group(cfg: AlertConfig) -> Group:
+    """Connections that stay out: held past the pool timeout, past the application's
+    long_checkout_threshold, or never returned until the garbage collector found them."""
+    b = Builder(cfg)
+    oldest = b.pool(m.OLDEST_CHECKOUT)
+    timeout = f"({b.pool(m.TIMEOUT)} > 0)"
+    share = (
+        f" * {cfg.long_checkout_timeout_share:g}" if cfg.long_checkout_timeout_share != 1 else ""
+    )
+    held_past = (
+        f"{oldest} > {timeout}{share} "
+        # pools without a timeout (NullPool, StaticPool) export none: an absolute limit
+        f"or ({oldest} > {cfg.long_checkout_seconds:g} unless {b.pool(m.TIMEOUT)})"
+    )
+
+    def increased(metric: m.Metric) -> str:
+        return f"sum without (pid) (increase({b.pool(metric)}[{cfg.error_window}])) > 0"
+
+    rules = [
+        alert(
+            cfg,
+            "SQLAlchemyPoolCheckoutHeldPastTimeout",
+            held_past,
+            cfg.severity_warning,
+            "A connection has been checked out for longer than the pool timeout.",
+            f"{WHERE} has had a connection checked out for {{{{ $value | humanizeDuration }}}}, "
+            f"longer than the pool timeout, for {cfg.long_checkout_for}: a leaked session, a "
+            "transaction left open, or a slow query.",
+            cfg.long_checkout_for,
+        ),
+        alert(
+            cfg,
+            "SQLAlchemyPoolLongCheckouts",
+            increased(m.LONG_CHECKOUTS),
+            cfg.severity_ticket,
+            "Connections were held past the application's long_checkout_threshold.",
+            f"{WHERE_INSTANCE}: connections were held past long_checkout_threshold in the last "
+            f"{cfg.error_window}; the application's log names where each was borrowed.",
+        ),
+        alert(
+            cfg,
+            "SQLAlchemyPoolConnectionsLeaked",
+            increased(m.GC_RETURNED),
+            cfg.severity_ticket,
+            "The garbage collector returned connections the application never closed.",
+            f"{WHERE_INSTANCE}: the garbage collector returned connections the application "
+            f"never closed in the last {cfg.error_window}; the application's log names where "
+            "they were borrowed when long_checkout_threshold is set.",
+        ),
+    ]
+    return {"name": "pool-exporter-long-checkouts", "rules": rules}
+
+
+def info_sample() -> str:
+    return m.INFO.name + "_info"
+
+
 def absent_group(cfg: AlertConfig) -> Group:
     info = selector(m.INFO.sample, cfg.selector)
     # A target still in service discovery (it has `up`) that reported pools within the
@@ -422,4 +479,10 @@ def absent_group(cfg: AlertConfig) -> Group:
 
 
 def groups(cfg: AlertConfig) -> list[Group]:
-    return [pool_group(cfg), fleet_group(cfg), absent_group(cfg), pgbouncer_group(cfg)]
+    return [
+        pool_group(cfg),
+        fleet_group(cfg),
+        absent_group(cfg),
+        pgbouncer_group(cfg),
+        long_checkout_group(cfg),
+    ]

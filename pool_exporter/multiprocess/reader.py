@@ -10,6 +10,7 @@ import glob
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from time import perf_counter
 
@@ -19,6 +20,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from pool_exporter import metrics as m
+from pool_exporter.collector import oldest_checkout_age
 
 from . import liveness
 
@@ -69,7 +71,10 @@ class WorkersCollector(Collector):
                 if reaped.dead:
                     log.info("dropped the gauges of exited workers %s", reaped.dead)
                 files = len(glob.glob(os.path.join(self.path, "*.db")))
-                merged = list(self._merge.collect())  # type: ignore[no-untyped-call]
+                merged = [
+                    with_ages(family)
+                    for family in self._merge.collect()  # type: ignore[no-untyped-call]
+                ]
                 if self._failing:
                     log.info("the metric files in %s can be merged again", self.path)
                 self._failing = False
@@ -97,3 +102,16 @@ class WorkersCollector(Collector):
             yield GaugeMetricFamily(metric.name, metric.help, value=value)
         dead = m.MULTIPROCESS_DEAD_WORKERS
         yield CounterMetricFamily(dead.name, dead.help, value=self._dead_total)
+
+
+def with_ages(family: Metric) -> Metric:
+    """Workers store when their oldest checkout began; the age is the scrape's business."""
+    if family.name != m.OLDEST_CHECKOUT_STARTED.name:
+        return family
+    now = time.time()
+    ages = GaugeMetricFamily(m.OLDEST_CHECKOUT.name, m.OLDEST_CHECKOUT.help)
+    for sample in family.samples:
+        ages.add_sample(
+            m.OLDEST_CHECKOUT.name, sample.labels, oldest_checkout_age(sample.value, now)
+        )
+    return ages

@@ -82,7 +82,8 @@ class MultiprocessPoolStats(PoolStats):
         self._child(m.INFO, *self.info.values()).set(1)
         for metric in (m.CHECKOUTS, m.CHECKOUT_TIMEOUTS, m.CHECKOUT_CANCELLATIONS,
                        m.CHECKOUT_ERRORS, m.CONNECTS, m.CONNECT_ERRORS, m.CLOSES, m.DETACHES,
-                       m.CHECKOUT_WAIT, m.HOLD, m.CONNECT_TIME):  # fmt: skip
+                       m.CHECKOUT_WAIT, m.HOLD, m.CONNECT_TIME, m.LONG_CHECKOUTS,
+                       m.GC_RETURNED):  # fmt: skip
             self._child(metric)  # every series exists at 0 from the start
         for soft in ("false", "true"):
             self._child(m.INVALIDATIONS, soft)
@@ -102,7 +103,13 @@ class MultiprocessPoolStats(PoolStats):
 
     def _publish(self) -> None:
         """Write the gauges whose values changed since the last write (each is an mmap write)."""
-        values = {"in_use": self.in_use, "idle": self.idle, "waiting": self.waiting}
+        values: dict[str, float] = {
+            "in_use": self.in_use,
+            "idle": self.idle,
+            "waiting": self.waiting,
+            # a start time, not an age: the sidecar computes the age when it is scraped
+            "oldest": self.oldest_checkout_started,
+        }
         if self.capacity is not None:
             values["overflow"] = self.overflow
         for what, number in values.items():
@@ -112,6 +119,8 @@ class MultiprocessPoolStats(PoolStats):
                     self._child(m.WAITING).set(number)
                 elif what == "overflow":
                     self._child(m.OVERFLOW).set(number)
+                elif what == "oldest":
+                    self._child(m.OLDEST_CHECKOUT_STARTED).set(number)
                 else:
                     self._child(m.CONNECTIONS, what).set(number)
 
@@ -176,3 +185,13 @@ class MultiprocessPoolStats(PoolStats):
         with self._lock:
             super().hook_failed(hook)
             self._child(m.HOOK_ERRORS, hook).inc()
+
+    def held_long(self) -> None:
+        with self._lock:
+            super().held_long()
+            self._child(m.LONG_CHECKOUTS).inc()
+
+    def collected(self) -> None:
+        with self._lock:
+            super().collected()
+            self._child(m.GC_RETURNED).inc()

@@ -166,6 +166,9 @@ class Pool:
     connects: Callable[[int], float] = lambda k: 1.0
     connect_errors: Callable[[int], float] = lambda k: 0.0
     invalidations: Callable[[int], float] = lambda k: 0.0  # hard ones, per interval
+    oldest: Fn = lambda k: 0.02  # the oldest checkout's age, seconds
+    long_checkouts: Callable[[int], float] = lambda k: 0.0
+    gc_returned: Callable[[int], float] = lambda k: 0.0
     pids: tuple[str, ...] = ("101",)
     capacity: float = 15.0
     timeout: float = 30.0
@@ -177,6 +180,7 @@ class Pool:
             s.gauge(m.WAITING.name, worker, self.waiting)
             s.gauge(m.MAX_CONNECTIONS.name, worker, lambda k: self.capacity)
             s.gauge(m.TIMEOUT.name, worker, lambda k: self.timeout)
+            s.gauge(m.OLDEST_CHECKOUT.name, worker, self.oldest)
         n = len(self.pids)
 
         def per_interval(k: int) -> float:
@@ -189,6 +193,8 @@ class Pool:
         s.counter(m.CONNECT_ERRORS.sample, labels(), self.connect_errors)
         s.counter(m.INVALIDATIONS.sample, labels(soft="false"), self.invalidations)
         s.counter(m.INVALIDATIONS.sample, labels(soft="true"), lambda k: 0.0)
+        s.counter(m.LONG_CHECKOUTS.sample, labels(), self.long_checkouts)
+        s.counter(m.GC_RETURNED.sample, labels(), self.gc_returned)
         s.gauge(
             m.INFO.sample, labels(pool_class="QueuePool", dialect="sqlite", driver="pysqlite"), one
         )
@@ -440,6 +446,16 @@ def pooler_fleet(pool_mode: str) -> Callable[[], Series]:
     return build
 
 
+def held_from(start: int, end: int) -> Fn:
+    """The oldest checkout's age: one connection out from `start` to `end` seconds."""
+    return lambda k: float(k * 15 - start) if start <= k * 15 < end else 0.02
+
+
+def once_at(seconds: int) -> Callable[[int], float]:
+    """A counter that goes up by one at `seconds`."""
+    return lambda k: 1.0 if k * 15 == seconds else 0.0
+
+
 DB = {"job": JOB}
 CASES = [
     Case(
@@ -655,6 +671,39 @@ CASES = [
         description="web-1:8000 of app reported connection pool metrics in the last 1h and "
         "has reported none for 10m: the pools are not watched.",
         resolved=1500,
+    ),
+    Case(
+        "SQLAlchemyPoolCheckoutHeldPastTimeout",
+        # one connection out from 300 s to 900 s: past the 30 s pool timeout at 345 s
+        pool_case(Pool(in_use=lambda k: STEADY, oldest=held_from(300, 900)), 1200),
+        before=450,
+        firing=465,
+        labels=WORKER,
+        description=f"{WHERE} has had a connection checked out for 2m 45s, longer than the "
+        "pool timeout, for 2m: a leaked session, a transaction left open, or a slow query.",
+        resolved=915,
+    ),
+    Case(
+        "SQLAlchemyPoolLongCheckouts",
+        pool_case(Pool(in_use=lambda k: STEADY, long_checkouts=once_at(300)), 900),
+        before=285,
+        firing=300,
+        labels=labels(),
+        description="pool main on web-1:8000: connections were held past "
+        "long_checkout_threshold in the last 5m; the application's log names where each was "
+        "borrowed.",
+        resolved=615,
+    ),
+    Case(
+        "SQLAlchemyPoolConnectionsLeaked",
+        pool_case(Pool(in_use=lambda k: STEADY, gc_returned=once_at(300)), 900),
+        before=285,
+        firing=300,
+        labels=labels(),
+        description="pool main on web-1:8000: the garbage collector returned connections the "
+        "application never closed in the last 5m; the application's log names where they were "
+        "borrowed when long_checkout_threshold is set.",
+        resolved=615,
     ),
 ]
 
