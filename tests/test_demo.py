@@ -126,3 +126,36 @@ def test_demo_rejects_impossible_settings(tmp_path: Path, args: list[str]) -> No
     proc = demo(tmp_path, "--no-prometheus", *args)
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 2 and out.startswith("error: "), out
+
+
+def test_demo_without_matplotlib_keeps_its_summary_and_json_and_names_the_extra(
+    tmp_path: Path,
+) -> None:
+    # matplotlib made unimportable, as without the `demo` extra (tests/test_wheel.py does it
+    # for real in a fresh virtualenv)
+    code = (
+        "import sys; sys.modules['matplotlib'] = None\n"
+        "from pool_exporter.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    result = subprocess.run(
+        [
+            *(sys.executable, "-c", code, "demo", "--no-prometheus", "--port", str(free_port())),
+            *("--users", "30", "--duration", "2", "--json", "r.json", "--out", "demo.png"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+        check=False,
+        env={**os.environ, "POOL_EXPORTER_DATABASE_URL": "", "DATABASE_URL": ""},
+    )
+    assert result.returncode == 2, result
+    assert "timeline: matplotlib is not installed" in result.stdout.splitlines()[2]
+    assert "requests        " in result.stdout
+    assert json.loads((tmp_path / "r.json").read_text())["requests"] > 0
+    assert not (tmp_path / "demo.png").exists()
+    assert result.stderr == (
+        "error: the timeline PNG needs matplotlib, which is not installed: "
+        "pip install 'pool-exporter[demo]'\n"
+    )

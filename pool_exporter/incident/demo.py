@@ -26,11 +26,12 @@ from sqlalchemy import exc as sa_exc
 from pool_exporter.errors import CliError
 from pool_exporter.exposition import start_http_server
 from pool_exporter.instrument import instrument
+from pool_exporter.mixin import shipped
 
 from . import replay as rp
 from .alertwatch import AlertTimes, AlertWatch
 from .liveview import LiveView
-from .timeline import Marker, plot
+from .timeline import Marker, can_plot, plot
 
 DEFAULT_PORT = 9464
 POOL_NAME = "demo"
@@ -80,7 +81,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--rules",
         type=Path,
-        help="alert rules to evaluate (default: the project's alerts/pool-exporter.rules.yml)",
+        help="alert rules to evaluate (default: the rules shipped with the package)",
     )
     parser.add_argument("--json", metavar="FILE", help="also write the replay's results as JSON")
 
@@ -147,6 +148,11 @@ def run(args: argparse.Namespace) -> int:
         where = "a temporary SQLite file" if args.database_url is None else "the database"
         print(f"pool-exporter demo on {where}: {rp.redact(engine.url)}")
         print(f"metrics: {metrics_url}")
+        if not can_plot():  # said now, so nobody waits a minute for a PNG that cannot come
+            print(
+                "timeline: matplotlib is not installed, so no PNG at the end "
+                "(pip install 'pool-exporter[demo]'); the summary and --json still come"
+            )
         total = args.duration
         print(
             f"plan: {BACKGROUND_RATE:g} requests/s for {total:g} s, then at {push_at:g} s a push "
@@ -173,11 +179,10 @@ def run(args: argparse.Namespace) -> int:
         print(line)
     for line in alert_lines(alerts, result, offset):
         print(line)
-    markers = markers_for(result, alerts, offset)
-    png = plot(result, args.out, markers)
-    print(f"timeline        {png}")
     if args.json:
         rp.write_json(result, args.json)
+    png = plot(result, args.out, markers_for(result, alerts, offset))
+    print(f"timeline        {png}")
     return 0
 
 
@@ -195,9 +200,9 @@ def start_alerting(
             "(apt-get install prometheus, or put `prometheus` on PATH)"
         )
         return None
-    rules = rules or rules_file()
+    rules = rules or shipped.find(shipped.RULES)
     if rules is None:
-        print("alerts: no alert rules found (alerts/pool-exporter.rules.yml); not evaluated")
+        print(f"alerts: no alert rules found ({shipped.RULES}); not evaluated")
         return None
     try:
         prom = stack.enter_context(
@@ -209,15 +214,6 @@ def start_alerting(
         return None
     print(f"alerts: Prometheus {prom.url} scraping every 1 s with {rules}")
     return stack.enter_context(AlertWatch(prom.alerts, zero=zero))
-
-
-def rules_file() -> Path | None:
-    """The rules the project commits, else the ones `pool_exporter.mixin.alerts` generates."""
-    for base in (Path.cwd(), Path(__file__).resolve().parent.parent):
-        candidate = base / "alerts" / "pool-exporter.rules.yml"
-        if candidate.is_file():
-            return candidate
-    return None
 
 
 def alert_lines(alerts: list[AlertTimes], result: rp.Result, offset: float) -> list[str]:

@@ -6,6 +6,8 @@ import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
+from pool_exporter.errors import MissingExtra
+
 from .replay import Result
 
 
@@ -18,8 +20,19 @@ class Marker:
     color: str = "tab:gray"
 
 
+def can_plot() -> bool:
+    """Whether matplotlib (the `demo` extra) is installed."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def plot(result: Result, out: Path, markers: list[Marker]) -> Path:
     """Write the timeline PNG; matplotlib's Agg backend, so no display is needed."""
+    if not can_plot():
+        raise MissingExtra("the timeline PNG", "matplotlib", "demo")
     import matplotlib
 
     matplotlib.use("Agg")
