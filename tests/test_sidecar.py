@@ -285,18 +285,18 @@ def test_a_missing_directory_is_named_in_the_error(tmp_path: Path) -> None:
 def test_an_unwritable_directory_is_refused() -> None:
     # The sidecar removes dead workers' files, so read-only access is a configuration error.
     directory = Path(tempfile.mkdtemp(prefix="pool-exporter-ro-"))
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        # Root writes anywhere through CAP_DAC_OVERRIDE: the sidecar runs as root without it,
+        # so the mode bits apply. Not as another user: that user may be unable to reach the
+        # interpreter or the virtualenv (a checkout under /root, a 0700 `mktemp -d`).
+        setpriv = shutil.which("setpriv")
+        assert setpriv, "setpriv (util-linux) is needed to drop CAP_DAC_OVERRIDE"
+        prefix = [setpriv, "--bounding-set=-dac_override"]
+    directory.chmod(0o555)
     try:
-        args = [f"--multiproc-dir={directory}"]
-        if os.geteuid() == 0:  # root writes anywhere: run the sidecar as nobody instead
-            directory.chmod(0o755)
-            setpriv = shutil.which("setpriv")
-            assert setpriv, "setpriv (util-linux) is needed to run the sidecar as nobody"
-            prefix = [setpriv, "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
-        else:
-            directory.chmod(0o555)
-            prefix = []
         result = subprocess.run(
-            [*prefix, str(BIN / "pool-exporter"), "sidecar", *args],
+            [*prefix, str(BIN / "pool-exporter"), "sidecar", f"--multiproc-dir={directory}"],
             check=False,
             capture_output=True,
             text=True,
