@@ -8,7 +8,7 @@ from pathlib import Path
 from pool_exporter.errors import CliError
 
 from .generated import add_actions, show, write_or_check
-from .shipped import RULES_FILE
+from .shipped import RULES_FILE, RUNBOOKS
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -17,6 +17,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         what="the rule files and the Alertmanager example",
         directory="alerts",
         default=RULES_FILE,
+        # what the alerts' runbook_url links point at, to host where your team can reach it
+        also={"runbooks.md": RUNBOOKS},
     )
     gen.add_argument(
         "--config",

@@ -12,12 +12,22 @@ from . import shipped
 
 
 def add_actions(
-    parser: argparse.ArgumentParser, *, what: str, directory: str, default: str
+    parser: argparse.ArgumentParser,
+    *,
+    what: str,
+    directory: str,
+    default: str,
+    also: dict[str, str] | None = None,
 ) -> argparse.ArgumentParser:
-    """`<command> show [FILE]` (the copy shipped with the package; no extra needed) and
-    `<command> generate [--out-dir DIR] [--check]`; returns the `generate` parser."""
+    """`<command> show [FILE]` (a file of `directory` as shipped with the package, or one of
+    `also`, {name: shipped path}; no extra needed) and `<command> generate [--out-dir DIR]
+    [--check]`; returns the `generate` parser."""
     sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
-    files = sorted(shipped.listing(directory))
+    files = shipped.listing(directory)
+    for name, relative in (also or {}).items():
+        found = shipped.find(relative)
+        if found is not None:
+            files[name] = found
     show = sub.add_parser(
         "show",
         help=f"print one of {what} as shipped with the package (the defaults)",
@@ -28,10 +38,10 @@ def add_actions(
         "file",
         nargs="?",
         default=default,
-        choices=files or None,
+        choices=sorted(files) or None,
         help="which file (default: %(default)s)",
     )
-    show.set_defaults(directory=directory)
+    show.set_defaults(shipped=files, directory=directory)
     gen = sub.add_parser("generate", help=f"write {what} from the generator")
     gen.add_argument(
         "--out-dir",
@@ -48,8 +58,8 @@ def add_actions(
 
 
 def show(args: argparse.Namespace) -> int:
-    """Print the shipped file `args.file` of `args.directory`."""
-    path = shipped.listing(args.directory).get(args.file)
+    """Print the shipped file `args.file`."""
+    path = args.shipped.get(args.file)
     if path is None:
         raise CliError(f"{args.directory}/{args.file} is not shipped with this installation")
     sys.stdout.write(path.read_text())
