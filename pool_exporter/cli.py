@@ -39,11 +39,11 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 # The optional imports, by the extra of pyproject.toml that installs them. A subcommand that
 # has an extra of its own is told to install that one (it brings everything it needs).
 EXTRAS: dict[str, frozenset[str]] = {
+    "postgres": frozenset({"psycopg"}),  # first: the smallest extra that brings psycopg
     "demo": frozenset({"matplotlib"}),
     "alerts": frozenset({"yaml"}),
     "dashboards": frozenset({"grafanalib", "attr"}),
     "sidecar": frozenset({"yaml", "bcrypt", "psycopg"}),
-    "postgres": frozenset({"psycopg"}),
 }
 
 

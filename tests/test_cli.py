@@ -15,6 +15,7 @@ from pool_exporter import cli
 from pool_exporter.mixin import shipped
 
 ROOT = Path(__file__).resolve().parent.parent
+PG_URL = "postgresql+psycopg://app@127.0.0.1:1/quiz"
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -79,7 +80,12 @@ def without(module: str, *args: str) -> subprocess.CompletedProcess[str]:
         f"sys.exit(main({list(args)!r}))\n"
     )
     return subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=ROOT,
     )
 
 
@@ -89,6 +95,13 @@ def without(module: str, *args: str) -> subprocess.CompletedProcess[str]:
         ("yaml", ["alerts", "generate", "--check"], "alerts"),
         ("grafanalib", ["dashboards", "generate", "--check"], "dashboards"),
         ("attr", ["dashboards", "generate", "--check"], "dashboards"),
+        # a PostgreSQL URL without psycopg: the `postgres` extra, unless the command has its own
+        ("psycopg", ["demo", "--no-prometheus", "--database-url", PG_URL], "postgres"),
+        (
+            "psycopg",
+            ["sidecar", "--multiproc-dir=.", "--database-url-file=pyproject.toml"],
+            "sidecar",
+        ),
     ],
 )
 def test_a_missing_extra_is_one_line_naming_it_and_exit_2(

@@ -178,6 +178,8 @@ def _database(args: argparse.Namespace) -> DatabaseCollector | None:
             raise CliError(f"--database-url-file {shown or args.database_url_file} is empty")
     if not url:
         return None
+    # Checked now, not at the first scrape: without the `sidecar` extra the CLI names it.
+    import psycopg  # noqa: F401
     try:
         return DatabaseCollector(
             url, timeout=args.database_timeout, max_applications=args.database_max_applications
