@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,9 @@ def plot(result: Result, out: Path, markers: list[Marker]) -> Path:
         raise MissingExtra("the timeline PNG", "matplotlib", "demo")
     import matplotlib
 
+    # The CLI logs at INFO; matplotlib's notes (building its font cache on a first run) are not
+    # the demo's business.
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -180,6 +180,7 @@ def _database(args: argparse.Namespace) -> DatabaseCollector | None:
         return None
     # Checked now, not at the first scrape: without the `sidecar` extra the CLI names it.
     import psycopg  # noqa: F401
+
     try:
         return DatabaseCollector(
             url, timeout=args.database_timeout, max_applications=args.database_max_applications
