@@ -20,9 +20,10 @@ from pool_exporter.cli import main
 from pool_exporter.instrument import instrument
 from pool_exporter.mixin import alerts
 from pool_exporter.mixin.config import DEFAULT_RUNBOOK_URL, AlertConfig, load
-from pool_exporter.mixin.rules import alert_rules
 from pool_exporter.sidecar.database import DatabaseCollector
-from tests.support import promtool_cases
+from pool_exporter.sidecar.pgbouncer import PgBouncerCollector, parse_poolers
+from tests.support import pgbouncer, promtool_cases
+from tests.support.promtool_cases import alert_rules
 
 from .conftest import require_binary, scrape
 
@@ -167,7 +168,7 @@ def test_promtool_accepts_the_rule_file_and_the_prometheusrule_spec(
             [promtool, "check", "rules", str(path)], capture_output=True, text=True, check=False
         )
         assert result.returncode == 0, result.stdout + result.stderr
-        assert "SUCCESS: 24 rules found" in result.stdout
+        assert "SUCCESS: 29 rules found" in result.stdout
 
 
 def amtool(*args: str) -> subprocess.CompletedProcess[str]:
@@ -257,10 +258,20 @@ def exporter_sample_names(sqlite_url: str, pg_url: str) -> set[str]:
     handle = instrument(engine, name="app", registry=registry)
     database = DatabaseCollector(pg_url)
     registry.register(database)
+    pgbouncer.require()
     try:
-        with engine.connect() as conn:
-            conn.exec_driver_sql("select 1")
-        return {name for name, _ in scrape(registry)}
+        with pgbouncer.running() as bouncer:
+            collector = PgBouncerCollector(parse_poolers(bouncer.admin_url))
+            registry.register(collector)
+            # A client through the pooler, so that it has a pool and a database to show.
+            through = sa.create_engine(bouncer.url(), poolclass=sa.pool.NullPool)
+            with engine.connect() as conn, through.connect() as client:
+                conn.exec_driver_sql("select 1")
+                client.exec_driver_sql("select 1")
+                names = {name for name, _ in scrape(registry)}
+            through.dispose()
+            collector.close()
+        return names
     finally:
         handle.uninstrument()
         engine.dispose()

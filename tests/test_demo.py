@@ -12,6 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from pool_exporter.mixin import shipped
+
 from .conftest import require_binary
 from .procs import free_port, parse, select, wait_until
 
@@ -73,6 +75,31 @@ def test_short_demo_times_out_serves_metrics_reports_alerts_and_writes_a_png(
     assert "alert           TestCallersWaiting (warning) fired" in out
     png = (tmp_path / "demo.png").read_bytes()
     assert png.startswith(PNG_SIGNATURE) and len(png) > 10_000
+
+
+def rules_used(tmp_path: Path) -> Path:
+    proc = demo(tmp_path, *("--users", "50", "--duration", "3", "--port", str(free_port())))
+    out, _ = proc.communicate(timeout=90)
+    assert proc.returncode == 0, out
+    (line,) = [x for x in out.splitlines() if x.startswith("alerts: Prometheus")]
+    return Path(line.rsplit(" with ", 1)[1])
+
+
+def test_without_rules_in_the_directory_the_demo_evaluates_the_shipped_ones(
+    tmp_path: Path,
+) -> None:
+    require_binary("prometheus")
+    # here the checkout's alerts/; installed from the wheel, the package's copy (test_wheel.py)
+    assert rules_used(tmp_path) == shipped.find(shipped.RULES)
+
+
+def test_rules_in_the_directory_are_what_the_demo_evaluates(tmp_path: Path) -> None:
+    # where `pool-exporter alerts generate` writes rules with a user's own settings
+    require_binary("prometheus")
+    mine = tmp_path / shipped.RULES
+    mine.parent.mkdir()
+    mine.write_text(RULES)
+    assert rules_used(tmp_path) == mine
 
 
 def test_demo_without_prometheus_says_how_to_get_it(tmp_path: Path) -> None:

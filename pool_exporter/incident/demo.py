@@ -81,7 +81,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--rules",
         type=Path,
-        help="alert rules to evaluate (default: the rules shipped with the package)",
+        help="alert rules to evaluate (default: ./alerts/pool-exporter.rules.yml if there is "
+        "one, else the default rules shipped with the package)",
     )
     parser.add_argument("--json", metavar="FILE", help="also write the replay's results as JSON")
 
@@ -200,7 +201,7 @@ def start_alerting(
             "(apt-get install prometheus, or put `prometheus` on PATH)"
         )
         return None
-    rules = rules or shipped.find(shipped.RULES)
+    rules = rules or rules_file()
     if rules is None:
         print(f"alerts: no alert rules found ({shipped.RULES}); not evaluated")
         return None
@@ -214,6 +215,13 @@ def start_alerting(
         return None
     print(f"alerts: Prometheus {prom.url} scraping every 1 s with {rules}")
     return stack.enter_context(AlertWatch(prom.alerts, zero=zero))
+
+
+def rules_file() -> Path | None:
+    """./alerts (where `alerts generate` writes, a checkout of the project), else the default
+    rules shipped with the package, which need no PyYAML to read."""
+    here = Path.cwd() / shipped.RULES
+    return here if here.is_file() else shipped.find(shipped.RULES)
 
 
 def alert_lines(alerts: list[AlertTimes], result: rp.Result, offset: float) -> list[str]:

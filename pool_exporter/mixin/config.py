@@ -9,11 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pool_exporter.durations import is_duration
+
 # docs/runbooks.md in the project's repository: pyproject.toml's [project.urls] Runbooks, the
 # address PyPI lists. Each alert links to its section, `runbook_url#<alert name in lowercase>`.
 DEFAULT_RUNBOOK_URL = "https://github.com/pool-exporter/pool-exporter/blob/main/docs/runbooks.md"
 
-_DURATION = re.compile(r"^(?:\d+(?:ms|s|m|h|d|w|y))+$")
 # One label matcher as PromQL writes it: name, operator, double-quoted value.
 _MATCHER = r'\s*[A-Za-z_]\w*\s*(?:=~|!~|!=|=)\s*"(?:[^"\\]|\\.)*"\s*'
 _SELECTOR = re.compile(rf"^(?:{_MATCHER}(?:,{_MATCHER})*)?,?$")
@@ -80,6 +81,18 @@ class AlertConfig:
     absent_lookback: str = "1h"
     absent_for: str = "10m"
 
+    # -- PgBouncer between the pools and the database ----------------------------------------
+    # Extra label matchers for the sidecar's pool_exporter_pgbouncer_* series.
+    pgbouncer_selector: str = ""
+    # Clients queued in the pooler: a warning once the oldest has waited this long with the
+    # pool's server connections all taken (a transaction-mode queue normally drains in
+    # milliseconds), a page once it has waited this share of the applications' pool timeout.
+    pooler_wait_warning_seconds: float = 1.0
+    pooler_wait_page_share: float = 0.5
+    # Client connections (SHOW LISTS used_clients) near max_client_conn.
+    pooler_clients_warning: float = 0.9
+    pooler_clients_for: str = "2m"
+
     # -- routing and docs ------------------------------------------------------------------
     severity_page: str = "critical"
     severity_warning: str = "warning"
@@ -92,11 +105,11 @@ class AlertConfig:
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.name.endswith(("_for", "_window", "_lookback")) and not _DURATION.match(value):
+            if f.name.endswith(("_for", "_window", "_lookback")) and not is_duration(value):
                 raise ConfigError(f"{f.name}: {value!r} is not a Prometheus duration like 30s")
             if f.type == "float" and not value > 0:
                 raise ConfigError(f"{f.name}: must be above 0, not {value!r}")
-        for name in ("selector", "database_selector"):
+        for name in ("selector", "database_selector", "pgbouncer_selector"):
             if not _SELECTOR.match(getattr(self, name)):
                 value = getattr(self, name)
                 raise ConfigError(f'{name}: {value!r} is not a list of matchers like job="shop"')

@@ -7,7 +7,6 @@ cost a whole interval in a push that saturates a pool within one scrape.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -305,12 +304,102 @@ def fleet_group(cfg: AlertConfig) -> Group:
     return {"name": "pool-exporter-fleet", "rules": records + alerts}
 
 
-def info_sample() -> str:
-    return m.INFO.name + "_info"
+def pgbouncer_group(cfg: AlertConfig) -> Group:
+    """The pooler between the pools and the database: its queue, its client limit, and
+    whether it protects the database at all (session pooling does not)."""
+    b = Builder(cfg)
+    fleet = ", ".join(cfg.fleet_labels)
+    where = " ".join(f"{{{{ $labels.{label} }}}}" for label in cfg.fleet_labels)
+
+    def bouncer(metric: m.Metric, *matchers: str) -> str:
+        return selector(metric.sample, *matchers, cfg.pgbouncer_selector)
+
+    pool = "pooler {{ $labels.pooler }} ({{ $labels.database }}/{{ $labels.user }})"
+    maxwait = bouncer(m.PGBOUNCER_MAXWAIT)
+    waiting = bouncer(m.PGBOUNCER_CLIENTS, 'state="waiting"')
+    # Every server connection the pool has, whatever it is doing: `used` and `tested` ones
+    # are being reset or checked and serve no client either.
+    servers = f"sum without (state) ({bouncer(m.PGBOUNCER_SERVERS)})"
+    pool_size = bouncer(m.PGBOUNCER_DB_POOL_SIZE)
+    timeout = f"min by ({fleet}) ({selector(m.TIMEOUT.sample, cfg.selector)} > 0)"
+    used = bouncer(m.PGBOUNCER_LIST_ITEMS, 'list="used_clients"')
+    session = selector(m.PGBOUNCER_DB_INFO.sample, 'pool_mode="session"', cfg.pgbouncer_selector)
+    # Computed here rather than read from the fleet group's records: a group only sees its
+    # own records of the same evaluation, another group's may be one evaluation old.
+    capacity = f"sum by ({fleet}) ({b.pool(m.MAX_CONNECTIONS)})"
+    available = (
+        f"(max by ({fleet}) ({b.database(m.DATABASE_MAX_CONNECTIONS)}) "
+        f"- max by ({fleet}) ({b.database(m.DATABASE_RESERVED_CONNECTIONS)}))"
+    )
+    sev_w = cfg.severity_warning
+    alerts = [
+        alert(
+            cfg,
+            "PgBouncerPoolSaturated",
+            f"{maxwait} >= {cfg.pooler_wait_warning_seconds:g} "
+            f"and ignoring (state) {waiting} > 0 "
+            f"and {servers} >= ignoring (user) group_left () ({pool_size} > 0)",
+            sev_w,
+            "Clients are queueing in the pooler for a server connection.",
+            f"{pool} has every one of its server connections in use and its oldest waiting "
+            "client has waited {{ $value | humanizeDuration }}: the pooler's pool size, not "
+            "the applications' pools, is what limits this database now.",
+            cfg.page_for,
+        ),
+        alert(
+            cfg,
+            "PgBouncerWaitNearPoolTimeout",
+            f"max by ({fleet}, pooler, database, user) ({maxwait}) "
+            f"/ on ({fleet}) group_left () {timeout} >= {cfg.pooler_wait_page_share:g}",
+            cfg.severity_page,
+            "Clients wait in the pooler for a large share of the applications' pool timeout.",
+            f"The oldest client of {pool} has waited {{{{ $value | humanizePercentage }}}} of "
+            "the applications' pool timeout: each holds an application connection while it "
+            "waits, so callers queued behind it in the pools will hit TimeoutError.",
+            cfg.page_for,
+        ),
+        alert(
+            cfg,
+            "PgBouncerClientConnectionsNearLimit",
+            f"{used} / ignoring (list) ({bouncer(m.PGBOUNCER_MAX_CLIENT_CONN)} > 0) "
+            f">= {cfg.pooler_clients_warning:g}",
+            sev_w,
+            "The pooler is running out of client connections.",
+            "Pooler {{ $labels.pooler }} on {{ $labels.instance }} has "
+            "{{ $value | humanizePercentage }} of max_client_conn in use: past it, new "
+            "connections from the pools are refused.",
+            cfg.pooler_clients_for,
+        ),
+        alert(
+            cfg,
+            "PgBouncerFleetExceedsMaxClientConn",
+            f"{capacity} / on ({fleet}) "
+            f"sum by ({fleet}) ({bouncer(m.PGBOUNCER_MAX_CLIENT_CONN)}) > {cfg.fleet_share:g}",
+            sev_w,
+            "The pools together may open more connections than the poolers accept.",
+            f"The pools of {where} may open {{{{ $value | humanizePercentage }}}} of the client "
+            "connections their poolers accept (max_client_conn): under load, new connections "
+            "will be refused.",
+            cfg.fleet_for,
+        ),
+        alert(
+            cfg,
+            "PgBouncerSessionModeFleetExceedsDatabase",
+            f"{capacity} / {available} > {cfg.fleet_share:g} "
+            f"and on ({fleet}) group by ({fleet}) ({session})",
+            sev_w,
+            "A pooler in session mode does not protect the database from the fleet.",
+            f"The pools of {where} may open {{{{ $value | humanizePercentage }}}} of the "
+            "connections the database allows ordinary roles, and their pooler runs in session "
+            "mode, which gives every client connection a server connection of its own.",
+            cfg.fleet_for,
+        ),
+    ]
+    return {"name": "pool-exporter-pgbouncer", "rules": alerts}
 
 
 def absent_group(cfg: AlertConfig) -> Group:
-    info = selector(info_sample(), cfg.selector)
+    info = selector(m.INFO.sample, cfg.selector)
     # A target still in service discovery (it has `up`) that reported pools within the
     # lookback and reports none now: down, or no longer instrumented. A target that was
     # removed (scaled down, replaced) has no `up` and stays quiet.
@@ -333,8 +422,4 @@ def absent_group(cfg: AlertConfig) -> Group:
 
 
 def groups(cfg: AlertConfig) -> list[Group]:
-    return [pool_group(cfg), fleet_group(cfg), absent_group(cfg)]
-
-
-def alert_rules(all_groups: Sequence[Group]) -> list[Rule]:
-    return [rule for g in all_groups for rule in g["rules"] if "alert" in rule]
+    return [pool_group(cfg), fleet_group(cfg), absent_group(cfg), pgbouncer_group(cfg)]

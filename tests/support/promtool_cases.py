@@ -21,7 +21,7 @@ from pool_exporter import metrics as m
 from pool_exporter.mixin.alerts import RULES_FILE, dump
 from pool_exporter.mixin.config import AlertConfig
 from pool_exporter.mixin.generated import write_or_check
-from pool_exporter.mixin.rules import Rule, alert_rules, groups
+from pool_exporter.mixin.rules import Group, Rule, groups
 
 TESTS_DIR = "tests"  # beside the rules
 ALERTS_DIR = Path(__file__).resolve().parents[2] / "alerts"
@@ -52,6 +52,11 @@ COUNTER_START = 1_000_000.0
 
 Value = float | None  # None: the series is gone (a staleness marker)
 Fn = Callable[[int], Value]
+
+
+def alert_rules(all_groups: Sequence[Group]) -> list[Rule]:
+    """The alerting rules of the groups (recording rules left out)."""
+    return [rule for g in all_groups for rule in g["rules"] if "alert" in rule]
 
 
 def labels(**extra: str) -> dict[str, str]:
@@ -144,10 +149,6 @@ def one(k: int) -> float:
     return 1.0
 
 
-def info() -> str:
-    return m.INFO.name + "_info"
-
-
 @dataclass(frozen=True)
 class Pool:
     """One pool of 15 connections (5 + 10), pool timeout 30 s, in the workers `pids`.
@@ -188,7 +189,9 @@ class Pool:
         s.counter(m.CONNECT_ERRORS.sample, labels(), self.connect_errors)
         s.counter(m.INVALIDATIONS.sample, labels(soft="false"), self.invalidations)
         s.counter(m.INVALIDATIONS.sample, labels(soft="true"), lambda k: 0.0)
-        s.gauge(info(), labels(pool_class="QueuePool", dialect="sqlite", driver="pysqlite"), one)
+        s.gauge(
+            m.INFO.sample, labels(pool_class="QueuePool", dialect="sqlite", driver="pysqlite"), one
+        )
         s.gauge("up", {"job": JOB, "instance": INSTANCE}, one)
 
 
@@ -360,11 +363,81 @@ def metrics_absent() -> Series:
     removed from service discovery at 300 s and must stay quiet."""
     s = Series(15, 1801 // 15 + 1)
     info_labels = labels(pool_class="QueuePool", dialect="sqlite", driver="pysqlite")
-    s.gauge(info(), info_labels, between(300, 1500, None, 1.0))
+    s.gauge(m.INFO.sample, info_labels, between(300, 1500, None, 1.0))
     s.gauge("up", {"job": JOB, "instance": INSTANCE}, one)
-    s.gauge(info(), {**info_labels, "instance": "web-2:8000"}, between(0, 300, 1.0, None))
+    s.gauge(m.INFO.sample, {**info_labels, "instance": "web-2:8000"}, between(0, 300, 1.0, None))
     s.gauge("up", {"job": JOB, "instance": "web-2:8000"}, between(0, 300, 1.0, None))
     return s
+
+
+POOLER = {"job": JOB, "instance": SIDECAR, "pooler": "edge"}
+POOLER_POOL = {**POOLER, "database": "shop", "user": "web"}
+POOLER_WHERE = "pooler edge (shop/web)"
+
+
+def pooler(
+    s: Series,
+    *,
+    waiting: Fn = lambda k: 0.0,
+    maxwait: Fn = lambda k: 0.0,
+    active: Fn = lambda k: 8.0,
+    used_clients: Fn = lambda k: 30.0,
+    pool_mode: str = "transaction",
+) -> None:
+    """The sidecar's PgBouncer view: one pool of 20 server connections (shop/web), `active`
+    of them busy and the rest idle, max_client_conn 100."""
+    s.gauge(m.PGBOUNCER_CLIENTS.name, {**POOLER_POOL, "state": "waiting"}, waiting)
+    s.gauge(m.PGBOUNCER_CLIENTS.name, {**POOLER_POOL, "state": "active"}, lambda k: 30.0)
+    s.gauge(m.PGBOUNCER_SERVERS.name, {**POOLER_POOL, "state": "active"}, active)
+    idle: Fn = lambda k: None if (a := active(k)) is None else 20.0 - a  # noqa: E731
+    s.gauge(m.PGBOUNCER_SERVERS.name, {**POOLER_POOL, "state": "idle"}, idle)
+    s.gauge(m.PGBOUNCER_MAXWAIT.name, POOLER_POOL, maxwait)
+    s.gauge(m.PGBOUNCER_DB_POOL_SIZE.name, {**POOLER, "database": "shop"}, lambda k: 20.0)
+    s.gauge(m.PGBOUNCER_MAX_CLIENT_CONN.name, POOLER, lambda k: 100.0)
+    s.gauge(m.PGBOUNCER_LIST_ITEMS.name, {**POOLER, "list": "used_clients"}, used_clients)
+    s.gauge(
+        m.PGBOUNCER_DB_INFO.sample,
+        {**POOLER, "database": "shop", "pool_mode": pool_mode},
+        one,
+    )
+
+
+def pooler_queue(maxwait: float) -> Callable[[], Series]:
+    """From 300 s to 600 s every server connection of the pool busy and 5 clients waiting,
+    the oldest for `maxwait` seconds."""
+
+    def build() -> Series:
+        s = Series(15, 901 // 15 + 1)
+        Pool(in_use=lambda k: STEADY).add(s)
+        pooler(
+            s,
+            waiting=between(300, 600, 5.0, 0.0),
+            maxwait=between(300, 600, maxwait, 0.0),
+            active=between(300, 600, 20.0, 8.0),
+        )
+        return s
+
+    return build
+
+
+def pooler_clients() -> Series:
+    """95 of the pooler's 100 client connections in use from 300 s to 900 s."""
+    s = Series(15, 1201 // 15 + 1)
+    Pool(in_use=lambda k: STEADY).add(s)
+    pooler(s, used_clients=between(300, 900, 95.0, 30.0))
+    return s
+
+
+def pooler_fleet(pool_mode: str) -> Callable[[], Series]:
+    """The fleet of fleet() (60 possible connections, 120 from 300 s to 1500 s) behind one
+    pooler accepting 100 clients, in `pool_mode`."""
+
+    def build() -> Series:
+        s = fleet()
+        pooler(s, pool_mode=pool_mode)
+        return s
+
+    return build
 
 
 DB = {"job": JOB}
@@ -492,6 +565,59 @@ CASES = [
         resolved=1500,
     ),
     Case(
+        "PgBouncerPoolSaturated",
+        pooler_queue(3.0),
+        before=300,
+        firing=315,
+        labels=POOLER_POOL,
+        description=f"{POOLER_WHERE} has every one of its server connections in use and its "
+        "oldest waiting client has waited 3s: the pooler's pool size, not the applications' "
+        "pools, is what limits this database now.",
+        resolved=600,
+    ),
+    Case(
+        "PgBouncerWaitNearPoolTimeout",
+        pooler_queue(20.0),
+        before=300,
+        firing=315,
+        labels={"job": JOB, "pooler": "edge", "database": "shop", "user": "web"},
+        description=f"The oldest client of {POOLER_WHERE} has waited 66.67% of the "
+        "applications' pool timeout: each holds an application connection while it waits, "
+        "so callers queued behind it in the pools will hit TimeoutError.",
+        resolved=600,
+    ),
+    Case(
+        "PgBouncerClientConnectionsNearLimit",
+        pooler_clients,
+        before=405,
+        firing=420,
+        labels=POOLER,
+        description="Pooler edge on web-1:9187 has 95% of max_client_conn in use: past it, "
+        "new connections from the pools are refused.",
+        resolved=900,
+    ),
+    Case(
+        "PgBouncerFleetExceedsMaxClientConn",
+        pooler_fleet("transaction"),
+        before=1185,
+        firing=1200,
+        labels=DB,
+        description="The pools of app may open 120% of the client connections their poolers "
+        "accept (max_client_conn): under load, new connections will be refused.",
+        resolved=1500,
+    ),
+    Case(
+        "PgBouncerSessionModeFleetExceedsDatabase",
+        pooler_fleet("session"),
+        before=1185,
+        firing=1200,
+        labels=DB,
+        description="The pools of app may open 120% of the connections the database allows "
+        "ordinary roles, and their pooler runs in session mode, which gives every client "
+        "connection a server connection of its own.",
+        resolved=1500,
+    ),
+    Case(
         "PoolExporterDatabaseConnectionsNearLimit",
         database_busy,
         before=585,
@@ -542,6 +668,7 @@ def steady(rules: dict[str, Rule]) -> UnitTest:
     s = Series(60, 7 * 60 + 1)
     Pool(in_use=lambda k: STEADY, pids=("101", "102")).add(s)
     database(s, lambda k: 50.0)
+    pooler(s, pool_mode="session")  # session mode is fine for a fleet the database holds
     times = [60 * k for k in (2, 3, 5, 10, 30, 90, 240, 420)]
     return UnitTest(
         "nothing fires at a steady 70 % utilisation for 7 hours",
