@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import logging
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from . import redact
-from .errors import CliError
+from .errors import CliError, MissingExtra
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("pool_exporter.incident.demo", "replay the push incident on an embedded SQLite pool"),
@@ -26,11 +27,33 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "serve a multi-worker app's metrics and the database's",
     ),
     "alerts": (
-        "pool_exporter.mixin.alerts",
-        "generate the Prometheus rules and Alertmanager example",
+        "pool_exporter.mixin.alerts_command",
+        "print or generate the Prometheus rules and Alertmanager example",
     ),
-    "dashboards": ("pool_exporter.mixin.dashboards", "generate the Grafana dashboards"),
+    "dashboards": (
+        "pool_exporter.mixin.dashboards_command",
+        "print or generate the Grafana dashboard",
+    ),
 }
+
+# The optional imports, by the extra of pyproject.toml that installs them. A subcommand that
+# has an extra of its own is told to install that one (it brings everything it needs).
+EXTRAS: dict[str, frozenset[str]] = {
+    "postgres": frozenset({"psycopg"}),  # first: the smallest extra that brings psycopg
+    "demo": frozenset({"matplotlib"}),
+    "alerts": frozenset({"yaml"}),
+    "dashboards": frozenset({"grafanalib", "attr"}),
+    "sidecar": frozenset({"yaml", "bcrypt", "psycopg"}),
+}
+
+
+def missing_extra(command: str | None, exc: ModuleNotFoundError) -> str | None:
+    """The extra that installs the module `exc` did not find, or None for any other module
+    (a bug, or a broken installation: the traceback is worth seeing)."""
+    top = (exc.name or "").partition(".")[0]
+    if command in EXTRAS and top in EXTRAS[command]:
+        return command
+    return next((extra for extra, modules in EXTRAS.items() if top in modules), None)
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -46,11 +69,21 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {redact.text(message, self.arguments)}\n")
 
 
+def version() -> str:
+    try:
+        return importlib.metadata.version("pool-exporter")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout, never installed
+        return "unknown (not installed)"
+
+
 def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
     parser = ArgumentParser(
         prog="pool-exporter",
         description="Prometheus monitoring for SQLAlchemy connection pools.",
         arguments=argv,
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {version()}", help="print the version"
     )
     parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
@@ -68,17 +101,26 @@ def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser(args_list).parse_args(args_list)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    module = importlib.import_module(SUBCOMMANDS[args.command][0])
+    chosen = next((a for a in args_list if a in SUBCOMMANDS), None)
     try:
+        args = build_parser(args_list).parse_args(args_list)
+        logging.basicConfig(
+            level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+        module = importlib.import_module(SUBCOMMANDS[args.command][0])
         return int(module.run(args))
     except CliError as exc:
         # The messages are ours, but may quote a value the user gave: a URL shows no userinfo.
         print(f"error: {redact.text(str(exc), args_list)}", file=sys.stderr)
         return exc.code
+    except ModuleNotFoundError as exc:
+        extra = missing_extra(chosen, exc)
+        if extra is None:
+            raise
+        top = (exc.name or "").partition(".")[0]
+        missing = MissingExtra(f"pool-exporter {chosen}", top, extra)
+        print(f"error: {missing}", file=sys.stderr)
+        return missing.code
     except KeyboardInterrupt:
         return 130
 

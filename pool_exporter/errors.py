@@ -1,4 +1,4 @@
-"""The one exception a subcommand raises for an operational error."""
+"""The exceptions a subcommand raises for an operational error."""
 
 from __future__ import annotations
 
@@ -9,3 +9,13 @@ class CliError(Exception):
     def __init__(self, message: str, code: int = 2) -> None:
         super().__init__(message)
         self.code = code
+
+
+class MissingExtra(CliError):
+    """An optional dependency that is not installed, and the extra that brings it."""
+
+    def __init__(self, what: str, module: str, extra: str) -> None:
+        super().__init__(
+            f"{what} needs {module}, which is not installed: pip install 'pool-exporter[{extra}]'"
+        )
+        self.extra = extra

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from prometheus_client import CollectorRegistry
 from pool_exporter.cli import main
 from pool_exporter.instrument import instrument
 from pool_exporter.mixin import alerts
-from pool_exporter.mixin.config import AlertConfig, load
+from pool_exporter.mixin.config import DEFAULT_RUNBOOK_URL, AlertConfig, load
 from pool_exporter.sidecar.database import DatabaseCollector
 from pool_exporter.sidecar.pgbouncer import PgBouncerCollector, parse_poolers
 from tests.support import pgbouncer, promtool_cases
@@ -217,6 +218,16 @@ def test_every_alert_has_severity_summary_description_and_a_runbook_anchor() -> 
         # the live value, or (for a state that has no number) who is affected
         assert "$value" in notes["description"] or "$labels.instance" in notes["description"]
         assert notes["runbook_url"].split("#")[1] in anchors, f"{name}: no runbook section"
+
+
+def test_the_default_runbook_url_is_the_runbooks_address_the_package_publishes() -> None:
+    # pyproject's [project.urls] is what PyPI lists; the links go to the same file, whose
+    # sections the test above checks.
+    urls = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"]
+    assert urls["Runbooks"] == DEFAULT_RUNBOOK_URL
+    assert f"{urls['Homepage']}/blob/main/docs/runbooks.md" == DEFAULT_RUNBOOK_URL
+    for name, rule in RULE.items():
+        assert rule["annotations"]["runbook_url"] == f"{DEFAULT_RUNBOOK_URL}#{name.lower()}"
 
 
 # -- every metric a rule reads exists in the exporter's real output --------------------------

@@ -12,6 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from pool_exporter.mixin import shipped
+
 from .conftest import require_binary
 from .procs import free_port, parse, select, wait_until
 
@@ -75,17 +77,29 @@ def test_short_demo_times_out_serves_metrics_reports_alerts_and_writes_a_png(
     assert png.startswith(PNG_SIGNATURE) and len(png) > 10_000
 
 
-def test_without_rules_in_the_directory_the_demo_evaluates_the_generated_ones(
-    tmp_path: Path,
-) -> None:
-    require_binary("prometheus")
+def rules_used(tmp_path: Path) -> Path:
     proc = demo(tmp_path, *("--users", "50", "--duration", "3", "--port", str(free_port())))
     out, _ = proc.communicate(timeout=90)
     assert proc.returncode == 0, out
     (line,) = [x for x in out.splitlines() if x.startswith("alerts: Prometheus")]
-    used = Path(line.rsplit(" with ", 1)[1])
-    assert used.name == "pool-exporter.rules.yml" and used.parent != tmp_path / "alerts"
-    assert not used.exists()  # a temporary file, removed with the demo
+    return Path(line.rsplit(" with ", 1)[1])
+
+
+def test_without_rules_in_the_directory_the_demo_evaluates_the_shipped_ones(
+    tmp_path: Path,
+) -> None:
+    require_binary("prometheus")
+    # here the checkout's alerts/; installed from the wheel, the package's copy (test_wheel.py)
+    assert rules_used(tmp_path) == shipped.find(shipped.RULES)
+
+
+def test_rules_in_the_directory_are_what_the_demo_evaluates(tmp_path: Path) -> None:
+    # where `pool-exporter alerts generate` writes rules with a user's own settings
+    require_binary("prometheus")
+    mine = tmp_path / shipped.RULES
+    mine.parent.mkdir()
+    mine.write_text(RULES)
+    assert rules_used(tmp_path) == mine
 
 
 def test_demo_without_prometheus_says_how_to_get_it(tmp_path: Path) -> None:
@@ -139,3 +153,36 @@ def test_demo_rejects_impossible_settings(tmp_path: Path, args: list[str]) -> No
     proc = demo(tmp_path, "--no-prometheus", *args)
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 2 and out.startswith("error: "), out
+
+
+def test_demo_without_matplotlib_keeps_its_summary_and_json_and_names_the_extra(
+    tmp_path: Path,
+) -> None:
+    # matplotlib made unimportable, as without the `demo` extra (tests/test_wheel.py does it
+    # for real in a fresh virtualenv)
+    code = (
+        "import sys; sys.modules['matplotlib'] = None\n"
+        "from pool_exporter.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    result = subprocess.run(
+        [
+            *(sys.executable, "-c", code, "demo", "--no-prometheus", "--port", str(free_port())),
+            *("--users", "30", "--duration", "2", "--json", "r.json", "--out", "demo.png"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+        check=False,
+        env={**os.environ, "POOL_EXPORTER_DATABASE_URL": "", "DATABASE_URL": ""},
+    )
+    assert result.returncode == 2, result
+    assert "timeline: matplotlib is not installed" in result.stdout.splitlines()[2]
+    assert "requests        " in result.stdout
+    assert json.loads((tmp_path / "r.json").read_text())["requests"] > 0
+    assert not (tmp_path / "demo.png").exists()
+    assert result.stderr == (
+        "error: the timeline PNG needs matplotlib, which is not installed: "
+        "pip install 'pool-exporter[demo]'\n"
+    )

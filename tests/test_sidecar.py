@@ -18,6 +18,7 @@ import httpx
 import pytest
 import yaml
 
+from .conftest import require_binary
 from .procs import (
     BIN,
     ROOT,
@@ -285,18 +286,18 @@ def test_a_missing_directory_is_named_in_the_error(tmp_path: Path) -> None:
 def test_an_unwritable_directory_is_refused() -> None:
     # The sidecar removes dead workers' files, so read-only access is a configuration error.
     directory = Path(tempfile.mkdtemp(prefix="pool-exporter-ro-"))
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        # Root writes anywhere through CAP_DAC_OVERRIDE: the sidecar runs as root without it,
+        # so the mode bits apply. Not as another user: that user may be unable to reach the
+        # interpreter or the virtualenv (a checkout under /root, a 0700 `mktemp -d`).
+        setpriv = shutil.which("setpriv")
+        assert setpriv, "setpriv (util-linux) is needed to drop CAP_DAC_OVERRIDE"
+        prefix = [setpriv, "--bounding-set=-dac_override"]
+    directory.chmod(0o555)
     try:
-        args = [f"--multiproc-dir={directory}"]
-        if os.geteuid() == 0:  # root writes anywhere: run the sidecar as nobody instead
-            directory.chmod(0o755)
-            setpriv = shutil.which("setpriv")
-            assert setpriv, "setpriv (util-linux) is needed to run the sidecar as nobody"
-            prefix = [setpriv, "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
-        else:
-            directory.chmod(0o555)
-            prefix = []
         result = subprocess.run(
-            [*prefix, str(BIN / "pool-exporter"), "sidecar", *args],
+            [*prefix, str(BIN / "pool-exporter"), "sidecar", f"--multiproc-dir={directory}"],
             check=False,
             capture_output=True,
             text=True,
@@ -343,3 +344,47 @@ def test_deploy_examples_parse_and_point_at_the_shared_directory() -> None:
     assert scrape["scrape_configs"]
     web = yaml.safe_load((deploy / "web-config.yml").read_text())
     assert set(web) == {"tls_server_config", "basic_auth_users"}
+
+
+def _seconds(duration: str) -> float:
+    assert duration.endswith("s") and not duration.endswith("ms"), duration
+    return float(duration[:-1])
+
+
+def test_deploy_examples_scrape_every_5_s_and_outwait_the_database_timeout() -> None:
+    # The README advises 5 s or faster; a scrape timeout must fit in the interval and stay
+    # above the sidecar's --database-timeout, so that a slow database reports up 0.
+    deploy = ROOT / "deploy"
+    documents = [d for d in yaml.safe_load_all((deploy / "kubernetes.yaml").read_text()) if d]
+    (deployment,) = [d for d in documents if d["kind"] == "Deployment"]
+    containers = {c["name"]: c for c in deployment["spec"]["template"]["spec"]["containers"]}
+    (database_timeout,) = [
+        float(a.split("=", 1)[1])
+        for a in containers["pool-exporter"]["args"]
+        if a.startswith("--database-timeout=")
+    ]
+    monitors = [d for d in yaml.safe_load_all((deploy / "monitoring.yaml").read_text()) if d]
+    endpoints = [
+        e
+        for m in monitors
+        for e in m["spec"].get("podMetricsEndpoints", []) + m["spec"].get("endpoints", [])
+    ]
+    pairs = [(e["interval"], e["scrapeTimeout"]) for e in endpoints]
+    prometheus = yaml.safe_load((deploy / "prometheus.yml").read_text())
+    defaults = prometheus["global"]
+    assert _seconds(defaults["evaluation_interval"]) <= 5
+    pairs += [
+        (
+            job.get("scrape_interval", defaults["scrape_interval"]),
+            job.get("scrape_timeout", defaults["scrape_timeout"]),
+        )
+        for job in prometheus["scrape_configs"]
+    ]
+    assert len(pairs) == 4
+    for interval, timeout in pairs:
+        assert _seconds(interval) <= 5
+        assert database_timeout < _seconds(timeout) <= _seconds(interval)
+    promtool = require_binary("promtool")
+    check = [promtool, "check", "config", "--syntax-only", str(deploy / "prometheus.yml")]
+    result = subprocess.run(check, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -14,7 +14,6 @@ import contextlib
 import os
 import signal
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,11 +27,12 @@ from pool_exporter import redact
 from pool_exporter.errors import CliError
 from pool_exporter.exposition import start_http_server
 from pool_exporter.instrument import instrument
+from pool_exporter.mixin import shipped
 
 from . import replay as rp
 from .alertwatch import AlertTimes, AlertWatch
 from .liveview import LiveView
-from .timeline import Marker, plot
+from .timeline import Marker, can_plot, plot
 
 DEFAULT_PORT = 9464
 POOL_NAME = "demo"
@@ -83,7 +83,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--rules",
         type=Path,
         help="alert rules to evaluate (default: ./alerts/pool-exporter.rules.yml if there is "
-        "one, else the default rules, generated)",
+        "one, else the default rules shipped with the package)",
     )
     parser.add_argument("--json", metavar="FILE", help="also write the replay's results as JSON")
 
@@ -150,6 +150,11 @@ def run(args: argparse.Namespace) -> int:
         where = "a temporary SQLite file" if args.database_url is None else "the database"
         print(f"pool-exporter demo on {where}: {redact.url(engine.url)}")
         print(f"metrics: {metrics_url}")
+        if not can_plot():  # said now, so nobody waits a minute for a PNG that cannot come
+            print(
+                "timeline: matplotlib is not installed, so no PNG at the end "
+                "(pip install 'pool-exporter[demo]'); the summary and --json still come"
+            )
         total = args.duration
         print(
             f"plan: {BACKGROUND_RATE:g} requests/s for {total:g} s, then at {push_at:g} s a push "
@@ -176,11 +181,10 @@ def run(args: argparse.Namespace) -> int:
         print(line)
     for line in alert_lines(alerts, result, offset):
         print(line)
-    markers = markers_for(result, alerts, offset)
-    png = plot(result, args.out, markers)
-    print(f"timeline        {png}")
     if args.json:
         rp.write_json(result, args.json)
+    png = plot(result, args.out, markers_for(result, alerts, offset))
+    print(f"timeline        {png}")
     return 0
 
 
@@ -198,7 +202,10 @@ def start_alerting(
             "(apt-get install prometheus, or put `prometheus` on PATH)"
         )
         return None
-    rules = rules or rules_file(stack)
+    rules = rules or rules_file()
+    if rules is None:
+        print(f"alerts: no alert rules found ({shipped.RULES}); not evaluated")
+        return None
     try:
         prom = stack.enter_context(
             promserver.PrometheusServer([f"127.0.0.1:{port}"], rule_files=[rules], binary=binary)
@@ -211,19 +218,11 @@ def start_alerting(
     return stack.enter_context(AlertWatch(prom.alerts, zero=zero))
 
 
-def rules_file(stack: contextlib.ExitStack) -> Path:
-    """The rules committed in ./alerts (a checkout of the project), else the default rules
-    `pool_exporter.mixin` generates, written to a directory that lives as long as `stack`."""
-    from pool_exporter.mixin.alerts import RULES_FILE, generate
-    from pool_exporter.mixin.config import AlertConfig
-
-    committed = Path.cwd() / "alerts" / RULES_FILE
-    if committed.is_file():
-        return committed
-    out_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pool-exporter-")))
-    generated = out_dir / RULES_FILE
-    generated.write_text(generate(AlertConfig(), out_dir)[generated])
-    return generated
+def rules_file() -> Path | None:
+    """./alerts (where `alerts generate` writes, a checkout of the project), else the default
+    rules shipped with the package, which need no PyYAML to read."""
+    here = Path.cwd() / shipped.RULES
+    return here if here.is_file() else shipped.find(shipped.RULES)
 
 
 def alert_lines(alerts: list[AlertTimes], result: rp.Result, offset: float) -> list[str]:

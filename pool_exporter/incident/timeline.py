@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import itertools
+import logging
 from dataclasses import dataclass
 from pathlib import Path
+
+from pool_exporter.errors import MissingExtra
 
 from .replay import Result
 
@@ -18,10 +21,24 @@ class Marker:
     color: str = "tab:gray"
 
 
+def can_plot() -> bool:
+    """Whether matplotlib (the `demo` extra) is installed."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def plot(result: Result, out: Path, markers: list[Marker]) -> Path:
     """Write the timeline PNG; matplotlib's Agg backend, so no display is needed."""
+    if not can_plot():
+        raise MissingExtra("the timeline PNG", "matplotlib", "demo")
     import matplotlib
 
+    # The CLI logs at INFO; matplotlib's notes (building its font cache on a first run) are not
+    # the demo's business.
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

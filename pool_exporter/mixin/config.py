@@ -11,6 +11,8 @@ from typing import Any
 
 from pool_exporter.durations import is_duration
 
+# docs/runbooks.md in the project's repository: pyproject.toml's [project.urls] Runbooks, the
+# address PyPI lists. Each alert links to its section, `runbook_url#<alert name in lowercase>`.
 DEFAULT_RUNBOOK_URL = "https://github.com/pool-exporter/pool-exporter/blob/main/docs/runbooks.md"
 
 # One label matcher as PromQL writes it: name, operator, double-quoted value.
@@ -100,6 +102,8 @@ class AlertConfig:
     severity_page: str = "critical"
     severity_warning: str = "warning"
     severity_ticket: str = "info"
+    # Where the runbooks live: set once to your own copy (`pool-exporter alerts show
+    # runbooks.md`), so that the links work inside your network and match your version.
     runbook_url: str = DEFAULT_RUNBOOK_URL
     prometheusrule_name: str = "pool-exporter"
 

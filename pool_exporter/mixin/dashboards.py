@@ -8,7 +8,6 @@ the new heatmap panel, `showLegend` on legends, no keys that schema dropped.
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -20,10 +19,9 @@ from grafanalib import core as g
 from grafanalib._gen import DashboardEncoder
 
 from pool_exporter import metrics as m
-from pool_exporter.errors import CliError
 
 from .config import AlertConfig
-from .generated import add_generate_command, write_or_check
+from .shipped import DASHBOARD_FILE
 
 SCHEMA_VERSION = 39  # Grafana 10.3/10.4; 11.x migrates it forward without changes to panels
 PLUGIN_VERSION = "10.4.0"
@@ -60,7 +58,7 @@ class DashboardConfig:
 
     uid: str = "pool-exporter"
     title: str = "SQLAlchemy connection pools"
-    filename: str = "pool-exporter.json"
+    filename: str = DASHBOARD_FILE
     # Extra label matchers added to every selector, e.g. 'service="shop"'.
     selector: str = ""
     thresholds: Thresholds = field(default_factory=lambda: Thresholds.from_alerts(AlertConfig()))
@@ -863,20 +861,3 @@ def render(cfg: DashboardConfig) -> str:
 def generate(cfg: DashboardConfig, out_dir: Path) -> dict[Path, str]:
     """{path: text} of every dashboard file the config produces."""
     return {out_dir / cfg.filename: render(cfg)}
-
-
-# -- CLI ------------------------------------------------------------------------------------
-
-DEFAULT_OUT_DIR = Path("dashboards")
-
-
-def configure(parser: argparse.ArgumentParser) -> None:
-    add_generate_command(parser, what="the dashboard JSON files", out_dir=DEFAULT_OUT_DIR)
-
-
-def run(args: argparse.Namespace) -> int:
-    files = generate(DashboardConfig(), args.out_dir)
-    try:
-        return write_or_check(files, check=args.check, command="pool-exporter dashboards generate")
-    except OSError as exc:
-        raise CliError(f"cannot write {args.out_dir}: {exc.strerror or exc}") from None

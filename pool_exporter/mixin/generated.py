@@ -1,21 +1,52 @@
-"""Files a generator commits: write them, or check that the committed copies are current."""
+"""Files a generator commits: print the shipped copies, write new ones, or check them."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
+from pool_exporter.errors import CliError
 
-def add_generate_command(
-    parser: argparse.ArgumentParser, *, what: str, out_dir: Path
+from . import shipped
+
+
+def add_actions(
+    parser: argparse.ArgumentParser,
+    *,
+    what: str,
+    directory: str,
+    default: str,
+    also: dict[str, str] | None = None,
 ) -> argparse.ArgumentParser:
-    """`<command> generate [--out-dir DIR] [--check]`: the subcommand every generator offers."""
+    """`<command> show [FILE]` (a file of `directory` as shipped with the package, or one of
+    `also`, {name: shipped path}; no extra needed) and `<command> generate [--out-dir DIR]
+    [--check]`; returns the `generate` parser."""
     sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
-    gen = sub.add_parser("generate", help=f"write {what}")
+    files = shipped.listing(directory)
+    for name, relative in (also or {}).items():
+        found = shipped.find(relative)
+        if found is not None:
+            files[name] = found
+    show = sub.add_parser(
+        "show",
+        help=f"print one of {what} as shipped with the package (the defaults)",
+        description=f"Print one of {what} as shipped with the package, generated with the "
+        f"default settings, e.g. `pool-exporter {directory} show > {default}`.",
+    )
+    show.add_argument(
+        "file",
+        nargs="?",
+        default=default,
+        choices=sorted(files) or None,
+        help="which file (default: %(default)s)",
+    )
+    show.set_defaults(shipped=files, directory=directory)
+    gen = sub.add_parser("generate", help=f"write {what} from the generator")
     gen.add_argument(
         "--out-dir",
         type=Path,
-        default=out_dir,
+        default=Path(directory),
         help="directory of the generated files (default: %(default)s)",
     )
     gen.add_argument(
@@ -24,6 +55,15 @@ def add_generate_command(
         help="write nothing; exit 1 if a file is missing or differs from the generator",
     )
     return gen
+
+
+def show(args: argparse.Namespace) -> int:
+    """Print the shipped file `args.file`."""
+    path = args.shipped.get(args.file)
+    if path is None:
+        raise CliError(f"{args.directory}/{args.file} is not shipped with this installation")
+    sys.stdout.write(path.read_text())
+    return 0
 
 
 def write_or_check(files: dict[Path, str], *, check: bool, command: str) -> int:

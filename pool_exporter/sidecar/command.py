@@ -219,6 +219,12 @@ def _from_env_or_file(env: str, flag: str, path: str, what: str, *, one_line: bo
     return url
 
 
+def _require_psycopg() -> None:
+    """Checked before serving, not at the first scrape: without the `sidecar` extra the CLI
+    names it in one line."""
+    import psycopg  # noqa: F401
+
+
 def _pgbouncer(args: argparse.Namespace) -> PgBouncerCollector | None:
     text = _from_env_or_file(
         PGBOUNCER_ENV,
@@ -229,6 +235,7 @@ def _pgbouncer(args: argparse.Namespace) -> PgBouncerCollector | None:
     )
     if not text:
         return None
+    _require_psycopg()
     try:
         return PgBouncerCollector(
             parse_poolers(text), timeout=args.database_timeout, max_pools=args.pgbouncer_max_pools
@@ -241,6 +248,7 @@ def _database(args: argparse.Namespace) -> DatabaseCollector | None:
     url = _from_env_or_file(URL_ENV, "--database-url-file", args.database_url_file, "database URL")
     if not url:
         return None
+    _require_psycopg()
     try:
         return DatabaseCollector(
             url, timeout=args.database_timeout, max_applications=args.database_max_applications
