@@ -3,6 +3,7 @@ checked against a real Prometheus scraping real instrumented engines."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -16,6 +17,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+import yaml
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.multiprocess import MultiProcessCollector
 
@@ -25,6 +27,9 @@ from pool_exporter import metrics as m
 from pool_exporter.events import mark_event
 from pool_exporter.incident.promserver import PrometheusServer, QueryError
 from pool_exporter.mixin import dashboards as d
+from pool_exporter.mixin.alerts import RULES_FILE
+from pool_exporter.mixin.config import AlertConfig
+from pool_exporter.mixin.rules import alert_rules, record_names
 from pool_exporter.sidecar.database import DatabaseCollector
 from tests.support import dashboard_queries as dq
 
@@ -430,11 +435,26 @@ def test_database_panels_return_data_from_a_real_sidecar_view(pg_url: str, tmp_p
         engine.dispose()
 
 
-def test_the_dashboard_draws_the_thresholds_the_alert_rules_fire_at() -> None:
-    from pool_exporter.mixin.config import AlertConfig
+def _threshold(rules: dict[str, dict[str, Any]], alert: str, record: str) -> float:
+    """The number the alert compares `record` with, read from its expression."""
+    found = re.findall(rf"{re.escape(record)} >=? ([0-9.]+)", rules[alert]["expr"])
+    assert len(found) == 1, rules[alert]["expr"]
+    return float(found[0])
 
-    alerts = AlertConfig()
-    drawn = d.DashboardConfig().thresholds
-    assert drawn.utilisation_warning == alerts.utilisation_warning
-    assert drawn.database_warning == alerts.database_warning
-    assert drawn.database_critical == alerts.fleet_share
+
+def _bands(title: str) -> list[tuple[str, float]]:
+    committed = json.loads((ROOT / "dashboards" / CONFIG.filename).read_text())
+    panel = next(p for p in d._walk_panels(committed["panels"]) if p["title"] == title)
+    steps = panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    assert steps[0] == {"color": "green", "value": None}
+    return [(step["color"], step["value"]) for step in steps[1:]]
+
+
+def test_the_dashboard_draws_its_bands_where_the_committed_alert_rules_fire() -> None:
+    groups = yaml.safe_load((ROOT / "alerts" / RULES_FILE).read_text())["groups"]
+    rules = {rule["alert"]: rule for rule in alert_rules(groups)}
+    names = record_names(AlertConfig())
+    nearly_full = _threshold(rules, "SQLAlchemyPoolNearlyFull", names.utilisation)
+    assert _bands("Pool utilisation per worker") == [("orange", nearly_full), ("red", 1.0)]
+    fleet = _threshold(rules, "SQLAlchemyFleetExceedsDatabaseLimit", names.fleet_database_ratio)
+    assert _bands("Fleet's share of the database") == [("orange", fleet)]

@@ -25,8 +25,8 @@ class ConfigError(ValueError):
 class AlertConfig:
     """Selectors, thresholds, `for` durations, severities and the runbook address.
 
-    Ratios are 0-1. The defaults match the dashboard's threshold lines
-    (`dashboards.Thresholds`): utilisation 0.8, database share 0.8 and 1.
+    Ratios are 0-1. The dashboard draws its threshold bands from these same fields
+    (`dashboards.Thresholds.from_alerts`): `utilisation_warning` and `fleet_share`.
     """
 
     # Extra label matchers for every pool series, e.g. 'job="shop"'; and for the sidecar's
