@@ -7,7 +7,7 @@ cost a whole interval in a push that saturates a pool within one scrape.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,146 +105,246 @@ def alert(  # noqa: PLR0917 - read as a table of rules, one argument a line
     return rule
 
 
-def pool_group(cfg: AlertConfig) -> Group:
-    b, r = Builder(cfg), record_names(cfg)
-    w = cfg.rate_window
-    in_use = b.pool(m.CONNECTIONS, 'state="in_use"')
-    capacity = f"({b.pool(m.MAX_CONNECTIONS)} > 0)"
-    timeout = f"({b.pool(m.TIMEOUT)} > 0)"
-    waiting = b.pool(m.WAITING)
+# -- one pool in one worker ------------------------------------------------------------------
+# An alert is a small function of the shared terms, listed in its group's tuple: a new alert
+# is a new function and one more line in a tuple.
+
+
+@dataclass(frozen=True)
+class PoolTerms:
+    """The selectors and conditions the pool records and alerts share."""
+
+    cfg: AlertConfig
+    b: Builder
+    r: RecordNames
+    in_use: str
+    capacity: str  # max connections, where the pool has a capacity
+    timeout: str  # the pool timeout, where it has one
+    waiting: str
+    busy: str  # utilisation at or above the warning threshold
+
+    @classmethod
+    def of(cls, cfg: AlertConfig) -> PoolTerms:
+        b, r = Builder(cfg), record_names(cfg)
+        return cls(
+            cfg=cfg,
+            b=b,
+            r=r,
+            in_use=b.pool(m.CONNECTIONS, 'state="in_use"'),
+            capacity=f"({b.pool(m.MAX_CONNECTIONS)} > 0)",
+            timeout=f"({b.pool(m.TIMEOUT)} > 0)",
+            waiting=b.pool(m.WAITING),
+            busy=f"{r.utilisation} >= {cfg.utilisation_warning:g}",
+        )
+
+
+def pool_records(t: PoolTerms) -> list[Rule]:
+    b, r, w = t.b, t.r, t.cfg.rate_window
     hold_sum = b.rate(m.HOLD, w, "_sum")
     hold_count = b.rate(m.HOLD, w, "_count")
-    records: list[Rule] = [
-        {"record": r.utilisation, "expr": f"{in_use} / ignoring (state) {capacity}"},
+    return [
+        {"record": r.utilisation, "expr": f"{t.in_use} / ignoring (state) {t.capacity}"},
         {"record": r.utilisation_avg, "expr": f"avg_over_time({r.utilisation}[{w}])"},
         {"record": r.hold_mean, "expr": f"{hold_sum} / {hold_count}"},
         # How long the callers queued now wait to be served: each needs one of `capacity`
         # connections for the recent mean hold time. Histograms carry no pid, gauges may.
         {
             "record": r.queue_drain,
-            "expr": f"{waiting} * ignoring (pid) group_left () {r.hold_mean} / {capacity}",
+            "expr": f"{t.waiting} * ignoring (pid) group_left () {r.hold_mean} / {t.capacity}",
         },
         {
             "record": r.wait_p99,
             "expr": f"histogram_quantile(0.99, {b.rate(m.CHECKOUT_WAIT, w, '_bucket')})",
         },
     ]
-    sev_w, sev_p = cfg.severity_warning, cfg.severity_page
-    busy = f"{r.utilisation} >= {cfg.utilisation_warning:g}"
-    failed = b.rate(m.CONNECT_ERRORS, cfg.error_window)
-    alerts = [
-        alert(
-            cfg,
-            "SQLAlchemyPoolNearlyFull",
-            busy,
-            sev_w,
-            "A connection pool is nearly full.",
-            f"{WHERE} has had {{{{ $value | humanizePercentage }}}} of its connections in use "
-            f"for {cfg.nearly_full_for}: the next burst will make callers wait.",
-            cfg.nearly_full_for,
-        ),
-        alert(
-            cfg,
-            "SQLAlchemyPoolExhausted",
-            f"{r.queue_drain} >= {cfg.queue_warning_seconds:g} and {busy}",
-            sev_w,
-            "A connection pool is exhausted: callers are queueing for a connection.",
-            f"{WHERE} is full and the callers queued for a connection need about "
-            "{{ $value | humanizeDuration }} to be served at the recent hold time.",
-        ),
-        alert(
-            cfg,
-            "SQLAlchemyPoolCallersWaiting",
-            f"{waiting} > 0 and {r.utilisation} >= 1",
-            sev_w,
-            "Callers have been waiting for a full connection pool.",
-            f"{WHERE} has been at capacity with callers waiting for {cfg.waiting_for}; "
-            "{{ $value }} are waiting now.",
-            cfg.waiting_for,
-        ),
-        alert(
-            cfg,
-            "SQLAlchemyPoolQueueExceedsTimeout",
-            f"{r.queue_drain} / {timeout} >= {cfg.queue_timeout_share:g} and {busy}",
-            sev_p,
-            "Callers queued for a connection pool are about to hit the pool timeout.",
-            f"{WHERE} is full and its queue needs {{{{ $value | humanizePercentage }}}} of the "
-            "pool timeout to drain: its last callers will fail with TimeoutError.",
-        ),
-        alert(
-            cfg,
-            "SQLAlchemyPoolQueueNearTimeout",
-            f"{r.queue_drain} / {timeout} >= {cfg.queue_page_share:g} and {busy}",
-            sev_p,
-            "Callers queued for a connection pool will soon hit the pool timeout.",
-            f"{WHERE} is full and its queue needs {{{{ $value | humanizePercentage }}}} of the "
-            "pool timeout to drain: checkouts will fail with TimeoutError unless load drops.",
-            cfg.page_for,
-        ),
-        alert(
-            cfg,
-            "SQLAlchemyPoolCheckoutWaitNearTimeout",
-            f"{r.wait_p99} / max without (pid) {timeout} >= {cfg.wait_page_share:g} "
-            f"and ignoring (pid) {waiting} > 0",
-            sev_p,
-            "Checkouts wait a large share of the pool timeout.",
-            f"{WHERE_INSTANCE}: the 99th percentile checkout over {w} waited "
-            "{{ $value | humanizePercentage }} of the pool timeout and callers are still "
-            "waiting.",
-            cfg.page_for,
-        ),
-        alert(
-            cfg,
-            "SQLAlchemyPoolCheckoutTimeouts",
-            f"{b.rate(m.CHECKOUT_TIMEOUTS, w)} > 0",
-            sev_p,
-            "Checkouts are failing with the pool's TimeoutError.",
-            f"{WHERE_INSTANCE}: {{{{ $value | humanize }}}} checkouts/s timed out over the "
-            f"last {w}; the application is returning errors.",
-        ),
-        alert(
-            cfg,
-            "SQLAlchemyPoolHeadroomLow",
-            f"max without (pid) (max_over_time({r.utilisation_avg}[{cfg.headroom_window}])) "
-            f">= {cfg.headroom_threshold:g}",
-            cfg.severity_ticket,
-            "A connection pool has little headroom for the next burst.",
-            f"{WHERE_INSTANCE}: its busiest {w} in the last {cfg.headroom_window} averaged "
-            "{{ $value | humanizePercentage }} of capacity. Raise the pool (or the workers) "
-            "before the next push.",
-        ),
-        alert(
-            cfg,
-            "SQLAlchemyPoolConnectErrors",
-            f"{failed} / ({b.rate(m.CONNECTS, cfg.error_window)} + {failed}) "
-            f">= {cfg.connect_error_share:g}",
-            sev_w,
-            "A connection pool cannot open database connections.",
-            f"{WHERE_INSTANCE}: {{{{ $value | humanizePercentage }}}} of the attempts to open "
-            f"a connection failed over the last {cfg.error_window}.",
-            cfg.connect_errors_for,
-        ),
-        alert(
-            cfg,
-            "SQLAlchemyPoolInvalidationStorm",
-            f"sum without (pid, soft) (increase({b.pool(m.INVALIDATIONS)}[{cfg.error_window}])) "
-            f"/ sum without (pid) {capacity} >= {cfg.invalidation_share:g}",
-            sev_w,
-            "A connection pool is invalidating many connections.",
-            f"{WHERE_INSTANCE}: connections amounting to {{{{ $value | humanizePercentage }}}} "
-            f"of the pool's capacity were invalidated over the last {cfg.error_window} "
-            "(database restart, failover or network trouble).",
-        ),
-    ]
-    return {"name": "sqlalchemy-pool", "rules": records + alerts}
 
 
-def fleet_group(cfg: AlertConfig) -> Group:
-    b, r = Builder(cfg), record_names(cfg)
-    by = b.by_fleet
+def nearly_full(t: PoolTerms) -> Rule:
+    cfg = t.cfg
+    return alert(
+        cfg,
+        "SQLAlchemyPoolNearlyFull",
+        t.busy,
+        cfg.severity_warning,
+        "A connection pool is nearly full.",
+        f"{WHERE} has had {{{{ $value | humanizePercentage }}}} of its connections in use "
+        f"for {cfg.nearly_full_for}: the next burst will make callers wait.",
+        cfg.nearly_full_for,
+    )
+
+
+def exhausted(t: PoolTerms) -> Rule:
+    cfg = t.cfg
+    return alert(
+        cfg,
+        "SQLAlchemyPoolExhausted",
+        f"{t.r.queue_drain} >= {cfg.queue_warning_seconds:g} and {t.busy}",
+        cfg.severity_warning,
+        "A connection pool is exhausted: callers are queueing for a connection.",
+        f"{WHERE} is full and the callers queued for a connection need about "
+        "{{ $value | humanizeDuration }} to be served at the recent hold time.",
+    )
+
+
+def callers_waiting(t: PoolTerms) -> Rule:
+    cfg = t.cfg
+    return alert(
+        cfg,
+        "SQLAlchemyPoolCallersWaiting",
+        f"{t.waiting} > 0 and {t.r.utilisation} >= 1",
+        cfg.severity_warning,
+        "Callers have been waiting for a full connection pool.",
+        f"{WHERE} has been at capacity with callers waiting for {cfg.waiting_for}; "
+        "{{ $value }} are waiting now.",
+        cfg.waiting_for,
+    )
+
+
+def queue_exceeds_timeout(t: PoolTerms) -> Rule:
+    cfg = t.cfg
+    return alert(
+        cfg,
+        "SQLAlchemyPoolQueueExceedsTimeout",
+        f"{t.r.queue_drain} / {t.timeout} >= {cfg.queue_timeout_share:g} and {t.busy}",
+        cfg.severity_page,
+        "Callers queued for a connection pool are about to hit the pool timeout.",
+        f"{WHERE} is full and its queue needs {{{{ $value | humanizePercentage }}}} of the "
+        "pool timeout to drain: its last callers will fail with TimeoutError.",
+    )
+
+
+def queue_near_timeout(t: PoolTerms) -> Rule:
+    cfg = t.cfg
+    return alert(
+        cfg,
+        "SQLAlchemyPoolQueueNearTimeout",
+        f"{t.r.queue_drain} / {t.timeout} >= {cfg.queue_page_share:g} and {t.busy}",
+        cfg.severity_page,
+        "Callers queued for a connection pool will soon hit the pool timeout.",
+        f"{WHERE} is full and its queue needs {{{{ $value | humanizePercentage }}}} of the "
+        "pool timeout to drain: checkouts will fail with TimeoutError unless load drops.",
+        cfg.page_for,
+    )
+
+
+def checkout_wait_near_timeout(t: PoolTerms) -> Rule:
+    cfg = t.cfg
+    return alert(
+        cfg,
+        "SQLAlchemyPoolCheckoutWaitNearTimeout",
+        f"{t.r.wait_p99} / max without (pid) {t.timeout} >= {cfg.wait_page_share:g} "
+        f"and ignoring (pid) {t.waiting} > 0",
+        cfg.severity_page,
+        "Checkouts wait a large share of the pool timeout.",
+        f"{WHERE_INSTANCE}: the 99th percentile checkout over {cfg.rate_window} waited "
+        "{{ $value | humanizePercentage }} of the pool timeout and callers are still "
+        "waiting.",
+        cfg.page_for,
+    )
+
+
+def checkout_timeouts(t: PoolTerms) -> Rule:
+    cfg, w = t.cfg, t.cfg.rate_window
+    return alert(
+        cfg,
+        "SQLAlchemyPoolCheckoutTimeouts",
+        f"{t.b.rate(m.CHECKOUT_TIMEOUTS, w)} > 0",
+        cfg.severity_page,
+        "Checkouts are failing with the pool's TimeoutError.",
+        f"{WHERE_INSTANCE}: {{{{ $value | humanize }}}} checkouts/s timed out over the "
+        f"last {w}; the application is returning errors.",
+    )
+
+
+def headroom_low(t: PoolTerms) -> Rule:
+    cfg = t.cfg
+    return alert(
+        cfg,
+        "SQLAlchemyPoolHeadroomLow",
+        f"max without (pid) (max_over_time({t.r.utilisation_avg}[{cfg.headroom_window}])) "
+        f">= {cfg.headroom_threshold:g}",
+        cfg.severity_ticket,
+        "A connection pool has little headroom for the next burst.",
+        f"{WHERE_INSTANCE}: its busiest {cfg.rate_window} in the last {cfg.headroom_window} "
+        "averaged {{ $value | humanizePercentage }} of capacity. Raise the pool (or the "
+        "workers) before the next push.",
+    )
+
+
+def connect_errors(t: PoolTerms) -> Rule:
+    cfg = t.cfg
+    failed = t.b.rate(m.CONNECT_ERRORS, cfg.error_window)
+    return alert(
+        cfg,
+        "SQLAlchemyPoolConnectErrors",
+        f"{failed} / ({t.b.rate(m.CONNECTS, cfg.error_window)} + {failed}) "
+        f">= {cfg.connect_error_share:g}",
+        cfg.severity_warning,
+        "A connection pool cannot open database connections.",
+        f"{WHERE_INSTANCE}: {{{{ $value | humanizePercentage }}}} of the attempts to open "
+        f"a connection failed over the last {cfg.error_window}.",
+        cfg.connect_errors_for,
+    )
+
+
+def invalidation_storm(t: PoolTerms) -> Rule:
+    cfg = t.cfg
+    invalidated = f"increase({t.b.pool(m.INVALIDATIONS)}[{cfg.error_window}])"
+    return alert(
+        cfg,
+        "SQLAlchemyPoolInvalidationStorm",
+        f"sum without (pid, soft) ({invalidated}) "
+        f"/ sum without (pid) {t.capacity} >= {cfg.invalidation_share:g}",
+        cfg.severity_warning,
+        "A connection pool is invalidating many connections.",
+        f"{WHERE_INSTANCE}: connections amounting to {{{{ $value | humanizePercentage }}}} "
+        f"of the pool's capacity were invalidated over the last {cfg.error_window} "
+        "(database restart, failover or network trouble).",
+    )
+
+
+POOL_ALERTS: tuple[Callable[[PoolTerms], Rule], ...] = (
+    nearly_full,
+    exhausted,
+    callers_waiting,
+    queue_exceeds_timeout,
+    queue_near_timeout,
+    checkout_wait_near_timeout,
+    checkout_timeouts,
+    headroom_low,
+    connect_errors,
+    invalidation_storm,
+)
+
+
+def pool_group(cfg: AlertConfig) -> Group:
+    t = PoolTerms.of(cfg)
+    return {"name": "sqlalchemy-pool", "rules": pool_records(t) + [a(t) for a in POOL_ALERTS]}
+
+
+# -- the fleet of pools against the database they share -------------------------------------
+
+
+@dataclass(frozen=True)
+class FleetTerms:
+    """What the fleet records and alerts share: one database's clients, named by
+    `fleet_labels`."""
+
+    cfg: AlertConfig
+    b: Builder
+    r: RecordNames
+    where: str  # the fleet's label values, for descriptions
+
+    @classmethod
+    def of(cls, cfg: AlertConfig) -> FleetTerms:
+        where = " ".join(f"{{{{ $labels.{label} }}}}" for label in cfg.fleet_labels)
+        return cls(cfg=cfg, b=Builder(cfg), r=record_names(cfg), where=where)
+
+
+def fleet_records(t: FleetTerms) -> list[Rule]:
+    b, r, by = t.b, t.r, t.b.by_fleet
     conn_labels = ", ".join(m.DATABASE_CONNECTIONS.labels)
-    where = " ".join(f"{{{{ $labels.{label} }}}}" for label in cfg.fleet_labels)
-    records: list[Rule] = [
+    return [
         {"record": r.fleet_capacity, "expr": f"sum {by} ({b.pool(m.MAX_CONNECTIONS)})"},
         # Every sidecar reports the same server: max, not sum, across sidecars.
         {
@@ -259,50 +359,79 @@ def fleet_group(cfg: AlertConfig) -> Group:
             f"({b.database(m.DATABASE_CONNECTIONS)})) / {r.database_available}",
         },
     ]
-    alerts = [
-        alert(
-            cfg,
-            "SQLAlchemyFleetExceedsDatabaseLimit",
-            f"{r.fleet_database_ratio} > {cfg.fleet_share:g}",
-            cfg.severity_warning,
-            "The pools together may open more connections than the database allows.",
-            f"The pools of {where} may open {{{{ $value | humanizePercentage }}}} of the "
-            "connections the database allows ordinary roles (max_connections minus reserved): "
-            "under load, new connections will be refused.",
-            cfg.fleet_for,
-        ),
-        alert(
-            cfg,
-            "PoolExporterDatabaseConnectionsNearLimit",
-            f"{r.database_used_ratio} >= {cfg.database_warning:g}",
-            cfg.severity_warning,
-            "The database is running out of connection slots.",
-            f"The database of {where} has {{{{ $value | humanizePercentage }}}} of the "
-            "connection slots for ordinary roles in use.",
-            cfg.database_warning_for,
-        ),
-        alert(
-            cfg,
-            "PoolExporterDatabaseConnectionsExhausted",
-            f"{r.database_used_ratio} >= {cfg.database_critical:g}",
-            cfg.severity_page,
-            "The database is out of connection slots.",
-            f"The database of {where} has {{{{ $value | humanizePercentage }}}} of the "
-            "connection slots for ordinary roles in use: new connections are being refused.",
-            cfg.database_critical_for,
-        ),
-        alert(
-            cfg,
-            "PoolExporterDatabaseDown",
-            f"{b.database(m.DATABASE_UP)} == 0",
-            cfg.severity_warning,
-            "The sidecar cannot query the database.",
-            "The sidecar {{ $labels.instance }} of {{ $labels.job }} has not been able to "
-            f"query the database for {cfg.database_down_for}.",
-            cfg.database_down_for,
-        ),
-    ]
-    return {"name": "pool-exporter-fleet", "rules": records + alerts}
+
+
+def fleet_exceeds_database_limit(t: FleetTerms) -> Rule:
+    cfg = t.cfg
+    return alert(
+        cfg,
+        "SQLAlchemyFleetExceedsDatabaseLimit",
+        f"{t.r.fleet_database_ratio} > {cfg.fleet_share:g}",
+        cfg.severity_warning,
+        "The pools together may open more connections than the database allows.",
+        f"The pools of {t.where} may open {{{{ $value | humanizePercentage }}}} of the "
+        "connections the database allows ordinary roles (max_connections minus reserved): "
+        "under load, new connections will be refused.",
+        cfg.fleet_for,
+    )
+
+
+def database_connections_near_limit(t: FleetTerms) -> Rule:
+    cfg = t.cfg
+    return alert(
+        cfg,
+        "PoolExporterDatabaseConnectionsNearLimit",
+        f"{t.r.database_used_ratio} >= {cfg.database_warning:g}",
+        cfg.severity_warning,
+        "The database is running out of connection slots.",
+        f"The database of {t.where} has {{{{ $value | humanizePercentage }}}} of the "
+        "connection slots for ordinary roles in use.",
+        cfg.database_warning_for,
+    )
+
+
+def database_connections_exhausted(t: FleetTerms) -> Rule:
+    cfg = t.cfg
+    return alert(
+        cfg,
+        "PoolExporterDatabaseConnectionsExhausted",
+        f"{t.r.database_used_ratio} >= {cfg.database_critical:g}",
+        cfg.severity_page,
+        "The database is out of connection slots.",
+        f"The database of {t.where} has {{{{ $value | humanizePercentage }}}} of the "
+        "connection slots for ordinary roles in use: new connections are being refused.",
+        cfg.database_critical_for,
+    )
+
+
+def database_down(t: FleetTerms) -> Rule:
+    cfg = t.cfg
+    return alert(
+        cfg,
+        "PoolExporterDatabaseDown",
+        f"{t.b.database(m.DATABASE_UP)} == 0",
+        cfg.severity_warning,
+        "The sidecar cannot query the database.",
+        "The sidecar {{ $labels.instance }} of {{ $labels.job }} has not been able to "
+        f"query the database for {cfg.database_down_for}.",
+        cfg.database_down_for,
+    )
+
+
+FLEET_ALERTS: tuple[Callable[[FleetTerms], Rule], ...] = (
+    fleet_exceeds_database_limit,
+    database_connections_near_limit,
+    database_connections_exhausted,
+    database_down,
+)
+
+
+def fleet_group(cfg: AlertConfig) -> Group:
+    t = FleetTerms.of(cfg)
+    return {"name": "pool-exporter-fleet", "rules": fleet_records(t) + [a(t) for a in FLEET_ALERTS]}
+
+
+# -- pools that stopped reporting ------------------------------------------------------------
 
 
 def info_sample() -> str:
@@ -332,8 +461,12 @@ def absent_group(cfg: AlertConfig) -> Group:
     return {"name": "pool-exporter-absent", "rules": [rule]}
 
 
+# One function a group; a new group (a pooler's, say) is one more line here.
+GROUPS: tuple[Callable[[AlertConfig], Group], ...] = (pool_group, fleet_group, absent_group)
+
+
 def groups(cfg: AlertConfig) -> list[Group]:
-    return [pool_group(cfg), fleet_group(cfg), absent_group(cfg)]
+    return [group(cfg) for group in GROUPS]
 
 
 def alert_rules(all_groups: Sequence[Group]) -> list[Rule]:
