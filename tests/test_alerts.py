@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ALERTS_DIR = ROOT / "alerts"
 RULES = ALERTS_DIR / alerts.RULES_FILE
 RUNBOOKS = ROOT / "docs" / "runbooks.md"
+RUNBOOK_PAGE = "https://github.com/pool-exporter/pool-exporter/blob/main/docs/runbooks.md"
 
 
 def committed_rules() -> dict[str, dict[str, Any]]:
@@ -201,19 +202,46 @@ def test_alertmanager_example_groups_by_pool_and_a_page_inhibits_the_pools_warni
     assert {"job", "pool"} <= set(inhibit["equal"])
 
 
-def test_every_alert_has_severity_summary_description_and_a_runbook_anchor() -> None:
+# What each alert's description must name: where it fires (a pool in a worker, a pool on an
+# instance, a fleet, a scrape target) and, where the state has a number, the live value.
+WORKER = {"$labels.pool", "$labels.instance", "$labels.pid", "$value"}
+POOL = {"$labels.pool", "$labels.instance", "$value"}
+FLEET = {"$labels.job", "$value"}
+TARGET = {"$labels.instance", "$labels.job"}
+SAYS = {
+    "SQLAlchemyPoolNearlyFull": ("warning", WORKER),
+    "SQLAlchemyPoolExhausted": ("warning", WORKER),
+    "SQLAlchemyPoolCallersWaiting": ("warning", WORKER),
+    "SQLAlchemyPoolQueueExceedsTimeout": ("critical", WORKER),
+    "SQLAlchemyPoolQueueNearTimeout": ("critical", WORKER),
+    "SQLAlchemyPoolCheckoutWaitNearTimeout": ("critical", POOL),
+    "SQLAlchemyPoolCheckoutTimeouts": ("critical", POOL),
+    "SQLAlchemyPoolHeadroomLow": ("info", POOL),
+    "SQLAlchemyPoolConnectErrors": ("warning", POOL),
+    "SQLAlchemyPoolInvalidationStorm": ("warning", POOL),
+    "SQLAlchemyFleetExceedsDatabaseLimit": ("warning", FLEET),
+    "PoolExporterDatabaseConnectionsNearLimit": ("warning", FLEET),
+    "PoolExporterDatabaseConnectionsExhausted": ("critical", FLEET),
+    "PoolExporterDatabaseDown": ("warning", TARGET),
+    "SQLAlchemyPoolMetricsAbsent": ("warning", TARGET),
+}
+
+
+def test_every_alert_has_its_severity_a_description_naming_where_and_a_runbook_anchor() -> None:
     anchors = {
         re.sub(r"[^a-z0-9 -]", "", line.lstrip("#").strip().lower()).replace(" ", "-")
         for line in RUNBOOKS.read_text().splitlines()
         if line.startswith("## ")
     }
+    assert set(RULE) == set(SAYS)
     for name, rule in RULE.items():
-        assert rule["labels"]["severity"] in {"critical", "warning", "info"}, name
+        severity, names = SAYS[name]
+        assert rule["labels"] == {"severity": severity}, name
         notes = rule["annotations"]
         assert set(notes) == {"summary", "description", "runbook_url"}, name
-        # the live value, or (for a state that has no number) who is affected
-        assert "$value" in notes["description"] or "$labels.instance" in notes["description"]
-        assert notes["runbook_url"].split("#")[1] in anchors, f"{name}: no runbook section"
+        assert set(re.findall(r"\$[\w.]+", notes["description"])) == names, name
+        assert notes["runbook_url"] == f"{RUNBOOK_PAGE}#{name.lower()}", name
+        assert name.lower() in anchors, f"{name}: no runbook section"
 
 
 # -- every metric a rule reads exists in the exporter's real output --------------------------
@@ -338,6 +366,36 @@ def test_the_promtool_cases_can_fail(promtool: str, tmp_path: Path) -> None:
     wrong.write_text(yaml.safe_dump(doc))
     result = promtool_test(promtool, wrong, cwd=tmp_path)
     assert result.returncode == 1 and "FAILED" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("alert", "key", "wrong"),
+    [
+        ("SQLAlchemyPoolExhausted", "summary", "A connection pool is nearly full."),
+        ("PoolExporterDatabaseDown", "runbook_url", f"{RUNBOOK_PAGE}#poolexporterdatabaseup"),
+        ("SQLAlchemyPoolQueueNearTimeout", "severity", "warning"),
+    ],
+)
+def test_promtool_fails_a_rule_that_says_or_routes_the_wrong_thing(
+    promtool: str, tmp_path: Path, alert: str, key: str, wrong: str
+) -> None:
+    """The cases write down each alert's labels and annotations: a wrong summary, runbook URL
+    or severity in the rules under test makes promtool fail for that alert."""
+    doc = yaml.safe_load(RULES.read_text())
+    rule = next(r for r in alert_rules(doc["groups"]) if r["alert"] == alert)
+    rule["labels" if key == "severity" else "annotations"][key] = wrong
+    broken = tmp_path / "broken.rules.yml"
+    broken.write_text(yaml.safe_dump(doc))
+    tests = yaml.safe_load(
+        (ALERTS_DIR / promtool_cases.TESTS_DIR / "evaluation-15s.test.yml").read_text()
+    )
+    tests["rule_files"] = [str(broken)]
+    path = tmp_path / "cases.test.yml"
+    path.write_text(yaml.safe_dump(tests))
+    result = promtool_test(promtool, path, cwd=tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"alertname: {alert}" in result.stdout + result.stderr
+    assert wrong in result.stdout + result.stderr
 
 
 @pytest.mark.parametrize(
