@@ -435,26 +435,68 @@ def test_database_panels_return_data_from_a_real_sidecar_view(pg_url: str, tmp_p
         engine.dispose()
 
 
-def _threshold(rules: dict[str, dict[str, Any]], alert: str, record: str) -> float:
-    """The number the alert compares `record` with, read from its expression."""
-    found = re.findall(rf"{re.escape(record)} >=? ([0-9.]+)", rules[alert]["expr"])
-    assert len(found) == 1, rules[alert]["expr"]
-    return float(found[0])
+def _thresholds(rules_dir: Path) -> dict[str, float]:
+    """The numbers SQLAlchemyPoolNearlyFull and SQLAlchemyFleetExceedsDatabaseLimit compare
+    their records with, read from the rule file's expressions."""
+    groups = yaml.safe_load((rules_dir / RULES_FILE).read_text())["groups"]
+    rules = {rule["alert"]: rule for rule in alert_rules(groups)}
+    names = record_names(AlertConfig())
+    found = {}
+    for alert, record in (
+        ("SQLAlchemyPoolNearlyFull", names.utilisation),
+        ("SQLAlchemyFleetExceedsDatabaseLimit", names.fleet_database_ratio),
+    ):
+        numbers = re.findall(rf"{re.escape(record)} >=? ([0-9.]+)", rules[alert]["expr"])
+        assert len(numbers) == 1, rules[alert]["expr"]
+        found[alert] = float(numbers[0])
+    return found
 
 
-def _bands(title: str) -> list[tuple[str, float]]:
-    committed = json.loads((ROOT / "dashboards" / CONFIG.filename).read_text())
-    panel = next(p for p in d._walk_panels(committed["panels"]) if p["title"] == title)
+def _bands(dashboards_dir: Path, title: str) -> list[tuple[str, float]]:
+    written = json.loads((dashboards_dir / CONFIG.filename).read_text())
+    panel = next(p for p in d._walk_panels(written["panels"]) if p["title"] == title)
     steps = panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
     assert steps[0] == {"color": "green", "value": None}
     return [(step["color"], step["value"]) for step in steps[1:]]
 
 
+def _assert_bands_where_the_alerts_fire(rules_dir: Path, dashboards_dir: Path) -> None:
+    fire = _thresholds(rules_dir)
+    assert _bands(dashboards_dir, "Pool utilisation per worker") == [
+        ("orange", fire["SQLAlchemyPoolNearlyFull"]),
+        ("red", 1.0),
+    ]
+    assert _bands(dashboards_dir, "Fleet's share of the database") == [
+        ("orange", fire["SQLAlchemyFleetExceedsDatabaseLimit"])
+    ]
+
+
 def test_the_dashboard_draws_its_bands_where_the_committed_alert_rules_fire() -> None:
-    groups = yaml.safe_load((ROOT / "alerts" / RULES_FILE).read_text())["groups"]
-    rules = {rule["alert"]: rule for rule in alert_rules(groups)}
-    names = record_names(AlertConfig())
-    nearly_full = _threshold(rules, "SQLAlchemyPoolNearlyFull", names.utilisation)
-    assert _bands("Pool utilisation per worker") == [("orange", nearly_full), ("red", 1.0)]
-    fleet = _threshold(rules, "SQLAlchemyFleetExceedsDatabaseLimit", names.fleet_database_ratio)
-    assert _bands("Fleet's share of the database") == [("orange", fleet)]
+    _assert_bands_where_the_alerts_fire(ROOT / "alerts", ROOT / "dashboards")
+
+
+def test_one_config_file_moves_the_alert_thresholds_and_the_dashboard_bands_together(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "mine.yml"
+    config.write_text("utilisation_warning: 0.7\nfleet_share: 0.9\n")
+    for command in ("alerts", "dashboards"):
+        out = ["--out-dir", str(tmp_path / command)]
+        assert cli.main([command, "generate", "--config", str(config), *out]) == 0
+    assert _thresholds(tmp_path / "alerts") == {
+        "SQLAlchemyPoolNearlyFull": 0.7,
+        "SQLAlchemyFleetExceedsDatabaseLimit": 0.9,
+    }
+    _assert_bands_where_the_alerts_fire(tmp_path / "alerts", tmp_path / "dashboards")
+
+
+def test_dashboards_generate_refuses_a_bad_config_with_one_error_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "bad.yml"
+    config.write_text("fleet_share: lots\n")
+    out = ["--out-dir", str(tmp_path)]
+    assert cli.main(["dashboards", "generate", "--config", str(config), *out]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {config}: fleet_share: expected a number, got 'lots'\n"
+    assert not (tmp_path / CONFIG.filename).exists()

@@ -14,7 +14,7 @@ import yaml
 
 from pool_exporter.errors import CliError
 
-from .config import AlertConfig, ConfigError, load
+from .config import AlertConfig, ConfigError, add_config_argument, from_args
 from .generated import add_generate_command, write_or_check
 from .routing import alertmanager_config
 from .rules import RecordNames, groups, record_names
@@ -105,16 +105,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     gen = add_generate_command(
         parser, what="the rule files and the Alertmanager example", out_dir=DEFAULT_OUT_DIR
     )
-    gen.add_argument(
-        "--config",
-        type=Path,
-        help="YAML or JSON file of settings overriding the defaults (see docs/alerts.md)",
-    )
+    add_config_argument(gen)
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        cfg = load(args.config) if args.config else AlertConfig()
+        cfg = from_args(args)
     except ConfigError as exc:
         raise CliError(str(exc)) from None
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import re
@@ -159,3 +160,17 @@ def load(path: Path) -> AlertConfig:
         return from_mapping(data)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
+
+
+def add_config_argument(parser: argparse.ArgumentParser) -> None:
+    """`--config FILE`: the one settings file the rules and the dashboards are generated from."""
+    parser.add_argument(
+        "--config",
+        type=Path,
+        help="YAML or JSON file of settings overriding the defaults (see docs/alerts.md)",
+    )
+
+
+def from_args(args: argparse.Namespace) -> AlertConfig:
+    """The config `--config` names, or the defaults."""
+    return load(args.config) if args.config else AlertConfig()

@@ -22,7 +22,7 @@ from grafanalib._gen import DashboardEncoder
 from pool_exporter import metrics as m
 from pool_exporter.errors import CliError
 
-from .config import AlertConfig
+from .config import AlertConfig, ConfigError, add_config_argument, from_args
 from .generated import add_generate_command, write_or_check
 
 SCHEMA_VERSION = 39  # Grafana 10.3/10.4; 11.x migrates it forward without changes to panels
@@ -734,11 +734,17 @@ DEFAULT_OUT_DIR = Path("dashboards")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    add_generate_command(parser, what="the dashboard JSON files", out_dir=DEFAULT_OUT_DIR)
+    gen = add_generate_command(parser, what="the dashboard JSON files", out_dir=DEFAULT_OUT_DIR)
+    # The rules' settings file: the panels draw their bands at the thresholds the rules fire at.
+    add_config_argument(gen)
 
 
 def run(args: argparse.Namespace) -> int:
-    files = generate(DashboardConfig(), args.out_dir)
+    try:
+        alerts = from_args(args)
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
+    files = generate(DashboardConfig(thresholds=Thresholds.from_alerts(alerts)), args.out_dir)
     try:
         return write_or_check(files, check=args.check, command="pool-exporter dashboards generate")
     except OSError as exc:
