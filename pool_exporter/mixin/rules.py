@@ -115,8 +115,8 @@ class PoolTerms:
     """The selectors and conditions the pool records and alerts share."""
 
     cfg: AlertConfig
-    b: Builder
-    r: RecordNames
+    build: Builder
+    names: RecordNames
     in_use: str
     capacity: str  # max connections, where the pool has a capacity
     timeout: str  # the pool timeout, where it has one
@@ -128,8 +128,8 @@ class PoolTerms:
         b, r = Builder(cfg), record_names(cfg)
         return cls(
             cfg=cfg,
-            b=b,
-            r=r,
+            build=b,
+            names=r,
             in_use=b.pool(m.CONNECTIONS, 'state="in_use"'),
             capacity=f"({b.pool(m.MAX_CONNECTIONS)} > 0)",
             timeout=f"({b.pool(m.TIMEOUT)} > 0)",
@@ -139,7 +139,7 @@ class PoolTerms:
 
 
 def pool_records(t: PoolTerms) -> list[Rule]:
-    b, r, w = t.b, t.r, t.cfg.rate_window
+    b, r, w = t.build, t.names, t.cfg.rate_window
     hold_sum = b.rate(m.HOLD, w, "_sum")
     hold_count = b.rate(m.HOLD, w, "_count")
     return [
@@ -178,7 +178,7 @@ def exhausted(t: PoolTerms) -> Rule:
     return alert(
         cfg,
         "SQLAlchemyPoolExhausted",
-        f"{t.r.queue_drain} >= {cfg.queue_warning_seconds:g} and {t.busy}",
+        f"{t.names.queue_drain} >= {cfg.queue_warning_seconds:g} and {t.busy}",
         cfg.severity_warning,
         "A connection pool is exhausted: callers are queueing for a connection.",
         f"{WHERE} is full and the callers queued for a connection need about "
@@ -191,7 +191,7 @@ def callers_waiting(t: PoolTerms) -> Rule:
     return alert(
         cfg,
         "SQLAlchemyPoolCallersWaiting",
-        f"{t.waiting} > 0 and {t.r.utilisation} >= 1",
+        f"{t.waiting} > 0 and {t.names.utilisation} >= 1",
         cfg.severity_warning,
         "Callers have been waiting for a full connection pool.",
         f"{WHERE} has been at capacity with callers waiting for {cfg.waiting_for}; "
@@ -205,7 +205,7 @@ def queue_exceeds_timeout(t: PoolTerms) -> Rule:
     return alert(
         cfg,
         "SQLAlchemyPoolQueueExceedsTimeout",
-        f"{t.r.queue_drain} / {t.timeout} >= {cfg.queue_timeout_share:g} and {t.busy}",
+        f"{t.names.queue_drain} / {t.timeout} >= {cfg.queue_timeout_share:g} and {t.busy}",
         cfg.severity_page,
         "Callers queued for a connection pool are about to hit the pool timeout.",
         f"{WHERE} is full and its queue needs {{{{ $value | humanizePercentage }}}} of the "
@@ -218,7 +218,7 @@ def queue_near_timeout(t: PoolTerms) -> Rule:
     return alert(
         cfg,
         "SQLAlchemyPoolQueueNearTimeout",
-        f"{t.r.queue_drain} / {t.timeout} >= {cfg.queue_page_share:g} and {t.busy}",
+        f"{t.names.queue_drain} / {t.timeout} >= {cfg.queue_page_share:g} and {t.busy}",
         cfg.severity_page,
         "Callers queued for a connection pool will soon hit the pool timeout.",
         f"{WHERE} is full and its queue needs {{{{ $value | humanizePercentage }}}} of the "
@@ -232,7 +232,7 @@ def checkout_wait_near_timeout(t: PoolTerms) -> Rule:
     return alert(
         cfg,
         "SQLAlchemyPoolCheckoutWaitNearTimeout",
-        f"{t.r.wait_p99} / max without (pid) {t.timeout} >= {cfg.wait_page_share:g} "
+        f"{t.names.wait_p99} / max without (pid) {t.timeout} >= {cfg.wait_page_share:g} "
         f"and ignoring (pid) {t.waiting} > 0",
         cfg.severity_page,
         "Checkouts wait a large share of the pool timeout.",
@@ -248,7 +248,7 @@ def checkout_timeouts(t: PoolTerms) -> Rule:
     return alert(
         cfg,
         "SQLAlchemyPoolCheckoutTimeouts",
-        f"{t.b.rate(m.CHECKOUT_TIMEOUTS, w)} > 0",
+        f"{t.build.rate(m.CHECKOUT_TIMEOUTS, w)} > 0",
         cfg.severity_page,
         "Checkouts are failing with the pool's TimeoutError.",
         f"{WHERE_INSTANCE}: {{{{ $value | humanize }}}} checkouts/s timed out over the "
@@ -261,7 +261,7 @@ def headroom_low(t: PoolTerms) -> Rule:
     return alert(
         cfg,
         "SQLAlchemyPoolHeadroomLow",
-        f"max without (pid) (max_over_time({t.r.utilisation_avg}[{cfg.headroom_window}])) "
+        f"max without (pid) (max_over_time({t.names.utilisation_avg}[{cfg.headroom_window}])) "
         f">= {cfg.headroom_threshold:g}",
         cfg.severity_ticket,
         "A connection pool has little headroom for the next burst.",
@@ -273,11 +273,11 @@ def headroom_low(t: PoolTerms) -> Rule:
 
 def connect_errors(t: PoolTerms) -> Rule:
     cfg = t.cfg
-    failed = t.b.rate(m.CONNECT_ERRORS, cfg.error_window)
+    failed = t.build.rate(m.CONNECT_ERRORS, cfg.error_window)
     return alert(
         cfg,
         "SQLAlchemyPoolConnectErrors",
-        f"{failed} / ({t.b.rate(m.CONNECTS, cfg.error_window)} + {failed}) "
+        f"{failed} / ({t.build.rate(m.CONNECTS, cfg.error_window)} + {failed}) "
         f">= {cfg.connect_error_share:g}",
         cfg.severity_warning,
         "A connection pool cannot open database connections.",
@@ -289,7 +289,7 @@ def connect_errors(t: PoolTerms) -> Rule:
 
 def invalidation_storm(t: PoolTerms) -> Rule:
     cfg = t.cfg
-    invalidated = f"increase({t.b.pool(m.INVALIDATIONS)}[{cfg.error_window}])"
+    invalidated = f"increase({t.build.pool(m.INVALIDATIONS)}[{cfg.error_window}])"
     return alert(
         cfg,
         "SQLAlchemyPoolInvalidationStorm",
@@ -331,18 +331,18 @@ class FleetTerms:
     `fleet_labels`."""
 
     cfg: AlertConfig
-    b: Builder
-    r: RecordNames
+    build: Builder
+    names: RecordNames
     where: str  # the fleet's label values, for descriptions
 
     @classmethod
     def of(cls, cfg: AlertConfig) -> FleetTerms:
         where = " ".join(f"{{{{ $labels.{label} }}}}" for label in cfg.fleet_labels)
-        return cls(cfg=cfg, b=Builder(cfg), r=record_names(cfg), where=where)
+        return cls(cfg=cfg, build=Builder(cfg), names=record_names(cfg), where=where)
 
 
 def fleet_records(t: FleetTerms) -> list[Rule]:
-    b, r, by = t.b, t.r, t.b.by_fleet
+    b, r, by = t.build, t.names, t.build.by_fleet
     conn_labels = ", ".join(m.DATABASE_CONNECTIONS.labels)
     return [
         {"record": r.fleet_capacity, "expr": f"sum {by} ({b.pool(m.MAX_CONNECTIONS)})"},
@@ -366,7 +366,7 @@ def fleet_exceeds_database_limit(t: FleetTerms) -> Rule:
     return alert(
         cfg,
         "SQLAlchemyFleetExceedsDatabaseLimit",
-        f"{t.r.fleet_database_ratio} > {cfg.fleet_share:g}",
+        f"{t.names.fleet_database_ratio} > {cfg.fleet_share:g}",
         cfg.severity_warning,
         "The pools together may open more connections than the database allows.",
         f"The pools of {t.where} may open {{{{ $value | humanizePercentage }}}} of the "
@@ -381,7 +381,7 @@ def database_connections_near_limit(t: FleetTerms) -> Rule:
     return alert(
         cfg,
         "PoolExporterDatabaseConnectionsNearLimit",
-        f"{t.r.database_used_ratio} >= {cfg.database_warning:g}",
+        f"{t.names.database_used_ratio} >= {cfg.database_warning:g}",
         cfg.severity_warning,
         "The database is running out of connection slots.",
         f"The database of {t.where} has {{{{ $value | humanizePercentage }}}} of the "
@@ -395,7 +395,7 @@ def database_connections_exhausted(t: FleetTerms) -> Rule:
     return alert(
         cfg,
         "PoolExporterDatabaseConnectionsExhausted",
-        f"{t.r.database_used_ratio} >= {cfg.database_critical:g}",
+        f"{t.names.database_used_ratio} >= {cfg.database_critical:g}",
         cfg.severity_page,
         "The database is out of connection slots.",
         f"The database of {t.where} has {{{{ $value | humanizePercentage }}}} of the "
@@ -409,7 +409,7 @@ def database_down(t: FleetTerms) -> Rule:
     return alert(
         cfg,
         "PoolExporterDatabaseDown",
-        f"{t.b.database(m.DATABASE_UP)} == 0",
+        f"{t.build.database(m.DATABASE_UP)} == 0",
         cfg.severity_warning,
         "The sidecar cannot query the database.",
         "The sidecar {{ $labels.instance }} of {{ $labels.job }} has not been able to "
