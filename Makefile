@@ -7,7 +7,8 @@ BIN := $(VENV)/bin
 COMPAT_PY ?= 3.13
 COMPAT_VENV ?= .venv-sqlalchemy20
 COMPAT_BIN := $(COMPAT_VENV)/bin
-COMPAT_TESTS := tests/test_instrument_api.py tests/test_correctness.py tests/test_correctness_async.py
+COMPAT_TESTS := tests/test_instrument_api.py tests/test_correctness.py tests/test_correctness_async.py \
+	tests/test_pool_events.py
 
 .PHONY: demo test lint typecheck unit compat bench generate clean
 

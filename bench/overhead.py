@@ -1,10 +1,10 @@
 """What instrumentation costs a warm checkout + checkin (`engine.connect().close()`).
 
-Each variant runs in a process of its own, because OpenTelemetry's instrumentation slows every
-engine of the process it is set up in, instrumented or not (../shared/notes/sqlalchemy-pool.md
-§5): a baseline measured beside it would understate its cost. The variants take turns over
-several rounds so that drift of the machine hits them all alike; the figures are medians, and
-the ratios are against the baseline of the same run.
+Each variant runs in a process of its own, because OpenTelemetry's instrumentation wraps
+`Engine.connect` for every engine of the process, instrumented or not: a baseline measured
+beside it would understate its cost. The variants take turns over several rounds so that drift
+of the machine hits them all alike; the figures are medians, and the ratios are against the
+baseline of the same run. docs/internals.md explains what the exporter's hooks do.
 
     .venv/bin/python bench/overhead.py [--rounds 3] [--cycles 20000]
 """

@@ -7,13 +7,14 @@ import weakref
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
+# prometheus-client's family base class is imported as Family: `m.Metric` is the contract's.
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
     HistogramMetricFamily,
     InfoMetricFamily,
-    Metric,
 )
+from prometheus_client.core import Metric as Family
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from . import metrics as m
@@ -33,7 +34,7 @@ class PoolSource:
         self.info = info
 
 
-def _family(metric: m.Metric) -> Metric:
+def _family(metric: m.Metric) -> Family:
     labels = list(metric.label_names)
     if metric.kind == "gauge":
         return GaugeMetricFamily(metric.name, metric.help, labels=labels)
@@ -65,10 +66,10 @@ class PoolCollector(Collector):
         with self._lock:
             return set(self._sources)
 
-    def describe(self) -> Iterable[Metric]:
+    def describe(self) -> Iterable[Family]:
         return [_family(metric) for metric in m.ALL]
 
-    def collect(self) -> Iterator[Metric]:
+    def collect(self) -> Iterator[Family]:
         with self._lock:
             sources = sorted(self._sources.values(), key=lambda s: s.name)
         families = {metric.name: _family(metric) for metric in m.ALL}

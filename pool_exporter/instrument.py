@@ -1,6 +1,6 @@
 """`instrument()`: attach guarded pool hooks and a checkout wrapper to one engine.
 
-How the numbers stay exact (see ../shared/notes/sqlalchemy-pool.md for the evidence):
+How the numbers stay exact (docs/internals.md has the evidence, each point with its test):
 
 - Checkouts, callers waiting, wait time and timeouts come from a wrapper around the pool
   instance's `connect()`: no pool event fires while a caller waits or when QueuePool raises its
@@ -410,7 +410,7 @@ def _reset_after_fork() -> None:
         try:
             handle._after_fork_in_child()
         except Exception as exc:
-            handle._hook_error("connect", exc)
+            handle._hook_error("fork", exc)
 
 
 os.register_at_fork(after_in_child=_reset_after_fork)

@@ -6,6 +6,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 Kind = Literal["gauge", "counter", "histogram", "info"]
+# The suffix prometheus-client gives the one sample of a counter or info family; a histogram
+# has three (_bucket, _count, _sum), so a query names those itself.
+_SAMPLE_SUFFIX: dict[str, str] = {"counter": "_total", "info": "_info"}
 
 POOL_LABEL = "pool"
 
@@ -41,8 +44,9 @@ class Metric:
 
     @property
     def sample(self) -> str:
-        """The name of the sample a query selects (`_total` for counters)."""
-        return self.name + "_total" if self.kind == "counter" else self.name
+        """The name of the sample a query selects: `_total` for counters, `_info` for the info
+        metric (prometheus-client appends both), the family name otherwise."""
+        return self.name + _SAMPLE_SUFFIX.get(self.kind, "")
 
     @property
     def label_names(self) -> tuple[str, ...]:
@@ -183,6 +187,7 @@ HOOKS: tuple[str, ...] = (
     "invalidate",
     "soft_invalidate",
     "recreate",
+    "fork",  # resetting the numbers in a forked child
 )
 
 

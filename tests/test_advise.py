@@ -7,16 +7,19 @@ import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from wsgiref.simple_server import WSGIServer
 
 import pytest
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Gauge
 
+from pool_exporter import metrics as m
 from pool_exporter.cli import main
 from pool_exporter.exposition import start_http_server
 from pool_exporter.incident import replay as rp
 from pool_exporter.incident.promserver import PrometheusServer
 
 from .conftest import require_binary
+from .procs import wait_until
 
 # 600 users in 1 s against 15 connections of 0.1 s (about 130 served per second): timeouts.
 BURST = rp.Scenario(
@@ -24,6 +27,7 @@ BURST = rp.Scenario(
     push_at=1.0, seed=5,
 )  # fmt: skip
 INCIDENT = rp.PoolSettings(5, 10, 1.5)
+DB_MAX = m.DATABASE_MAX_CONNECTIONS.name
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +142,18 @@ def test_preflight_of_the_replayed_push_errs_on_the_safe_side_but_not_far(
         (["--from-replay", "/nonexistent.json"], "cannot read /nonexistent.json"),
         (["--prometheus", "http://127.0.0.1:1"], "cannot reach Prometheus at http://127.0.0.1:1"),
         (["--prometheus", "localhost:9090"], "not an http(s) URL"),
-        (["--prometheus", "http://127.0.0.1:1", "--window", "5 minutes"], "not a duration"),
+        (
+            ["--prometheus", "http://127.0.0.1:1", "--window", "5 minutes"],
+            "not a Prometheus duration",
+        ),
+        (["--prometheus", "http://127.0.0.1:1", "--window", "1m1h"], "not a Prometheus duration"),
+        (["--prometheus", "http://127.0.0.1:1", "--window", "0"], "--window: the window must be"),
+        (["--prometheus", "http://127.0.0.1:1", "--window", "1h30m"], "cannot reach Prometheus"),
+        (["--from-replay", "{replay}", "--rate", "-1"], "--rate, --ramp and --push-ramp must"),
+        (
+            ["--from-replay", "{replay}", "--requests-per-user", "0"],
+            "error: --requests-per-user must be above 0, got 0",
+        ),
         (["--from-replay", "{replay}", "--p-wait", "0"], "--p-wait must be between 0 and 1"),
         (["--from-replay", "{replay}", "--preflight"], "--preflight needs --push-users"),
         (["--from-replay", "{replay}", "--workers", "0"], "--workers must be at least 1"),
@@ -163,27 +178,45 @@ def test_bad_advise_input_is_one_error_line_and_exit_2(
 # -- from a real Prometheus -------------------------------------------------------------
 
 
+def _database_limits(max_connections: int, reserved: int) -> WSGIServer:
+    """A target serving one database server's limits, as its sidecar would."""
+    registry = CollectorRegistry()
+    for metric, value in (
+        (m.DATABASE_MAX_CONNECTIONS, max_connections),
+        (m.DATABASE_RESERVED_CONNECTIONS, reserved),
+    ):
+        Gauge(metric.name, metric.help, registry=registry).set(value)
+    server, _ = start_http_server(0, "127.0.0.1", registry)
+    return server
+
+
 @pytest.fixture(scope="module")
 def measured_prometheus() -> Iterator[tuple[PrometheusServer, rp.Result]]:
-    """A real Prometheus that scraped a replay of steady traffic every half second."""
+    """A real Prometheus that scraped a replay of steady traffic every half second, and the
+    limits of two database servers (100 connections, 3 reserved; 500, 10 reserved)."""
     binary = require_binary("prometheus")
     registry = CollectorRegistry()
     server, _ = start_http_server(0, "127.0.0.1", registry)
+    databases = [_database_limits(100, 3), _database_limits(500, 10)]
     steady = rp.Scenario(users=0, hold=rp.HoldTime(0.05, 0.1), background_rate=40, duration=8)
     with rp.pool_engine(None, rp.PoolSettings(3, 2, 1.0)) as (engine, _):
         runner = rp.Replay(engine, rp.PoolSettings(3, 2, 1.0), steady, registry=registry,
                            pool_name="steady")  # fmt: skip
         target = f"127.0.0.1:{server.server_port}"
-        with PrometheusServer([target], interval=0.5, binary=binary) as prom:
-            prom.wait_for('sqlalchemy_pool_size{pool="steady"}')
+        targets = [target, *(f"127.0.0.1:{db.server_port}" for db in databases)]
+        with PrometheusServer(targets, interval=0.5, binary=binary) as prom:
+            wait_until(lambda: prom.query('sqlalchemy_pool_size{pool="steady"}'), timeout=15)
+            wait_until(lambda: prom.query(f"count({DB_MAX}) == 2"), timeout=15)
             done = threading.Event()
             result: list[rp.Result] = []
             threading.Thread(target=lambda: (result.append(runner.run()), done.set())).start()
             assert done.wait(30)
-            prom.wait_for("sqlalchemy_pool_checkouts_total > 300")  # the last scrape is in
+            # the last scrape is in
+            wait_until(lambda: prom.query("sqlalchemy_pool_checkouts_total > 300"), timeout=15)
             yield prom, result[0]
         runner.handle.uninstrument()
-    server.shutdown()
+    for http in (server, *databases):
+        http.shutdown()
 
 
 def test_advice_from_prometheus_measures_rate_hold_and_settings(
@@ -204,6 +237,20 @@ def test_advice_from_prometheus_measures_rate_hold_and_settings(
     assert hold == pytest.approx(result.hold["mean"], rel=0.3)
     # 140 requests/s of 0.06 s is about 8.5 connections busy: more than the 5 there are
     assert a["pool_size"] + a["max_overflow"] > 8
+
+
+def test_the_database_budget_comes_from_the_selected_server_alone(
+    measured_prometheus: tuple[PrometheusServer, rp.Result], capsys: pytest.CaptureFixture[str]
+) -> None:
+    prom, _ = measured_prometheus
+    instance = {float(s["value"][1]): s["metric"]["instance"] for s in prom.query(DB_MAX)}
+    for limit, budget in ((100, 97), (500, 490)):
+        code, text, report = advise(
+            capsys, "--prometheus", prom.url, "--window", "10s", "--rate", "100",
+            "--database-selector", f'instance="{instance[limit]}"',
+        )  # fmt: skip
+        assert code == 0, text
+        assert report[0]["advice"]["database_budget"] == budget, text
 
 
 def test_preflight_from_prometheus_reads_the_settings_in_force(

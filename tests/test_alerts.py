@@ -19,9 +19,9 @@ from pool_exporter.cli import main
 from pool_exporter.instrument import instrument
 from pool_exporter.mixin import alerts
 from pool_exporter.mixin.config import AlertConfig, load
-from pool_exporter.mixin.rules import alert_rules
 from pool_exporter.sidecar.database import DatabaseCollector
 from tests.support import promtool_cases
+from tests.support.promtool_cases import alert_rules
 
 from .conftest import require_binary, scrape
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import random
 import threading
@@ -306,6 +307,22 @@ def test_a_failing_hook_leaves_checkout_working_and_is_counted(
     assert handle.stats.checkouts == 3
 
 
+def test_a_failing_hook_is_logged_once_with_its_traceback_then_at_debug_level(
+    registry: CollectorRegistry, sqlite_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine = sa.create_engine(sqlite_url, pool_size=1)
+    handle = pool_exporter.instrument(engine, name="logged", registry=registry)
+    handle.stats.hold = None  # type: ignore[assignment]  # every checkin now fails
+    caplog.set_level(logging.DEBUG, logger="pool_exporter")
+    for _ in range(3):
+        engine.connect().close()
+    failures = [r for r in caplog.records if "hook 'checkin' failed" in r.getMessage()]
+    assert [r.levelno for r in failures] == [logging.ERROR, logging.DEBUG, logging.DEBUG]
+    assert "Traceback (most recent call last)" in failures[0].getMessage()
+    assert "Traceback" not in failures[1].getMessage()
+    engine.dispose()
+
+
 def test_checkout_retried_after_disconnection_error_counts_once(
     registry: CollectorRegistry, sqlite_url: str
 ) -> None:
@@ -418,6 +435,26 @@ def test_a_failure_while_adopting_a_new_pool_leaves_dispose_working(
     assert value(registry, "pool_exporter_hook_errors_total", pool="adopt", hook="recreate") == 1
 
 
+def test_instrumenting_while_connections_are_out_never_goes_negative_and_converges(
+    registry: CollectorRegistry, sqlite_url: str
+) -> None:
+    engine = sa.create_engine(sqlite_url, pool_size=3)
+    a, b = engine.connect(), engine.connect()
+    a.close()  # idle before instrumentation
+    pool_exporter.instrument(engine, name="late", registry=registry)
+    b.close()  # out before instrumentation, returned after: idle now, and never in use -1
+    assert value(registry, "sqlalchemy_pool_connections", pool="late", state="in_use") == 0
+    assert value(registry, "sqlalchemy_pool_connections", pool="late", state="idle") == 1
+    c, d = engine.connect(), engine.connect()
+    assert value(registry, "sqlalchemy_pool_connections", pool="late", state="in_use") == 2
+    c.close()
+    d.close()
+    # every connection has now been through a checkin the exporter saw: exact again
+    assert_quiescent(registry, "late", engine)
+    assert value(registry, "sqlalchemy_pool_connections", pool="late", state="idle") == 2
+    engine.dispose()
+
+
 def test_forked_child_reports_its_own_numbers_not_its_parents(
     registry: CollectorRegistry, sqlite_url: str
 ) -> None:
@@ -447,6 +484,31 @@ def test_forked_child_reports_its_own_numbers_not_its_parents(
     assert after == (1, 0, 1)
     assert handle.stats.checkouts == 5 and handle.stats.in_use == 1  # the parent is untouched
     held.close()
+    engine.dispose()
+
+
+def test_a_failure_after_fork_is_counted_under_its_own_hook_and_the_child_goes_on(
+    registry: CollectorRegistry, sqlite_url: str
+) -> None:
+    engine = sa.create_engine(sqlite_url, pool_size=1)
+    handle = pool_exporter.instrument(engine, name="forkfail", registry=registry)
+    handle.stats.reset = None  # type: ignore[assignment,method-assign]  # now raises in the child
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            with engine.connect() as conn:
+                answer = conn.exec_driver_sql("select 1").scalar()
+            hooks = {k: v for k, v in handle.stats.hook_errors.items() if v}
+            os.write(write, repr((answer, hooks)).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    answer, hooks = eval(os.read(read, 1000).decode())
+    os.waitpid(pid, 0)
+    assert answer == 1
+    assert hooks == {"fork": 1}
+    assert value(registry, "pool_exporter_hook_errors_total", pool="forkfail", hook="fork") == 0
     engine.dispose()
 
 

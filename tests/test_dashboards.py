@@ -29,11 +29,13 @@ from pool_exporter.incident.promserver import PrometheusServer, QueryError
 from pool_exporter.mixin import dashboards as d
 from pool_exporter.mixin.alerts import RULES_FILE
 from pool_exporter.mixin.config import AlertConfig
-from pool_exporter.mixin.rules import alert_rules, record_names
+from pool_exporter.mixin.rules import record_names
 from pool_exporter.sidecar.database import DatabaseCollector
 from tests.support import dashboard_queries as dq
+from tests.support.promtool_cases import alert_rules
 
 from .conftest import require_binary, scrape
+from .procs import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = d.DashboardConfig()
@@ -201,7 +203,7 @@ def test_annotations_show_firing_alerts_and_marked_events() -> None:
 def test_every_query_selects_only_contract_names() -> None:
     contract = {metric.sample for metric in (*m.ALL, *m.DATABASE, *m.EVENT)}
     contract |= {f"{metric.name}_bucket" for metric in m.ALL if metric.kind == "histogram"}
-    contract |= {d.info_sample(), "ALERTS"}
+    contract |= {"ALERTS"}
     for where, expr in dq.queries(DASHBOARD):
         names = metric_names(expr)
         assert names, f"{where}: no metric selected in {expr!r}"
@@ -302,7 +304,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     app_target, app_server = _serve(registry)
     worker_target, worker_server = _serve(merged)
     with PrometheusServer([app_target, worker_target], interval=0.5, binary=binary) as prom:
-        prom.wait_for("count(up == 1) == 2", timeout=30)
+        wait_until(lambda: prom.query("count(up == 1) == 2"), timeout=30, what="two targets up")
         marked_at = _workload(registry, directory)
         time.sleep(1.5)  # three more scrapes: the workload's increases are in the TSDB
         emitted = {name for name, _ in scrape(registry)} | {name for name, _ in scrape(merged)}

@@ -75,6 +75,19 @@ def test_short_demo_times_out_serves_metrics_reports_alerts_and_writes_a_png(
     assert png.startswith(PNG_SIGNATURE) and len(png) > 10_000
 
 
+def test_without_rules_in_the_directory_the_demo_evaluates_the_generated_ones(
+    tmp_path: Path,
+) -> None:
+    require_binary("prometheus")
+    proc = demo(tmp_path, *("--users", "50", "--duration", "3", "--port", str(free_port())))
+    out, _ = proc.communicate(timeout=90)
+    assert proc.returncode == 0, out
+    (line,) = [x for x in out.splitlines() if x.startswith("alerts: Prometheus")]
+    used = Path(line.rsplit(" with ", 1)[1])
+    assert used.name == "pool-exporter.rules.yml" and used.parent != tmp_path / "alerts"
+    assert not used.exists()  # a temporary file, removed with the demo
+
+
 def test_demo_without_prometheus_says_how_to_get_it(tmp_path: Path) -> None:
     proc = demo(
         tmp_path,

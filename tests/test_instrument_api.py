@@ -32,6 +32,8 @@ def test_every_series_exists_at_zero_from_the_moment_of_instrumentation(
             "info": [f"{metric.name}_info"],
         }[metric.kind]
         assert set(expected) <= names, metric.name
+        # The generators select `metric.sample`: it must name a sample the exporter writes.
+        assert metric.kind == "histogram" or metric.sample in names, metric.sample
     zero_at_start = [n for (n, labels) in samples.items() if n[0].endswith(("_total", "_count"))]
     assert zero_at_start and all(samples[k] == 0 for k in zero_at_start)
     assert value(registry, "sqlalchemy_pool_size", pool="app") == 3
@@ -113,6 +115,21 @@ def test_async_engine_is_instrumented_through_its_sync_engine(
         )
         == 1
     )
+
+
+def test_instrumenting_adds_no_connection_or_dialect_events(
+    registry: CollectorRegistry, sqlite_url: str, engines: list[sa.Engine]
+) -> None:
+    # Any ConnectionEvents listener turns on the engine's per-statement event dispatch, a
+    # DialectEvents one the dialect's: a cost on every statement of the application.
+    engine = sa.create_engine(sqlite_url)
+    engines.append(engine)
+    pool_exporter.instrument(engine, name="quiet", registry=registry)
+    with engine.connect() as conn:
+        conn.exec_driver_sql("select 1")
+    engine.dispose()
+    assert engine._has_events is False
+    assert engine.dialect._has_events is False
 
 
 def test_instrumenting_twice_returns_the_same_handle_and_counts_once(

@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry, Gauge, start_http_server
 from pool_exporter.incident.promserver import PrometheusServer, QueryError, find_prometheus
 
 from .conftest import require_binary
+from .procs import wait_until
 
 
 @pytest.fixture(scope="module")
@@ -46,11 +47,11 @@ def test_scrapes_target_evaluates_rules_and_stops(
     )
     server = PrometheusServer([target], rule_files=[rules], interval=0.2, binary=prometheus_binary)
     with server as prom:
-        result = prom.wait_for("promserver_test_value", timeout=20)
+        result = wait_until(lambda: prom.query("promserver_test_value"), timeout=20)
         assert float(result[0]["value"][1]) == 42.0
         assert result[0]["metric"]["job"] == "pool-exporter"
         assert prom.targets_up()
-        doubled = prom.wait_for("job:promserver_test_value:doubled", timeout=20)
+        doubled = wait_until(lambda: prom.query("job:promserver_test_value:doubled"), timeout=20)
         assert float(doubled[0]["value"][1]) == 84.0
         names = {a["labels"]["alertname"] for a in prom.alerts()}
         assert names == {"ValueHigh"}

@@ -16,6 +16,16 @@ def erlang_c_exact(c: int, a: Fraction) -> Fraction:
     return top / (sum(a**k / math.factorial(k) for k in range(c)) + top)
 
 
+def wait_exceeds(servers: int, load: float, mean_hold: float, seconds: float) -> float:
+    """P(wait > t) = C(c, A) · exp(-(c - A)·t / S): the share of requests that would still be
+    waiting after `seconds` (with t = pool_timeout, the share that would time out)."""
+    if load >= servers:
+        return 1.0
+    if mean_hold <= 0:
+        return 0.0
+    return sizing.erlang_c(servers, load) * math.exp(-(servers - load) * seconds / mean_hold)
+
+
 @pytest.mark.parametrize(
     ("servers", "load", "expected"),
     [
@@ -27,16 +37,6 @@ def erlang_c_exact(c: int, a: Fraction) -> Fraction:
         (14, 10.0, 0.1741),
     ],
 )
-def wait_exceeds(servers: int, load: float, mean_hold: float, seconds: float) -> float:
-    """P(wait > t) = C(c, A) · exp(-(c - A)·t / S): the share of requests that would still be
-    waiting after `seconds` (with t = pool_timeout, the share that would time out)."""
-    if load >= servers:
-        return 1.0
-    if mean_hold <= 0:
-        return 0.0
-    return sizing.erlang_c(servers, load) * math.exp(-(servers - load) * seconds / mean_hold)
-
-
 def test_erlang_c_matches_known_values(servers: int, load: float, expected: float) -> None:
     assert sizing.erlang_c(servers, load) == pytest.approx(expected, abs=5e-5)
 

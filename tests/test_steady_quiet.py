@@ -10,10 +10,10 @@ import time
 import yaml
 from prometheus_client import CollectorRegistry
 
+from pool_exporter.durations import seconds
 from pool_exporter.exposition import start_http_server
 from pool_exporter.incident import replay as rp
 from pool_exporter.incident.alertwatch import AlertWatch
-from pool_exporter.incident.measured import seconds
 from pool_exporter.incident.promserver import PrometheusServer
 from pool_exporter.instrument import instrument
 

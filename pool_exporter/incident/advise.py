@@ -19,10 +19,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pool_exporter.durations import seconds
 from pool_exporter.errors import CliError
 
 from . import sizing
-from .measured import Measured, NoData, from_prometheus, from_replay, seconds
+from .measured import Measured, NoData, from_prometheus, from_replay
 from .promapi import PrometheusAPI, PrometheusError
 from .replay import Result
 
@@ -95,101 +96,143 @@ def database_budget(m: Measured, flag: int | None) -> int | None:
 def recommend(
     m: Measured, target: Target, pools: int, goals: Goals, *, db_max: int | None = None
 ) -> Advice:
-    """Settings per worker for `pools` pools (workers x instances) sharing the traffic."""
+    """Settings per worker for `pools` pools (workers x instances) sharing the traffic: a
+    pool_size for the steady traffic, overflow for the target (served without a queue, or a
+    push ridden out where that does not fit), and a timeout above the longest predicted wait."""
     goals.check()
     if m.hold_mean <= 0:
         raise ValueError("the measured mean hold time is 0: no checkouts to size from")
-    s = m.hold_mean
-    work: list[str] = []
-    warn: list[str] = []
-    base = m.peak_rate / pools
-    work.append(
-        f"steady   λ = {_f(m.peak_rate)} req/s (busiest stretch) / {pools} pools = "
-        f"{_f(base)} req/s per pool; S = {_f(s)} s mean hold"
-    )
-    a_base = sizing.offered_load(base, s)
-    steady = sizing.smallest_pool(a_base, s, p_wait=goals.p_wait, max_mean_wait=goals.mean_wait)
-    work.append(
-        f"         Little's law A = λ·S = {_f(base)} x {_f(s)} = {_f(a_base)} connections busy"
-    )
-    work.append(_erlang_line(steady, s, goals))
-    pool_size = max(1, steady.servers)
-
-    extra = target.burst_rate / pools
-    if target.users is not None and target.ramp == 0:
-        extra = math.inf
-    if math.isfinite(extra):
-        a_peak = sizing.offered_load(base + extra, s)
-        work.append(
-            f"target   {target.describe()}: {_f(target.burst_rate)} req/s / {pools} = "
-            f"{_f(extra)} per pool; A = ({_f(base)} + {_f(extra)}) x {_f(s)} = {_f(a_peak)}"
-        )
-        nowait = sizing.smallest_pool(a_peak, s, p_wait=goals.p_wait, max_mean_wait=goals.mean_wait)
-        work.append(_erlang_line(nowait, s, goals))
-        servers = max(pool_size, nowait.servers)
-    else:
-        work.append(f"target   {target.describe()}: no pool serves that without a queue")
-        servers = pool_size
+    plan = _Plan(s=m.hold_mean, base=m.peak_rate / pools, pools=pools, goals=goals)
+    pool_size = plan.steady(m.peak_rate)
+    extra, servers = plan.no_wait(target, pool_size)
     budget = database_budget(m, db_max)
-    chosen_by = "no-wait"
-    if target.users is not None:
-        per_pool = target.users / pools
-        ride = _ride_out(per_pool, target.ramp, s, base, wait=goals.burst_wait, least=pool_size)
-        b = sizing.burst(per_pool, target.ramp, ride, s, base)
-        work.append(
-            f"ride-out the push queues instead: {_f(per_pool)} users per pool over "
-            f"{target.ramp:g} s; c = {ride} serves c/S - λ = {_f(b.capacity)} req/s, backlog "
-            f"{_f(b.backlog)} drains in {_f(b.longest_wait)} s ≤ {goals.burst_wait:g} s"
-        )
-        if (budget is not None and servers * pools > budget) or not math.isfinite(extra):
-            if budget is not None and math.isfinite(extra):
-                work.append(
-                    f"database no-wait needs {pools} x {servers} = {servers * pools} "
-                    f"connections, more than the {budget} available: ride the push out instead"
-                )
-            servers, chosen_by = max(ride, pool_size), "ride-out"
+    servers, chosen_by = plan.push(target, pool_size, servers, extra, budget)
     if budget is not None and servers * pools > budget:
-        fits = budget // pools
-        warn.append(
+        plan.warn.append(
             f"{pools} pools x {servers} = {servers * pools} connections exhaust the database "
-            f"({budget} available); at most {fits} per pool fit: split the push "
+            f"({budget} available); at most {budget // pools} per pool fit: split the push "
             "(see --preflight) or put a pooler in front of the database"
         )
-    max_overflow = servers - pool_size
-    if target.users is not None:
-        worst = sizing.burst(target.users / pools, target.ramp, servers, s, base).longest_wait
-    else:
-        a = sizing.offered_load(base + (extra if math.isfinite(extra) else 0.0), s)
-        worst = sizing.wait_quantile(servers, a, s, 1e-4)
-    p95 = m.hold_p95 if m.hold_p95 and math.isfinite(m.hold_p95) else 3 * s
-    timeout = float(math.ceil(max(2.0, 2 * worst, 3 * p95)))
-    if timeout > goals.request_timeout:
-        warn.append(
-            f"requests may wait {_f(worst)} s for a connection, more than half the "
-            f"{goals.request_timeout:g} s request budget: the pool timeout is capped there"
-        )
-        timeout = goals.request_timeout
-    work.append(
+    worst = plan.longest_wait(target, servers, extra)
+    plan.work.append(
         f"chosen   {chosen_by}: c = {servers} = pool_size {pool_size} (steady) + max_overflow "
-        f"{max_overflow} (the burst)"
+        f"{servers - pool_size} (the burst)"
     )
-    work.append(
-        f"timeout  max(2 s, 2 x longest predicted wait {_f(worst)} s, 3 x hold p95 "
-        f"{_f(p95)} s) = {timeout:g} s, at most the request budget {goals.request_timeout:g} s"
-    )
+    timeout = plan.timeout(m.hold_p95, worst)
     return Advice(
         pool=m.pool,
         pools=pools,
         pool_size=pool_size,
-        max_overflow=max_overflow,
+        max_overflow=servers - pool_size,
         pool_timeout=timeout,
         fleet_connections=servers * pools,
         database_budget=budget,
         exhausts_database=budget is not None and servers * pools > budget,
         predicted_longest_wait=worst,
-        working=work,
-        warnings=warn,
+        working=plan.work,
+        warnings=plan.warn,
     )
+
+
+@dataclass
+class _Plan:
+    """The steps of `recommend`, each writing its working; `s` is the mean hold time and
+    `base` the steady rate per pool."""
+
+    s: float
+    base: float
+    pools: int
+    goals: Goals
+    work: list[str] = field(default_factory=list)
+    warn: list[str] = field(default_factory=list)
+
+    def steady(self, peak_rate: float) -> int:
+        """The pool_size that serves the busiest steady stretch within the wait goals."""
+        s, base, goals = self.s, self.base, self.goals
+        self.work.append(
+            f"steady   λ = {_f(peak_rate)} req/s (busiest stretch) / {self.pools} pools = "
+            f"{_f(base)} req/s per pool; S = {_f(s)} s mean hold"
+        )
+        a_base = sizing.offered_load(base, s)
+        chosen = sizing.smallest_pool(a_base, s, p_wait=goals.p_wait, max_mean_wait=goals.mean_wait)
+        self.work.append(
+            f"         Little's law A = λ·S = {_f(base)} x {_f(s)} = {_f(a_base)} connections busy"
+        )
+        self.work.append(_erlang_line(chosen, s, goals))
+        return max(1, chosen.servers)
+
+    def no_wait(self, target: Target, pool_size: int) -> tuple[float, int]:
+        """The target's extra rate per pool and the connections that serve it without a queue
+        (inf and the steady size for a push all at once: nothing serves that unqueued)."""
+        s, base, goals = self.s, self.base, self.goals
+        extra = target.burst_rate / self.pools
+        if target.users is not None and target.ramp == 0:
+            extra = math.inf
+        if not math.isfinite(extra):
+            self.work.append(f"target   {target.describe()}: no pool serves that without a queue")
+            return extra, pool_size
+        a_peak = sizing.offered_load(base + extra, s)
+        self.work.append(
+            f"target   {target.describe()}: {_f(target.burst_rate)} req/s / {self.pools} = "
+            f"{_f(extra)} per pool; A = ({_f(base)} + {_f(extra)}) x {_f(s)} = {_f(a_peak)}"
+        )
+        nowait = sizing.smallest_pool(a_peak, s, p_wait=goals.p_wait, max_mean_wait=goals.mean_wait)
+        self.work.append(_erlang_line(nowait, s, goals))
+        return extra, max(pool_size, nowait.servers)
+
+    def push(
+        self, target: Target, pool_size: int, servers: int, extra: float, budget: int | None
+    ) -> tuple[int, str]:
+        """For a push: the connections that let its queue drain within the burst-wait goal,
+        chosen instead of `servers` when those exceed the database or cannot exist."""
+        if target.users is None:
+            return servers, "no-wait"
+        s, base, pools = self.s, self.base, self.pools
+        per_pool = target.users / pools
+        wait = self.goals.burst_wait
+        ride = _ride_out(per_pool, target.ramp, s, base, wait=wait, least=pool_size)
+        b = sizing.burst(per_pool, target.ramp, ride, s, base)
+        self.work.append(
+            f"ride-out the push queues instead: {_f(per_pool)} users per pool over "
+            f"{target.ramp:g} s; c = {ride} serves c/S - λ = {_f(b.capacity)} req/s, backlog "
+            f"{_f(b.backlog)} drains in {_f(b.longest_wait)} s ≤ {wait:g} s"
+        )
+        over_budget = budget is not None and servers * pools > budget
+        if not over_budget and math.isfinite(extra):
+            return servers, "no-wait"
+        if over_budget and math.isfinite(extra):
+            self.work.append(
+                f"database no-wait needs {pools} x {servers} = {servers * pools} "
+                f"connections, more than the {budget} available: ride the push out instead"
+            )
+        return max(ride, pool_size), "ride-out"
+
+    def longest_wait(self, target: Target, servers: int, extra: float) -> float:
+        """The longest a caller waits with `servers` connections: a push's queue draining, or
+        the 1-in-10,000 wait of steady traffic."""
+        if target.users is not None:
+            burst = sizing.burst(target.users / self.pools, target.ramp, servers, self.s, self.base)
+            return burst.longest_wait
+        a = sizing.offered_load(self.base + (extra if math.isfinite(extra) else 0.0), self.s)
+        return sizing.wait_quantile(servers, a, self.s, 1e-4)
+
+    def timeout(self, hold_p95: float | None, worst: float) -> float:
+        """A pool timeout well above the longest predicted wait and the slowest holds, capped
+        at the request budget."""
+        goals = self.goals
+        p95 = hold_p95 if hold_p95 and math.isfinite(hold_p95) else 3 * self.s
+        timeout = float(math.ceil(max(2.0, 2 * worst, 3 * p95)))
+        if timeout > goals.request_timeout:
+            self.warn.append(
+                f"requests may wait {_f(worst)} s for a connection, more than half the "
+                f"{goals.request_timeout:g} s request budget: the pool timeout is capped there"
+            )
+            timeout = goals.request_timeout
+        self.work.append(
+            f"timeout  max(2 s, 2 x longest predicted wait {_f(worst)} s, 3 x hold p95 "
+            f"{_f(p95)} s) = {timeout:g} s, at most the request budget {goals.request_timeout:g} s"
+        )
+        return timeout
 
 
 def _erlang_line(chosen: sizing.Servers, s: float, goals: Goals) -> str:
@@ -313,6 +356,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--selector", default="", help="more label matchers, for example 'job=\"api\"'"
     )
+    parser.add_argument(
+        "--database-selector",
+        help="label matchers of the database server's series (default: --selector's)",
+    )
     parser.add_argument("--at", type=float, help="evaluate at this unix time (default: now)")
     parser.add_argument("--rate", type=float, default=0.0, help="extra requests/s to plan for")
     parser.add_argument("--users", type=int, help="plan for a push of this many users ...")
@@ -355,12 +402,16 @@ def measure(args: argparse.Namespace) -> list[Measured]:
                 raise CliError(f"cannot read {path}: {exc.strerror}") from None
             except (ValueError, TypeError, KeyError) as exc:
                 raise CliError(f"{path} is not a replay result: {exc}") from None
-        seconds(args.window)
+        if seconds(args.window) <= 0:
+            raise ValueError("the window must be longer than 0")
         return from_prometheus(
             PrometheusAPI(args.prometheus),
             window=args.window,
             pool=args.pool,
             matchers=args.selector,
+            database_matchers=(
+                args.selector if args.database_selector is None else args.database_selector
+            ),
             at=args.at,
         )
     except (PrometheusError, NoData) as exc:
@@ -375,8 +426,10 @@ def run(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise CliError(f"--{name.replace('_', '-')} must be at least 1")
-    if args.rate < 0 or args.ramp < 0 or args.push_ramp < 0 or args.requests_per_user <= 0:
+    if args.rate < 0 or args.ramp < 0 or args.push_ramp < 0:
         raise CliError("--rate, --ramp and --push-ramp must not be negative")
+    if args.requests_per_user <= 0:
+        raise CliError(f"--requests-per-user must be above 0, got {args.requests_per_user:g}")
     if args.preflight and args.push_users is None:
         raise CliError("--preflight needs --push-users N (the push to judge)")
     try:

@@ -14,6 +14,7 @@ import contextlib
 import os
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -80,7 +81,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--rules",
         type=Path,
-        help="alert rules to evaluate (default: the project's alerts/pool-exporter.rules.yml)",
+        help="alert rules to evaluate (default: ./alerts/pool-exporter.rules.yml if there is "
+        "one, else the default rules, generated)",
     )
     parser.add_argument("--json", metavar="FILE", help="also write the replay's results as JSON")
 
@@ -195,10 +197,7 @@ def start_alerting(
             "(apt-get install prometheus, or put `prometheus` on PATH)"
         )
         return None
-    rules = rules or rules_file()
-    if rules is None:
-        print("alerts: no alert rules found (alerts/pool-exporter.rules.yml); not evaluated")
-        return None
+    rules = rules or rules_file(stack)
     try:
         prom = stack.enter_context(
             promserver.PrometheusServer([f"127.0.0.1:{port}"], rule_files=[rules], binary=binary)
@@ -211,13 +210,19 @@ def start_alerting(
     return stack.enter_context(AlertWatch(prom.alerts, zero=zero))
 
 
-def rules_file() -> Path | None:
-    """The rules the project commits, else the ones `pool_exporter.mixin.alerts` generates."""
-    for base in (Path.cwd(), Path(__file__).resolve().parent.parent):
-        candidate = base / "alerts" / "pool-exporter.rules.yml"
-        if candidate.is_file():
-            return candidate
-    return None
+def rules_file(stack: contextlib.ExitStack) -> Path:
+    """The rules committed in ./alerts (a checkout of the project), else the default rules
+    `pool_exporter.mixin` generates, written to a directory that lives as long as `stack`."""
+    from pool_exporter.mixin.alerts import RULES_FILE, generate
+    from pool_exporter.mixin.config import AlertConfig
+
+    committed = Path.cwd() / "alerts" / RULES_FILE
+    if committed.is_file():
+        return committed
+    out_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pool-exporter-")))
+    generated = out_dir / RULES_FILE
+    generated.write_text(generate(AlertConfig(), out_dir)[generated])
+    return generated
 
 
 def alert_lines(alerts: list[AlertTimes], result: rp.Result, offset: float) -> list[str]:

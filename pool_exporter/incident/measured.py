@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from pool_exporter import metrics as m
+from pool_exporter.durations import seconds
 
 from .promapi import PrometheusAPI
 from .replay import Result
@@ -40,18 +40,6 @@ class Measured:
     burst_ramp: float | None = None
 
 
-DURATION = re.compile(r"^(\d+)(ms|s|m|h|d)$")
-UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def seconds(window: str) -> float:
-    """A Prometheus duration such as `90s`, `15m` or `1h`, in seconds."""
-    match = DURATION.match(window)
-    if not match:
-        raise ValueError(f"{window!r} is not a duration like 30s, 15m or 1h")
-    return int(match.group(1)) * UNITS[match.group(2)]
-
-
 def from_replay(result: Result, source: str) -> Measured:
     if not result.hold or not result.ok:
         raise NoData(f"{source}: the replay has no successful requests to learn hold times from")
@@ -82,16 +70,18 @@ def from_prometheus(
     window: str,
     pool: str | None = None,
     matchers: str = "",
+    database_matchers: str = "",
     at: float | None = None,
 ) -> list[Measured]:
-    """Every pool with checkouts in the window (or the one named), measured over `window`."""
+    """Every pool with checkouts in the window (or the one named), measured over `window`;
+    `matchers` select the pool series, `database_matchers` the database server's."""
     span = seconds(window)
     # the busiest stretch: the highest one-minute rate in the window (shorter windows use
     # their own length, and at least four scrapes' worth)
     inner = f"{max(1, min(60, round(span / 4)))}s"
-    sel = ",".join(x for x in (matchers.strip("{} "), f'pool="{pool}"' if pool else "") if x)
-    sel = "{" + sel + "}" if sel else ""
-    in_use = "{" + ",".join(x for x in (sel.strip("{}"), 'state="in_use"') if x) + "}"
+    sel = _braces(matchers, f'pool="{pool}"' if pool else "")
+    in_use = _braces(matchers, f'pool="{pool}"' if pool else "", 'state="in_use"')
+    db_sel = _braces(database_matchers)
 
     def by_pool(expr: str) -> dict[str, float]:
         return api.values(expr, m.POOL_LABEL, at)
@@ -99,15 +89,11 @@ def from_prometheus(
     hold = m.HOLD.name
     wait = m.CHECKOUT_WAIT.name
     w = f"[{window}]"
-    pools = by_pool(f"count by (pool) ({m.SIZE.name}{sel})")
+    pools = by_pool(f"count by (pool) ({m.SIZE.name}{sel})") or by_pool(
+        f"count by (pool) ({m.CHECKOUTS.sample}{sel})"
+    )
     if not pools:
-        pools = by_pool(f"count by (pool) ({m.CHECKOUTS.sample}{sel})")
-    if not pools:
-        what = f"pool {pool!r}" if pool else "any pool"
-        raise NoData(
-            f"Prometheus at {api.url} has no {m.CHECKOUTS.sample} series for {what}"
-            f"{' matching ' + matchers if matchers else ''}; is the exporter being scraped?"
-        )
+        raise _no_pools(api, pool, matchers)
     rate = by_pool(f"sum by (pool) (rate({m.CHECKOUTS.sample}{sel}{w}))")
     peak_rate = by_pool(
         f"max by (pool) (max_over_time((sum by (pool) "
@@ -123,8 +109,8 @@ def from_prometheus(
     size = by_pool(f"max by (pool) ({m.SIZE.name}{sel})")
     overflow = by_pool(f"max by (pool) ({m.MAX_OVERFLOW.name}{sel})")
     timeout = by_pool(f"max by (pool) ({m.TIMEOUT.name}{sel})")
-    db_max = api.scalar(f"max({m.DATABASE_MAX_CONNECTIONS.name})", at)
-    db_reserved = api.scalar(f"max({m.DATABASE_RESERVED_CONNECTIONS.name})", at)
+    db_max = api.scalar(f"max({m.DATABASE_MAX_CONNECTIONS.name}{db_sel})", at)
+    db_reserved = api.scalar(f"max({m.DATABASE_RESERVED_CONNECTIONS.name}{db_sel})", at)
 
     found = []
     for name, count in sorted(pools.items()):
@@ -155,6 +141,20 @@ def from_prometheus(
             f"{', '.join(sorted(pools))}: nothing to learn hold times from (a longer --window?)"
         )
     return found
+
+
+def _no_pools(api: PrometheusAPI, pool: str | None, matchers: str) -> NoData:
+    what = f"pool {pool!r}" if pool else "any pool"
+    return NoData(
+        f"Prometheus at {api.url} has no {m.CHECKOUTS.sample} series for {what}"
+        f"{' matching ' + matchers if matchers else ''}; is the exporter being scraped?"
+    )
+
+
+def _braces(*matchers: str) -> str:
+    """A PromQL selector of the non-empty matcher lists (each with or without its braces)."""
+    inner = ",".join(x for x in (matcher.strip("{} ") for matcher in matchers) if x)
+    return "{" + inner + "}" if inner else ""
 
 
 def _int(value: float | None) -> int | None:

@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pool_exporter.durations import text as duration
+
 from .promapi import PrometheusAPI, PrometheusError, QueryError
 
 __all__ = [
@@ -45,13 +47,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def duration(seconds: float) -> str:
-    """A Prometheus duration for a number of seconds (`1s`, `500ms`)."""
-    if seconds >= 1 and float(seconds).is_integer():
-        return f"{int(seconds)}s"
-    return f"{round(seconds * 1000)}ms"
 
 
 class ServerProcess:
@@ -193,25 +188,10 @@ class PrometheusServer(ServerProcess):
         """Instant query; raises QueryError naming `expr` when Prometheus refuses it."""
         return self.api.query(expr, at)
 
-    def wait_for(self, expr: str, timeout: float = 15.0) -> list[dict[str, Any]]:
-        """Poll `expr` until it returns something; PrometheusError after `timeout` s."""
-        deadline = time.monotonic() + timeout
-        while True:
-            result = self.query(expr)
-            if result:
-                return result
-            if time.monotonic() > deadline:
-                raise PrometheusError(f"{expr!r} returned nothing within {timeout} s")
-            time.sleep(min(0.2, self.interval))
-
     def alerts(self) -> list[dict[str, Any]]:
         """Active alerts (pending and firing), as `/api/v1/alerts` lists them."""
         alerts: list[dict[str, Any]] = self.api.get("/api/v1/alerts")["alerts"]
         return alerts
-
-    def rules(self) -> list[dict[str, Any]]:
-        groups: list[dict[str, Any]] = self.api.get("/api/v1/rules")["groups"]
-        return groups
 
     def targets_up(self) -> bool:
         active = self.api.get("/api/v1/targets")["activeTargets"]

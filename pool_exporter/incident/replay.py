@@ -32,10 +32,12 @@ from sqlalchemy import exc as sa_exc
 
 from pool_exporter.errors import CliError
 from pool_exporter.instrument import PoolInstrumentation, instrument
+from pool_exporter.stats import CANCELLED, ERROR, TIMEOUT
 
 SCHEMA = "pool-exporter/replay/1"
 Z95 = 1.6448536269514722  # the standard normal's 95th percentile
-OK, TIMEOUT, ERROR, CANCELLED = "ok", "timeout", "error", "cancelled"
+# A request that got its connection; the others end with the reason the stats count.
+OK = "ok"
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pool_exporter.durations import is_duration
+
 DEFAULT_RUNBOOK_URL = "https://github.com/pool-exporter/pool-exporter/blob/main/docs/runbooks.md"
 
-_DURATION = re.compile(r"^(?:\d+(?:ms|s|m|h|d|w|y))+$")
 # One label matcher as PromQL writes it: name, operator, double-quoted value.
 _MATCHER = r'\s*[A-Za-z_]\w*\s*(?:=~|!~|!=|=)\s*"(?:[^"\\]|\\.)*"\s*'
 _SELECTOR = re.compile(rf"^(?:{_MATCHER}(?:,{_MATCHER})*)?,?$")
@@ -89,7 +90,7 @@ class AlertConfig:
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.name.endswith(("_for", "_window", "_lookback")) and not _DURATION.match(value):
+            if f.name.endswith(("_for", "_window", "_lookback")) and not is_duration(value):
                 raise ConfigError(f"{f.name}: {value!r} is not a Prometheus duration like 30s")
             if f.type == "float" and not value > 0:
                 raise ConfigError(f"{f.name}: must be above 0, not {value!r}")

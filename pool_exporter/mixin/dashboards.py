@@ -107,10 +107,6 @@ def _series(name: str, matchers: Sequence[str]) -> str:
     return f"{name}{{{','.join(matchers)}}}" if matchers else name
 
 
-def info_sample() -> str:
-    return m.INFO.name + "_info"
-
-
 # -- building blocks ------------------------------------------------------------------------
 
 
@@ -531,7 +527,7 @@ def variables(cfg: DashboardConfig) -> list[g.Template]:
     instance = 'instance=~"$instance"'
 
     def values_of(label: str, *matchers: str) -> str:
-        return f"label_values({_series(info_sample(), [*matchers, *extra])}, {label})"
+        return f"label_values({_series(m.INFO.sample, [*matchers, *extra])}, {label})"
 
     return [
         g.Template(

@@ -7,7 +7,7 @@ cost a whole interval in a push that saturates a pool within one scrape.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -434,12 +434,8 @@ def fleet_group(cfg: AlertConfig) -> Group:
 # -- pools that stopped reporting ------------------------------------------------------------
 
 
-def info_sample() -> str:
-    return m.INFO.name + "_info"
-
-
 def absent_group(cfg: AlertConfig) -> Group:
-    info = selector(info_sample(), cfg.selector)
+    info = selector(m.INFO.sample, cfg.selector)
     # A target still in service discovery (it has `up`) that reported pools within the
     # lookback and reports none now: down, or no longer instrumented. A target that was
     # removed (scaled down, replaced) has no `up` and stays quiet.
@@ -467,7 +463,3 @@ GROUPS: tuple[Callable[[AlertConfig], Group], ...] = (pool_group, fleet_group, a
 
 def groups(cfg: AlertConfig) -> list[Group]:
     return [group(cfg) for group in GROUPS]
-
-
-def alert_rules(all_groups: Sequence[Group]) -> list[Rule]:
-    return [rule for g in all_groups for rule in g["rules"] if "alert" in rule]

@@ -38,9 +38,8 @@ def family(metric: m.Metric) -> Any:
                 metric.name, metric.help, labels, registry=None, buckets=metric.buckets
             )
         else:  # gauges, and the info metric as a gauge of 1 (Info has no multiprocess mode)
-            name = metric.name + "_info" if metric.kind == "info" else metric.name
             created = Gauge(
-                name,
+                metric.sample,
                 metric.help,
                 labels,
                 registry=None,

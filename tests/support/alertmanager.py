@@ -14,7 +14,6 @@ import os
 import shutil
 import threading
 import time
-import urllib.request
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -68,12 +67,6 @@ class AlertmanagerServer(ServerProcess):
     def __enter__(self) -> AlertmanagerServer:
         self.start()
         return self
-
-    def alerts(self) -> list[dict[str, Any]]:
-        """The alerts Alertmanager holds now (API v2)."""
-        with urllib.request.urlopen(self.url + "/api/v2/alerts", timeout=5) as response:
-            alerts: list[dict[str, Any]] = json.load(response)
-        return alerts
 
 
 def route_to_webhook(

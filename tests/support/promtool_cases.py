@@ -21,7 +21,7 @@ from pool_exporter import metrics as m
 from pool_exporter.mixin.alerts import RULES_FILE, dump
 from pool_exporter.mixin.config import AlertConfig
 from pool_exporter.mixin.generated import write_or_check
-from pool_exporter.mixin.rules import Rule, alert_rules, groups
+from pool_exporter.mixin.rules import Group, Rule, groups
 
 TESTS_DIR = "tests"  # beside the rules
 ALERTS_DIR = Path(__file__).resolve().parents[2] / "alerts"
@@ -54,6 +54,11 @@ COUNTER_START = 1_000_000.0
 
 Value = float | None  # None: the series is gone (a staleness marker)
 Fn = Callable[[int], Value]
+
+
+def alert_rules(all_groups: Sequence[Group]) -> list[Rule]:
+    """The alerting rules of the groups (recording rules left out)."""
+    return [rule for g in all_groups for rule in g["rules"] if "alert" in rule]
 
 
 def labels(**extra: str) -> dict[str, str]:
@@ -146,10 +151,6 @@ def one(k: int) -> float:
     return 1.0
 
 
-def info() -> str:
-    return m.INFO.name + "_info"
-
-
 @dataclass(frozen=True)
 class Pool:
     """One pool of 15 connections (5 + 10), pool timeout 30 s, in the workers `pids`.
@@ -190,7 +191,9 @@ class Pool:
         s.counter(m.CONNECT_ERRORS.sample, labels(), self.connect_errors)
         s.counter(m.INVALIDATIONS.sample, labels(soft="false"), self.invalidations)
         s.counter(m.INVALIDATIONS.sample, labels(soft="true"), lambda k: 0.0)
-        s.gauge(info(), labels(pool_class="QueuePool", dialect="sqlite", driver="pysqlite"), one)
+        s.gauge(
+            m.INFO.sample, labels(pool_class="QueuePool", dialect="sqlite", driver="pysqlite"), one
+        )
         s.gauge("up", {"job": JOB, "instance": INSTANCE}, one)
 
 
@@ -392,9 +395,9 @@ def metrics_absent() -> Series:
     removed from service discovery at 300 s and must stay quiet."""
     s = Series(15, 1801 // 15 + 1)
     info_labels = labels(pool_class="QueuePool", dialect="sqlite", driver="pysqlite")
-    s.gauge(info(), info_labels, between(300, 1500, None, 1.0))
+    s.gauge(m.INFO.sample, info_labels, between(300, 1500, None, 1.0))
     s.gauge("up", {"job": JOB, "instance": INSTANCE}, one)
-    s.gauge(info(), {**info_labels, "instance": "web-2:8000"}, between(0, 300, 1.0, None))
+    s.gauge(m.INFO.sample, {**info_labels, "instance": "web-2:8000"}, between(0, 300, 1.0, None))
     s.gauge("up", {"job": JOB, "instance": "web-2:8000"}, between(0, 300, 1.0, None))
     return s
 
