@@ -309,3 +309,180 @@ EVENT_LAST_TIMESTAMP = ExporterMetric(
     multiprocess_mode="max",
 )
 EVENT: tuple[Metric, ...] = (EVENTS, EVENT_LAST_TIMESTAMP)
+
+
+# -- PgBouncer between the pools and the database (the sidecar's --pgbouncer-url-file) --------
+
+# Every PgBouncer series carries the name the sidecar was given for that pooler.
+POOLER_LABEL = "pooler"
+# The database and user under which the sidecar counts the pools beyond its cap
+# (--pgbouncer-max-pools), as the database view does with application_name.
+OTHER_POOLS = "(other)"
+
+
+@dataclass(frozen=True)
+class PoolerMetric(ExporterMetric):
+    """A metric about one PgBouncer: the `pooler` label first."""
+
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        return (POOLER_LABEL, *self.labels)
+
+
+_POOL = ("database", "user")
+PGBOUNCER_UP = PoolerMetric(
+    "pool_exporter_pgbouncer_up",
+    "gauge",
+    "1 if the pooler's admin console answered the sidecar at this scrape, 0 if not.",
+)
+PGBOUNCER_SCRAPE = PoolerMetric(
+    "pool_exporter_pgbouncer_scrape_duration_seconds",
+    "gauge",
+    "Time this scrape spent connecting to and querying the pooler's admin console.",
+)
+PGBOUNCER_CLIENTS = PoolerMetric(
+    "pool_exporter_pgbouncer_client_connections",
+    "gauge",
+    "Client connections of a pool (SHOW POOLS) by state: active (linked to a server "
+    "connection or idle) or waiting (queued for a server connection).",
+    (*_POOL, "state"),
+)
+PGBOUNCER_SERVERS = PoolerMetric(
+    "pool_exporter_pgbouncer_server_connections",
+    "gauge",
+    "Server connections of a pool (SHOW POOLS) by state: active, idle, used, tested, login.",
+    (*_POOL, "state"),
+)
+PGBOUNCER_MAXWAIT = PoolerMetric(
+    "pool_exporter_pgbouncer_client_wait_max_seconds",
+    "gauge",
+    "How long the oldest waiting client of a pool has waited (maxwait plus maxwait_us).",
+    _POOL,
+)
+PGBOUNCER_POOLS = PoolerMetric(
+    "pool_exporter_pgbouncer_pools",
+    "gauge",
+    "Distinct (database, user) pools in the pooler; beyond the sidecar's "
+    f"--pgbouncer-max-pools, all but the busiest are counted as {OTHER_POOLS}.",
+)
+PGBOUNCER_TRANSACTIONS = PoolerMetric(
+    "pool_exporter_pgbouncer_transactions",
+    "counter",
+    "Transactions the pooler has passed to the database (SHOW STATS total_xact_count).",
+    ("database",),
+)
+PGBOUNCER_QUERIES = PoolerMetric(
+    "pool_exporter_pgbouncer_queries",
+    "counter",
+    "Queries the pooler has passed to the database (SHOW STATS total_query_count).",
+    ("database",),
+)
+PGBOUNCER_CLIENT_WAIT = PoolerMetric(
+    "pool_exporter_pgbouncer_client_wait_seconds",
+    "counter",
+    "Time clients spent waiting for a server connection (SHOW STATS total_wait_time).",
+    ("database",),
+)
+PGBOUNCER_SERVER_TRANSACTION_TIME = PoolerMetric(
+    "pool_exporter_pgbouncer_server_transaction_seconds",
+    "counter",
+    "Time server connections spent in transactions (SHOW STATS total_xact_time).",
+    ("database",),
+)
+PGBOUNCER_SERVER_QUERY_TIME = PoolerMetric(
+    "pool_exporter_pgbouncer_server_query_seconds",
+    "counter",
+    "Time server connections spent running queries (SHOW STATS total_query_time).",
+    ("database",),
+)
+PGBOUNCER_DB_POOL_SIZE = PoolerMetric(
+    "pool_exporter_pgbouncer_database_pool_size",
+    "gauge",
+    "Server connections one pool of this database may open (SHOW DATABASES pool_size).",
+    ("database",),
+)
+PGBOUNCER_DB_RESERVE_POOL = PoolerMetric(
+    "pool_exporter_pgbouncer_database_reserve_pool_size",
+    "gauge",
+    "Extra server connections a pool of this database may open when clients wait too long.",
+    ("database",),
+)
+PGBOUNCER_DB_MAX_CONNECTIONS = PoolerMetric(
+    "pool_exporter_pgbouncer_database_max_connections",
+    "gauge",
+    "Server connections the pooler may open to this database over all its pools "
+    "(max_db_connections; 0 is no limit).",
+    ("database",),
+)
+PGBOUNCER_DB_CURRENT_CONNECTIONS = PoolerMetric(
+    "pool_exporter_pgbouncer_database_current_connections",
+    "gauge",
+    "Server connections open to this database now, over all its pools.",
+    ("database",),
+)
+PGBOUNCER_DB_PAUSED = PoolerMetric(
+    "pool_exporter_pgbouncer_database_paused",
+    "gauge",
+    "1 if the database is paused (PAUSE): clients queue until RESUME.",
+    ("database",),
+)
+PGBOUNCER_DB_DISABLED = PoolerMetric(
+    "pool_exporter_pgbouncer_database_disabled",
+    "gauge",
+    "1 if the database is disabled (DISABLE): new clients are refused.",
+    ("database",),
+)
+PGBOUNCER_DB_INFO = PoolerMetric(
+    "pool_exporter_pgbouncer_database",
+    "info",
+    "A database of the pooler and the pool mode its pools run in (its own or the default).",
+    ("database", "pool_mode"),
+)
+PGBOUNCER_MAX_CLIENT_CONN = PoolerMetric(
+    "pool_exporter_pgbouncer_max_client_connections",
+    "gauge",
+    "Client connections the pooler accepts in all (SHOW CONFIG max_client_conn).",
+)
+PGBOUNCER_DEFAULT_POOL_SIZE = PoolerMetric(
+    "pool_exporter_pgbouncer_default_pool_size",
+    "gauge",
+    "Server connections per pool for databases that set no pool_size (default_pool_size).",
+)
+PGBOUNCER_CONFIG_INFO = PoolerMetric(
+    "pool_exporter_pgbouncer_config",
+    "info",
+    "The pooler's default pool mode (SHOW CONFIG pool_mode): session pooling gives every "
+    "client connection a server connection of its own.",
+    ("pool_mode",),
+)
+PGBOUNCER_LIST_ITEMS = PoolerMetric(
+    "pool_exporter_pgbouncer_list_items",
+    "gauge",
+    "Items of the pooler's internal lists (SHOW LISTS): used_clients, free_servers, ...",
+    ("list",),
+)
+
+PGBOUNCER: tuple[Metric, ...] = (
+    PGBOUNCER_UP,
+    PGBOUNCER_SCRAPE,
+    PGBOUNCER_CLIENTS,
+    PGBOUNCER_SERVERS,
+    PGBOUNCER_MAXWAIT,
+    PGBOUNCER_POOLS,
+    PGBOUNCER_TRANSACTIONS,
+    PGBOUNCER_QUERIES,
+    PGBOUNCER_CLIENT_WAIT,
+    PGBOUNCER_SERVER_TRANSACTION_TIME,
+    PGBOUNCER_SERVER_QUERY_TIME,
+    PGBOUNCER_DB_POOL_SIZE,
+    PGBOUNCER_DB_RESERVE_POOL,
+    PGBOUNCER_DB_MAX_CONNECTIONS,
+    PGBOUNCER_DB_CURRENT_CONNECTIONS,
+    PGBOUNCER_DB_PAUSED,
+    PGBOUNCER_DB_DISABLED,
+    PGBOUNCER_DB_INFO,
+    PGBOUNCER_MAX_CLIENT_CONN,
+    PGBOUNCER_DEFAULT_POOL_SIZE,
+    PGBOUNCER_CONFIG_INFO,
+    PGBOUNCER_LIST_ITEMS,
+)

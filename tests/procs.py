@@ -183,7 +183,7 @@ def start_sidecar(
         f"--multiproc-dir={multiproc_dir}",
         *extra,
     ]
-    clean_env = {"POOL_EXPORTER_DATABASE_URL": "", **(env or {})}
+    clean_env = {"POOL_EXPORTER_DATABASE_URL": "", "POOL_EXPORTER_PGBOUNCER_URL": "", **(env or {})}
     proc = procs.start(args, clean_env, name="sidecar")
     sidecar = Sidecar(proc, f"{scheme}://127.0.0.1:{port}", client or httpx.Client(timeout=10))
 

@@ -158,6 +158,7 @@ def test_preflight_of_the_replayed_push_errs_on_the_safe_side_but_not_far(
         (["--from-replay", "{replay}", "--preflight"], "--preflight needs --push-users"),
         (["--from-replay", "{replay}", "--workers", "0"], "--workers must be at least 1"),
         (["--from-replay", "{notreplay}"], "is not a replay result"),
+        (["--from-replay", "{replay}", "--pooler-pool-size", "0"], "must be at least 1"),
     ],
 )
 def test_bad_advise_input_is_one_error_line_and_exit_2(
@@ -272,3 +273,46 @@ def test_advice_from_prometheus_without_the_pool_is_an_error(
     assert main(["advise", "--prometheus", prom.url, "--pool", "nosuchpool"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "for pool 'nosuchpool'" in err
+
+
+def test_behind_a_transaction_pooler_the_database_sees_the_poolers_pool_not_the_fleet(
+    burst_json: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fleet = ("--workers", "4", "--instances", "3", "--users", "20000", "--ramp", "5")
+    code, text, report = advise(
+        capsys, "--from-replay", str(burst_json), "--database-max-connections", "100", *fleet,
+        "--pooler-mode", "transaction", "--pooler-pool-size", "40",
+        "--pooler-max-client-conn", "2000",
+    )  # fmt: skip
+    assert code == 0, text
+    a = report[0]["advice"]
+    # The same fleet exhausts the database without a pooler (the test above).
+    assert not a["exhausts_database"] and not a["exceeds_pooler"]
+    assert "pooler   transaction mode: the database sees the pooler's 40 server" in text
+    assert "share the pooler's 40 server connections" in text
+    assert f"pooler   {a['fleet_connections']} of max_client_conn 2000" in text
+
+    # A pooler accepting fewer clients than the fleet opens, and a pool the database cannot hold.
+    code, text, report = advise(
+        capsys, "--from-replay", str(burst_json), "--database-max-connections", "100", *fleet,
+        "--pooler-pool-size", "150", "--pooler-max-client-conn", "50",
+    )  # fmt: skip
+    a = report[0]["advice"]
+    assert a["exceeds_pooler"] and a["exhausts_database"]
+    assert "exceed the pooler's max_client_conn 50" in text
+    assert "the pooler may open 150 server connections, more than the database's 100" in text
+
+
+def test_behind_a_session_pooler_the_fleet_must_still_fit_the_database(
+    burst_json: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, text, report = advise(
+        capsys, "--from-replay", str(burst_json), "--database-max-connections", "100",
+        "--workers", "4", "--instances", "3", "--users", "20000", "--ramp", "5",
+        "--pooler-mode", "session", "--pooler-pool-size", "500",
+        "--pooler-max-client-conn", "2000",
+    )  # fmt: skip
+    assert code == 0, text
+    a = report[0]["advice"]
+    assert a["exhausts_database"] and "exhaust the database (100 available)" in text
+    assert "pooler   session mode: each client connection keeps a server connection" in text

@@ -20,7 +20,8 @@ from pool_exporter.instrument import instrument
 from pool_exporter.mixin import alerts
 from pool_exporter.mixin.config import AlertConfig, load
 from pool_exporter.sidecar.database import DatabaseCollector
-from tests.support import promtool_cases
+from pool_exporter.sidecar.pgbouncer import PgBouncerCollector, parse_poolers
+from tests.support import pgbouncer, promtool_cases
 from tests.support.promtool_cases import alert_rules
 
 from .conftest import require_binary, scrape
@@ -176,7 +177,7 @@ def test_promtool_accepts_the_rule_file_and_the_prometheusrule_spec(
             [promtool, "check", "rules", str(path)], capture_output=True, text=True, check=False
         )
         assert result.returncode == 0, result.stdout + result.stderr
-        assert "SUCCESS: 24 rules found" in result.stdout
+        assert "SUCCESS: 29 rules found" in result.stdout
 
 
 def amtool(*args: str) -> subprocess.CompletedProcess[str]:
@@ -212,11 +213,14 @@ def test_alertmanager_example_groups_by_pool_and_a_page_inhibits_the_pools_warni
 
 
 # What each alert's description must name: where it fires (a pool in a worker, a pool on an
-# instance, a fleet, a scrape target) and, where the state has a number, the live value.
+# instance, a fleet, a scrape target, a pooler's pool, a pooler) and, where the state has a
+# number, the live value.
 WORKER = {"$labels.pool", "$labels.instance", "$labels.pid", "$value"}
 POOL = {"$labels.pool", "$labels.instance", "$value"}
 FLEET = {"$labels.job", "$value"}
 TARGET = {"$labels.instance", "$labels.job"}
+POOLER_POOL = {"$labels.pooler", "$labels.database", "$labels.user", "$value"}
+POOLER = {"$labels.pooler", "$labels.instance", "$value"}
 SAYS = {
     "SQLAlchemyPoolNearlyFull": ("warning", WORKER),
     "SQLAlchemyPoolExhausted": ("warning", WORKER),
@@ -233,6 +237,11 @@ SAYS = {
     "PoolExporterDatabaseConnectionsExhausted": ("critical", FLEET),
     "PoolExporterDatabaseDown": ("warning", TARGET),
     "SQLAlchemyPoolMetricsAbsent": ("warning", TARGET),
+    "PgBouncerPoolSaturated": ("warning", POOLER_POOL),
+    "PgBouncerWaitNearPoolTimeout": ("critical", POOLER_POOL),
+    "PgBouncerClientConnectionsNearLimit": ("warning", POOLER),
+    "PgBouncerFleetExceedsMaxClientConn": ("warning", FLEET),
+    "PgBouncerSessionModeFleetExceedsDatabase": ("warning", FLEET),
 }
 
 
@@ -283,10 +292,20 @@ def exporter_sample_names(sqlite_url: str, pg_url: str) -> set[str]:
     handle = instrument(engine, name="app", registry=registry)
     database = DatabaseCollector(pg_url)
     registry.register(database)
+    pgbouncer.require()
     try:
-        with engine.connect() as conn:
-            conn.exec_driver_sql("select 1")
-        return {name for name, _ in scrape(registry)}
+        with pgbouncer.running() as bouncer:
+            collector = PgBouncerCollector(parse_poolers(bouncer.admin_url))
+            registry.register(collector)
+            # A client through the pooler, so that it has a pool and a database to show.
+            through = sa.create_engine(bouncer.url(), poolclass=sa.pool.NullPool)
+            with engine.connect() as conn, through.connect() as client:
+                conn.exec_driver_sql("select 1")
+                client.exec_driver_sql("select 1")
+                names = {name for name, _ in scrape(registry)}
+            through.dispose()
+            collector.close()
+        return names
     finally:
         handle.uninstrument()
         engine.dispose()

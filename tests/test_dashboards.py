@@ -43,6 +43,8 @@ DASHBOARD = d.to_json_data(CONFIG)
 PANELS = [p for p in d._walk_panels(DASHBOARD["panels"]) if p["type"] != "row"]
 SELECTOR = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\{")
 DATABASE_NAMES = {metric.sample for metric in m.DATABASE}
+# Served by the sidecar from PgBouncer: tests/test_pgbouncer_end_to_end.py runs their panels.
+PGBOUNCER_NAMES = {metric.sample for metric in m.PGBOUNCER}
 
 
 def by_title(title: str) -> dict[str, Any]:
@@ -201,7 +203,7 @@ def test_annotations_show_firing_alerts_and_marked_events() -> None:
 
 
 def test_every_query_selects_only_contract_names() -> None:
-    contract = {metric.sample for metric in (*m.ALL, *m.DATABASE, *m.EVENT)}
+    contract = {metric.sample for metric in (*m.ALL, *m.DATABASE, *m.EVENT, *m.PGBOUNCER)}
     contract |= {f"{metric.name}_bucket" for metric in m.ALL if metric.kind == "histogram"}
     contract |= {"ALERTS"}
     for where, expr in dq.queries(DASHBOARD):
@@ -332,7 +334,7 @@ def test_a_bad_query_would_be_caught(live: Live) -> None:
 
 def test_every_pool_side_name_is_emitted_by_the_exporter(live: Live) -> None:
     for where, expr in dq.queries(DASHBOARD):
-        names = metric_names(expr) - DATABASE_NAMES - {"ALERTS"}
+        names = metric_names(expr) - DATABASE_NAMES - PGBOUNCER_NAMES - {"ALERTS"}
         missing = names - live.emitted
         assert not missing, f"{where}: the exporter never emitted {missing}"
 
@@ -351,8 +353,8 @@ def test_every_pool_panel_returns_data_for_all_and_for_one_worker(live: Live) ->
     for panel in PANELS:
         for target in panel["targets"]:
             expr = target["expr"]
-            if metric_names(expr) & DATABASE_NAMES:
-                continue  # the SQLite app has no sidecar: see the PostgreSQL test
+            if metric_names(expr) & (DATABASE_NAMES | PGBOUNCER_NAMES):
+                continue  # the SQLite app has no sidecar: see the PostgreSQL tests
             where = f"{panel['title']!r} {target['refId']}"
             _waits_for_data(live.prom, where, concrete(expr))
             if 'pid=~"$worker"' in expr:
@@ -423,7 +425,7 @@ def test_database_panels_return_data_from_a_real_sidecar_view(pg_url: str, tmp_p
             for panel in PANELS:
                 for t in panel["targets"]:
                     names = metric_names(t["expr"])
-                    if not names & DATABASE_NAMES:
+                    if not names & DATABASE_NAMES or names & PGBOUNCER_NAMES:
                         continue
                     assert names <= emitted, f"{panel['title']!r}: {names - emitted}"
                     _waits_for_data(prom, panel["title"], concrete(t["expr"]))

@@ -15,7 +15,7 @@ import argparse
 import json
 import math
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from pool_exporter.durations import seconds
 from pool_exporter.errors import CliError
 
 from . import sizing
-from .measured import Measured, NoData, from_prometheus, from_replay
+from .measured import Measured, NoData, PoolerLimits, from_prometheus, from_replay
 from .promapi import PrometheusAPI, PrometheusError
 from .replay import Result
 
@@ -77,6 +77,9 @@ class Advice:
     database_budget: int | None
     exhausts_database: bool
     predicted_longest_wait: float
+    # behind a pooler: the fleet's limit is max_client_conn, the database's the pooler's pool
+    pooler_max_client_conn: int | None = None
+    exceeds_pooler: bool = False
     working: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -106,13 +109,15 @@ def recommend(
     pool_size = plan.steady(m.peak_rate)
     extra, servers = plan.no_wait(target, pool_size)
     budget = database_budget(m, db_max)
-    servers, chosen_by = plan.push(target, pool_size, servers, extra, budget)
-    if budget is not None and servers * pools > budget:
-        plan.warn.append(
-            f"{pools} pools x {servers} = {servers * pools} connections exhaust the database "
-            f"({budget} available); at most {budget // pools} per pool fit: split the push "
-            "(see --preflight) or put a pooler in front of the database"
-        )
+    # What bounds the fleet's connections: the database's slots, or behind a pooler in
+    # transaction mode the pooler's max_client_conn (the database then sees the pooler's
+    # server connections, whatever the fleet opens).
+    fleet_limit, pooler_notes = _behind_pooler(m.pooler, budget, plan.work)
+    limit, what = (budget, "the database")
+    if m.pooler:
+        limit, what = fleet_limit, "the pooler's max_client_conn"
+    servers, chosen_by = plan.push(target, pool_size, servers, extra, limit=limit, what=what)
+    exceeds_pooler, exhausts = plan.limits(m.pooler, servers, budget, pooler_notes)
     worst = plan.longest_wait(target, servers, extra)
     plan.work.append(
         f"chosen   {chosen_by}: c = {servers} = pool_size {pool_size} (steady) + max_overflow "
@@ -127,8 +132,10 @@ def recommend(
         pool_timeout=timeout,
         fleet_connections=servers * pools,
         database_budget=budget,
-        exhausts_database=budget is not None and servers * pools > budget,
+        exhausts_database=exhausts,
         predicted_longest_wait=worst,
+        pooler_max_client_conn=m.pooler.max_client_conn if m.pooler else None,
+        exceeds_pooler=exceeds_pooler,
         working=plan.work,
         warnings=plan.warn,
     )
@@ -181,10 +188,18 @@ class _Plan:
         return extra, max(pool_size, nowait.servers)
 
     def push(
-        self, target: Target, pool_size: int, servers: int, extra: float, budget: int | None
+        self,
+        target: Target,
+        pool_size: int,
+        servers: int,
+        extra: float,
+        *,
+        limit: int | None,
+        what: str,
     ) -> tuple[int, str]:
         """For a push: the connections that let its queue drain within the burst-wait goal,
-        chosen instead of `servers` when those exceed the database or cannot exist."""
+        chosen instead of `servers` when those exceed the fleet's `limit` (the database's, or
+        the pooler's, named by `what`) or cannot exist."""
         if target.users is None:
             return servers, "no-wait"
         s, base, pools = self.s, self.base, self.pools
@@ -197,15 +212,51 @@ class _Plan:
             f"{target.ramp:g} s; c = {ride} serves c/S - λ = {_f(b.capacity)} req/s, backlog "
             f"{_f(b.backlog)} drains in {_f(b.longest_wait)} s ≤ {wait:g} s"
         )
-        over_budget = budget is not None and servers * pools > budget
-        if not over_budget and math.isfinite(extra):
+        over_limit = limit is not None and servers * pools > limit
+        if not over_limit and math.isfinite(extra):
             return servers, "no-wait"
-        if over_budget and math.isfinite(extra):
+        if over_limit and math.isfinite(extra):
             self.work.append(
-                f"database no-wait needs {pools} x {servers} = {servers * pools} "
-                f"connections, more than the {budget} available: ride the push out instead"
+                f"{what} no-wait needs {pools} x {servers} = {servers * pools} "
+                f"connections, more than the {limit} available: ride the push out instead"
             )
         return max(ride, pool_size), "ride-out"
+
+    def limits(
+        self, pooler: PoolerLimits | None, servers: int, budget: int | None, notes: list[str]
+    ) -> tuple[bool, bool]:
+        """Whether the fleet of `servers` per pool exceeds the pooler's max_client_conn, and
+        whether it exhausts the database (behind a transaction pooler: whether the pooler's
+        own server connections do), with a warning for each."""
+        fleet = servers * self.pools
+        exceeds_pooler = False
+        if pooler is not None and pooler.max_client_conn is not None:
+            exceeds_pooler = fleet > pooler.max_client_conn
+            if exceeds_pooler:
+                self.warn.append(
+                    f"{self.pools} pools x {servers} = {fleet} client connections exceed the "
+                    f"pooler's max_client_conn {pooler.max_client_conn}: raise it to at least "
+                    f"{fleet} or the pooler refuses connections in the push"
+                )
+        self.warn.extend(notes)
+        transaction = pooler is not None and pooler.mode in ("transaction", "statement")
+        if transaction and pooler and pooler.pool_size and fleet > pooler.pool_size:
+            self.warn.append(
+                f"the fleet's {fleet} connections share the pooler's {pooler.pool_size} server "
+                "connections: a burst of transactions queues in the pooler "
+                "(PgBouncerPoolSaturated); raise the pooler's pool_size within the database's "
+                "budget, or keep transactions short"
+            )
+        if transaction and pooler and pooler.pool_size is not None:
+            return exceeds_pooler, budget is not None and pooler.pool_size > budget
+        if budget is not None and fleet > budget:
+            self.warn.append(
+                f"{self.pools} pools x {servers} = {fleet} connections exhaust the database "
+                f"({budget} available); at most {budget // self.pools} per pool fit: split the "
+                "push (see --preflight) or put a pooler in front of the database"
+            )
+            return exceeds_pooler, True
+        return exceeds_pooler, False
 
     def longest_wait(self, target: Target, servers: int, extra: float) -> float:
         """The longest a caller waits with `servers` connections: a push's queue draining, or
@@ -233,6 +284,35 @@ class _Plan:
             f"{_f(p95)} s) = {timeout:g} s, at most the request budget {goals.request_timeout:g} s"
         )
         return timeout
+
+
+def _behind_pooler(
+    pooler: PoolerLimits | None, budget: int | None, work: list[str]
+) -> tuple[int | None, list[str]]:
+    """The fleet's connection limit behind `pooler`, and warnings about the pooler itself."""
+    if pooler is None:
+        return budget, []
+    warn: list[str] = []
+    size = "unknown" if pooler.pool_size is None else str(pooler.pool_size)
+    if pooler.mode == "session":
+        limits = [x for x in (budget, pooler.max_client_conn, pooler.pool_size) if x is not None]
+        work.append(
+            f"pooler   session mode: each client connection keeps a server connection, so "
+            f"the fleet must fit the database ({budget}), the pooler's pool ({size}) and "
+            f"max_client_conn ({pooler.max_client_conn})"
+        )
+        return (min(limits) if limits else None), warn
+    work.append(
+        f"pooler   {pooler.mode or 'unknown'} mode: the database sees the pooler's {size} "
+        f"server connections, not the fleet's; the fleet is bounded by max_client_conn "
+        f"{pooler.max_client_conn}"
+    )
+    if budget is not None and pooler.pool_size is not None and pooler.pool_size > budget:
+        warn.append(
+            f"the pooler may open {pooler.pool_size} server connections, more than the "
+            f"database's {budget}: lower its pool_size or set max_db_connections"
+        )
+    return pooler.max_client_conn, warn
 
 
 def _erlang_line(chosen: sizing.Servers, s: float, goals: Goals) -> str:
@@ -378,6 +458,23 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--database-max-connections", type=int, help="the server's limit")
     parser.add_argument(
+        "--pooler-max-client-conn",
+        type=int,
+        help="PgBouncer's max_client_conn, summed over the poolers (default: as the sidecar "
+        "measured, if it watches one)",
+    )
+    parser.add_argument(
+        "--pooler-pool-size",
+        type=int,
+        help="server connections the poolers may open to the database (their pool_size)",
+    )
+    parser.add_argument(
+        "--pooler-mode",
+        choices=("session", "transaction", "statement"),
+        help="its pool_mode (default: as measured, or transaction when only the other "
+        "--pooler-* flags are given)",
+    )
+    parser.add_argument(
         "--preflight", action="store_true", help="judge a planned push with today's settings"
     )
     parser.add_argument("--push-users", type=int, help="with --preflight: users to notify")
@@ -438,7 +535,8 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
     report: list[dict[str, Any]] = []
     code = 0
-    for m in measure(args):
+    for measured in measure(args):
+        m = _with_pooler_flags(measured, args)
         pools = (args.workers or m.pools) * args.instances
         print(f"pool {m.pool!r} from {m.source}")
         print(_measured_line(m, pools))
@@ -463,6 +561,20 @@ def run(args: argparse.Namespace) -> int:
         else:
             Path(args.json).write_text(text)
     return code
+
+
+def _with_pooler_flags(m: Measured, args: argparse.Namespace) -> Measured:
+    given = {
+        "max_client_conn": args.pooler_max_client_conn,
+        "pool_size": args.pooler_pool_size,
+        "mode": args.pooler_mode,
+    }
+    given = {k: v for k, v in given.items() if v is not None}
+    if not given:
+        return m
+    if any(isinstance(v, int) and v < 1 for v in given.values()):
+        raise CliError("--pooler-max-client-conn and --pooler-pool-size must be at least 1")
+    return replace(m, pooler=replace(m.pooler or PoolerLimits(mode="transaction"), **given))
 
 
 def _target(args: argparse.Namespace, m: Measured) -> Target:
@@ -524,6 +636,8 @@ def _print_advice(a: Advice) -> None:
     )  # fmt: skip
     print(f"  fleet    {a.pools} pools x {a.pool_size + a.max_overflow} = "
           f"{a.fleet_connections} connections at most{budget}")  # fmt: skip
+    if a.pooler_max_client_conn is not None:
+        print(f"  pooler   {a.fleet_connections} of max_client_conn {a.pooler_max_client_conn}")
     for w in a.warnings:
         print(f"  WARNING  {w}")
 

@@ -38,6 +38,29 @@ class Measured:
     # the push a replay ran, as a default target: users over seconds
     burst_users: int | None = None
     burst_ramp: float | None = None
+    pooler: PoolerLimits | None = None
+
+
+@dataclass(frozen=True)
+class PoolerLimits:
+    """PgBouncer between the fleet and the database, summed over the poolers."""
+
+    max_client_conn: int | None = None
+    # server connections the poolers may open to the database: pool_size summed over their
+    # databases (one such pool per user)
+    pool_size: int | None = None
+    mode: str | None = None  # session if any database runs in session mode
+
+
+def pooler_from_prometheus(api: PrometheusAPI, at: float | None = None) -> PoolerLimits | None:
+    """What the sidecar's PgBouncer view says, or None when no pooler is watched."""
+    clients = api.scalar(f"sum({m.PGBOUNCER_MAX_CLIENT_CONN.name})", at)
+    if clients is None:
+        return None
+    size = api.scalar(f"sum({m.PGBOUNCER_DB_POOL_SIZE.name})", at)
+    modes = api.values(f"count by (pool_mode) ({m.PGBOUNCER_DB_INFO.sample})", "pool_mode", at)
+    mode = "session" if "session" in modes else min(modes, default=None)
+    return PoolerLimits(_int(clients), _int(size), mode)
 
 
 def from_replay(result: Result, source: str) -> Measured:
@@ -111,6 +134,7 @@ def from_prometheus(
     timeout = by_pool(f"max by (pool) ({m.TIMEOUT.name}{sel})")
     db_max = api.scalar(f"max({m.DATABASE_MAX_CONNECTIONS.name}{db_sel})", at)
     db_reserved = api.scalar(f"max({m.DATABASE_RESERVED_CONNECTIONS.name}{db_sel})", at)
+    pooler = pooler_from_prometheus(api, at)
 
     found = []
     for name, count in sorted(pools.items()):
@@ -133,6 +157,7 @@ def from_prometheus(
                 pool_timeout=timeout.get(name),
                 db_max_connections=_int(db_max),
                 db_reserved=_int(db_reserved),
+                pooler=pooler,
             )
         )
     if not found:

@@ -80,6 +80,18 @@ class AlertConfig:
     absent_lookback: str = "1h"
     absent_for: str = "10m"
 
+    # -- PgBouncer between the pools and the database ----------------------------------------
+    # Extra label matchers for the sidecar's pool_exporter_pgbouncer_* series.
+    pgbouncer_selector: str = ""
+    # Clients queued in the pooler: a warning once the oldest has waited this long with the
+    # pool's server connections all taken (a transaction-mode queue normally drains in
+    # milliseconds), a page once it has waited this share of the applications' pool timeout.
+    pooler_wait_warning_seconds: float = 1.0
+    pooler_wait_page_share: float = 0.5
+    # Client connections (SHOW LISTS used_clients) near max_client_conn.
+    pooler_clients_warning: float = 0.9
+    pooler_clients_for: str = "2m"
+
     # -- routing and docs ------------------------------------------------------------------
     severity_page: str = "critical"
     severity_warning: str = "warning"
@@ -94,7 +106,7 @@ class AlertConfig:
                 raise ConfigError(f"{f.name}: {value!r} is not a Prometheus duration like 30s")
             if f.type == "float" and not value > 0:
                 raise ConfigError(f"{f.name}: must be above 0, not {value!r}")
-        for name in ("selector", "database_selector"):
+        for name in ("selector", "database_selector", "pgbouncer_selector"):
             if not _SELECTOR.match(getattr(self, name)):
                 value = getattr(self, name)
                 raise ConfigError(f'{name}: {value!r} is not a list of matchers like job="shop"')

@@ -103,6 +103,11 @@ def fleet(cfg: DashboardConfig, metric: m.Metric) -> str:
     return _series(metric.sample, _matchers(cfg, instance=False, pool=False))
 
 
+def pooler(cfg: DashboardConfig, metric: m.Metric) -> str:
+    """A sidecar's PgBouncer series: the pooler serves the fleet, so no instance or pool."""
+    return _series(metric.sample, _matchers(cfg, instance=False, pool=False))
+
+
 def _series(name: str, matchers: Sequence[str]) -> str:
     return f"{name}{{{','.join(matchers)}}}" if matchers else name
 
@@ -501,7 +506,114 @@ def database_and_fleet(cfg: DashboardConfig) -> Row:
     return "Database and fleet", [(by_state, 12, 9), (capacity, 12, 9), (share, 18, 7), (up, 6, 7)]
 
 
-ROWS = (saturation, latency, errors, churn, database_and_fleet)
+def through_the_pooler(cfg: DashboardConfig) -> Row:
+    """Left to right as a request goes: the fleet's pools, the pooler's clients, the pooler's
+    server connections, the database's connections."""
+    pools_in_use = f'sum({fleet(cfg, m.CONNECTIONS).removesuffix("}")},state="in_use"}})'
+    fleet_pools = timeseries(
+        "1. Fleet's pools",
+        "Connections the fleet's pools have checked out, callers waiting in the pools, and "
+        "what the pools may open: every checked-out connection is a client of the pooler.",
+        "short",
+        [
+            Query(pools_in_use, "pools in use"),
+            Query(f"sum({fleet(cfg, m.WAITING)})", "callers waiting in the pools"),
+            Query(f"sum({fleet(cfg, m.MAX_CONNECTIONS)})", "pools can open"),
+        ],
+        overrides=[_override("^pools can open$", "red", dashed=True)],
+    )
+    clients = timeseries(
+        "2. Pooler: client connections",
+        "The pooler's client connections by state, per pooler: waiting ones are queued for a "
+        "server connection (their application connection is checked out meanwhile), against "
+        "max_client_conn (dashed).",
+        "short",
+        [
+            Query(
+                f"sum by (pooler, state) ({pooler(cfg, m.PGBOUNCER_CLIENTS)})",
+                "{{pooler}} {{state}}",
+            ),
+            Query(
+                f"max by (pooler) ({pooler(cfg, m.PGBOUNCER_MAX_CLIENT_CONN)})",
+                "{{pooler}} max_client_conn",
+            ),
+        ],
+        stacked=True,
+        overrides=[
+            _override(".* waiting$", "orange"),
+            _override(".* max_client_conn$", "red", dashed=True),
+        ],
+    )
+    servers = timeseries(
+        "3. Pooler: server connections vs pool size",
+        "The pooler's server connections by state (stacked) per pooler and database, against "
+        "the pool size (dashed): active at the pool size while clients wait is the pooler "
+        "limiting the database, as it should in transaction mode.",
+        "short",
+        [
+            Query(
+                f"sum by (pooler, database, state) ({pooler(cfg, m.PGBOUNCER_SERVERS)})",
+                "{{pooler}} {{database}} {{state}}",
+            ),
+            Query(
+                f"max by (pooler, database) ({pooler(cfg, m.PGBOUNCER_DB_POOL_SIZE)})",
+                "{{pooler}} {{database}} pool_size",
+            ),
+        ],
+        stacked=True,
+        overrides=[_override(".* pool_size$", "red", dashed=True)],
+    )
+    max_conn = f"max({database(cfg, m.DATABASE_MAX_CONNECTIONS)})"
+    db = timeseries(
+        "4. Database: connections by state",
+        "What reaches the database: its client connections by state against max_connections. "
+        "Behind a pooler in transaction mode this stays near the pooler's pool size however "
+        "busy the fleet; in session mode it follows the fleet's open connections.",
+        "short",
+        [
+            Query(
+                f"max by (database, state) (sum without (application_name) "
+                f"({database(cfg, m.DATABASE_CONNECTIONS)}))",
+                "{{database}} {{state}}",
+            ),
+            Query(max_conn, "max_connections"),
+        ],
+        stacked=True,
+        overrides=[_override("^max_connections$", "red", dashed=True)],
+    )
+    wait = timeseries(
+        "Oldest client waiting in the pooler",
+        "How long the oldest client queued in each pooler pool has waited (maxwait and "
+        "maxwait_us together, so waits under a second show), against the applications' "
+        "pool timeout (dashed): a client waiting here holds an application connection.",
+        "s",
+        [
+            Query(
+                f"max by (pooler, database, user) ({pooler(cfg, m.PGBOUNCER_MAXWAIT)})",
+                "{{pooler}} {{database}}/{{user}}",
+            ),
+            Query(f"min({fleet(cfg, m.TIMEOUT)})", "pool timeout"),
+        ],
+        overrides=[_override("^pool timeout$", "red", dashed=True)],
+    )
+    up = stat(
+        "Poolers reachable",
+        "Whether every pooler's admin console answered the sidecar at its last scrape.",
+        "bool_yes_no",
+        Query(f"min({pooler(cfg, m.PGBOUNCER_UP)})", "up"),
+        [{"color": "red", "value": None}, {"color": "green", "value": 1}],
+    )
+    return "Through the pooler (PgBouncer)", [
+        (fleet_pools, 6, 9),
+        (clients, 6, 9),
+        (servers, 6, 9),
+        (db, 6, 9),
+        (wait, 18, 7),
+        (up, 6, 7),
+    ]
+
+
+ROWS = (saturation, latency, errors, churn, database_and_fleet, through_the_pooler)
 
 
 # -- variables and annotations --------------------------------------------------------------

@@ -22,12 +22,14 @@ from pool_exporter.multiprocess.reader import WorkersCollector, check_directory
 
 from .database import DEFAULT_MAX_APPLICATIONS, DatabaseCollector, DatabaseUrlError
 from .httpserver import App, bind, parse_listen_address
+from .pgbouncer import DEFAULT_MAX_POOLS, PgBouncerCollector, PoolerListError, parse_poolers
 from .webconfig import WebConfigError, load
 
 log = logging.getLogger("pool_exporter")
 
 DEFAULT_LISTEN = ":9653"
 URL_ENV = "POOL_EXPORTER_DATABASE_URL"
+PGBOUNCER_ENV = "POOL_EXPORTER_PGBOUNCER_URL"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -73,7 +75,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         type=_seconds,
         default=5.0,
         metavar="SECONDS",
-        help="how long one scrape may spend connecting to and querying the database (default 5)",
+        help="how long one scrape may spend connecting to and querying the database, and each "
+        "pooler (default 5)",
     )
     parser.add_argument(
         "--database-max-applications",
@@ -84,8 +87,26 @@ def configure(parser: argparse.ArgumentParser) -> None:
         f"the others are counted as application_name={m.OTHER_APPLICATIONS!r}, 0 counts every "
         f"connection there (default {DEFAULT_MAX_APPLICATIONS})",
     )
+    parser.add_argument(
+        "--pgbouncer-url-file",
+        default="",
+        metavar="FILE",
+        help=f"file listing PgBouncer admin console URLs (postgresql://user@host:6432/pgbouncer), "
+        f"one per line, each optionally as NAME=URL to name its `pooler` label (or set "
+        f"{PGBOUNCER_ENV})",
+    )
+    parser.add_argument(
+        "--pgbouncer-max-pools",
+        type=_count,
+        default=DEFAULT_MAX_POOLS,
+        metavar="N",
+        help="(database, user) pools per pooler with the most connections that get series of "
+        f"their own, the others counted as {m.OTHER_POOLS!r}; the same cap on databases "
+        f"(default {DEFAULT_MAX_POOLS})",
+    )
     # Refused with a clear message instead of argparse's, which would echo the password.
     parser.add_argument("--database-url", help=argparse.SUPPRESS)
+    parser.add_argument("--pgbouncer-url", help=argparse.SUPPRESS)
 
 
 def _seconds(text: str) -> float:
@@ -114,6 +135,11 @@ def run(args: argparse.Namespace) -> int:
             "--database-url is not accepted: a password on the command line is visible to "
             f"every local user; set {URL_ENV} or use --database-url-file"
         )
+    if args.pgbouncer_url is not None:
+        raise CliError(
+            "--pgbouncer-url is not accepted: a password on the command line is visible to "
+            f"every local user; set {PGBOUNCER_ENV} or use --pgbouncer-url-file"
+        )
     path = args.telemetry_path
     if not path.startswith("/") or path in ("/", "/-/healthy", "/-/ready"):
         raise CliError(f"--web.telemetry-path {path!r} must be a path such as /metrics")
@@ -129,6 +155,9 @@ def run(args: argparse.Namespace) -> int:
     database = _database(args)
     if database is not None:
         registry.register(database)
+    pgbouncer = _pgbouncer(args)
+    if pgbouncer is not None:
+        registry.register(pgbouncer)
     ProcessCollector(registry=registry)  # the sidecar's own memory and CPU
 
     app = App(registry, telemetry_path=path, web=web, ready=lambda: _not_ready(directory))
@@ -144,13 +173,16 @@ def run(args: argparse.Namespace) -> int:
     scheme = "https" if web.ssl_context else "http"
     bound_host, bound_port = server.server_address[:2]
     log.info(
-        "serving %s://%s:%s%s (multiprocess directory %s; database %s; basic auth %s)",
+        "serving %s://%s:%s%s (multiprocess directory %s; database %s; poolers %s; basic auth %s)",
         scheme,
         bound_host,
         bound_port,
         path,
         directory,
         database.target.display if database else "not watched",
+        ", ".join(f"{p.name} ({p.target.display})" for p in pgbouncer.poolers)
+        if pgbouncer
+        else "not watched",
         "on" if web.users else "off",
     )
     try:
@@ -159,23 +191,45 @@ def run(args: argparse.Namespace) -> int:
         server.server_close()
         if database is not None:
             database.close()
+        if pgbouncer is not None:
+            pgbouncer.close()
     return 0
 
 
-def _database(args: argparse.Namespace) -> DatabaseCollector | None:
-    url = os.environ.get(URL_ENV, "").strip()
-    if args.database_url_file:
+def _from_env_or_file(env: str, flag: str, path: str, what: str) -> str:
+    """The URL(s) from the environment or a file, never both; a path is not echoed if it
+    looks like a URL (a URL given by mistake where the file's path belongs)."""
+    url = os.environ.get(env, "").strip()
+    if path:
         if url:
-            raise CliError(f"give the database URL in {URL_ENV} or --database-url-file, not both")
-        shown = "(a path that looks like a URL)" if "://" in args.database_url_file else ""
+            raise CliError(f"give the {what} in {env} or {flag}, not both")
+        shown = "(a path that looks like a URL)" if "://" in path else ""
         try:
-            with open(args.database_url_file, encoding="utf-8") as f:
+            with open(path, encoding="utf-8") as f:
                 url = f.read().strip()
         except OSError as exc:
-            where = shown or args.database_url_file
-            raise CliError(f"cannot read --database-url-file {where}: {exc.strerror}") from None
+            raise CliError(f"cannot read {flag} {shown or path}: {exc.strerror}") from None
         if not url:
-            raise CliError(f"--database-url-file {shown or args.database_url_file} is empty")
+            raise CliError(f"{flag} {shown or path} is empty")
+    return url
+
+
+def _pgbouncer(args: argparse.Namespace) -> PgBouncerCollector | None:
+    text = _from_env_or_file(
+        PGBOUNCER_ENV, "--pgbouncer-url-file", args.pgbouncer_url_file, "PgBouncer URLs"
+    )
+    if not text:
+        return None
+    try:
+        return PgBouncerCollector(
+            parse_poolers(text), timeout=args.database_timeout, max_pools=args.pgbouncer_max_pools
+        )
+    except PoolerListError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _database(args: argparse.Namespace) -> DatabaseCollector | None:
+    url = _from_env_or_file(URL_ENV, "--database-url-file", args.database_url_file, "database URL")
     if not url:
         return None
     try:
