@@ -3,6 +3,7 @@ checked against a real Prometheus scraping real instrumented engines."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -16,6 +17,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+import yaml
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.multiprocess import MultiProcessCollector
 
@@ -25,9 +27,13 @@ from pool_exporter import metrics as m
 from pool_exporter.events import mark_event
 from pool_exporter.incident.promserver import PrometheusServer, QueryError
 from pool_exporter.mixin import dashboards as d
+from pool_exporter.mixin.alerts import RULES_FILE
+from pool_exporter.mixin.config import AlertConfig
+from pool_exporter.mixin.rules import record_names
 from pool_exporter.multiprocess.reader import with_ages
 from pool_exporter.sidecar.database import DatabaseCollector
 from tests.support import dashboard_queries as dq
+from tests.support.promtool_cases import alert_rules
 
 from .conftest import require_binary, scrape
 from .procs import wait_until
@@ -445,11 +451,68 @@ def test_database_panels_return_data_from_a_real_sidecar_view(pg_url: str, tmp_p
         engine.dispose()
 
 
-def test_the_dashboard_draws_the_thresholds_the_alert_rules_fire_at() -> None:
-    from pool_exporter.mixin.config import AlertConfig
+def _thresholds(rules_dir: Path) -> dict[str, float]:
+    """The numbers SQLAlchemyPoolNearlyFull and SQLAlchemyFleetExceedsDatabaseLimit compare
+    their records with, read from the rule file's expressions."""
+    groups = yaml.safe_load((rules_dir / RULES_FILE).read_text())["groups"]
+    rules = {rule["alert"]: rule for rule in alert_rules(groups)}
+    names = record_names(AlertConfig())
+    found = {}
+    for alert, record in (
+        ("SQLAlchemyPoolNearlyFull", names.utilisation),
+        ("SQLAlchemyFleetExceedsDatabaseLimit", names.fleet_database_ratio),
+    ):
+        numbers = re.findall(rf"{re.escape(record)} >=? ([0-9.]+)", rules[alert]["expr"])
+        assert len(numbers) == 1, rules[alert]["expr"]
+        found[alert] = float(numbers[0])
+    return found
 
-    alerts = AlertConfig()
-    drawn = d.DashboardConfig().thresholds
-    assert drawn.utilisation_warning == alerts.utilisation_warning
-    assert drawn.database_warning == alerts.database_warning
-    assert drawn.database_critical == alerts.fleet_share
+
+def _bands(dashboards_dir: Path, title: str) -> list[tuple[str, float]]:
+    written = json.loads((dashboards_dir / CONFIG.filename).read_text())
+    panel = next(p for p in d._walk_panels(written["panels"]) if p["title"] == title)
+    steps = panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    assert steps[0] == {"color": "green", "value": None}
+    return [(step["color"], step["value"]) for step in steps[1:]]
+
+
+def _assert_bands_where_the_alerts_fire(rules_dir: Path, dashboards_dir: Path) -> None:
+    fire = _thresholds(rules_dir)
+    assert _bands(dashboards_dir, "Pool utilisation per worker") == [
+        ("orange", fire["SQLAlchemyPoolNearlyFull"]),
+        ("red", 1.0),
+    ]
+    assert _bands(dashboards_dir, "Fleet's share of the database") == [
+        ("orange", fire["SQLAlchemyFleetExceedsDatabaseLimit"])
+    ]
+
+
+def test_the_dashboard_draws_its_bands_where_the_committed_alert_rules_fire() -> None:
+    _assert_bands_where_the_alerts_fire(ROOT / "alerts", ROOT / "dashboards")
+
+
+def test_one_config_file_moves_the_alert_thresholds_and_the_dashboard_bands_together(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "mine.yml"
+    config.write_text("utilisation_warning: 0.7\nfleet_share: 0.9\n")
+    for command in ("alerts", "dashboards"):
+        out = ["--out-dir", str(tmp_path / command)]
+        assert cli.main([command, "generate", "--config", str(config), *out]) == 0
+    assert _thresholds(tmp_path / "alerts") == {
+        "SQLAlchemyPoolNearlyFull": 0.7,
+        "SQLAlchemyFleetExceedsDatabaseLimit": 0.9,
+    }
+    _assert_bands_where_the_alerts_fire(tmp_path / "alerts", tmp_path / "dashboards")
+
+
+def test_dashboards_generate_refuses_a_bad_config_with_one_error_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "bad.yml"
+    config.write_text("fleet_share: lots\n")
+    out = ["--out-dir", str(tmp_path)]
+    assert cli.main(["dashboards", "generate", "--config", str(config), *out]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {config}: fleet_share: expected a number, got 'lots'\n"
+    assert not (tmp_path / CONFIG.filename).exists()

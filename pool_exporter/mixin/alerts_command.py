@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from pool_exporter.errors import CliError
 
+from .config import add_config_argument
 from .generated import add_actions, show, write_or_check
 from .shipped import RULES_FILE, RUNBOOKS
 
@@ -20,11 +20,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         # what the alerts' runbook_url links point at, to host where your team can reach it
         also={"runbooks.md": RUNBOOKS},
     )
-    gen.add_argument(
-        "--config",
-        type=Path,
-        help="YAML or JSON file of settings overriding the defaults (see docs/alerts.md)",
-    )
+    add_config_argument(gen)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -32,10 +28,10 @@ def run(args: argparse.Namespace) -> int:
         return show(args)
     # PyYAML comes with the `alerts` extra; without it the CLI names the extra and exits 2.
     from .alerts import generate
-    from .config import AlertConfig, ConfigError, load
+    from .config import ConfigError, from_args
 
     try:
-        cfg = load(args.config) if args.config else AlertConfig()
+        cfg = from_args(args)
     except ConfigError as exc:
         raise CliError(str(exc)) from None
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import re
@@ -28,8 +29,8 @@ class ConfigError(ValueError):
 class AlertConfig:
     """Selectors, thresholds, `for` durations, severities and the runbook address.
 
-    Ratios are 0-1. The defaults match the dashboard's threshold lines
-    (`dashboards.Thresholds`): utilisation 0.8, database share 0.8 and 1.
+    Ratios are 0-1. The dashboard draws its threshold bands from these same fields
+    (`dashboards.Thresholds.from_alerts`): `utilisation_warning` and `fleet_share`.
     """
 
     # Extra label matchers for every pool series, e.g. 'job="shop"'; and for the sidecar's
@@ -181,3 +182,17 @@ def load(path: Path) -> AlertConfig:
         return from_mapping(data)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
+
+
+def add_config_argument(parser: argparse.ArgumentParser) -> None:
+    """`--config FILE`: the one settings file the rules and the dashboards are generated from."""
+    parser.add_argument(
+        "--config",
+        type=Path,
+        help="YAML or JSON file of settings overriding the defaults (see docs/alerts.md)",
+    )
+
+
+def from_args(args: argparse.Namespace) -> AlertConfig:
+    """The config `--config` names, or the defaults."""
+    return load(args.config) if args.config else AlertConfig()

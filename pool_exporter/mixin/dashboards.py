@@ -37,8 +37,9 @@ class Thresholds:
 
     utilisation_warning: float  # in use / max connections of one pool in one worker
     utilisation_critical: float
-    database_warning: float  # fleet's possible connections / the database's free slots
-    database_critical: float
+    # The fleet's possible connections / the database's slots for ordinary roles, where
+    # SQLAlchemyFleetExceedsDatabaseLimit (a warning, so an orange band) fires.
+    fleet_share: float
 
     @classmethod
     def from_alerts(cls, alerts: AlertConfig) -> Thresholds:
@@ -47,8 +48,7 @@ class Thresholds:
             # The pages are about the queue, which only forms at capacity: the red band starts
             # where callers wait.
             utilisation_critical=1.0,
-            database_warning=alerts.database_warning,
-            database_critical=alerts.fleet_share,
+            fleet_share=alerts.fleet_share,
         )
 
 
@@ -487,10 +487,11 @@ def database_and_fleet(cfg: DashboardConfig) -> Row:
     share = timeseries(
         "Fleet's share of the database",
         "The fleet's possible connections / the database's slots for applications: above 1 the "
-        "pools together may ask for more connections than the database can give.",
+        "pools together may ask for more connections than the database can give; the band is "
+        "the alert threshold.",
         "percentunit",
         [Query(f"{fleet_capacity} / {available}", "fleet capacity / available slots")],
-        steps=_steps(t.database_warning, t.database_critical),
+        steps=_steps(t.fleet_share),
         threshold_style="line+area",
     )
     up = stat(

@@ -32,7 +32,7 @@ HEADER = (
 )
 
 # Settings that change what an alert says or where it goes, not when it fires: the cases
-# hold whatever their values.
+# hold whatever their values (`Presented` carries them into what promtool expects).
 PRESENTATION = (
     "severity_page",
     "severity_warning",
@@ -40,6 +40,8 @@ PRESENTATION = (
     "runbook_url",
     "prometheusrule_name",
 )
+# The default runbook page, written out rather than imported from the config under test.
+RUNBOOKS = "https://github.com/pool-exporter/pool-exporter/blob/main/docs/runbooks.md"
 
 # -- synthetic series: what an instrumented pool and the sidecar would report ----------------
 
@@ -230,16 +232,31 @@ def between(start: float, end: float, inside: Value, outside: Value, interval: i
 Expected = dict[str, dict[str, str]]
 
 
-def expected(rule: Rule, lbls: dict[str, str], description: str) -> Expected:
-    """An alert as promtool reports it: the rule's labels and its rendered annotations."""
-    return {
-        "exp_labels": {**lbls, **rule["labels"]},
-        "exp_annotations": {
-            "summary": rule["annotations"]["summary"],
-            "description": description,
-            "runbook_url": rule["annotations"]["runbook_url"],
-        },
-    }
+@dataclass(frozen=True)
+class Presented:
+    """A config's severities and runbook page in place of the defaults the cases are written
+    with: the cases hold for a config that changes only these."""
+
+    severities: dict[str, str]
+    runbook_url: str
+
+    @classmethod
+    def of(cls, cfg: AlertConfig) -> Presented:
+        return cls(
+            {
+                "critical": cfg.severity_page,
+                "warning": cfg.severity_warning,
+                "info": cfg.severity_ticket,
+            },
+            cfg.runbook_url,
+        )
+
+    def severity(self, written: str) -> str:
+        return self.severities.get(written, written)
+
+    def runbook(self, written: str) -> str:
+        page, _, anchor = written.partition("#")
+        return f"{self.runbook_url}#{anchor}" if page == RUNBOOKS else written
 
 
 @dataclass(frozen=True)
@@ -268,19 +285,34 @@ class UnitTest:
 @dataclass(frozen=True)
 class Case:
     """One alert's life in series: not yet firing at `before` (its `for` not yet run out, or
-    the trouble not yet there), firing at `firing` with the labels and description given,
-    resolved at `resolved`."""
+    the trouble not yet there), firing at `firing` with exactly the labels and annotations
+    written here, resolved at `resolved`. Nothing expected is read from the rule under test,
+    so a rule that says or routes the wrong thing fails promtool."""
 
     alert: str
     series: Callable[[], Series]
+    severity: str
+    summary: str
+    runbook_url: str
     before: int
     firing: int
-    labels: dict[str, str]
+    labels: dict[str, str]  # besides severity
     description: str
     resolved: int
 
-    def unit_test(self, rules: dict[str, Rule]) -> UnitTest:
-        firing = expected(rules[self.alert], self.labels, self.description)
+    def expected(self, shown: Presented, lbls: dict[str, str], description: str) -> Expected:
+        """The alert as promtool reports it firing with `lbls` and `description`."""
+        return {
+            "exp_labels": {**lbls, "severity": shown.severity(self.severity)},
+            "exp_annotations": {
+                "summary": self.summary,
+                "description": description,
+                "runbook_url": shown.runbook(self.runbook_url),
+            },
+        }
+
+    def unit_test(self, shown: Presented) -> UnitTest:
+        firing = self.expected(shown, self.labels, self.description)
         checks = [
             (self.before, self.alert, []),
             (self.firing, self.alert, [firing]),
@@ -461,6 +493,9 @@ CASES = [
     Case(
         "SQLAlchemyPoolNearlyFull",
         pool_case(Pool(in_use=between(300, 600, 13.5, STEADY)), 900),
+        severity="warning",
+        summary="A connection pool is nearly full.",
+        runbook_url=f"{RUNBOOKS}#sqlalchemypoolnearlyfull",
         before=405,
         firing=420,
         labels=WORKER,
@@ -471,6 +506,9 @@ CASES = [
     Case(
         "SQLAlchemyPoolExhausted",
         queued(200),
+        severity="warning",
+        summary="A connection pool is exhausted: callers are queueing for a connection.",
+        runbook_url=f"{RUNBOOKS}#sqlalchemypoolexhausted",
         before=285,
         firing=300,
         labels=WORKER,
@@ -481,6 +519,9 @@ CASES = [
     Case(
         "SQLAlchemyPoolCallersWaiting",
         queued(3),
+        severity="warning",
+        summary="Callers have been waiting for a full connection pool.",
+        runbook_url=f"{RUNBOOKS}#sqlalchemypoolcallerswaiting",
         before=345,
         firing=360,
         labels=WORKER,
@@ -491,6 +532,9 @@ CASES = [
         "SQLAlchemyPoolQueueExceedsTimeout",
         # 3,600 callers at 0.15 s holds on 15 connections: 36 s of queue; pages at once
         queued(3600),
+        severity="critical",
+        summary="Callers queued for a connection pool are about to hit the pool timeout.",
+        runbook_url=f"{RUNBOOKS}#sqlalchemypoolqueueexceedstimeout",
         before=285,
         firing=300,
         labels=WORKER,
@@ -501,6 +545,9 @@ CASES = [
     Case(
         "SQLAlchemyPoolQueueNearTimeout",
         queued(2400),
+        severity="critical",
+        summary="Callers queued for a connection pool will soon hit the pool timeout.",
+        runbook_url=f"{RUNBOOKS}#sqlalchemypoolqueueneartimeout",
         before=300,
         firing=315,
         labels=WORKER,
@@ -519,6 +566,9 @@ CASES = [
             ),
             900,
         ),
+        severity="critical",
+        summary="Checkouts wait a large share of the pool timeout.",
+        runbook_url=f"{RUNBOOKS}#sqlalchemypoolcheckoutwaitneartimeout",
         before=300,
         firing=315,
         labels=labels(),
@@ -530,6 +580,9 @@ CASES = [
     Case(
         "SQLAlchemyPoolCheckoutTimeouts",
         pool_case(Pool(in_use=lambda k: 15, timeouts=lambda k: 60 if k * 15 == 300 else 0), 600),
+        severity="critical",
+        summary="Checkouts are failing with the pool's TimeoutError.",
+        runbook_url=f"{RUNBOOKS}#sqlalchemypoolcheckouttimeouts",
         before=285,
         firing=300,
         labels=labels(),
@@ -541,6 +594,9 @@ CASES = [
         "SQLAlchemyPoolHeadroomLow",
         # two minutes at capacity; the busiest 1m average reaches 100 % at the second sample
         pool_case(Pool(in_use=between(300, 420, 15, STEADY, 60)), 7 * 3600, interval=60),
+        severity="info",
+        summary="A connection pool has little headroom for the next burst.",
+        runbook_url=f"{RUNBOOKS}#sqlalchemypoolheadroomlow",
         before=300,
         firing=360,
         labels=labels(),
@@ -551,6 +607,9 @@ CASES = [
     Case(
         "SQLAlchemyPoolConnectErrors",
         connect_errors,
+        severity="warning",
+        summary="A connection pool cannot open database connections.",
+        runbook_url=f"{RUNBOOKS}#sqlalchemypoolconnecterrors",
         before=345,  # pending since 300 s
         firing=360,
         labels=labels(),
@@ -561,6 +620,9 @@ CASES = [
     Case(
         "SQLAlchemyPoolInvalidationStorm",
         invalidations,
+        severity="warning",
+        summary="A connection pool is invalidating many connections.",
+        runbook_url=f"{RUNBOOKS}#sqlalchemypoolinvalidationstorm",
         before=585,
         firing=600,
         labels=labels(),
@@ -572,6 +634,9 @@ CASES = [
     Case(
         "SQLAlchemyFleetExceedsDatabaseLimit",
         fleet,
+        severity="warning",
+        summary="The pools together may open more connections than the database allows.",
+        runbook_url=f"{RUNBOOKS}#sqlalchemyfleetexceedsdatabaselimit",
         before=1185,
         firing=1200,
         labels=DB,
@@ -583,6 +648,9 @@ CASES = [
     Case(
         "PgBouncerPoolSaturated",
         pooler_queue(3.0),
+        severity="warning",
+        summary="Clients are queueing in the pooler for a server connection.",
+        runbook_url=f"{RUNBOOKS}#pgbouncerpoolsaturated",
         before=300,
         firing=315,
         labels=POOLER_POOL,
@@ -594,6 +662,9 @@ CASES = [
     Case(
         "PgBouncerWaitNearPoolTimeout",
         pooler_queue(20.0),
+        severity="critical",
+        summary="Clients wait in the pooler for a large share of the applications' pool timeout.",
+        runbook_url=f"{RUNBOOKS}#pgbouncerwaitnearpooltimeout",
         before=300,
         firing=315,
         labels={"job": JOB, "pooler": "edge", "database": "shop", "user": "web"},
@@ -605,6 +676,9 @@ CASES = [
     Case(
         "PgBouncerClientConnectionsNearLimit",
         pooler_clients,
+        severity="warning",
+        summary="The pooler is running out of client connections.",
+        runbook_url=f"{RUNBOOKS}#pgbouncerclientconnectionsnearlimit",
         before=405,
         firing=420,
         labels=POOLER,
@@ -615,6 +689,9 @@ CASES = [
     Case(
         "PgBouncerFleetExceedsMaxClientConn",
         pooler_fleet("transaction"),
+        severity="warning",
+        summary="The pools together may open more connections than the poolers accept.",
+        runbook_url=f"{RUNBOOKS}#pgbouncerfleetexceedsmaxclientconn",
         before=1185,
         firing=1200,
         labels=DB,
@@ -625,6 +702,9 @@ CASES = [
     Case(
         "PgBouncerSessionModeFleetExceedsDatabase",
         pooler_fleet("session"),
+        severity="warning",
+        summary="A pooler in session mode does not protect the database from the fleet.",
+        runbook_url=f"{RUNBOOKS}#pgbouncersessionmodefleetexceedsdatabase",
         before=1185,
         firing=1200,
         labels=DB,
@@ -636,6 +716,9 @@ CASES = [
     Case(
         "PoolExporterDatabaseConnectionsNearLimit",
         database_busy,
+        severity="warning",
+        summary="The database is running out of connection slots.",
+        runbook_url=f"{RUNBOOKS}#poolexporterdatabaseconnectionsnearlimit",
         before=585,
         firing=600,
         labels=DB,
@@ -646,6 +729,9 @@ CASES = [
     Case(
         "PoolExporterDatabaseConnectionsExhausted",
         database_busy,
+        severity="critical",
+        summary="The database is out of connection slots.",
+        runbook_url=f"{RUNBOOKS}#poolexporterdatabaseconnectionsexhausted",
         before=345,
         firing=360,
         labels=DB,
@@ -656,6 +742,9 @@ CASES = [
     Case(
         "PoolExporterDatabaseDown",
         database_down,
+        severity="warning",
+        summary="The sidecar cannot query the database.",
+        runbook_url=f"{RUNBOOKS}#poolexporterdatabasedown",
         before=405,
         firing=420,
         labels={"job": JOB, "instance": SIDECAR},
@@ -665,6 +754,9 @@ CASES = [
     Case(
         "SQLAlchemyPoolMetricsAbsent",
         metrics_absent,
+        severity="warning",
+        summary="Pool metrics have disappeared.",
+        runbook_url=f"{RUNBOOKS}#sqlalchemypoolmetricsabsent",
         before=885,
         firing=900,
         labels={"job": JOB, "instance": INSTANCE},
@@ -676,6 +768,9 @@ CASES = [
         "SQLAlchemyPoolCheckoutHeldPastTimeout",
         # one connection out from 300 s to 900 s: past the 30 s pool timeout at 345 s
         pool_case(Pool(in_use=lambda k: STEADY, oldest=held_from(300, 900)), 1200),
+        severity="warning",
+        summary="A connection has been checked out for longer than the pool timeout.",
+        runbook_url=f"{RUNBOOKS}#sqlalchemypoolcheckoutheldpasttimeout",
         before=450,
         firing=465,
         labels=WORKER,
@@ -686,6 +781,9 @@ CASES = [
     Case(
         "SQLAlchemyPoolLongCheckouts",
         pool_case(Pool(in_use=lambda k: STEADY, long_checkouts=once_at(300)), 900),
+        severity="info",
+        summary="Connections were held past the application's long_checkout_threshold.",
+        runbook_url=f"{RUNBOOKS}#sqlalchemypoollongcheckouts",
         before=285,
         firing=300,
         labels=labels(),
@@ -697,6 +795,9 @@ CASES = [
     Case(
         "SQLAlchemyPoolConnectionsLeaked",
         pool_case(Pool(in_use=lambda k: STEADY, gc_returned=once_at(300)), 900),
+        severity="info",
+        summary="The garbage collector returned connections the application never closed.",
+        runbook_url=f"{RUNBOOKS}#sqlalchemypoolconnectionsleaked",
         before=285,
         firing=300,
         labels=labels(),
@@ -706,6 +807,7 @@ CASES = [
         resolved=615,
     ),
 ]
+CASE = {case.alert: case for case in CASES}
 
 
 # -- quiet when nothing is wrong --------------------------------------------------------------
@@ -726,13 +828,13 @@ def steady(rules: dict[str, Rule]) -> UnitTest:
     )
 
 
-def one_scrape_queue(rules: dict[str, Rule], cfg: AlertConfig) -> UnitTest:
+def one_scrape_queue(rules: dict[str, Rule]) -> UnitTest:
     """A deploy: one scrape catches the pool full with a queue needing 80 % of the timeout,
     the next finds it drained. Only a queue longer than the whole timeout pages at once; this
     one would need a second evaluation. The chat warning may go out."""
     s = Series(15, 41)
     Pool(in_use=between(300, 315, 15.0, 1.0), waiting=between(300, 315, 2400.0, 0.0)).add(s)
-    pages = [a for a, rule in rules.items() if rule["labels"]["severity"] == cfg.severity_page]
+    pages = [a for a in rules if CASE[a].severity == "critical"]  # the pages, as written here
     return UnitTest(
         "a queue short of the pool timeout, seen at one scrape, pages nobody",
         s,
@@ -800,31 +902,31 @@ class Incident:
 INCIDENTS = (Incident(0.15, "20s", "66.67%"), Incident(0.42, "56s", "186.7%"))
 
 
-def incident(rules: dict[str, Rule], interval: int, push: Incident) -> UnitTest:
+def incident(shown: Presented, interval: int, push: Incident) -> UnitTest:
     """Warning at the first evaluation that sees the pool full, before the evaluation where
     the timeout counter first moves (TROUBLE + 30 s); the page at once when the queue needs
     the whole pool timeout, one evaluation later when it needs half of it."""
     hold, share, certain = push.hold, push.share, push.certain
-    warning = expected(
-        rules["SQLAlchemyPoolExhausted"],
+    warning = CASE["SQLAlchemyPoolExhausted"].expected(
+        shown,
         WORKER,
         f"{WHERE} is full and the callers queued for a connection need about {push.queue} "
         "to be served at the recent hold time.",
     )
-    exceeds = expected(
-        rules["SQLAlchemyPoolQueueExceedsTimeout"],
+    exceeds = CASE["SQLAlchemyPoolQueueExceedsTimeout"].expected(
+        shown,
         WORKER,
         f"{WHERE} is full and its queue needs {share} of the pool timeout to drain: its last "
         "callers will fail with TimeoutError.",
     )
-    near = expected(
-        rules["SQLAlchemyPoolQueueNearTimeout"],
+    near = CASE["SQLAlchemyPoolQueueNearTimeout"].expected(
+        shown,
         WORKER,
         f"{WHERE} is full and its queue needs {share} of the pool timeout to drain: checkouts "
         "will fail with TimeoutError unless load drops.",
     )
-    timeouts = expected(
-        rules["SQLAlchemyPoolCheckoutTimeouts"],
+    timeouts = CASE["SQLAlchemyPoolCheckoutTimeouts"].expected(
+        shown,
         labels(),
         "pool main on web-1:8000: 833.3m checkouts/s timed out over the last 1m; the "
         "application is returning errors.",
@@ -864,12 +966,13 @@ def covers(cfg: AlertConfig) -> bool:
 
 def unit_tests(cfg: AlertConfig) -> list[UnitTest]:
     rules = {r["alert"]: r for r in alert_rules(groups(cfg))}
+    shown = Presented.of(cfg)
     return [
-        *(case.unit_test(rules) for case in CASES),
+        *(case.unit_test(shown) for case in CASES),
         steady(rules),
-        one_scrape_queue(rules, cfg),
+        one_scrape_queue(rules),
         lone_waiter(rules),
-        *(incident(rules, interval, push) for interval in (15, 5) for push in INCIDENTS),
+        *(incident(shown, interval, push) for interval in (15, 5) for push in INCIDENTS),
     ]
 
 
