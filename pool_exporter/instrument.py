@@ -36,6 +36,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import Pool, QueuePool
 
+from . import multiprocess
 from .collector import PoolSource, collector_for
 from .stats import CANCELLED, CONNECT_ERROR, ERROR, TIMEOUT, Capacity, PoolStats, new_stats
 
@@ -194,6 +195,7 @@ class PoolInstrumentation:
                 pool.__dict__.pop("connect", None)
                 pool.__dict__.pop("recreate", None)
             self._collector.remove(self.name)
+            self.stats.retire()
             _live.discard(self)
             if _handles.get(self.engine) is self:
                 del _handles[self.engine]
@@ -394,11 +396,11 @@ class PoolInstrumentation:
 
 
 def _new_stats(name: str, info: dict[str, str]) -> PoolStats:
-    # prometheus-client picks its multiprocess storage from this variable at import; so do we.
-    if "PROMETHEUS_MULTIPROC_DIR" in os.environ or "prometheus_multiproc_dir" in os.environ:
+    directory = multiprocess.directory()
+    if directory is not None:
         from pool_exporter.multiprocess.store import MultiprocessPoolStats
 
-        return MultiprocessPoolStats(name, info)
+        return MultiprocessPoolStats(name, info, directory)
     return new_stats()
 
 

@@ -211,7 +211,22 @@ MULTIPROCESS_SCRAPE = ExporterMetric(
 MULTIPROCESS_FILES = ExporterMetric(
     "pool_exporter_multiprocess_files",
     "gauge",
-    "Metric files (*.db) in the multiprocess directory at this scrape.",
+    "Files the sidecar read at this scrape: live workers' pool stats and prometheus-client *.db.",
+)
+MULTIPROCESS_BAD_FILES = ExporterMetric(
+    "pool_exporter_multiprocess_bad_files",
+    "gauge",
+    "Files in the multiprocess directory skipped at this scrape, by reason: symlink, "
+    "not_regular (FIFO, device, directory), unreadable, too_large, format, cannot_remove.",
+    ("reason",),
+)
+BAD_FILE_REASONS: tuple[str, ...] = (
+    "symlink",
+    "not_regular",
+    "unreadable",
+    "too_large",
+    "format",
+    "cannot_remove",
 )
 MULTIPROCESS_LIVE_WORKERS = ExporterMetric(
     "pool_exporter_multiprocess_live_workers",
@@ -221,7 +236,7 @@ MULTIPROCESS_LIVE_WORKERS = ExporterMetric(
 MULTIPROCESS_DEAD_WORKERS = ExporterMetric(
     "pool_exporter_multiprocess_dead_workers",
     "counter",
-    "Exited or killed processes whose gauges the sidecar dropped (mark_process_dead).",
+    "Exited or killed processes whose gauges the sidecar dropped; their counts stay summed.",
 )
 DATABASE_UP = ExporterMetric(
     "pool_exporter_database_up",
@@ -272,6 +287,7 @@ MULTIPROCESS: tuple[Metric, ...] = (
     MULTIPROCESS_UP,
     MULTIPROCESS_SCRAPE,
     MULTIPROCESS_FILES,
+    MULTIPROCESS_BAD_FILES,
     MULTIPROCESS_LIVE_WORKERS,
     MULTIPROCESS_DEAD_WORKERS,
 )

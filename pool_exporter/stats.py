@@ -7,6 +7,7 @@ import threading
 from bisect import bisect_left
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from typing import Any, Literal
 
 from . import metrics
 
@@ -56,6 +57,41 @@ class Histogram:
             total += count
             out.append(("+Inf" if bound == float("inf") else repr(float(bound)), total))
         return out
+
+
+@dataclass(frozen=True)
+class Field:
+    """One PoolStats attribute as multiprocess mode stores, sums and folds it.
+
+    A `gauge` describes one live worker and goes with it; `counter`s and `histogram`s are
+    summed across workers, exited ones included. `keys` are the keys of a dict attribute.
+    """
+
+    name: str
+    kind: Literal["gauge", "counter", "histogram"]
+    keys: tuple[Any, ...] = ()
+
+
+# Every number PoolStats keeps, in storage order. A new PoolStats attribute is added here (and
+# written in reset()); the multiprocess store, its archive and the reader follow this list.
+FIELDS: tuple[Field, ...] = (
+    Field("in_use", "gauge"),
+    Field("idle", "gauge"),
+    Field("waiting", "gauge"),
+    Field("checkouts", "counter"),
+    Field("timeouts", "counter"),
+    Field("cancellations", "counter"),
+    Field("checkout_errors", "counter"),
+    Field("connects", "counter"),
+    Field("connect_errors", "counter"),
+    Field("closes", "counter"),
+    Field("detaches", "counter"),
+    Field("invalidations", "counter", (False, True)),
+    Field("hook_errors", "counter", metrics.HOOKS),
+    Field("wait", "histogram"),
+    Field("hold", "histogram"),
+    Field("connect_time", "histogram"),
+)
 
 
 class PoolStats:
@@ -168,6 +204,26 @@ class PoolStats:
 
     def hook_failed(self, hook: str) -> None:
         self.hook_errors[hook] = self.hook_errors.get(hook, 0) + 1
+
+    def retire(self) -> None:
+        """The pool is no longer instrumented (only multiprocess mode records that)."""
+
+    # -- across processes --
+
+    def add(self, other: PoolStats) -> None:
+        """Add `other`'s counters and histograms to these (summing workers); gauges are not
+        summed: each belongs to one live worker."""
+        for f in FIELDS:
+            mine, theirs = getattr(self, f.name), getattr(other, f.name)
+            if f.kind == "histogram":
+                for i, count in enumerate(theirs.counts):
+                    mine.counts[i] += count
+                mine.sum += theirs.sum
+            elif f.kind == "counter" and f.keys:
+                for key in f.keys:
+                    mine[key] = mine.get(key, 0) + theirs.get(key, 0)
+            elif f.kind == "counter":
+                setattr(self, f.name, mine + theirs)
 
 
 class LockedPoolStats(PoolStats):

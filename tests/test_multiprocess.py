@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 from pathlib import Path
 from types import SimpleNamespace
@@ -11,15 +10,24 @@ from types import SimpleNamespace
 import httpx
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.mmap_dict import MmapedDict, mmap_key
 
 from pool_exporter import exposition
 from pool_exporter.gunicorn import child_exit
-from pool_exporter.multiprocess import liveness
+from pool_exporter.multiprocess import archive, liveness
 from pool_exporter.multiprocess.reader import WorkersCollector
 
 from .procs import Procs, Samples, free_port, parse, pids, procs, select, total, wait_until
 
 __all__ = ["procs"]
+
+
+def stats_files(directory: Path, pid: int | None = None) -> list[str]:
+    """The pool stats files in `directory` (of one pid), by name."""
+    prefix = "pool_exporter_" if pid is None else f"pool_exporter_{pid}_"
+    return sorted(
+        p.name for p in directory.iterdir() if p.name.startswith(prefix) and p.suffix == ".stats"
+    )
 
 
 def merged(directory: Path) -> Samples:
@@ -71,9 +79,11 @@ def test_a_killed_child_stops_contributing_gauges_and_its_counters_stay(
     assert pids(samples, "sqlalchemy_pool_waiting_checkouts") == {found["parent"]}
     assert total(samples, "sqlalchemy_pool_checkouts_total", pool="pool1") == 6
     assert total(samples, "pool_exporter_multiprocess_dead_workers_total") == 1
-    assert not (tmp_path / f"gauge_liveall_{found['child']}.db").exists()
     assert not Path(liveness.lock_path(str(tmp_path), found["child"])).exists()
-    assert (tmp_path / f"counter_{found['child']}.db").exists()
+    # Its counts moved into the archive; its stats files are gone.
+    assert stats_files(tmp_path) == stats_files(tmp_path, found["parent"])
+    assert len(stats_files(tmp_path)) == 2
+    assert (tmp_path / archive.NAME).exists()
 
 
 def test_a_child_closing_its_inherited_lock_leaves_the_parent_live(
@@ -85,7 +95,7 @@ def test_a_child_closing_its_inherited_lock_leaves_the_parent_live(
     kill9(found["parent"])
     reaped = liveness.reap(str(tmp_path))
     assert reaped.dead == [found["parent"]]
-    assert reaped.live == [found["child"]]
+    assert list(reaped.live) == [found["child"]]
     assert pids(merged(tmp_path)) == {found["child"]}
 
 
@@ -110,10 +120,12 @@ def test_child_exit_hook_drops_a_dead_worker_before_any_scrape(
     writer.wait(10)
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
     child_exit(None, SimpleNamespace(pid=found["parent"]))
-    assert sorted(p.name for p in tmp_path.iterdir()) == [
-        f"counter_{found['parent']}.db",
-        f"histogram_{found['parent']}.db",
-    ]
+    # The lock is gone; the stats file stays until a reader folds its counts.
+    assert [p.name for p in tmp_path.iterdir()] == stats_files(tmp_path, found["parent"])
+    samples = merged(tmp_path)
+    assert total(samples, "sqlalchemy_pool_checkouts_total") == 1
+    assert pids(samples) == set()
+    assert stats_files(tmp_path) == []
 
 
 def test_gauges_of_a_process_without_a_lock_file_are_left_alone(
@@ -123,10 +135,12 @@ def test_gauges_of_a_process_without_a_lock_file_are_left_alone(
     # lock nobody holds proves a process dead.
     _, found = procs.writer(tmp_path)
     stranger = 4_999_999  # above the largest pid_max (2**22): never a real process
-    shutil.copy(
-        tmp_path / f"gauge_liveall_{found['parent']}.db", tmp_path / f"gauge_liveall_{stranger}.db"
-    )
-    assert pids(merged(tmp_path)) == {found["parent"], stranger}
+    gauge = MmapedDict(str(tmp_path / f"gauge_liveall_{stranger}.db"))
+    gauge.write_value(mmap_key("app_busy", "app_busy", ["pid"], [str(stranger)], "Busy."), 1, 0)
+    gauge.close()
+    samples = merged(tmp_path)
+    assert pids(samples) == {found["parent"]}
+    assert pids(samples, "app_busy") == {stranger}
 
 
 def test_reaping_never_takes_the_lock_of_a_live_process(tmp_path: Path, procs: Procs) -> None:
