@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import mmap
 import os
+import re
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -35,6 +36,8 @@ log = logging.getLogger("pool_exporter")
 
 # prometheus-client's files start at 1 MiB and double; beyond this one is not a metric file.
 _DB_MAX_BYTES = 1 << 30
+# The names prometheus-client gives its files: the type (and gauge mode) decides the merge.
+_DB_NAME = re.compile(r"^(counter|histogram|summary|gauge_[a-z]+)_\d+\.db$")
 
 
 def check_directory(path: str) -> str:
@@ -158,31 +161,32 @@ class WorkersCollector(Collector):
 
     def _fold(self, dead: list[str], present: set[str]) -> archive.Archive:
         store = self._archive.load(self._bad)
-        leftovers = [name for name in dead if name in store.folded]
         found: dict[str, tuple[str, PoolStats]] = {}
         for name in dead:
             if name not in store.folded:
                 got = self._read_dead(name)
                 if got is not None:
                     found[name] = got
-        if not store.sound:
-            # An archive that cannot be read is never overwritten: its totals would be lost.
-            # The dead files stay, and count from where they are.
-            unfolded = archive.Archive(dict(store.totals), set(store.folded))
-            for pool, stats in found.values():
-                unfolded.totals.setdefault(pool, PoolStats()).add(stats)
-            return unfolded
-        if found or leftovers:
-            store = archive.folded(store, found, present)
-            self._archive.replace(self.path, store)  # counted there first, deleted after
-            for name in [*found, *leftovers]:
+        if found and store.sound:
+            new = archive.folded(store, found, present)
+            try:
+                self._archive.replace(self.path, new)  # counted there first, deleted after
+            except OSError as exc:
+                log.debug("cannot replace the archive: %s", exc)
+                self._bad(self._archive.path, "cannot_remove")
+            else:
+                store, found = new, {}
+        for name in dead:
+            if name in store.folded:
                 try:
                     os.unlink(os.path.join(self.path, name))
                 except FileNotFoundError:
                     pass
                 except OSError:  # the archive remembers it, so it is never counted twice
                     self._bad(os.path.join(self.path, name), "cannot_remove")
-        return store
+        # Not folded (an archive that cannot be read or replaced is never overwritten: its
+        # totals would be lost): the dead files stay, and count from where they are.
+        return archive.folded(store, found, present) if found else store
 
     def _read_dead(self, name: str) -> tuple[str, PoolStats] | None:
         path = os.path.join(self.path, name)
@@ -238,6 +242,9 @@ class WorkersCollector(Collector):
         good = []
         for name in sorted(n for n in names if n.endswith(".db")):
             path = os.path.join(self.path, name)
+            if not _DB_NAME.match(name):
+                self._bad(path, "format")
+                continue
             fd = open_regular(path, self._bad, _DB_MAX_BYTES)
             if fd is None:
                 continue
