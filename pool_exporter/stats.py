@@ -65,11 +65,14 @@ class Field:
 
     A `gauge` describes one live worker and goes with it; `counter`s and `histogram`s are
     summed across workers, exited ones included. `keys` are the keys of a dict attribute.
+    `number` is how a gauge's or counter's value is stored (a histogram's counts are ints,
+    its sum a float).
     """
 
     name: str
     kind: Literal["gauge", "counter", "histogram"]
     keys: tuple[Any, ...] = ()
+    number: Literal["int", "float"] = "int"
 
 
 # Every number PoolStats keeps, in storage order. A new PoolStats attribute is added here (and

@@ -32,7 +32,7 @@ def file_values(stats: MultiprocessPoolStats) -> PoolStats:
     assert stats.path is not None
     data = Path(stats.path).read_bytes()
     assert layout.parse_header(data[: layout.HEADER_BYTES])["pool"] == stats.name
-    return layout.read(memoryview(data)[layout.HEADER_BYTES :].cast("d").tolist())[0]
+    return layout.read(layout.slots(data))[0]
 
 
 def same_fields(a: PoolStats, b: PoolStats) -> None:

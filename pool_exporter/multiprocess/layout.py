@@ -1,9 +1,12 @@
-"""The per-worker stats file: a JSON header page, then one 8-byte double per PoolStats value.
+"""The per-worker stats file: a JSON header page, then one 8-byte slot per PoolStats value.
 
 Each worker writes its own file (one writer, no lock): every value is an aligned 8-byte store
 into a shared mapping, which a reader on the same machine can never see half-written. The
 order of the values follows stats.FIELDS, so a new PoolStats field only extends that list;
 the header's `layout` signature tells a reader that a file was written by another layout.
+A slot holds an int64 (counts, and gauges declared "int") or a double (sums, timeouts, and
+gauges declared "float"): storing a Python int as a double would cost a conversion on every
+store of the hot path.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import hashlib
 import json
 import re
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any
 
 from pool_exporter.stats import FIELDS, Capacity, Field, Histogram, PoolStats
 
@@ -25,10 +28,10 @@ ACTIVE, HAS_CAPACITY, SIZE, MAX_OVERFLOW, TIMEOUT = range(5)
 _FIRST = 5
 
 
-class Values(Protocol):
-    """Where a file's values are stored: its mapping (memoryview of doubles), or a list."""
-
-    def __setitem__(self, index: int, value: float, /) -> None: ...
+# Where a file's slots are stored: its mapping as a memoryview of int64 or of doubles (two
+# views of the same bytes), or a list before a file exists. typeshed's memoryview is generic
+# over a single item type, which does not fit a view cast at runtime.
+Values = Any
 
 
 def file_name(pid: int, token: str, seq: int) -> str:
@@ -41,23 +44,27 @@ def _width(field: Field, proto: PoolStats) -> int:
     return len(field.keys) or 1
 
 
-def _layout() -> tuple[dict[str, int], int, str]:
+def _layout() -> tuple[dict[str, int], int, frozenset[int], str]:
     proto = PoolStats()
     offsets: dict[str, int] = {}
+    floats = {TIMEOUT}
     at = _FIRST
     shape: list[object] = []
     for field in FIELDS:
         offsets[field.name] = at
         width = _width(field, proto)
-        shape.append((field.name, field.kind, [str(k) for k in field.keys], width))
+        shape.append((field.name, field.kind, field.number, [str(k) for k in field.keys], width))
         if field.kind == "histogram":
             shape.append(list(getattr(proto, field.name).bounds))
+            floats.add(at + width - 1)
+        elif field.number == "float":
+            floats.update(range(at, at + width))
         at += width
     signature = hashlib.sha256(json.dumps(shape).encode()).hexdigest()[:16]
-    return offsets, at, signature
+    return offsets, at, frozenset(floats), signature
 
 
-OFFSETS, SLOTS, SIGNATURE = _layout()
+OFFSETS, SLOTS, FLOATS, SIGNATURE = _layout()
 FILE_BYTES = HEADER_BYTES + 8 * SLOTS
 
 
@@ -86,31 +93,47 @@ def parse_header(page: bytes) -> dict[str, Any]:
     return meta
 
 
-def write(stats: PoolStats, values: Values, active: bool = True) -> None:
+def write(stats: PoolStats, ints: Values, floats: Values, active: bool = True) -> None:
     """Store every value of `stats` (the rare events' path; the hot ones store their own)."""
     cap = stats.capacity
-    values[HAS_CAPACITY] = 0.0 if cap is None else 1.0
+    ints[HAS_CAPACITY] = 0 if cap is None else 1
     if cap is not None:
-        values[SIZE] = cap.size
-        values[MAX_OVERFLOW] = cap.max_overflow
-        values[TIMEOUT] = cap.timeout
+        ints[SIZE] = cap.size
+        ints[MAX_OVERFLOW] = cap.max_overflow
+        floats[TIMEOUT] = cap.timeout
     for field in FIELDS:
         at = OFFSETS[field.name]
         value = getattr(stats, field.name)
+        into = floats if field.number == "float" else ints
         if field.kind == "histogram":
             for i, count in enumerate(value.counts):
-                values[at + i] = count
-            values[at + len(value.counts)] = value.sum
+                ints[at + i] = count
+            floats[at + len(value.counts)] = value.sum
         elif field.keys:
             for i, key in enumerate(field.keys):
-                values[at + i] = value.get(key, 0)
+                into[at + i] = value.get(key, 0)
         else:
-            values[at] = value
-    values[ACTIVE] = 1.0 if active else 0.0
+            into[at] = value
+    ints[ACTIVE] = 1 if active else 0
+
+
+def views(buffer: Any) -> tuple[Values, Values]:
+    """The int64 and the double view of a file's slots, from its whole mapping or content."""
+    slots = memoryview(buffer)[HEADER_BYTES:FILE_BYTES]
+    return slots.cast("q"), slots.cast("d")
+
+
+def slots(buffer: Any) -> list[float]:
+    """Every slot's value, each read as the type it is stored as."""
+    ints, floats = views(buffer)
+    as_int: list[float] = ints.tolist()
+    as_float: list[float] = floats.tolist()
+    return [as_float[i] if i in FLOATS else as_int[i] for i in range(SLOTS)]
 
 
 def read(values: Sequence[float]) -> tuple[PoolStats, bool]:
-    """The PoolStats a file's values describe, and whether its pool is still instrumented."""
+    """The PoolStats a file's slots (`slots()`) describe, and whether its pool is still
+    instrumented."""
     stats = PoolStats()
     if values[HAS_CAPACITY]:
         stats.capacity = Capacity(int(values[SIZE]), int(values[MAX_OVERFLOW]), values[TIMEOUT])
@@ -119,12 +142,10 @@ def read(values: Sequence[float]) -> tuple[PoolStats, bool]:
         if field.kind == "histogram":
             hist: Histogram = getattr(stats, field.name)
             n = len(hist.counts)
-            hist.counts = [int(v) for v in values[at : at + n]]
+            hist.counts = [int(v) for v in values[at : at + n]]  # ints already; for mypy
             hist.sum = values[at + n]
         elif field.keys:
-            setattr(stats, field.name, {k: int(values[at + i]) for i, k in enumerate(field.keys)})
-        elif field.kind == "counter":
-            setattr(stats, field.name, int(values[at]))
+            setattr(stats, field.name, {k: values[at + i] for i, k in enumerate(field.keys)})
         else:
             setattr(stats, field.name, values[at])
     return stats, bool(values[ACTIVE])

@@ -93,7 +93,7 @@ class _Mapped:
         self.meta = meta
 
     def values(self) -> list[float]:
-        return memoryview(self.map)[layout.HEADER_BYTES :].cast("d").tolist()  # type: ignore[return-value]
+        return layout.slots(self.map)
 
 
 class WorkersCollector(Collector):
@@ -200,7 +200,7 @@ class WorkersCollector(Collector):
         except ValueError:
             self._bad(path, "format")
             return None
-        stats, _ = layout.read(memoryview(data)[layout.HEADER_BYTES :].cast("d").tolist())
+        stats, _ = layout.read(layout.slots(data))
         return str(meta["pool"]), stats
 
     def _read_live(self, live: list[str], view: View) -> None:
