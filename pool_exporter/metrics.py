@@ -35,8 +35,8 @@ class Metric:
     help: str
     labels: tuple[str, ...] = ()
     buckets: tuple[float, ...] = ()
-    # How prometheus-client merges this gauge across worker processes; "liveall" keeps one
-    # series per live worker (label `pid`), because each worker's pool saturates on its own.
+    # How prometheus-client merges this gauge across worker processes (mark_event()'s metrics;
+    # the pool metrics have a store of their own, pool_exporter/multiprocess/).
     multiprocess_mode: str = "liveall"
 
     @property

@@ -47,7 +47,10 @@ def locked(directory: str) -> Iterator[None]:
     """The archive lock, waited for at most a few seconds (a reader killed holding it frees
     it at once: the kernel drops a dead process's flocks)."""
     path = os.path.join(directory, LOCK)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+    # Read-only is enough for flock, and works on a lock file another user's reader created.
+    fd = os.open(
+        path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644
+    )
     try:
         deadline = time.monotonic() + _LOCK_TIMEOUT
         while True:
