@@ -187,3 +187,16 @@ def test_wsgi_app_of_a_worker_serves_every_workers_merged_files(
     samples = parse(body.decode())
     assert pids(samples) == set(found.values())
     assert total(samples, "sqlalchemy_pool_checkouts_total", pool="pool0") == 4
+
+
+def test_an_exited_workers_own_live_gauges_are_dropped(tmp_path: Path, procs: Procs) -> None:
+    # The application's prometheus-client gauges of a process whose lock is free go with it.
+    _, found = procs.writer(tmp_path)
+    pid = found["parent"]
+    gauge = MmapedDict(str(tmp_path / f"gauge_liveall_{pid}.db"))
+    gauge.write_value(mmap_key("app_busy", "app_busy", ["pid"], [str(pid)], "Busy."), 1, 0)
+    gauge.close()
+    assert pids(merged(tmp_path), "app_busy") == {pid}
+    kill9(pid)
+    assert pids(merged(tmp_path), "app_busy") == set()
+    assert not (tmp_path / f"gauge_liveall_{pid}.db").exists()

@@ -38,6 +38,7 @@ log = logging.getLogger("pool_exporter")
 PREFIX = "pool_exporter_"
 SUFFIX = ".lock"
 _NAME = re.compile(rf"^{PREFIX}(\d+){re.escape(SUFFIX)}$")
+_LIVE_GAUGE = re.compile(r"^gauge_live[a-z]*_(\d+)\.db$")
 
 # A reaper holds a dead process's lock for a few file deletions; a process that meets it waits
 # this long at most before it gives up its liveness (never the application's work).
@@ -209,7 +210,10 @@ def reap(
     Processes without a lock file (not instrumented by pool-exporter, or using child_exit
     only) are left alone."""
     found = Reaped()
-    for name in sorted(os.listdir(directory) if names is None else names):
+    names = os.listdir(directory) if names is None else names
+    # mark_process_dead globs the directory once per pid: only for pids that have such files.
+    gauges = {int(m.group(1)) for m in map(_LIVE_GAUGE.match, names) if m is not None}
+    for name in sorted(names):
         match = _NAME.match(name)
         if match is None:
             continue
@@ -229,7 +233,8 @@ def reap(
             # Files first, lock file last, all while holding the lock: a new process with
             # this pid waits on the lock and only then writes its own files.
             try:
-                mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
+                if pid in gauges:
+                    mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
                 _unlink(path)
             except OSError:  # another user's file in a sticky directory, say
                 if bad is not None:
