@@ -143,12 +143,14 @@ class WorkersCollector(Collector):
 
     def _scan(self) -> View:
         view = View()
-        names = os.listdir(self.path)  # before the liveness checks: see _split
         with archive.locked(self.path):
+            names = os.listdir(self.path)  # before the liveness checks: see _split
             reaped = liveness.reap(self.path, names, self._bad)
             self._dead_total += len(reaped.dead)
             if reaped.dead:
-                log.info("workers %s exited; their counts are kept", reaped.dead)
+                shown = ", ".join(map(str, reaped.dead[:10]))
+                more = f" and {len(reaped.dead) - 10} more" if len(reaped.dead) > 10 else ""
+                log.info("workers %s%s exited; their counts are kept", shown, more)
             live, dead = _split(names, reaped.live)
             store = self._fold(dead, set(names))
             for pool, stats in store.totals.items():
