@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -200,3 +202,38 @@ def test_an_exited_workers_own_live_gauges_are_dropped(tmp_path: Path, procs: Pr
     kill9(pid)
     assert pids(merged(tmp_path), "app_busy") == set()
     assert not (tmp_path / f"gauge_liveall_{pid}.db").exists()
+
+
+MODE = """
+import os, sqlalchemy as sa
+from pool_exporter import instrument, multiprocess
+from pool_exporter.multiprocess.store import MultiprocessPoolStats
+handle = instrument(sa.create_engine("sqlite://"), name="p")
+print(multiprocess.directory(), isinstance(handle.stats, MultiprocessPoolStats))
+"""
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"PROMETHEUS_MULTIPROC_DIR": ""}, "None False"),
+        ({"prometheus_multiproc_dir": "{dir}"}, "{dir} True"),
+        ({"PROMETHEUS_MULTIPROC_DIR": "", "prometheus_multiproc_dir": "{dir}"}, "{dir} True"),
+    ],
+)
+def test_one_definition_of_multiprocess_mode(
+    tmp_path: Path, env: dict[str, str], expected: str
+) -> None:
+    clean = {k: v for k, v in os.environ.items() if k.lower() != "prometheus_multiproc_dir"}
+    clean.update({k: v.format(dir=tmp_path) for k, v in env.items()})
+    out = subprocess.run(
+        [sys.executable, "-c", MODE], env=clean, cwd=tmp_path, capture_output=True, text=True,
+        check=True, timeout=60,
+    )  # fmt: skip
+    assert out.stdout.split() == expected.format(dir=tmp_path).split()
+    written = sorted(p.name for p in tmp_path.iterdir())
+    if expected.endswith("True"):
+        assert len(stats_files(tmp_path)) == 1
+        assert any(name.endswith(".lock") for name in written)
+    else:  # no liveness lock, no stats file: single-process mode
+        assert written == []
