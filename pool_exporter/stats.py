@@ -77,6 +77,9 @@ class Field:
 
 # Every number PoolStats keeps, in storage order. A new PoolStats attribute is added here (and
 # written in reset()); the multiprocess store, its archive and the reader follow this list.
+# Multiprocess mode stores every field after each rare update; its three hot-path methods
+# (multiprocess/store.py) store only what they change, so one that changes a new field stores
+# it there too (tests/test_multiprocess_store.py compares every field after every update).
 FIELDS: tuple[Field, ...] = (
     Field("in_use", "gauge"),
     Field("idle", "gauge"),
