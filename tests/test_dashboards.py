@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, start_http_server
-from prometheus_client.multiprocess import MultiProcessCollector
 
 import pool_exporter
 from pool_exporter import cli
@@ -25,6 +24,7 @@ from pool_exporter import metrics as m
 from pool_exporter.events import mark_event
 from pool_exporter.incident.promserver import PrometheusServer, QueryError
 from pool_exporter.mixin import dashboards as d
+from pool_exporter.multiprocess.reader import WorkersCollector
 from pool_exporter.sidecar.database import DatabaseCollector
 from tests.support import dashboard_queries as dq
 
@@ -218,6 +218,8 @@ WORKER_SCRIPT = textwrap.dedent(
         with engine.connect() as conn:
             conn.exec_driver_sql("select 1")
     mark_event("deploy")
+    print("ready", flush=True)
+    sys.stdin.read()  # a live worker: its gauges are served until it exits
     """
 )
 
@@ -284,16 +286,17 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     # A gunicorn-like worker in multiprocess mode, so gauges carry `pid`.
     multiproc = directory / "multiproc"
     multiproc.mkdir()
-    worker = subprocess.run(
+    worker = subprocess.Popen(
         [sys.executable, "-c", WORKER_SCRIPT, f"sqlite:///{directory}/worker.db"],
         env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(multiproc)},
-        check=True,
-        timeout=60,
-        capture_output=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
-    del worker
+    assert worker.stdout is not None and worker.stdin is not None
+    assert worker.stdout.readline().strip() == "ready"
     merged = CollectorRegistry()
-    MultiProcessCollector(merged, path=str(multiproc))
+    merged.register(WorkersCollector(str(multiproc)))
     app_target, app_server = _serve(registry)
     worker_target, worker_server = _serve(merged)
     with PrometheusServer([app_target, worker_target], interval=0.5, binary=binary) as prom:
@@ -307,6 +310,8 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     for server, thread in (app_server, worker_server):
         server.shutdown()
         thread.join()
+    worker.stdin.close()
+    worker.wait(10)
 
 
 def test_every_query_parses_in_prometheus(live: Live) -> None:
