@@ -398,9 +398,9 @@ class PoolInstrumentation:
 def _new_stats(name: str, info: dict[str, str]) -> PoolStats:
     directory = multiprocess.directory()
     if directory is not None:
-        from pool_exporter.multiprocess.store import MultiprocessPoolStats
+        from pool_exporter.multiprocess import store
 
-        return MultiprocessPoolStats(name, info, directory)
+        return store.new_stats(name, info, directory)
     return new_stats()
 
 

@@ -9,11 +9,12 @@ import sys
 import threading
 from pathlib import Path
 
+import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from pool_exporter.multiprocess import archive, layout
 from pool_exporter.multiprocess.reader import WorkersCollector
-from pool_exporter.multiprocess.store import MultiprocessPoolStats
+from pool_exporter.multiprocess.store import LockedMultiprocessPoolStats, MultiprocessPoolStats
 from pool_exporter.stats import FIELDS, TIMEOUT, Capacity, PoolStats
 
 from .procs import Procs, Samples, parse, pids, procs, total
@@ -44,8 +45,11 @@ def same_fields(a: PoolStats, b: PoolStats) -> None:
             assert x == y, field.name
 
 
-def test_the_file_holds_every_field_after_every_kind_of_update(tmp_path: Path) -> None:
-    plain, stored = PoolStats(), MultiprocessPoolStats("p", {"dialect": "x"}, str(tmp_path))
+@pytest.mark.parametrize("kind", [MultiprocessPoolStats, LockedMultiprocessPoolStats])
+def test_the_file_holds_every_field_after_every_kind_of_update(
+    tmp_path: Path, kind: type[MultiprocessPoolStats]
+) -> None:
+    plain, stored = PoolStats(), kind("p", {"dialect": "x"}, str(tmp_path))
     for s in (plain, stored):
         s.configure(Capacity(5, 10, 30.0))
         for wait in (0.0005, 0.003, 0.2, 31.0):
@@ -69,8 +73,11 @@ def test_the_file_holds_every_field_after_every_kind_of_update(tmp_path: Path) -
     assert file_values(stored).capacity == Capacity(5, 10, 30.0)
 
 
-def test_threads_racing_leave_the_file_at_the_final_values(tmp_path: Path) -> None:
-    stats = MultiprocessPoolStats("p", {}, str(tmp_path))
+@pytest.mark.parametrize("kind", [MultiprocessPoolStats, LockedMultiprocessPoolStats])
+def test_threads_racing_leave_the_file_at_the_final_values(
+    tmp_path: Path, kind: type[MultiprocessPoolStats]
+) -> None:
+    stats = kind("p", {}, str(tmp_path))
 
     def work(seed: int) -> None:
         rnd = random.Random(seed)
@@ -107,6 +114,7 @@ def reader_killed(directory: Path, point: str) -> int:
     patch = "rename" if point == "before-rename" else "unlink"
     code = f"""
 import os
+import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from pool_exporter.multiprocess import archive
 from pool_exporter.multiprocess.reader import WorkersCollector

@@ -13,7 +13,11 @@ import itertools
 import logging
 import mmap
 import os
+import sys
+import threading
 from bisect import bisect_left
+from collections.abc import Callable
+from typing import Any
 
 from pool_exporter.stats import Capacity, PoolStats
 
@@ -170,3 +174,35 @@ class MultiprocessPoolStats(PoolStats):
     def hook_failed(self, hook: str) -> None:
         super().hook_failed(hook)
         self._store_all()
+
+
+class LockedMultiprocessPoolStats(MultiprocessPoolStats):
+    """MultiprocessPoolStats for free-threaded Python, where an attribute `+=` and the store
+    after it are not atomic: every update under one reentrant lock (see LockedPoolStats)."""
+
+    def __init__(self, name: str, info: dict[str, str], directory: str) -> None:
+        super().__init__(name, info, directory)
+        self._lock = threading.RLock()
+
+
+def _under_lock(name: str) -> Callable[..., None]:
+    method = getattr(MultiprocessPoolStats, name)
+
+    def locked(self: LockedMultiprocessPoolStats, *args: Any, **kwargs: Any) -> None:
+        with self._lock:
+            method(self, *args, **kwargs)
+
+    locked.__name__ = name
+    return locked
+
+
+_UPDATES = ("enter", "checked_out", "checked_in", "failed", "configure", "detached",
+            "connected", "closed", "invalidated", "hook_failed", "retire", "reset")  # fmt: skip
+for _update in _UPDATES:
+    setattr(LockedMultiprocessPoolStats, _update, _under_lock(_update))
+
+
+def new_stats(name: str, info: dict[str, str], directory: str) -> MultiprocessPoolStats:
+    gil = getattr(sys, "_is_gil_enabled", lambda: True)()
+    kind = MultiprocessPoolStats if gil else LockedMultiprocessPoolStats
+    return kind(name, info, directory)
