@@ -1,6 +1,7 @@
 """Scrape time and memory of `pool-exporter sidecar` with 1, 8 and 64 live workers.
 
     .venv/bin/python bench/sidecar_scrape.py [--workers 1 8 64] [--pools 10] [--scrapes 30]
+    .venv/bin/python bench/sidecar_scrape.py --workers 4 --dead 0 5000 [--pools 2]
 
 For each worker count, a writer process forks that many workers; each instruments `--pools`
 SQLite engines, checks every pool out a few times and stays alive (so its gauges stay, as a
@@ -8,12 +9,18 @@ live worker's do). The real sidecar then serves the directory and is scraped `--
 Reported: the scrape as the client sees it (median and worst), the sidecar's own
 reap-and-merge time (pool_exporter_multiprocess_scrape_duration_seconds), the size of the
 answer, and the sidecar's resident memory after the scrapes (VmRSS, and its peak VmHWM).
+
+`--dead N` first lets N more workers live and exit (every other one by SIGKILL), as gunicorn's
+max_requests, crashes and deploys do. The first scrape folds their counts into the archive
+(reported apart); the scrapes after it are the steady state. `files` counts every file left
+in the directory after the scrapes.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -26,23 +33,35 @@ from pool_exporter.incident.promserver import free_port
 BIN = Path(sys.executable).parent
 
 
-def write_workers(directory: str, workers: int, pools: int) -> None:
-    """The writer: fork `workers` instrumented processes, report, wait for stdin to close."""
+def write_workers(directory: str, workers: int, pools: int, dead: int) -> None:
+    """The writer: fork `workers` instrumented processes and `dead` that exit, report, wait
+    for stdin to close."""
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory  # before prometheus-client is imported
     import sqlalchemy as sa
 
     from pool_exporter import instrument
 
+    def work() -> None:
+        engines = [sa.create_engine("sqlite://") for _ in range(pools)]
+        for n, engine in enumerate(engines):
+            instrument(engine, name=f"pool{n}")
+            for _ in range(5):
+                with engine.connect() as conn:
+                    conn.exec_driver_sql("SELECT 1")
+
+    for n in range(dead):
+        pid = os.fork()
+        if pid == 0:
+            work()
+            if n % 2:
+                os.kill(os.getpid(), signal.SIGKILL)
+            os._exit(0)
+        os.waitpid(pid, 0)
     children = []
     for _ in range(workers):
         pid = os.fork()
         if pid == 0:
-            engines = [sa.create_engine("sqlite://") for _ in range(pools)]
-            for n, engine in enumerate(engines):
-                instrument(engine, name=f"pool{n}")
-                for _ in range(5):
-                    with engine.connect() as conn:
-                        conn.exec_driver_sql("SELECT 1")
+            work()
             os.write(1, b"ready\n")
             sys.stdin.read()
             os._exit(0)
@@ -61,13 +80,13 @@ def memory(pid: int) -> tuple[float, float]:
     return int(fields["VmRSS"][0]) / 1024, int(fields["VmHWM"][0]) / 1024
 
 
-def measure(workers: int, pools: int, scrapes: int) -> dict[str, float]:
+def measure(workers: int, pools: int, scrapes: int, dead: int) -> dict[str, float]:
     import httpx
     from prometheus_client.parser import text_string_to_metric_families
 
     with tempfile.TemporaryDirectory() as directory:
         writer = subprocess.Popen(
-            [sys.executable, __file__, "--write", directory, str(workers), str(pools)],
+            [sys.executable, __file__, "--write", directory, str(workers), str(pools), str(dead)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -85,12 +104,14 @@ def measure(workers: int, pools: int, scrapes: int) -> dict[str, float]:
             url = f"http://127.0.0.1:{port}/metrics"
             with httpx.Client(timeout=30) as client:
                 for _ in range(200):
-                    try:
-                        client.get(url)
+                    try:  # not the metrics: the first scrape is the one that folds
+                        client.get(url.replace("/metrics", "/-/healthy"))
                         break
                     except httpx.HTTPError:
                         time.sleep(0.05)
-                client.get(url)  # warm-up
+                t0 = time.perf_counter()
+                client.get(url)  # warm-up, and the fold of the dead workers
+                first = time.perf_counter() - t0
                 rss_before, _ = memory(sidecar.pid)
                 times, merge, size, series = [], [], 0, 0
                 for _ in range(scrapes):
@@ -104,7 +125,7 @@ def measure(workers: int, pools: int, scrapes: int) -> dict[str, float]:
                         if f.name == "pool_exporter_multiprocess_scrape_duration_seconds":
                             merge.append(f.samples[0].value)
                 rss, hwm = memory(sidecar.pid)
-                files = len(list(Path(directory).glob("*.db")))
+                files = len(os.listdir(directory))
         finally:
             sidecar.terminate()
             sidecar.wait(10)
@@ -112,6 +133,8 @@ def measure(workers: int, pools: int, scrapes: int) -> dict[str, float]:
             writer.wait(30)
     return {
         "workers": workers,
+        "dead": dead,
+        "first_ms": first * 1000,
         "files": files,
         "series": series,
         "kib": size / 1024,
@@ -126,27 +149,30 @@ def measure(workers: int, pools: int, scrapes: int) -> dict[str, float]:
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--write":
-        write_workers(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+        write_workers(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 8, 64])
     parser.add_argument("--pools", type=int, default=10)
     parser.add_argument("--scrapes", type=int, default=30)
+    parser.add_argument("--dead", type=int, nargs="+", default=[0])
     args = parser.parse_args()
     python = sys.version.split()[0]
     print(f"{args.pools} pools per worker, {args.scrapes} scrapes each, Python {python}")
-    header = ("workers", "files", "series", "KiB", "scrape median ms", "scrape max ms",
-              "merge median ms", "RSS MiB", "peak RSS MiB")  # fmt: skip
+    header = ("workers", "dead", "files", "series", "KiB", "first scrape ms", "scrape median ms",
+              "scrape max ms", "merge median ms", "RSS MiB", "peak RSS MiB")  # fmt: skip
     print("| " + " | ".join(header) + " |")
     print("|" + "---:|" * len(header))
     for workers in args.workers:
-        r = measure(workers, args.pools, args.scrapes)
-        print(
-            f"| {r['workers']} | {r['files']} | {r['series']} | {r['kib']:.0f} "
-            f"| {r['median_ms']:.1f} | {r['max_ms']:.1f} | {r['merge_ms']:.1f} "
-            f"| {r['rss_mib']:.1f} | {r['hwm_mib']:.1f} |",
-            flush=True,
-        )
+        for dead in args.dead:
+            r = measure(workers, args.pools, args.scrapes, dead)
+            print(
+                f"| {r['workers']} | {r['dead']} | {r['files']} | {r['series']} | {r['kib']:.0f} "
+                f"| {r['first_ms']:.1f} | {r['median_ms']:.1f} | {r['max_ms']:.1f} "
+                f"| {r['merge_ms']:.1f} "
+                f"| {r['rss_mib']:.1f} | {r['hwm_mib']:.1f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 # prometheus-client's family base class is imported as Family: `m.Metric` is the contract's.
@@ -35,15 +35,29 @@ class PoolSource:
         self.info = info
 
 
-def _family(metric: m.Metric) -> Family:
+# The label multiprocess mode adds to the gauges and the info metric: one series per worker.
+PID_LABEL = "pid"
+
+
+def _family(metric: m.Metric, per_worker: bool = False) -> Family:
     labels = list(metric.label_names)
+    if per_worker and metric.kind in ("gauge", "info"):
+        labels.append(PID_LABEL)
     if metric.kind == "gauge":
         return GaugeMetricFamily(metric.name, metric.help, labels=labels)
     if metric.kind == "counter":
         return CounterMetricFamily(metric.name, metric.help, labels=labels)
     if metric.kind == "histogram":
         return HistogramMetricFamily(metric.name, metric.help, labels=labels)
-    return InfoMetricFamily(metric.name, metric.help, labels=[m.POOL_LABEL])
+    # The info metric's own labels (pool_class, ...) come with each sample's value.
+    own = [m.POOL_LABEL, PID_LABEL] if per_worker else [m.POOL_LABEL]
+    return InfoMetricFamily(metric.name, metric.help, labels=own)
+
+
+def families(per_worker: bool = False) -> dict[str, Family]:
+    """An empty family for every pool metric, by name; `per_worker` adds the `pid` label to
+    the gauges and the info metric (multiprocess mode)."""
+    return {metric.name: _family(metric, per_worker) for metric in m.ALL}
 
 
 class PoolCollector(Collector):
@@ -68,22 +82,48 @@ class PoolCollector(Collector):
             return set(self._sources)
 
     def describe(self) -> Iterable[Family]:
-        return [_family(metric) for metric in m.ALL]
+        return list(families().values())
 
     def collect(self) -> Iterator[Family]:
         with self._lock:
             sources = sorted(self._sources.values(), key=lambda s: s.name)
-        families = {metric.name: _family(metric) for metric in m.ALL}
+        found = families()
         for source in sources:
-            _add_samples(families, source)
-        yield from families.values()
+            add_worker_samples(found, source.name, source.stats, source.info)
+            add_total_samples(found, source.name, source.stats)
+        yield from found.values()
 
 
-def _add_samples(f: dict[str, Any], source: PoolSource) -> None:
-    s = source.stats
-    pool = source.name
+# The one mapping from PoolStats to metric families, in two halves because multiprocess mode
+# serves them differently: what describes one worker's pool now (gauges, capacity, info; one
+# series per worker there) and what adds up (counters and histograms; summed over every
+# worker that ever ran there). The in-process collector serves both for each pool.
+
+
+def add_worker_samples(
+    f: dict[str, Any], pool: str, s: PoolStats, info: dict[str, str], extra: Sequence[str] = ()
+) -> None:
+    """The gauges, capacity and info of one pool; `extra` are the values of the labels
+    `families(per_worker=True)` adds."""
     with s._lock:  # one consistent snapshot per pool
-        in_use, idle, waiting, overflow = s.in_use, s.idle, s.waiting, s.overflow
+        in_use, idle, waiting, overflow, cap = s.in_use, s.idle, s.waiting, s.overflow, s.capacity
+        started = s.oldest_checkout_started
+    f[m.CONNECTIONS.name].add_metric([pool, "in_use", *extra], in_use)
+    f[m.CONNECTIONS.name].add_metric([pool, "idle", *extra], idle)
+    f[m.WAITING.name].add_metric([pool, *extra], waiting)
+    f[m.OLDEST_CHECKOUT.name].add_metric([pool, *extra], oldest_checkout_age(started))
+    f[m.INFO.name].add_metric([pool, *extra], info)
+    if cap is not None:
+        f[m.OVERFLOW.name].add_metric([pool, *extra], overflow)
+        f[m.SIZE.name].add_metric([pool, *extra], cap.size)
+        f[m.MAX_OVERFLOW.name].add_metric([pool, *extra], cap.max_overflow)
+        f[m.MAX_CONNECTIONS.name].add_metric([pool, *extra], cap.max_connections)
+        f[m.TIMEOUT.name].add_metric([pool, *extra], cap.timeout)
+
+
+def add_total_samples(f: dict[str, Any], pool: str, s: PoolStats) -> None:
+    """The counters and histograms of one pool."""
+    with s._lock:  # one consistent snapshot per pool
         counters = {
             m.CHECKOUTS: s.checkouts,
             m.CHECKOUT_TIMEOUTS: s.timeouts,
@@ -103,11 +143,6 @@ def _add_samples(f: dict[str, Any], source: PoolSource) -> None:
         }
         invalidations = dict(s.invalidations)
         hook_errors = dict(s.hook_errors)
-        oldest = oldest_checkout_age(s.oldest_checkout_started)
-    f[m.CONNECTIONS.name].add_metric([pool, "in_use"], in_use)
-    f[m.CONNECTIONS.name].add_metric([pool, "idle"], idle)
-    f[m.WAITING.name].add_metric([pool], waiting)
-    f[m.OLDEST_CHECKOUT.name].add_metric([pool], oldest)
     for metric, value in counters.items():
         f[metric.name].add_metric([pool], value)
     for metric, (buckets, total) in histograms.items():
@@ -116,14 +151,6 @@ def _add_samples(f: dict[str, Any], source: PoolSource) -> None:
         f[m.INVALIDATIONS.name].add_metric([pool, str(soft).lower()], value)
     for hook, value in sorted(hook_errors.items()):
         f[m.HOOK_ERRORS.name].add_metric([pool, hook], value)
-    f[m.INFO.name].add_metric([pool], source.info)
-    cap = s.capacity
-    if cap is not None:
-        f[m.OVERFLOW.name].add_metric([pool], overflow)
-        f[m.SIZE.name].add_metric([pool], cap.size)
-        f[m.MAX_OVERFLOW.name].add_metric([pool], cap.max_overflow)
-        f[m.MAX_CONNECTIONS.name].add_metric([pool], cap.max_connections)
-        f[m.TIMEOUT.name].add_metric([pool], cap.timeout)
 
 
 def oldest_checkout_age(started: float, now: float | None = None) -> float:

@@ -10,7 +10,7 @@ from typing import Any
 from prometheus_client import REGISTRY, Counter, Gauge
 from prometheus_client.registry import CollectorRegistry
 
-from pool_exporter.multiprocess.liveness import multiprocess_dir
+from pool_exporter.multiprocess import directory as multiprocess_dir
 
 from . import metrics as m
 
@@ -46,21 +46,26 @@ def mark_event(
 
 
 def _metrics(registry: CollectorRegistry | None) -> tuple[Any, Any]:
-    if multiprocess_dir() is not None:
-        from pool_exporter.multiprocess.store import family
-
-        return family(m.EVENTS), family(m.EVENT_LAST_TIMESTAMP)
-    target = REGISTRY if registry is None else registry
+    # In multiprocess mode the values live in prometheus-client's per-process files, which the
+    # reader merges; the metrics are then in no registry of this process (_MULTIPROCESS).
+    multiprocess = multiprocess_dir() is not None
+    target = _MULTIPROCESS if multiprocess else REGISTRY if registry is None else registry
     with _lock:
         found = _by_registry.get(target)
         if found is None:
+            into = None if multiprocess else target
+            last = m.EVENT_LAST_TIMESTAMP
             found = _by_registry[target] = (
-                Counter(m.EVENTS.name, m.EVENTS.help, m.EVENTS.labels, registry=target),
+                Counter(m.EVENTS.name, m.EVENTS.help, m.EVENTS.labels, registry=into),
                 Gauge(
-                    m.EVENT_LAST_TIMESTAMP.name,
-                    m.EVENT_LAST_TIMESTAMP.help,
-                    m.EVENT_LAST_TIMESTAMP.labels,
-                    registry=target,
+                    last.name,
+                    last.help,
+                    last.labels,
+                    registry=into,
+                    multiprocess_mode=last.multiprocess_mode,  # type: ignore[arg-type]
                 ),
             )
         return found
+
+
+_MULTIPROCESS = CollectorRegistry(auto_describe=False)

@@ -17,7 +17,7 @@ import prometheus_client
 from prometheus_client import REGISTRY
 from prometheus_client.registry import CollectorRegistry
 
-from pool_exporter.multiprocess.liveness import multiprocess_dir
+from pool_exporter.multiprocess import directory as multiprocess_dir
 from pool_exporter.multiprocess.reader import WorkersCollector
 from pool_exporter.namefilter import NameFilter
 

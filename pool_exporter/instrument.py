@@ -39,7 +39,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import Pool, QueuePool
 
-from . import holders
+from . import holders, multiprocess
 from .collector import PoolSource, collector_for
 from .holders import Borrow, Checkout
 from .stats import CANCELLED, CONNECT_ERROR, ERROR, TIMEOUT, Capacity, PoolStats, new_stats
@@ -258,6 +258,7 @@ class PoolInstrumentation:
                 pool.__dict__.pop("recreate", None)
             self._collector.remove(self.name)
             holders.watcher.discard(self)
+            self.stats.retire()
             _live.discard(self)
             if _handles.get(self.engine) is self:
                 del _handles[self.engine]
@@ -334,7 +335,7 @@ class PoolInstrumentation:
                     out[record] = record.fairy_ref
                     if len(out) == 1:  # then it is this one: only its borrower can return it
                         handle._oldest = record
-                        stats.oldest_checkout_started = time.time()
+                        stats.oldest_changed(time.time())
                     if watch:
                         borrows[record] = Borrow()
                     checked_out(t1 - t0, True, prev is IDLE)
@@ -369,7 +370,7 @@ class PoolInstrumentation:
                         handle._released(record, ref)
                     else:  # the common case: the last one out came back
                         handle._oldest = None
-                        stats.oldest_checkout_started = 0.0
+                        stats.oldest_changed(0.0)
                         if out:  # another thread checked out meanwhile
                             handle._publish_oldest()
                     if threshold is not None:
@@ -426,7 +427,7 @@ class PoolInstrumentation:
             # Unix time, for a sidecar in another process; converted from the hooks'
             # perf_counter() now rather than with an offset kept since start-up, so a step of
             # the wall clock cannot shift every later age.
-            self.stats.oldest_checkout_started = (
+            self.stats.oldest_changed(
                 time.time() - (perf_counter() - start) if start.__class__ is float else 0.0
             )
             try:
@@ -623,11 +624,11 @@ def current_checkouts() -> dict[str, list[Checkout]]:
 
 
 def _new_stats(name: str, info: dict[str, str]) -> PoolStats:
-    # prometheus-client picks its multiprocess storage from this variable at import; so do we.
-    if "PROMETHEUS_MULTIPROC_DIR" in os.environ or "prometheus_multiproc_dir" in os.environ:
-        from pool_exporter.multiprocess.store import MultiprocessPoolStats
+    directory = multiprocess.directory()
+    if directory is not None:
+        from pool_exporter.multiprocess import store
 
-        return MultiprocessPoolStats(name, info)
+        return store.new_stats(name, info, directory)
     return new_stats()
 
 

@@ -38,8 +38,8 @@ class Metric:
     help: str
     labels: tuple[str, ...] = ()
     buckets: tuple[float, ...] = ()
-    # How prometheus-client merges this gauge across worker processes; "liveall" keeps one
-    # series per live worker (label `pid`), because each worker's pool saturates on its own.
+    # How prometheus-client merges this gauge across worker processes (mark_event()'s metrics;
+    # the pool metrics have a store of their own, pool_exporter/multiprocess/).
     multiprocess_mode: str = "liveall"
 
     @property
@@ -157,13 +157,6 @@ OLDEST_CHECKOUT = Metric(
     "gauge",
     "Age of the connection checked out longest and not yet returned; 0 when none is out.",
 )
-# Multiprocess mode stores the start of that checkout (a worker writes its file only when
-# something changes); the sidecar turns it into OLDEST_CHECKOUT's age at scrape time.
-OLDEST_CHECKOUT_STARTED = Metric(
-    "sqlalchemy_pool_oldest_checkout_started_timestamp_seconds",
-    "gauge",
-    "Unix time at which the oldest outstanding checkout began; 0 when none is out.",
-)
 LONG_CHECKOUTS = Metric(
     "sqlalchemy_pool_long_checkouts",
     "counter",
@@ -245,7 +238,22 @@ MULTIPROCESS_SCRAPE = ExporterMetric(
 MULTIPROCESS_FILES = ExporterMetric(
     "pool_exporter_multiprocess_files",
     "gauge",
-    "Metric files (*.db) in the multiprocess directory at this scrape.",
+    "Files the sidecar read at this scrape: live workers' pool stats and prometheus-client *.db.",
+)
+MULTIPROCESS_BAD_FILES = ExporterMetric(
+    "pool_exporter_multiprocess_bad_files",
+    "gauge",
+    "Files in the multiprocess directory skipped at this scrape, by reason: symlink, "
+    "not_regular (FIFO, device, directory), unreadable, too_large, format, cannot_remove.",
+    ("reason",),
+)
+BAD_FILE_REASONS: tuple[str, ...] = (
+    "symlink",
+    "not_regular",
+    "unreadable",
+    "too_large",
+    "format",
+    "cannot_remove",
 )
 MULTIPROCESS_LIVE_WORKERS = ExporterMetric(
     "pool_exporter_multiprocess_live_workers",
@@ -255,7 +263,7 @@ MULTIPROCESS_LIVE_WORKERS = ExporterMetric(
 MULTIPROCESS_DEAD_WORKERS = ExporterMetric(
     "pool_exporter_multiprocess_dead_workers",
     "counter",
-    "Exited or killed processes whose gauges the sidecar dropped (mark_process_dead).",
+    "Exited or killed processes whose gauges the sidecar dropped; their counts stay summed.",
 )
 DATABASE_UP = ExporterMetric(
     "pool_exporter_database_up",
@@ -306,6 +314,7 @@ MULTIPROCESS: tuple[Metric, ...] = (
     MULTIPROCESS_UP,
     MULTIPROCESS_SCRAPE,
     MULTIPROCESS_FILES,
+    MULTIPROCESS_BAD_FILES,
     MULTIPROCESS_LIVE_WORKERS,
     MULTIPROCESS_DEAD_WORKERS,
 )

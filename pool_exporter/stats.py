@@ -7,6 +7,7 @@ import threading
 from bisect import bisect_left
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from typing import Any, Literal
 
 from . import metrics
 
@@ -56,6 +57,50 @@ class Histogram:
             total += count
             out.append(("+Inf" if bound == float("inf") else repr(float(bound)), total))
         return out
+
+
+@dataclass(frozen=True)
+class Field:
+    """One PoolStats attribute as multiprocess mode stores, sums and folds it.
+
+    A `gauge` describes one live worker and goes with it; `counter`s and `histogram`s are
+    summed across workers, exited ones included. `keys` are the keys of a dict attribute.
+    `number` is how a gauge's or counter's value is stored (a histogram's counts are ints,
+    its sum a float).
+    """
+
+    name: str
+    kind: Literal["gauge", "counter", "histogram"]
+    keys: tuple[Any, ...] = ()
+    number: Literal["int", "float"] = "int"
+
+
+# Every number PoolStats keeps, in storage order. A new PoolStats attribute is added here (and
+# written in reset()); the multiprocess store, its archive and the reader follow this list.
+# Multiprocess mode stores every field after each rare update; its three hot-path methods
+# (multiprocess/store.py) store only what they change, so one that changes a new field stores
+# it there too (tests/test_multiprocess_store.py compares every field after every update).
+FIELDS: tuple[Field, ...] = (
+    Field("in_use", "gauge"),
+    Field("idle", "gauge"),
+    Field("waiting", "gauge"),
+    Field("checkouts", "counter"),
+    Field("timeouts", "counter"),
+    Field("cancellations", "counter"),
+    Field("checkout_errors", "counter"),
+    Field("connects", "counter"),
+    Field("connect_errors", "counter"),
+    Field("closes", "counter"),
+    Field("detaches", "counter"),
+    Field("invalidations", "counter", (False, True)),
+    Field("hook_errors", "counter", metrics.HOOKS),
+    Field("wait", "histogram"),
+    Field("hold", "histogram"),
+    Field("connect_time", "histogram"),
+    Field("oldest_checkout_started", "gauge", number="float"),
+    Field("long_checkouts", "counter"),
+    Field("gc_returned", "counter"),
+)
 
 
 class PoolStats:
@@ -175,6 +220,10 @@ class PoolStats:
     def hook_failed(self, hook: str) -> None:
         self.hook_errors[hook] = self.hook_errors.get(hook, 0) + 1
 
+    def oldest_changed(self, started: float) -> None:
+        """The oldest outstanding checkout began at Unix time `started` (0: none is out)."""
+        self.oldest_checkout_started = started
+
     def held_long(self) -> None:
         """A checkout crossed long_checkout_threshold (once per checkout)."""
         self.long_checkouts += 1
@@ -182,6 +231,26 @@ class PoolStats:
     def collected(self) -> None:
         """The garbage collector returned a connection the application never checked in."""
         self.gc_returned += 1
+
+    def retire(self) -> None:
+        """The pool is no longer instrumented (only multiprocess mode records that)."""
+
+    # -- across processes --
+
+    def add(self, other: PoolStats) -> None:
+        """Add `other`'s counters and histograms to these (summing workers); gauges are not
+        summed: each belongs to one live worker."""
+        for f in FIELDS:
+            mine, theirs = getattr(self, f.name), getattr(other, f.name)
+            if f.kind == "histogram":
+                for i, count in enumerate(theirs.counts):
+                    mine.counts[i] += count
+                mine.sum += theirs.sum
+            elif f.kind == "counter" and f.keys:
+                for key in f.keys:
+                    mine[key] = mine.get(key, 0) + theirs.get(key, 0)
+            elif f.kind == "counter":
+                setattr(self, f.name, mine + theirs)
 
 
 class LockedPoolStats(PoolStats):

@@ -19,7 +19,6 @@ import pytest
 import sqlalchemy as sa
 import yaml
 from prometheus_client import CollectorRegistry, start_http_server
-from prometheus_client.multiprocess import MultiProcessCollector
 
 import pool_exporter
 from pool_exporter import cli
@@ -30,7 +29,7 @@ from pool_exporter.mixin import dashboards as d
 from pool_exporter.mixin.alerts import RULES_FILE
 from pool_exporter.mixin.config import AlertConfig
 from pool_exporter.mixin.rules import record_names
-from pool_exporter.multiprocess.reader import with_ages
+from pool_exporter.multiprocess.reader import WorkersCollector
 from pool_exporter.sidecar.database import DatabaseCollector
 from tests.support import dashboard_queries as dq
 from tests.support.promtool_cases import alert_rules
@@ -228,6 +227,8 @@ WORKER_SCRIPT = textwrap.dedent(
         with engine.connect() as conn:
             conn.exec_driver_sql("select 1")
     mark_event("deploy")
+    print("ready", flush=True)
+    sys.stdin.read()  # a live worker: its gauges are served until it exits
     """
 )
 
@@ -286,17 +287,6 @@ def _workload(registry: CollectorRegistry, directory: Path) -> float:
     return at
 
 
-class _Merged:
-    """The sidecar's merge without its liveness pass: the worker above has exited."""
-
-    def __init__(self, path: str) -> None:
-        self._merge = MultiProcessCollector(None, path)
-
-    def collect(self) -> Iterator[Any]:
-        for family in self._merge.collect():
-            yield with_ages(family)
-
-
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     binary = require_binary("prometheus")
@@ -305,16 +295,17 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     # A gunicorn-like worker in multiprocess mode, so gauges carry `pid`.
     multiproc = directory / "multiproc"
     multiproc.mkdir()
-    worker = subprocess.run(
+    worker = subprocess.Popen(
         [sys.executable, "-c", WORKER_SCRIPT, f"sqlite:///{directory}/worker.db"],
         env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(multiproc)},
-        check=True,
-        timeout=60,
-        capture_output=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
-    del worker
+    assert worker.stdout is not None and worker.stdin is not None
+    assert worker.stdout.readline().strip() == "ready"
     merged = CollectorRegistry()
-    merged.register(_Merged(str(multiproc)))
+    merged.register(WorkersCollector(str(multiproc)))
     app_target, app_server = _serve(registry)
     worker_target, worker_server = _serve(merged)
     with PrometheusServer([app_target, worker_target], interval=0.5, binary=binary) as prom:
@@ -328,6 +319,8 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     for server, thread in (app_server, worker_server):
         server.shutdown()
         thread.join()
+    worker.stdin.close()
+    worker.wait(10)
 
 
 def test_every_query_parses_in_prometheus(live: Live) -> None:

@@ -3,23 +3,33 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import httpx
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.mmap_dict import MmapedDict, mmap_key
 
 from pool_exporter import exposition
 from pool_exporter.gunicorn import child_exit
-from pool_exporter.multiprocess import liveness
+from pool_exporter.multiprocess import archive, liveness
 from pool_exporter.multiprocess.reader import WorkersCollector
 
 from .procs import Procs, Samples, free_port, parse, pids, procs, select, total, wait_until
 
 __all__ = ["procs"]
+
+
+def stats_files(directory: Path, pid: int | None = None) -> list[str]:
+    """The pool stats files in `directory` (of one pid), by name."""
+    prefix = "pool_exporter_" if pid is None else f"pool_exporter_{pid}_"
+    return sorted(
+        p.name for p in directory.iterdir() if p.name.startswith(prefix) and p.suffix == ".stats"
+    )
 
 
 def merged(directory: Path) -> Samples:
@@ -71,9 +81,11 @@ def test_a_killed_child_stops_contributing_gauges_and_its_counters_stay(
     assert pids(samples, "sqlalchemy_pool_waiting_checkouts") == {found["parent"]}
     assert total(samples, "sqlalchemy_pool_checkouts_total", pool="pool1") == 6
     assert total(samples, "pool_exporter_multiprocess_dead_workers_total") == 1
-    assert not (tmp_path / f"gauge_liveall_{found['child']}.db").exists()
     assert not Path(liveness.lock_path(str(tmp_path), found["child"])).exists()
-    assert (tmp_path / f"counter_{found['child']}.db").exists()
+    # Its counts moved into the archive; its stats files are gone.
+    assert stats_files(tmp_path) == stats_files(tmp_path, found["parent"])
+    assert len(stats_files(tmp_path)) == 2
+    assert (tmp_path / archive.NAME).exists()
 
 
 def test_a_child_closing_its_inherited_lock_leaves_the_parent_live(
@@ -85,7 +97,7 @@ def test_a_child_closing_its_inherited_lock_leaves_the_parent_live(
     kill9(found["parent"])
     reaped = liveness.reap(str(tmp_path))
     assert reaped.dead == [found["parent"]]
-    assert reaped.live == [found["child"]]
+    assert list(reaped.live) == [found["child"]]
     assert pids(merged(tmp_path)) == {found["child"]}
 
 
@@ -110,10 +122,12 @@ def test_child_exit_hook_drops_a_dead_worker_before_any_scrape(
     writer.wait(10)
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
     child_exit(None, SimpleNamespace(pid=found["parent"]))
-    assert sorted(p.name for p in tmp_path.iterdir()) == [
-        f"counter_{found['parent']}.db",
-        f"histogram_{found['parent']}.db",
-    ]
+    # The lock is gone; the stats file stays until a reader folds its counts.
+    assert [p.name for p in tmp_path.iterdir()] == stats_files(tmp_path, found["parent"])
+    samples = merged(tmp_path)
+    assert total(samples, "sqlalchemy_pool_checkouts_total") == 1
+    assert pids(samples) == set()
+    assert stats_files(tmp_path) == []
 
 
 def test_gauges_of_a_process_without_a_lock_file_are_left_alone(
@@ -123,10 +137,12 @@ def test_gauges_of_a_process_without_a_lock_file_are_left_alone(
     # lock nobody holds proves a process dead.
     _, found = procs.writer(tmp_path)
     stranger = 4_999_999  # above the largest pid_max (2**22): never a real process
-    shutil.copy(
-        tmp_path / f"gauge_liveall_{found['parent']}.db", tmp_path / f"gauge_liveall_{stranger}.db"
-    )
-    assert pids(merged(tmp_path)) == {found["parent"], stranger}
+    gauge = MmapedDict(str(tmp_path / f"gauge_liveall_{stranger}.db"))
+    gauge.write_value(mmap_key("app_busy", "app_busy", ["pid"], [str(stranger)], "Busy."), 1, 0)
+    gauge.close()
+    samples = merged(tmp_path)
+    assert pids(samples) == {found["parent"]}
+    assert pids(samples, "app_busy") == {stranger}
 
 
 def test_reaping_never_takes_the_lock_of_a_live_process(tmp_path: Path, procs: Procs) -> None:
@@ -178,3 +194,51 @@ def test_wsgi_app_of_a_worker_serves_every_workers_merged_files(
     filtered = parse(b"".join(app(only, lambda s, h: status.append(s))).decode())
     assert {s[0] for s in filtered} == {"sqlalchemy_pool_checkouts_total"}
     assert total(filtered, "sqlalchemy_pool_checkouts_total", pool="pool0") == 4
+
+
+def test_an_exited_workers_own_live_gauges_are_dropped(tmp_path: Path, procs: Procs) -> None:
+    # The application's prometheus-client gauges of a process whose lock is free go with it.
+    _, found = procs.writer(tmp_path)
+    pid = found["parent"]
+    gauge = MmapedDict(str(tmp_path / f"gauge_liveall_{pid}.db"))
+    gauge.write_value(mmap_key("app_busy", "app_busy", ["pid"], [str(pid)], "Busy."), 1, 0)
+    gauge.close()
+    assert pids(merged(tmp_path), "app_busy") == {pid}
+    kill9(pid)
+    assert pids(merged(tmp_path), "app_busy") == set()
+    assert not (tmp_path / f"gauge_liveall_{pid}.db").exists()
+
+
+MODE = """
+import os, sqlalchemy as sa
+from pool_exporter import instrument, multiprocess
+from pool_exporter.multiprocess.store import MultiprocessPoolStats
+handle = instrument(sa.create_engine("sqlite://"), name="p")
+print(multiprocess.directory(), isinstance(handle.stats, MultiprocessPoolStats))
+"""
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"PROMETHEUS_MULTIPROC_DIR": ""}, "None False"),
+        ({"prometheus_multiproc_dir": "{dir}"}, "{dir} True"),
+        ({"PROMETHEUS_MULTIPROC_DIR": "", "prometheus_multiproc_dir": "{dir}"}, "{dir} True"),
+    ],
+)
+def test_one_definition_of_multiprocess_mode(
+    tmp_path: Path, env: dict[str, str], expected: str
+) -> None:
+    clean = {k: v for k, v in os.environ.items() if k.lower() != "prometheus_multiproc_dir"}
+    clean.update({k: v.format(dir=tmp_path) for k, v in env.items()})
+    out = subprocess.run(
+        [sys.executable, "-c", MODE], env=clean, cwd=tmp_path, capture_output=True, text=True,
+        check=True, timeout=60,
+    )  # fmt: skip
+    assert out.stdout.split() == expected.format(dir=tmp_path).split()
+    written = sorted(p.name for p in tmp_path.iterdir())
+    if expected.endswith("True"):
+        assert len(stats_files(tmp_path)) == 1
+        assert any(name.endswith(".lock") for name in written)
+    else:  # no liveness lock, no stats file: single-process mode
+        assert written == []

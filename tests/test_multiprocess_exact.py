@@ -1,5 +1,5 @@
 """Multiprocess mode is as exact as the in-process one: what the workers wrote to their files,
-merged by prometheus-client, equals what the workers counted themselves."""
+read by the directory reader, equals what the workers counted themselves."""
 
 from __future__ import annotations
 
@@ -10,15 +10,16 @@ import sys
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
+
+from pool_exporter.multiprocess.reader import WorkersCollector
 
 APP = Path(__file__).parent / "apps" / "mp_contention.py"
 
 
 def merged(directory: Path) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     registry = CollectorRegistry()
-    MultiProcessCollector(registry, path=str(directory))
+    registry.register(WorkersCollector(str(directory)))
     text = generate_latest(registry).decode()
     return {
         (s.name, tuple(sorted(s.labels.items()))): s.value

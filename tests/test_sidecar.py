@@ -41,7 +41,7 @@ REQUESTS = 60
 CONCURRENCY = 12
 
 
-def start_app(procs: Procs, kind: str, directory: Path, pg_url: str, name: str) -> str:
+def start_app(procs: Procs, kind: str, directory: Path, pg_url: str, name: str, *extra: str) -> str:
     """gunicorn (sync workers, --preload, with or without deploy/gunicorn.conf.py) or
     uvicorn --workers; returns the base URL once every worker has published its pool."""
     port = free_port()
@@ -58,7 +58,7 @@ def start_app(procs: Procs, kind: str, directory: Path, pg_url: str, name: str) 
         args += ["--pythonpath", apps, "wsgi_app:app"]
     elif kind == "gunicorn":
         args = [str(BIN / "gunicorn"), "--preload", "-w", str(WORKERS), "-k", "sync"]
-        args += ["-b", f"127.0.0.1:{port}", "--pythonpath", apps, "wsgi_app:app"]
+        args += ["-b", f"127.0.0.1:{port}", "--pythonpath", apps, *extra, "wsgi_app:app"]
     else:
         args = [str(BIN / "uvicorn"), "--workers", str(WORKERS), "--port", str(port)]
         args += ["--host", "127.0.0.1", "--app-dir", apps, "--no-access-log", "asgi_app:app"]
@@ -143,6 +143,51 @@ def test_sidecar_merges_every_worker_and_drops_a_killed_one(
     # The sidecar wrote nothing of its own into the application's directory.
     sidecar_pid = str(sidecar.proc.popen.pid)
     assert not [p for p in os.listdir(directory) if sidecar_pid in p]
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_gunicorn_recycling_workers_keeps_totals_exact_and_files_bounded(
+    tmp_path: Path, procs: Procs, pg_url: str, pg_app_name: str
+) -> None:
+    directory = tmp_path / "multiproc"
+    directory.mkdir()
+    recycle = ["--max-requests", "5", "--max-requests-jitter", "0"]
+    base = start_app(procs, "gunicorn", directory, pg_url, pg_app_name, *recycle)
+    sidecar = start_sidecar(procs, directory)
+    requests = 60
+    totals: list[float] = []
+    served: set[int] = set()
+    with httpx.Client(timeout=20) as client:
+        for n in range(requests):
+            served.add(int(client.get(base + "/query", params={"sleep": "0"}).text))
+            if n % 5 == 0:
+                totals.append(total(sidecar.scrape(), "sqlalchemy_pool_checkouts_total"))
+    # Each worker served 5 requests at most: a dozen workers lived and exited.
+    assert len(served) >= requests // 5
+    final = wait_until(
+        lambda: (
+            (s := sidecar.scrape())
+            and total(s, "sqlalchemy_pool_checkouts_total", pool="app") == requests
+            and s
+        ),
+        20,
+        "every checkout to be counted",
+    )
+    totals.append(total(final, "sqlalchemy_pool_checkouts_total"))
+    assert totals == sorted(totals), "the total went backwards"
+    assert total(final, "sqlalchemy_pool_checkout_wait_seconds_count", pool="app") == requests
+    assert total(final, "sqlalchemy_pool_connection_hold_seconds_count", pool="app") == requests
+    # Gauges only for the live processes (the preloaded master and its WORKERS workers)...
+    live = pids(final)
+    assert len(live) == WORKERS + 1
+    assert served - live, "no worker was recycled"
+    for pid in served - live:
+        assert not [s for s in final if s[1].get("pid") == str(pid)]
+    # ...and files for them only: the exited workers are in the archive.
+    stats = [p for p in os.listdir(directory) if p.endswith(".stats")]
+    assert len(stats) == len(live)
+    assert total(final, "pool_exporter_multiprocess_dead_workers_total") >= len(served - live)
 
 
 def test_landing_page_links_to_the_metrics_and_health_endpoints_answer(

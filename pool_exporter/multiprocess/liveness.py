@@ -10,7 +10,9 @@ that mounts the same local directory (an emptyDir) on one node; it is not reliab
 
 The lock must be held before the process writes any gauge file, and `reap()` deletes files only
 while holding the dead process's lock: so a reaper never deletes the files of a live process,
-even when the kernel has given a dead worker's pid to a new one.
+even when the kernel has given a dead worker's pid to a new one. The lock file holds a random
+token of the process that holds it, which also names its stats files (store.py): a stats file
+whose token is not the one in its pid's held lock file belongs to a process that has exited.
 """
 
 from __future__ import annotations
@@ -21,17 +23,22 @@ import fcntl
 import logging
 import os
 import re
+import stat
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from prometheus_client.multiprocess import mark_process_dead
+
+from . import directory as multiprocess_dir
 
 log = logging.getLogger("pool_exporter")
 
 PREFIX = "pool_exporter_"
 SUFFIX = ".lock"
 _NAME = re.compile(rf"^{PREFIX}(\d+){re.escape(SUFFIX)}$")
+_LIVE_GAUGE = re.compile(r"^gauge_live[a-z]*_(\d+)\.db$")
 
 # A reaper holds a dead process's lock for a few file deletions; a process that meets it waits
 # this long at most before it gives up its liveness (never the application's work).
@@ -43,10 +50,7 @@ def lock_path(directory: str, pid: int) -> str:
     return os.path.join(directory, f"{PREFIX}{pid}{SUFFIX}")
 
 
-def multiprocess_dir() -> str | None:
-    # The lower-case name is the one prometheus-client still honours (deprecated).
-    legacy = os.environ.get("prometheus_multiproc_dir")  # noqa: SIM112
-    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or legacy
+TOKEN_BYTES = 16  # hex characters
 
 
 class _Held:
@@ -55,6 +59,12 @@ class _Held:
     lock = threading.Lock()
     pid: int | None = None
     fd: int | None = None
+    token: str | None = None
+
+
+def token() -> str | None:
+    """The token of this process's lock, None until it holds one."""
+    return _Held.token if _Held.pid == os.getpid() else None
 
 
 def hold(directory: str | None = None) -> bool:
@@ -76,18 +86,25 @@ def hold(directory: str | None = None) -> bool:
             return True
         if _Held.fd is not None:  # the parent's, inherited across fork
             _close(_Held.fd)
-            _Held.fd, _Held.pid = None, None
+            _Held.fd, _Held.pid, _Held.token = None, None, None
         try:
             fd = _acquire(lock_path(directory, pid))
+            own = os.urandom(TOKEN_BYTES // 2).hex()
+            try:
+                # Same length every time, over whatever a dead process with this pid left.
+                os.pwrite(fd, own.encode(), 0)
+            except BaseException:
+                _close(fd)
+                raise
         except Exception as exc:  # liveness is best effort; the application goes on
             log.warning(
                 "pool-exporter could not take its liveness lock in %s (%s): this process's "
-                "gauges will stay after it exits unless child_exit calls mark_process_dead",
+                "pool metrics are not written there (a reader could not tell when it exits)",
                 directory,
                 exc,
             )
             return False
-        _Held.fd, _Held.pid = fd, pid
+        _Held.fd, _Held.pid, _Held.token = fd, pid, own
         return True
 
 
@@ -126,12 +143,46 @@ def _close(fd: int) -> None:
 
 def forget(pid: int, directory: str | None = None) -> None:
     """Drop a process known to be dead: its live gauges and its lock file (gunicorn's
-    child_exit knows the pid before any reaper would notice)."""
+    child_exit knows the pid before any reaper would notice). Only if its lock is free: a new
+    process may already have been given the pid."""
     directory = directory or multiprocess_dir()
     if not directory:
         return
-    mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
-    _unlink(lock_path(directory, pid))
+    path = lock_path(directory, pid)
+    fd = _open_lock(path)
+    if fd is None:
+        mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return
+        if _same_file(fd, path):
+            mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
+            _unlink(path)
+    finally:
+        os.close(fd)
+
+
+def _open_lock(path: str, bad: Callable[[str, str], None] | None = None) -> int | None:
+    """A read-only descriptor of a lock file, or None when it is gone or not a regular file
+    (a FIFO would block the open, a symlink could point anywhere)."""
+    try:
+        # Read-only is enough for flock, and works when the reader runs as another user.
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:  # another reaper, or the process itself, removed it
+        return None
+    except OSError as exc:
+        if bad is not None:
+            bad(path, "symlink" if exc.errno == errno.ELOOP else "unreadable")
+        return None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        if bad is not None:
+            bad(path, "not_regular")
+        return None
+    return fd
 
 
 def _unlink(path: str) -> None:
@@ -141,42 +192,55 @@ def _unlink(path: str) -> None:
 
 @dataclass
 class Reaped:
-    """What one pass over the directory found."""
+    """What one pass over the directory found: live pids with their tokens, dead pids."""
 
-    live: list[int] = field(default_factory=list)
+    live: dict[int, str] = field(default_factory=dict)
     dead: list[int] = field(default_factory=list)
 
 
-def reap(directory: str) -> Reaped:
+def reap(
+    directory: str,
+    names: list[str] | None = None,
+    bad: Callable[[str, str], None] | None = None,
+) -> Reaped:
     """Drop the gauges of every process whose lock file nobody holds any more.
 
+    `names` is a listing of the directory taken before (default: list it now); `bad` hears of
+    each file that is not what its name says, with the reason, and of each it cannot remove.
     Processes without a lock file (not instrumented by pool-exporter, or using child_exit
     only) are left alone."""
     found = Reaped()
-    for name in sorted(os.listdir(directory)):
+    names = os.listdir(directory) if names is None else names
+    # mark_process_dead globs the directory once per pid: only for pids that have such files.
+    gauges = {int(m.group(1)) for m in map(_LIVE_GAUGE.match, names) if m is not None}
+    for name in sorted(names):
         match = _NAME.match(name)
         if match is None:
             continue
         pid = int(match.group(1))
         path = os.path.join(directory, name)
-        try:
-            # Read-only is enough for flock, and works when the sidecar runs as another user.
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:  # another reaper, or the process itself, removed it
+        fd = _open_lock(path, bad)
+        if fd is None:
             continue
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                found.live.append(pid)
+                found.live[pid] = os.pread(fd, TOKEN_BYTES, 0).decode("ascii", "replace")
                 continue
             if not _same_file(fd, path):
                 continue
             # Files first, lock file last, all while holding the lock: a new process with
             # this pid waits on the lock and only then writes its own files.
-            mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
-            _unlink(path)
-            found.dead.append(pid)
+            try:
+                if pid in gauges:
+                    mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
+                _unlink(path)
+            except OSError:  # another user's file in a sticky directory, say
+                if bad is not None:
+                    bad(path, "cannot_remove")
+            else:
+                found.dead.append(pid)
         finally:
             os.close(fd)
     return found

@@ -1,17 +1,23 @@
-"""Scrape-time view of a multiprocess directory: drop dead workers, then merge the rest.
+"""Scrape-time view of a multiprocess directory: fold the exited workers, read the live ones.
 
-The merging is prometheus-client's own `MultiProcessCollector`; this adds the liveness pass
-before it (liveness.py) and reports on both as `pool_exporter_multiprocess_*`.
+Per scrape, under the archive lock (archive.py): drop the prometheus-client gauges of dead
+processes (liveness.py), fold the stats files of exited workers into the archive and delete
+them, then read the live workers' stats files. Pool metrics are built by the same mapping the
+in-process collector uses (collector.py): counters and histograms summed over the archive and
+every live worker, gauges one series per live worker (`pid`). The application's own
+prometheus-client metrics (*.db) are merged by prometheus-client. The work is bounded by the
+live workers: an exited worker costs one fold, once.
 """
 
 from __future__ import annotations
 
-import glob
 import logging
+import mmap
 import os
+import re
 import threading
-import time
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from time import perf_counter
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -19,16 +25,23 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
+from pool_exporter import collector
 from pool_exporter import metrics as m
-from pool_exporter.collector import oldest_checkout_age
+from pool_exporter.stats import PoolStats
 
-from . import liveness
+from . import archive, layout, liveness
+from .files import BadFiles, open_regular, read_regular
 
 log = logging.getLogger("pool_exporter")
 
+# prometheus-client's files start at 1 MiB and double; beyond this one is not a metric file.
+_DB_MAX_BYTES = 1 << 30
+# The names prometheus-client gives its files: the type (and gauge mode) decides the merge.
+_DB_NAME = re.compile(r"^(counter|histogram|summary|gauge_[a-z]+)_\d+\.db$")
+
 
 def check_directory(path: str) -> str:
-    """The directory, or a ValueError naming what is wrong with it (the sidecar removes the
+    """The directory, or a ValueError naming what is wrong with it (the sidecar folds the
     files of dead workers, so it needs to write there)."""
     if not path:
         raise ValueError(
@@ -42,18 +55,59 @@ def check_directory(path: str) -> str:
             f"multiprocess directory {path} is not readable and writable by this user "
             "(the sidecar removes the files of dead workers)"
         )
+    try:
+        os.listdir(path)
+    except OSError as exc:
+        raise ValueError(f"cannot list multiprocess directory {path}: {exc.strerror}") from None
     return path
 
 
+@dataclass
+class Worker:
+    """One live worker's pool, as its stats file says."""
+
+    pool: str
+    pid: int
+    info: dict[str, str]
+    stats: PoolStats
+    active: bool
+
+
+@dataclass
+class View:
+    """What one scrape found."""
+
+    totals: dict[str, PoolStats] = field(default_factory=dict)
+    workers: list[Worker] = field(default_factory=list)
+    live_pids: int = 0
+    files: int = 0
+    merged: list[Metric] = field(default_factory=list)
+
+
+class _Mapped:
+    """A live stats file, mapped once and read at every scrape while its worker lives."""
+
+    def __init__(self, fd: int, meta: dict[str, object]) -> None:
+        self.inode = os.fstat(fd).st_ino
+        self.map = mmap.mmap(fd, layout.FILE_BYTES, prot=mmap.PROT_READ)
+        self.meta = meta
+
+    def values(self) -> list[float]:
+        return layout.slots(self.map)
+
+
 class WorkersCollector(Collector):
-    """The merged metrics of every worker writing into `path`, live gauges of live ones only."""
+    """The metrics of every worker writing into `path`: pool totals across all of them,
+    exited ones included, gauges of live ones only."""
 
     def __init__(self, path: str) -> None:
         self.path = check_directory(path)
-        self._merge = MultiProcessCollector(None, path)  # type: ignore[no-untyped-call]
         self._lock = threading.Lock()
         self._dead_total = 0
         self._failing = False
+        self._bad = BadFiles()
+        self._archive = archive.Reader(path)
+        self._mapped: dict[str, _Mapped] = {}
 
     def describe(self) -> Iterable[Metric]:
         # Only the sidecar's own families: the merged names are known at scrape time only.
@@ -61,36 +115,164 @@ class WorkersCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         t0 = perf_counter()
-        merged: list[Metric] = []
-        up, files, live = 1, 0, 0
-        with self._lock:  # two scrapes at once must not reap the same pid twice
+        view, up = View(), 1
+        with self._lock:  # one scrape at a time in this process; the flock does it across
+            self._bad.start()
             try:
-                reaped = liveness.reap(self.path)
-                live = len(reaped.live)
-                self._dead_total += len(reaped.dead)
-                if reaped.dead:
-                    log.info("dropped the gauges of exited workers %s", reaped.dead)
-                files = len(glob.glob(os.path.join(self.path, "*.db")))
-                merged = [
-                    with_ages(family)
-                    for family in self._merge.collect()  # type: ignore[no-untyped-call]
-                ]
+                view = self._scan()
                 if self._failing:
-                    log.info("the metric files in %s can be merged again", self.path)
+                    log.info("the metric files in %s can be read again", self.path)
                 self._failing = False
             except Exception as exc:
-                up, merged = 0, []
+                up = 0
                 level = logging.DEBUG if self._failing else logging.ERROR
                 self._failing = True
                 log.log(
                     level,
-                    "cannot merge the metric files in %s (pool_exporter_multiprocess_up 0): %s: %s",
+                    "cannot read the metric files in %s (pool_exporter_multiprocess_up 0): %s: %s",
                     self.path,
                     type(exc).__name__,
                     exc,
                 )
-        yield from merged
-        yield from self._own(up, perf_counter() - t0, files, live)
+        if up:
+            yield from _pool_families(view)
+            yield from view.merged
+        yield from self._own(up, perf_counter() - t0, view.files, view.live_pids)
+
+    # -- one scrape --
+
+    def _scan(self) -> View:
+        view = View()
+        with archive.locked(self.path):
+            names = os.listdir(self.path)  # before the liveness checks: see _split
+            reaped = liveness.reap(self.path, names, self._bad)
+            self._dead_total += len(reaped.dead)
+            if reaped.dead:
+                shown = ", ".join(map(str, reaped.dead[:10]))
+                more = f" and {len(reaped.dead) - 10} more" if len(reaped.dead) > 10 else ""
+                log.info("workers %s%s exited; their counts are kept", shown, more)
+            live, dead = _split(names, reaped.live)
+            store = self._fold(dead, set(names))
+            for pool, stats in store.totals.items():
+                view.totals.setdefault(pool, PoolStats()).add(stats)
+            self._read_live(live, view)
+        view.live_pids = len(reaped.live)
+        view.merged, dbs = self._merge_db(names)
+        view.files += dbs
+        return view
+
+    def _fold(self, dead: list[str], present: set[str]) -> archive.Archive:
+        store = self._archive.load(self._bad)
+        found: dict[str, tuple[str, PoolStats]] = {}
+        for name in dead:
+            if name not in store.folded:
+                got = self._read_dead(name)
+                if got is not None:
+                    found[name] = got
+        if found and store.sound:
+            new = archive.folded(store, found, present)
+            try:
+                self._archive.replace(self.path, new)  # counted there first, deleted after
+            except OSError as exc:
+                log.debug("cannot replace the archive: %s", exc)
+                self._bad(self._archive.path, "cannot_remove")
+            else:
+                store, found = new, {}
+        for name in dead:
+            if name in store.folded:
+                try:
+                    os.unlink(os.path.join(self.path, name))
+                except FileNotFoundError:
+                    pass
+                except OSError:  # the archive remembers it, so it is never counted twice
+                    self._bad(os.path.join(self.path, name), "cannot_remove")
+        # Not folded (an archive that cannot be read or replaced is never overwritten: its
+        # totals would be lost): the dead files stay, and count from where they are.
+        return archive.folded(store, found, present) if found else store
+
+    def _read_dead(self, name: str) -> tuple[str, PoolStats] | None:
+        path = os.path.join(self.path, name)
+        data = read_regular(path, self._bad, layout.FILE_BYTES)
+        if data is None:
+            return None
+        try:
+            if len(data) != layout.FILE_BYTES:
+                raise ValueError("truncated")
+            meta = layout.parse_header(data[: layout.HEADER_BYTES])
+        except ValueError:
+            self._bad(path, "format")
+            return None
+        stats, _ = layout.read(layout.slots(data))
+        return str(meta["pool"]), stats
+
+    def _read_live(self, live: list[str], view: View) -> None:
+        for name in list(self._mapped):
+            if name not in live:
+                self._mapped.pop(name).map.close()
+        for name in live:
+            mapped = self._mapped.get(name) or self._map(name)
+            if mapped is None:
+                continue
+            stats, active = layout.read(mapped.values())
+            meta = mapped.meta
+            pool = str(meta["pool"])
+            view.totals.setdefault(pool, PoolStats()).add(stats)
+            info = {str(k): str(v) for k, v in dict(meta["info"]).items()}  # type: ignore[call-overload]
+            view.workers.append(Worker(pool, int(meta["pid"]), info, stats, active))  # type: ignore[call-overload]
+            view.files += 1
+
+    def _map(self, name: str) -> _Mapped | None:
+        path = os.path.join(self.path, name)
+        fd = open_regular(path, self._bad, layout.FILE_BYTES)
+        if fd is None:
+            return None
+        try:
+            if os.fstat(fd).st_size != layout.FILE_BYTES:
+                raise ValueError("truncated")
+            meta = layout.parse_header(os.pread(fd, layout.HEADER_BYTES, 0))
+            mapped = self._mapped[name] = _Mapped(fd, meta)
+            return mapped
+        except ValueError:
+            self._bad(path, "format")
+            return None
+        finally:
+            os.close(fd)
+
+    def _merge_db(self, names: list[str]) -> tuple[list[Metric], int]:
+        """The application's own prometheus-client metrics, from the files that look sound;
+        a file prometheus-client cannot parse is left out, not the whole merge."""
+        good = []
+        for name in sorted(n for n in names if n.endswith(".db")):
+            path = os.path.join(self.path, name)
+            if not _DB_NAME.match(name):
+                self._bad(path, "format")
+                continue
+            fd = open_regular(path, self._bad, _DB_MAX_BYTES)
+            if fd is None:
+                continue
+            try:
+                head = os.pread(fd, 8, 0)
+                size = os.fstat(fd).st_size
+            finally:
+                os.close(fd)
+            used = int.from_bytes(head[:4], "little") if len(head) == 8 else -1
+            if not 8 <= used <= size:
+                self._bad(path, "format")
+                continue
+            good.append(path)
+        try:
+            return list(MultiProcessCollector.merge(good)), len(good)  # type: ignore[no-untyped-call]
+        except Exception:
+            sound = []
+            for path in good:
+                try:
+                    MultiProcessCollector.merge([path])  # type: ignore[no-untyped-call]
+                    sound.append(path)
+                except FileNotFoundError:
+                    pass  # a dead process's gauge file, removed since the listing
+                except Exception:
+                    self._bad(path, "format")
+            return list(MultiProcessCollector.merge(sound)), len(sound)  # type: ignore[no-untyped-call]
 
     def _own(self, up: int, seconds: float, files: int, live: int) -> Iterator[Metric]:
         for metric, value in (
@@ -100,18 +282,38 @@ class WorkersCollector(Collector):
             (m.MULTIPROCESS_LIVE_WORKERS, live),
         ):
             yield GaugeMetricFamily(metric.name, metric.help, value=value)
+        bad = m.MULTIPROCESS_BAD_FILES
+        family = GaugeMetricFamily(bad.name, bad.help, labels=list(bad.labels))
+        counts = self._bad.counts()
+        for reason in m.BAD_FILE_REASONS:
+            family.add_metric([reason], counts.get(reason, 0))
+        yield family
         dead = m.MULTIPROCESS_DEAD_WORKERS
         yield CounterMetricFamily(dead.name, dead.help, value=self._dead_total)
 
 
-def with_ages(family: Metric) -> Metric:
-    """Workers store when their oldest checkout began; the age is the scrape's business."""
-    if family.name != m.OLDEST_CHECKOUT_STARTED.name:
-        return family
-    now = time.time()
-    ages = GaugeMetricFamily(m.OLDEST_CHECKOUT.name, m.OLDEST_CHECKOUT.help)
-    for sample in family.samples:
-        ages.add_sample(
-            m.OLDEST_CHECKOUT.name, sample.labels, oldest_checkout_age(sample.value, now)
-        )
-    return ages
+def _split(names: list[str], live: dict[int, str]) -> tuple[list[str], list[str]]:
+    """Stats files of live workers, and of exited ones. A file is live only while its pid's
+    lock is held by the process whose token names it: a process creates its file after it
+    took the lock, and the listing was taken before the locks were tried, so a file listed
+    whose lock is free (or held with another token, by a new process given the same pid)
+    belongs to a process that has exited."""
+    alive: list[str] = []
+    dead: list[str] = []
+    for name in names:
+        match = layout.NAME.match(name)
+        if match is not None:
+            (alive if live.get(int(match.group(1))) == match.group(2) else dead).append(name)
+    return alive, dead
+
+
+def _pool_families(view: View) -> Iterator[Metric]:
+    found = collector.families(per_worker=True)
+    for worker in sorted(view.workers, key=lambda w: (w.pool, w.pid)):
+        if worker.active:
+            collector.add_worker_samples(
+                found, worker.pool, worker.stats, worker.info, (str(worker.pid),)
+            )
+    for pool in sorted(view.totals):
+        collector.add_total_samples(found, pool, view.totals[pool])
+    yield from found.values()

@@ -17,6 +17,7 @@ from prometheus_client import ProcessCollector
 from prometheus_client.registry import CollectorRegistry
 
 from pool_exporter import metrics as m
+from pool_exporter import multiprocess
 from pool_exporter.errors import CliError
 from pool_exporter.multiprocess.reader import WorkersCollector, check_directory
 
@@ -59,9 +60,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--multiproc-dir",
-        default=os.environ.get("PROMETHEUS_MULTIPROC_DIR", ""),
+        default=multiprocess.directory() or "",
         metavar="DIR",
-        help="the application's PROMETHEUS_MULTIPROC_DIR (default: that variable)",
+        help="the application's PROMETHEUS_MULTIPROC_DIR (default: that variable, or the "
+        "deprecated lower-case prometheus_multiproc_dir)",
     )
     parser.add_argument(
         "--database-url-file",

@@ -1,9 +1,11 @@
 """A process that writes pool metrics into PROMETHEUS_MULTIPROC_DIR and stays alive.
 
-    pool_writer.py [--pools N] [--checkouts K] [--fork]
+    pool_writer.py [--pools N] [--checkouts K] [--fork] [--reuse-pid-of STATS_FILE]
 
 Instruments N SQLite engines, checks each out K times, prints its pid (and, with --fork, the
 pid of a forked child that does the same) and waits until stdin closes or it is killed.
+With --reuse-pid-of, it first plays a process the kernel gave a dead worker's pid: the dead
+worker's stats file and lock file are renamed to this process's pid.
 """
 
 import argparse
@@ -20,7 +22,10 @@ def main() -> None:
     parser.add_argument("--pools", type=int, default=1)
     parser.add_argument("--checkouts", type=int, default=1)
     parser.add_argument("--fork", action="store_true")
+    parser.add_argument("--reuse-pid-of", default="")
     args = parser.parse_args()
+    if args.reuse_pid_of:
+        take_pid_of(args.reuse_pid_of)
     engines = [sa.create_engine("sqlite://") for _ in range(args.pools)]
     for n, engine in enumerate(engines):
         instrument(engine, name=f"pool{n}")
@@ -32,6 +37,18 @@ def main() -> None:
     work(engines, args.checkouts)
     say(f"parent {os.getpid()}")
     sys.stdin.read()
+
+
+def take_pid_of(stats_file: str) -> None:
+    directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    old, rest = stats_file.split("_", 3)[2:]  # pool_exporter_<pid>_<token>_<seq>.stats
+    me = os.getpid()
+    os.rename(
+        os.path.join(directory, stats_file), os.path.join(directory, f"pool_exporter_{me}_{rest}")
+    )
+    lock = os.path.join(directory, f"pool_exporter_{old}.lock")
+    if os.path.exists(lock):
+        os.rename(lock, os.path.join(directory, f"pool_exporter_{me}.lock"))
 
 
 def say(line: str) -> None:

@@ -1,0 +1,75 @@
+"""Opening what the multiprocess directory holds without trusting it.
+
+Anyone who can write the directory can put anything there under a metric file's name. A FIFO
+would block an open for good, a symlink to a device would be read forever, a truncated file
+would break a merge. So files are opened without following symlinks and without blocking,
+and only regular files of a sane size are read; every other one is reported to `BadFiles`.
+"""
+
+from __future__ import annotations
+
+import collections
+import errno
+import logging
+import os
+import stat
+
+log = logging.getLogger("pool_exporter")
+
+_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+
+
+class BadFiles:
+    """The files skipped at one scrape, by reason; each (file, reason) is logged once."""
+
+    def __init__(self) -> None:
+        self.now: dict[str, str] = {}
+        self._logged: set[tuple[str, str]] = set()
+
+    def start(self) -> None:
+        self.now = {}
+
+    def __call__(self, path: str, reason: str) -> None:
+        self.now[path] = reason
+        if (path, reason) not in self._logged:
+            self._logged.add((path, reason))
+            log.warning("skipping %s in the multiprocess directory: %s", path, reason)
+
+    def counts(self) -> collections.Counter[str]:
+        return collections.Counter(self.now.values())
+
+
+def open_regular(path: str, bad: BadFiles, max_bytes: int) -> int | None:
+    """A read-only descriptor of `path` if it is a regular file of at most `max_bytes`."""
+    try:
+        fd = os.open(path, _FLAGS)
+    except FileNotFoundError:  # removed since the listing: a reaper's work
+        return None
+    except OSError as exc:
+        bad(path, "symlink" if exc.errno == errno.ELOOP else "unreadable")
+        return None
+    st = os.fstat(fd)
+    reason = None
+    if not stat.S_ISREG(st.st_mode):
+        reason = "not_regular"
+    elif st.st_size > max_bytes:
+        reason = "too_large"
+    if reason is not None:
+        os.close(fd)
+        bad(path, reason)
+        return None
+    return fd
+
+
+def read_regular(path: str, bad: BadFiles, max_bytes: int) -> bytes | None:
+    """The whole content of `path` if it is a regular file of at most `max_bytes`."""
+    fd = open_regular(path, bad, max_bytes)
+    if fd is None:
+        return None
+    try:
+        return os.pread(fd, max_bytes, 0)
+    except OSError:
+        bad(path, "unreadable")
+        return None
+    finally:
+        os.close(fd)
