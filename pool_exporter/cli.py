@@ -28,7 +28,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     ),
     "alerts": (
         "pool_exporter.mixin.alerts_command",
-        "print or generate the Prometheus rules and Alertmanager example",
+        "print or generate the Prometheus alert rules",
     ),
     "dashboards": (
         "pool_exporter.mixin.dashboards_command",

@@ -224,6 +224,7 @@ FLEET = {"$labels.job", "$value"}
 TARGET = {"$labels.instance", "$labels.job"}
 POOLER_POOL = {"$labels.pooler", "$labels.database", "$labels.user", "$value"}
 POOLER = {"$labels.pooler", "$labels.instance", "$value"}
+EVENTS = {"$labels.pool", "$labels.instance"}  # something happened in the window: no number
 SAYS = {
     "SQLAlchemyPoolNearlyFull": ("warning", WORKER),
     "SQLAlchemyPoolExhausted": ("warning", WORKER),
@@ -245,6 +246,9 @@ SAYS = {
     "PgBouncerClientConnectionsNearLimit": ("warning", POOLER),
     "PgBouncerFleetExceedsMaxClientConn": ("warning", FLEET),
     "PgBouncerSessionModeFleetExceedsDatabase": ("warning", FLEET),
+    "SQLAlchemyPoolCheckoutHeldPastTimeout": ("warning", WORKER),
+    "SQLAlchemyPoolLongCheckouts": ("info", EVENTS),
+    "SQLAlchemyPoolConnectionsLeaked": ("info", EVENTS),
 }
 
 

@@ -26,7 +26,7 @@ SUBCOMMANDS = {
     "replay": "replay a burst of users against any database",
     "advise": "size a pool from measured data",
     "sidecar": "serve a multi-worker app's metrics and the database's",
-    "alerts": "print or generate the Prometheus rules and Alertmanager example",
+    "alerts": "print or generate the Prometheus alert rules",
     "dashboards": "print or generate the Grafana dashboard",
 }
 
@@ -165,15 +165,17 @@ def without(module: str, *args: str) -> subprocess.CompletedProcess[str]:
         ("psycopg", ["demo", "--no-prometheus", "--database-url", PG_URL], "postgres"),
         (
             "psycopg",
-            ["sidecar", "--multiproc-dir=.", "--database-url-file=pyproject.toml"],
+            ["sidecar", "--multiproc-dir=.", "--database-url-file={url_file}"],
             "sidecar",
         ),
     ],
 )
 def test_a_missing_extra_is_one_line_naming_it_and_exit_2(
-    module: str, args: list[str], extra: str
+    module: str, args: list[str], extra: str, tmp_path: Path
 ) -> None:
-    result = without(module, *args)
+    url_file = tmp_path / "database-url"
+    url_file.write_text(PG_URL + "\n")
+    result = without(module, *(a.format(url_file=url_file) for a in args))
     assert result.returncode == 2, result.stderr
     assert result.stdout == ""
     assert result.stderr == (

@@ -19,8 +19,6 @@ import binascii
 import hashlib
 import threading
 
-import bcrypt
-
 MAX_PASSWORD_BYTES = 72
 _CACHE_SIZE = 64
 
@@ -53,6 +51,8 @@ class BasicAuth:
     """Users and their bcrypt hashes; `check(header)` tells whether a request may pass."""
 
     def __init__(self, users: dict[str, bytes]) -> None:
+        import bcrypt  # the `sidecar` extra; imported here so that `sidecar --help` needs none
+
         self.users = dict(users)
         self._dummies = {
             c: bcrypt.hashpw(b"pool-exporter: no such user", bcrypt.gensalt(rounds=c))
@@ -94,6 +94,8 @@ class BasicAuth:
 
 
 def _matches(password: bytes, hashed: bytes) -> bool:
+    import bcrypt  # loaded by BasicAuth() already: a dict lookup
+
     try:
         return bool(bcrypt.checkpw(password, hashed))
     except ValueError:  # a hash bcrypt cannot read; checked at startup, so never expected
