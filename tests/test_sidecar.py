@@ -178,15 +178,24 @@ def test_gunicorn_recycling_workers_keeps_totals_exact_and_files_bounded(
     assert totals == sorted(totals), "the total went backwards"
     assert total(final, "sqlalchemy_pool_checkout_wait_seconds_count", pool="app") == requests
     assert total(final, "sqlalchemy_pool_connection_hold_seconds_count", pool="app") == requests
-    # Gauges only for the live processes (the preloaded master and its WORKERS workers)...
+
+    # Gauges only for the live processes (the preloaded master and its WORKERS workers), and
+    # files for them only: the exited workers are in the archive. gunicorn may still be
+    # replacing the worker that served the last request, so wait for a scrape and a listing
+    # that agree.
+    def settled() -> tuple[Samples, list[str]] | None:
+        scraped = sidecar.scrape()
+        stats = [p for p in os.listdir(directory) if p.endswith(".stats")]
+        live = pids(scraped)
+        return (scraped, stats) if len(live) == WORKERS + 1 == len(stats) else None
+
+    settled_at = wait_until(settled, 20, "one stats file for each live process")
+    assert settled_at is not None
+    final, _ = settled_at
     live = pids(final)
-    assert len(live) == WORKERS + 1
     assert served - live, "no worker was recycled"
     for pid in served - live:
         assert not [s for s in final if s[1].get("pid") == str(pid)]
-    # ...and files for them only: the exited workers are in the archive.
-    stats = [p for p in os.listdir(directory) if p.endswith(".stats")]
-    assert len(stats) == len(live)
     assert total(final, "pool_exporter_multiprocess_dead_workers_total") >= len(served - live)
 
 
