@@ -150,7 +150,7 @@ HOOK_ERRORS = Metric(
     ("hook",),
 )
 
-# -- long checkouts and leaked connections (issue 17) -----------------------------------------
+# -- long checkouts and leaked connections -----------------------------------------------------
 
 OLDEST_CHECKOUT = Metric(
     "sqlalchemy_pool_oldest_checkout_seconds",

@@ -19,7 +19,7 @@ from pool_exporter.incident import replay as rp
 from pool_exporter.incident.promserver import PrometheusServer
 
 from .conftest import require_binary
-from .procs import wait_until
+from .support.procs import wait_until
 
 # 600 users in 1 s against 15 connections of 0.1 s (about 130 served per second): timeouts.
 BURST = rp.Scenario(

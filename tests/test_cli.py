@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
-import os
 import re
 import subprocess
 import sys
@@ -16,6 +15,8 @@ import pytest
 
 from pool_exporter import cli
 from pool_exporter.mixin import shipped
+
+from .support.cli import run
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_URL = "postgresql+psycopg://app@127.0.0.1:1/quiz"
@@ -29,17 +30,6 @@ SUBCOMMANDS = {
     "alerts": "print or generate the Prometheus alert rules",
     "dashboards": "print or generate the Grafana dashboard",
 }
-
-
-def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pool_exporter.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env={**os.environ, "POOL_EXPORTER_DATABASE_URL": "", **(env or {})},
-    )
 
 
 def listed_subcommands(help_text: str) -> dict[str, str]:

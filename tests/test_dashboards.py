@@ -35,7 +35,7 @@ from tests.support import dashboard_queries as dq
 from tests.support.promtool_cases import alert_rules
 
 from .conftest import require_binary, scrape
-from .procs import wait_until
+from .support.procs import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = d.DashboardConfig()

@@ -13,8 +13,8 @@ import pytest
 from pool_exporter import metrics as m
 from pool_exporter.sidecar.database import DatabaseCollector, fold_applications
 
-from .procs import (
-    BIN,
+from .support.cli import run
+from .support.procs import (
     Procs,
     Samples,
     free_port,
@@ -300,19 +300,6 @@ def test_an_unreachable_database_is_up_0_and_the_pool_metrics_are_still_served(
     assert "pool_exporter_database_up 0" in errors[0]
 
 
-def run_sidecar_cli(
-    tmp_path: Path, *args: str, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(BIN / "pool-exporter"), "sidecar", f"--multiproc-dir={tmp_path}", *args],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env={"PATH": str(BIN), "POOL_EXPORTER_DATABASE_URL": "", **(env or {})},
-    )
-
-
 @pytest.mark.parametrize(
     "case",
     ["on the command line", "not postgres", "not a URL", "file and environment", "empty file"],
@@ -338,7 +325,7 @@ def test_a_database_url_that_cannot_be_used_is_refused_without_echoing_it(
     else:
         url_file.write_text("\n")
         args = [f"--database-url-file={url_file}"]
-    result = run_sidecar_cli(tmp_path, *args, env=env)
+    result = run("sidecar", f"--multiproc-dir={tmp_path}", *args, env=env)
     assert result.returncode == 2, result
     assert PASSWORD not in result.stderr + result.stdout
     assert len([line for line in result.stderr.splitlines() if "error:" in line]) == 1

@@ -15,7 +15,7 @@ import pytest
 from pool_exporter.mixin import shipped
 
 from .conftest import require_binary
-from .procs import free_port, parse, select, wait_until
+from .support.procs import free_port, parse, select, wait_until
 
 BIN = Path(sys.executable).parent
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -35,10 +35,8 @@ from tests.support import dashboard_queries as dq
 from tests.support.alertmanager import AlertmanagerServer, WebhookReceiver, route_to_webhook
 
 from .conftest import require_binary
+from .support.project import ROOT, RULES, project_file
 
-ROOT = Path(__file__).resolve().parent.parent
-# Overridable so that a team can run this test against its own rules and routing.
-RULES = Path(os.environ.get("POOL_EXPORTER_E2E_RULES", ROOT / "alerts/pool-exporter.rules.yml"))
 AM_EXAMPLE = Path(
     os.environ.get("POOL_EXPORTER_E2E_ALERTMANAGER", ROOT / "alerts/alertmanager.example.yml")
 )
@@ -66,17 +64,6 @@ VARIABLES = {
 }
 
 
-def project_file(path: Path, issue: str) -> Path:
-    if not path.is_file():
-        pytest.fail(
-            f"{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path} is missing: it "
-            f"comes from {issue} (`pool-exporter alerts generate`, `pool-exporter dashboards "
-            "generate`)",
-            pytrace=False,
-        )
-    return path
-
-
 def substitute(expr: str) -> str:
     def value(match: re.Match[str]) -> str:
         name = match.group(1) or match.group(2) or match.group(3)
@@ -101,7 +88,7 @@ def dashboard_queries() -> dict[str, str]:
 def alertmanager_config(tmp: Path, webhook: str) -> Path:
     """The project's example config with every receiver posting to the test's webhook and
     its waits shortened: the routes, grouping and inhibitions are the ones under test."""
-    config = yaml.safe_load(project_file(AM_EXAMPLE, "issue 4").read_text())
+    config = yaml.safe_load(project_file(AM_EXAMPLE).read_text())
     config["templates"] = [str(AM_EXAMPLE.parent / t) for t in config.get("templates", [])]
     timing = {"group_wait": "0s", "group_interval": "1s", "repeat_interval": "1h"}
     path = tmp / "alertmanager.yml"
@@ -131,7 +118,7 @@ class Run:
 def run(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     for binary in ("prometheus", "prometheus-alertmanager", "amtool"):
         require_binary(binary)
-    rules = project_file(RULES, "issue 4")
+    rules = project_file(RULES)
     severities = {
         r["alert"]: r.get("labels", {}).get("severity", "")
         for g in yaml.safe_load(rules.read_text())["groups"]
@@ -139,7 +126,7 @@ def run(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
         if "alert" in r
     }
     if not DASHBOARDS:
-        project_file(ROOT / "dashboards/pool-exporter.json", "issue 5")
+        project_file(ROOT / "dashboards/pool-exporter.json")
     queries = dashboard_queries()
     tmp = tmp_path_factory.mktemp("e2e")
     registry = CollectorRegistry()

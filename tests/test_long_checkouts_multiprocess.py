@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .procs import Procs, procs, select, start_sidecar, total, wait_until
+from .support.procs import Procs, procs, select, start_sidecar, total, wait_until
 
 __all__ = ["procs"]
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -11,50 +10,16 @@ from types import SimpleNamespace
 
 import httpx
 import pytest
-from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.mmap_dict import MmapedDict, mmap_key
 
 from pool_exporter import exposition
 from pool_exporter.gunicorn import child_exit
 from pool_exporter.multiprocess import archive, liveness
-from pool_exporter.multiprocess.reader import WorkersCollector
 
-from .procs import Procs, Samples, free_port, parse, pids, procs, select, total, wait_until
+from .support.procs import Procs, free_port, parse, pids, procs, select, total
+from .support.workers import kill9, merged, stats_files
 
 __all__ = ["procs"]
-
-
-def stats_files(directory: Path, pid: int | None = None) -> list[str]:
-    """The pool stats files in `directory` (of one pid), by name."""
-    prefix = "pool_exporter_" if pid is None else f"pool_exporter_{pid}_"
-    return sorted(
-        p.name for p in directory.iterdir() if p.name.startswith(prefix) and p.suffix == ".stats"
-    )
-
-
-def merged(directory: Path) -> Samples:
-    """What a scrape of the directory serves (reaping first, as the sidecar does)."""
-    registry = CollectorRegistry()
-    registry.register(WorkersCollector(str(directory)))
-    return parse(generate_latest(registry).decode())
-
-
-def kill9(pid: int) -> None:
-    os.kill(pid, signal.SIGKILL)
-    # The writer's child is not ours to wait for; its lock goes when the kernel reaps it.
-    wait_until(lambda: not _alive(pid), what=f"pid {pid} to die")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:  # a zombie (exited, not yet waited for) has released its locks already
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ")[1][0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def test_every_instrumented_process_holds_a_lock_and_counts_as_live(

@@ -15,9 +15,8 @@ from prometheus_client.mmap_dict import MmapedDict, mmap_key
 
 from pool_exporter.multiprocess.reader import WorkersCollector
 
-from .procs import Procs, Samples, pids, procs, start_sidecar, total, wait_until
-from .test_multiprocess import kill9, stats_files
-from .test_multiprocess_store import scrape
+from .support.procs import Procs, Samples, pids, procs, start_sidecar, total, wait_until
+from .support.workers import kill9, scrape, stats_files
 
 __all__ = ["procs"]
 

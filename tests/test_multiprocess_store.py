@@ -10,23 +10,16 @@ import threading
 from pathlib import Path
 
 import pytest
-from prometheus_client import CollectorRegistry, generate_latest
 
 from pool_exporter.multiprocess import archive, layout
 from pool_exporter.multiprocess.reader import WorkersCollector
 from pool_exporter.multiprocess.store import LockedMultiprocessPoolStats, MultiprocessPoolStats
 from pool_exporter.stats import FIELDS, TIMEOUT, Capacity, PoolStats
 
-from .procs import Procs, Samples, parse, pids, procs, total
-from .test_multiprocess import kill9, stats_files
+from .support.procs import Procs, pids, procs, total
+from .support.workers import kill9, scrape, stats_files
 
 __all__ = ["procs"]
-
-
-def scrape(collector: WorkersCollector) -> Samples:
-    registry = CollectorRegistry()
-    registry.register(collector)
-    return parse(generate_latest(registry).decode())
 
 
 def file_values(stats: MultiprocessPoolStats) -> PoolStats:

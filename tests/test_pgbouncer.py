@@ -22,9 +22,9 @@ from pool_exporter.sidecar.pgbouncer import (
 )
 
 from .conftest import scrape, value
-from .procs import Procs, procs, start_sidecar, total
 from .support import pgbouncer as pgb
-from .test_database import run_sidecar_cli
+from .support.cli import run
+from .support.procs import Procs, procs, start_sidecar, total
 
 __all__ = ["procs"]
 
@@ -219,7 +219,7 @@ def test_a_pooler_list_that_cannot_be_used_is_refused_without_echoing_it(
         env = {"POOL_EXPORTER_PGBOUNCER_URL": secret}
     else:
         url_file.write_text("# none yet\n")
-    result = run_sidecar_cli(tmp_path, *args, env=env)
+    result = run("sidecar", f"--multiproc-dir={tmp_path}", *args, env=env)
     assert result.returncode == 2, result
     assert PASSWORD not in result.stderr + result.stdout
     assert "Traceback" not in result.stderr

@@ -31,8 +31,8 @@ from pool_exporter.instrument import instrument
 from pool_exporter.mixin import dashboards as d
 
 from .conftest import require_binary
-from .procs import BIN, Procs, procs, start_sidecar
 from .support import pgbouncer as pgb
+from .support.procs import BIN, Procs, procs, start_sidecar
 
 __all__ = ["procs"]
 

@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry, Gauge, start_http_server
 from pool_exporter.incident.promserver import PrometheusServer, QueryError, find_prometheus
 
 from .conftest import require_binary
-from .procs import wait_until
+from .support.procs import wait_until
 
 
 @pytest.fixture(scope="module")

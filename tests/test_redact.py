@@ -10,8 +10,8 @@ import sqlalchemy as sa
 
 from pool_exporter import redact
 
-from .procs import Procs, free_port, procs, start_sidecar
-from .test_cli import run
+from .support.cli import run
+from .support.procs import Procs, free_port, procs, start_sidecar
 
 __all__ = ["procs"]
 

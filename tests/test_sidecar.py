@@ -19,7 +19,8 @@ import pytest
 import yaml
 
 from .conftest import require_binary
-from .procs import (
+from .support.cli import run
+from .support.procs import (
     BIN,
     ROOT,
     Procs,
@@ -33,6 +34,7 @@ from .procs import (
     total,
     wait_until,
 )
+from .support.tls import self_signed
 
 __all__ = ["procs"]
 
@@ -216,21 +218,10 @@ def test_landing_page_links_to_the_metrics_and_health_endpoints_answer(
     assert not select(samples, "pool_exporter_database_up")  # no URL given: not watched
 
 
-def _tls_files(tmp_path: Path) -> tuple[Path, Path]:
-    cert, key = tmp_path / "server.crt", tmp_path / "server.key"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return cert, key
-
-
 def test_tls_and_basic_auth_refuse_a_scrape_without_credentials(
     tmp_path: Path, procs: Procs
 ) -> None:
-    cert, key = _tls_files(tmp_path)
+    cert, key = self_signed(tmp_path)
     hashed = bcrypt.hashpw(b"s3cret-scrape", bcrypt.gensalt(rounds=4)).decode()
     config = tmp_path / "web.yml"
     config.write_text(
@@ -260,17 +251,6 @@ def test_tls_and_basic_auth_refuse_a_scrape_without_credentials(
     with pytest.raises(httpx.HTTPError):  # plain HTTP on the TLS port gets no answer
         httpx.get(sidecar.url.replace("https", "http") + "/metrics", timeout=5)
     assert client.get(sidecar.url + "/metrics", auth=("prometheus", "s3cret-scrape")).is_success
-
-
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(BIN / "pool-exporter"), "sidecar", *args],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env={**os.environ, "POOL_EXPORTER_DATABASE_URL": "", **(env or {})},
-    )
 
 
 def _bad_configs(tmp_path: Path) -> dict[str, str]:
@@ -322,7 +302,7 @@ def test_bad_configuration_is_one_error_line_and_exit_code_2(tmp_path: Path, cas
         Path(directory).write_text("")
     else:
         args.append(f"--web.config.file={_bad_configs(tmp_path)[case]}")
-    result = run_cli(f"--multiproc-dir={directory}", *args)
+    result = run("sidecar", f"--multiproc-dir={directory}", *args)
     assert result.returncode == 2, result
     errors = [line for line in result.stderr.splitlines() if "error:" in line]
     assert len(errors) == 1, result.stderr
@@ -330,7 +310,7 @@ def test_bad_configuration_is_one_error_line_and_exit_code_2(tmp_path: Path, cas
 
 
 def test_a_missing_directory_is_named_in_the_error(tmp_path: Path) -> None:
-    result = run_cli(f"--multiproc-dir={tmp_path}/nope")
+    result = run("sidecar", f"--multiproc-dir={tmp_path}/nope")
     assert result.returncode == 2
     assert result.stderr.strip() == (
         f"error: multiprocess directory {tmp_path}/nope does not exist or is not a directory"

@@ -15,8 +15,9 @@ import httpx
 import pytest
 import yaml
 
-from .procs import Procs, Sidecar, parse, procs, start_sidecar
-from .test_sidecar import _tls_files, run_cli
+from .support.cli import run
+from .support.procs import Procs, Sidecar, parse, procs, start_sidecar
+from .support.tls import self_signed
 
 __all__ = ["procs"]
 
@@ -236,7 +237,7 @@ def handshake(port: int, *args: str) -> dict[str, str] | None:
 def tls_sidecar(
     tmp_path: Path, procs: Procs, client_cert: tuple[Path, Path] | None = None, **tls: Any
 ) -> Sidecar:
-    cert, key = _tls_files(tmp_path)
+    cert, key = self_signed(tmp_path)
     config = write_config(
         tmp_path,
         {"tls_server_config": {"cert_file": cert.name, "key_file": key.name, **tls}},
@@ -328,7 +329,7 @@ TLS_REFUSED: dict[str, tuple[dict[str, Any], str]] = {
 def test_a_setting_that_cannot_be_applied_is_refused_with_one_line_naming_it(
     tmp_path: Path, case: str
 ) -> None:
-    cert, key = _tls_files(tmp_path)
+    cert, key = self_signed(tmp_path)
     tls: dict[str, Any] = {"cert_file": cert.name, "key_file": key.name}
     config: dict[str, Any] = {"tls_server_config": tls}
     if case in TLS_REFUSED:
@@ -344,7 +345,7 @@ def test_a_setting_that_cannot_be_applied_is_refused_with_one_line_naming_it(
     if case == "not UTF-8":
         path.write_bytes(b"basic_auth_users:\n  caf\xe9: x\n")
         named = str(path)
-    result = run_cli(f"--multiproc-dir={tmp_path}", f"--web.config.file={path}")
+    result = run("sidecar", f"--multiproc-dir={tmp_path}", f"--web.config.file={path}")
     assert result.returncode == 2, result
     assert "Traceback" not in result.stderr
     (line,) = result.stderr.splitlines()
@@ -360,7 +361,7 @@ def test_a_database_url_file_that_is_not_one_line_of_text_is_one_error_line(
 ) -> None:
     url_file = tmp_path / "url"
     url_file.write_bytes(content)
-    result = run_cli(f"--multiproc-dir={tmp_path}", f"--database-url-file={url_file}")
+    result = run("sidecar", f"--multiproc-dir={tmp_path}", f"--database-url-file={url_file}")
     assert result.returncode == 2, result
     (line,) = result.stderr.splitlines()
     assert line.startswith(f"error: --database-url-file {url_file} ")

@@ -18,7 +18,7 @@ from pool_exporter.incident.promserver import PrometheusServer
 from pool_exporter.instrument import instrument
 
 from .conftest import require_binary
-from .test_end_to_end import RULES, project_file
+from .support.project import RULES, project_file
 
 SETTINGS = rp.PoolSettings(5, 10, 30.0)
 HOLD = rp.HoldTime(0.1, 0.2)
@@ -27,7 +27,7 @@ UTILISATION = 0.7
 
 def test_no_alert_fires_during_a_steady_run_at_70_percent_utilisation() -> None:
     require_binary("prometheus")
-    rules = project_file(RULES, "issue 4")
+    rules = project_file(RULES)
     waits = [
         seconds(r.get("for", "0s"))
         for g in yaml.safe_load(rules.read_text())["groups"]

@@ -21,9 +21,10 @@ from pool_exporter import multiprocess
 from pool_exporter.errors import CliError
 from pool_exporter.multiprocess.reader import WorkersCollector, check_directory
 
-from .database import DEFAULT_MAX_APPLICATIONS, DatabaseCollector, DatabaseUrlError
+from .database import DEFAULT_MAX_APPLICATIONS, DatabaseCollector
 from .httpserver import App, bind, parse_listen_address
 from .pgbouncer import DEFAULT_MAX_POOLS, PgBouncerCollector, PoolerListError, parse_poolers
+from .urls import DatabaseUrlError
 from .webconfig import WebConfigError, load
 
 log = logging.getLogger("pool_exporter")

@@ -36,7 +36,7 @@ from prometheus_client.registry import Collector
 
 from pool_exporter import metrics as m
 
-from .database import DatabaseUrlError, Target, parse_url, safe_error
+from .urls import DatabaseUrlError, Target, parse_url, safe_error
 
 log = logging.getLogger("pool_exporter")
 

@@ -19,8 +19,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from pool_exporter.incident.promserver import free_port
 
-ROOT = Path(__file__).resolve().parent.parent
-APPS = Path(__file__).resolve().parent / "apps"
+ROOT = Path(__file__).resolve().parents[2]
+APPS = ROOT / "tests" / "apps"
 BIN = Path(sys.executable).parent
 
 
