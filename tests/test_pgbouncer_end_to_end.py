@@ -10,7 +10,6 @@ spiked anyway").
 
 from __future__ import annotations
 
-import subprocess
 import threading
 import time
 import uuid
@@ -31,8 +30,9 @@ from pool_exporter.instrument import instrument
 from pool_exporter.mixin import dashboards as d
 
 from .conftest import require_binary
+from .support import cli
 from .support import pgbouncer as pgb
-from .support.procs import BIN, Procs, procs, start_sidecar
+from .support.procs import Procs, procs, start_sidecar
 
 __all__ = ["procs"]
 
@@ -228,19 +228,13 @@ def check_session_mode(run: Run, database: str) -> None:
 def test_replay_runs_through_pgbouncer_in_transaction_mode(pg_url: str) -> None:
     pgb.require()
     with pgb.running(pool_mode="transaction", pool_size=3) as bouncer:
-        result = subprocess.run(
-            [
-                str(BIN / "pool-exporter"),
-                "replay",
-                f"--database-url={bouncer.url()}",
-                *("--users", "300", "--ramp", "1", "--hold-median", "0.01"),
-                *("--hold-p95", "0.01", "--pool-size", "5", "--max-overflow", "5"),
-                "--hold-in-transaction",
-            ],
-            capture_output=True,
-            text=True,
+        result = cli.run(
+            "replay",
+            f"--database-url={bouncer.url()}",
+            *("--users", "300", "--ramp", "1", "--hold-median", "0.01"),
+            *("--hold-p95", "0.01", "--pool-size", "5", "--max-overflow", "5"),
+            "--hold-in-transaction",
             timeout=120,
-            check=False,
         )
     assert result.returncode == 0, result.stdout + result.stderr
     # Every request ran its queries inside a transaction through the pooler, none failed.
@@ -250,18 +244,12 @@ def test_replay_runs_through_pgbouncer_in_transaction_mode(pg_url: str) -> None:
 def test_demo_runs_through_pgbouncer_in_transaction_mode(pg_url: str, tmp_path: Path) -> None:
     pgb.require()
     with pgb.running(pool_mode="transaction", pool_size=3) as bouncer:
-        result = subprocess.run(
-            [
-                str(BIN / "pool-exporter"),
-                "demo",
-                f"--database-url={bouncer.url()}",
-                *("--users", "100", "--duration", "4", "--no-prometheus"),
-                *("--port", "0", "--out", str(tmp_path / "demo.png")),
-            ],
-            capture_output=True,
-            text=True,
+        result = cli.run(
+            "demo",
+            f"--database-url={bouncer.url()}",
+            *("--users", "100", "--duration", "4", "--no-prometheus"),
+            *("--port", "0", "--out", str(tmp_path / "demo.png")),
             timeout=120,
-            check=False,
             cwd=tmp_path,
         )
     assert result.returncode == 0, result.stdout + result.stderr

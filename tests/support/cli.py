@@ -5,15 +5,27 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 
-def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     """`pool-exporter ARGS`, with no database URL inherited from the test's environment."""
     return subprocess.run(
         [sys.executable, "-m", "pool_exporter.cli", *args],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=timeout,
         check=False,
+        cwd=cwd,
         env={**os.environ, "POOL_EXPORTER_DATABASE_URL": "", **(env or {})},
     )
+
+
+def assert_refused_quietly(result: subprocess.CompletedProcess[str], secret: str) -> None:
+    """A usage error: exit status 2, one `error:` line, no traceback, and `secret` nowhere."""
+    assert result.returncode == 2, result
+    assert secret not in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
+    assert len([line for line in result.stderr.splitlines() if "error:" in line]) == 1
