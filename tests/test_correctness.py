@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import logging
 import os
@@ -17,6 +18,7 @@ import sqlalchemy as sa
 from prometheus_client import CollectorRegistry
 
 import pool_exporter
+import pool_exporter.fork
 from pool_exporter.instrument import PoolInstrumentation
 from tests.conftest import value
 
@@ -509,6 +511,45 @@ def test_a_failure_after_fork_is_counted_under_its_own_hook_and_the_child_goes_o
     assert answer == 1
     assert hooks == {"fork": 1}
     assert value(registry, "pool_exporter_hook_errors_total", pool="forkfail", hook="fork") == 0
+    engine.dispose()
+
+
+def test_a_child_forked_past_pythons_fork_hooks_is_reset_by_the_fork_entry_point(
+    registry: CollectorRegistry, sqlite_url: str
+) -> None:
+    engine = sa.create_engine(sqlite_url, pool_size=2)
+    handle = pool_exporter.instrument(
+        engine, name="rawfork", registry=registry, dispose_on_fork=True
+    )
+    for _ in range(3):
+        engine.connect().close()
+    held = engine.connect()
+    parent_pool = engine.pool
+    read, write = os.pipe()
+    # libc's fork() called directly, as a server written in C forks its workers: Python's
+    # os.register_at_fork hooks do not run. PyDLL keeps the GIL held across the call, so the
+    # child's only thread has it.
+    pid = ctypes.PyDLL(None).fork()
+    if pid == 0:
+        try:
+            s = handle.stats
+            inherited = (s.checkouts, s.in_use)
+            pool_exporter.fork.reset_as_forked_child()
+            reset = (s.checkouts, s.in_use, len(handle.checkouts()), engine.pool is parent_pool)
+            with engine.connect():
+                during = s.in_use
+            os.write(write, repr((inherited, reset, during, s.checkouts)).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    report = os.read(read, 1000).decode()
+    os.waitpid(pid, 0)
+    inherited, reset, during, checkouts = eval(report)
+    assert inherited == (4, 1)  # no hook ran: without the call the child counts as its parent
+    assert reset == (0, 0, 0, False)
+    assert (during, checkouts) == (1, 1)
+    assert handle.stats.checkouts == 4 and handle.stats.in_use == 1
+    held.close()
     engine.dispose()
 
 

@@ -157,7 +157,7 @@ def test_uninstrument_removes_hooks_wrapper_and_series(
     handle.uninstrument()
     assert "connect" not in vars(engine.pool)
     assert "dispose" not in vars(engine)
-    assert not sa.event.contains(engine, "checkin", handle._on_checkin)
+    assert not sa.event.contains(engine, "checkin", handle.hooks.on_checkin)
     assert not any(labels for (name, labels) in scrape(registry) if name.startswith("sqlalchemy_"))
     engine.connect().close()  # still works, and nothing is recorded
     assert handle.stats.checkouts == 0
