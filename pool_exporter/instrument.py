@@ -18,7 +18,7 @@ from prometheus_client.registry import CollectorRegistry
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import Pool
 
-from . import fork, holders, multiprocess
+from . import fork, holders, multiprocess, uwsgi_fork
 from .collector import PoolSource, collector_for
 from .follow import PoolFollower
 from .holders import Checkout, CheckoutTracker
@@ -54,6 +54,8 @@ def instrument(
     if name is not None and (not isinstance(name, str) or not name):
         raise ValueError(f"name must be a non-empty string, got {name!r}")
     threshold = _threshold(long_checkout_threshold)
+    # A child forked from C that was not reset yet must not hand out its parent's handle.
+    uwsgi_fork.follow_uwsgi()
     with _handles_lock:
         existing = _handles.get(sync_engine)
         if existing is not None and existing.active:

@@ -53,12 +53,12 @@ class Server:
     loader_stays: bool
 
 
-def _uwsgi(*mode: str) -> Callable[[int], list[str]]:
+def _uwsgi(*mode: str, module: str = "wsgi_app:app") -> Callable[[int], list[str]]:
     def argv(port: int) -> list[str]:
         return [
             str(BIN / "uwsgi"), "--master", "--processes", str(WORKERS),
             "--http-socket", f"127.0.0.1:{port}", "--home", sys.prefix,
-            "--pythonpath", str(APPS), "--module", "wsgi_app:app",
+            "--pythonpath", str(APPS), "--module", module,
             "--max-requests", str(RECYCLE_AFTER), "--min-worker-lifetime", "0",
             "--die-on-term", "--disable-logging", *mode,
         ]  # fmt: skip
@@ -107,11 +107,13 @@ class Run:
     served_file: Path
     env: dict[str, str]
 
-    def served(self) -> list[int]:
-        """The pid of the worker that served each request or task, as the app counted it."""
+    def served(self, what: str | None = None) -> list[int]:
+        """The pid of the worker that served each request or task (or only those of one
+        kind: `request`, `postfork`), as the app counted them."""
         if not self.served_file.exists():
             return []
-        return [int(line) for line in self.served_file.read_text().split()]
+        lines = self.served_file.read_text().splitlines()
+        return [int(pid) for pid, kind in map(str.split, lines) if what in (None, kind)]
 
 
 def prepare(procs: Procs, tmp_path: Path, pg_url: str, name: str) -> Run:
@@ -128,8 +130,12 @@ def prepare(procs: Procs, tmp_path: Path, pg_url: str, name: str) -> Run:
 
 
 def start_web(procs: Procs, run: Run, kind: str, **env: str) -> str:
+    return start_server(procs, run, WEB_SERVERS[kind], kind, **env)
+
+
+def start_server(procs: Procs, run: Run, server: Server, kind: str, **env: str) -> str:
     port = free_port()
-    procs.start(WEB_SERVERS[kind].argv(port), {**run.env, **env}, name=kind.split(maxsplit=1)[0])
+    procs.start(server.argv(port), {**run.env, **env}, name=kind.split(maxsplit=1)[0])
     url = f"http://127.0.0.1:{port}"
     wait_until(lambda: httpx.get(url + "/pid").status_code == 200, 30, f"{kind} to serve")
     return url
@@ -200,14 +206,8 @@ def assert_exact_and_live(run: Run, seen: list[float], sent: int, live_series: i
                       **dict(labels)), labels  # fmt: skip
 
 
-@pytest.mark.slow
-@pytest.mark.postgres
-@pytest.mark.parametrize("kind", list(WEB_SERVERS))
-def test_workers_recycled_under_each_web_server_keep_every_checkout_and_only_live_gauges(
-    kind: str, tmp_path: Path, procs: Procs, pg_url: str, pg_app_name: str
-) -> None:
-    run = prepare(procs, tmp_path, pg_url, pg_app_name)
-    base = start_web(procs, run, kind)
+def send_requests(run: Run, base: str) -> list[float]:
+    """REQUESTS queries, scraping all the while: the checkout totals the scrapes saw."""
 
     def request(_: int) -> None:
         # A connection of its own each time; a worker exiting after its last request may reset
@@ -221,9 +221,37 @@ def test_workers_recycled_under_each_web_server_keep_every_checkout_and_only_liv
                 if attempt == 2:
                     raise
 
-    seen = load(run, request, REQUESTS)
+    return load(run, request, REQUESTS)
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.parametrize("kind", list(WEB_SERVERS))
+def test_workers_recycled_under_each_web_server_keep_every_checkout_and_only_live_gauges(
+    kind: str, tmp_path: Path, procs: Procs, pg_url: str, pg_app_name: str
+) -> None:
+    run = prepare(procs, tmp_path, pg_url, pg_app_name)
+    base = start_web(procs, run, kind)
+    seen = send_requests(run, base)
     live = WORKERS + (1 if WEB_SERVERS[kind].loader_stays else 0)
     assert_exact_and_live(run, seen, REQUESTS, live)
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.parametrize("postfork", ["raw", "decorator"])
+def test_uwsgi_runs_the_applications_own_post_fork_hook_after_the_workers_reset(
+    postfork: str, tmp_path: Path, procs: Procs, pg_url: str, pg_app_name: str
+) -> None:
+    # The app's hook checks a connection out in each new worker: counted in that worker's own
+    # numbers only if the reset ran first, whether the hook was set before instrument() or
+    # (by uwsgidecorators) after it.
+    run = prepare(procs, tmp_path, pg_url, pg_app_name)
+    server = Server(_uwsgi(module="uwsgi_hooks_app:app"), loader_stays=True)
+    base = start_server(procs, run, server, "uwsgi", APP_POSTFORK=postfork)
+    seen = send_requests(run, base)
+    assert set(run.served("request")) <= set(run.served("postfork"))
+    assert_exact_and_live(run, seen, REQUESTS, WORKERS + 1)
 
 
 @pytest.mark.slow
