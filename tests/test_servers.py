@@ -23,6 +23,7 @@ import pytest
 from .support.procs import (
     APPS,
     BIN,
+    ROOT,
     Procs,
     Samples,
     Sidecar,
@@ -289,7 +290,11 @@ def test_celery_prefork_children_replaced_after_max_tasks_keep_every_checkout(
 
     run = prepare(procs, tmp_path, pg_url, pg_app_name)
     broker = f"sqla+sqlite:///{tmp_path / 'broker.db'}"
-    env = {**run.env, "CELERY_BROKER_DB": str(tmp_path / "broker.db"), "PYTHONPATH": str(APPS)}
+    env = {
+        **run.env,
+        "CELERY_BROKER_DB": str(tmp_path / "broker.db"),
+        "PYTHONPATH": f"{APPS}:{ROOT / 'deploy'}",
+    }
     argv = [
         str(BIN / "celery"), "-A", "celery_app", "worker", "-P", "prefork", "-c", str(WORKERS),
         "--max-tasks-per-child", str(RECYCLE_AFTER), "--without-heartbeat", "--without-mingle",

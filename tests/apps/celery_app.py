@@ -16,10 +16,10 @@ from served import served
 from pool_exporter import instrument
 
 app = Celery("celery_app", broker=f"sqla+sqlite:///{os.environ['CELERY_BROKER_DB']}")
+app.config_from_object("celeryconfig")  # deploy/celeryconfig.py, on PYTHONPATH in the test
 app.conf.update(
     broker_connection_retry_on_startup=True,
     task_ignore_result=True,
-    worker_prefetch_multiplier=1,
     worker_hijack_root_logger=False,
 )
 
