@@ -174,6 +174,16 @@ class CheckoutTracker:
         self._long_lock = threading.RLock()  # reentrant: a GC checkin can run inside it
         self.active = True
 
+    def watch(self) -> None:
+        """Have this process's watcher thread look for long checkouts, with a threshold."""
+        if self.threshold is not None:
+            watcher.add(self)
+
+    def stop(self) -> None:
+        """No more long checkouts are looked for (the pool is no longer instrumented)."""
+        self.active = False
+        watcher.discard(self)
+
     def forget(self) -> None:
         """Start again with nothing out and a new key (a forked child, which must not count
         its parent's checkouts). The dicts are cleared, not replaced: the hooks hold them."""
