@@ -151,8 +151,9 @@ class CheckoutTracker:
     its connections mean nothing in the child. `out` maps each record out now to its fairy's
     weakref, in checkout order, so its first item is the oldest; the weakref tells a checkin
     the garbage collector made (the fairy is gone) from a close. `borrows` maps a record to
-    its `Borrow`, with a threshold only. The hooks write both dicts themselves (one attribute
-    read less per checkout than a method call) and call the methods here for the rest.
+    its `Borrow`, with a threshold only. The hooks write both dicts themselves, so that the
+    common checkout and checkin make no call into this class; the rest goes through the
+    methods here.
     """
 
     def __init__(
