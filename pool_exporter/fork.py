@@ -52,8 +52,7 @@ def _reset(handle: PoolInstrumentation) -> None:
     handle.tracker.forget()
     handle.hook_failed.forget()
     handle.stats.reset()
-    if handle.tracker.threshold is not None:
-        holders.watcher.add(handle.tracker)
+    handle.tracker.watch()
     if handle.dispose_on_fork:
         handle.engine.dispose(close=False)
 

@@ -151,8 +151,9 @@ class CheckoutTracker:
     its connections mean nothing in the child. `out` maps each record out now to its fairy's
     weakref, in checkout order, so its first item is the oldest; the weakref tells a checkin
     the garbage collector made (the fairy is gone) from a close. `borrows` maps a record to
-    its `Borrow`, with a threshold only. The hooks write both dicts themselves (one attribute
-    read less per checkout than a method call) and call the methods here for the rest.
+    its `Borrow`, with a threshold only. The hooks write both dicts themselves, so that the
+    common checkout and checkin make no call into this class; the rest goes through the
+    methods here.
     """
 
     def __init__(
@@ -173,6 +174,16 @@ class CheckoutTracker:
         self._gc_logged: set[object] = set()
         self._long_lock = threading.RLock()  # reentrant: a GC checkin can run inside it
         self.active = True
+
+    def watch(self) -> None:
+        """Have this process's watcher thread look for long checkouts, with a threshold."""
+        if self.threshold is not None:
+            watcher.add(self)
+
+    def stop(self) -> None:
+        """No more long checkouts are looked for (the pool is no longer instrumented)."""
+        self.active = False
+        watcher.discard(self)
 
     def forget(self) -> None:
         """Start again with nothing out and a new key (a forked child, which must not count

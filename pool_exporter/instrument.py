@@ -18,7 +18,7 @@ from prometheus_client.registry import CollectorRegistry
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import Pool
 
-from . import fork, holders, multiprocess, uwsgi_fork
+from . import fork, multiprocess, uwsgi_fork
 from .collector import PoolSource, collector_for
 from .follow import PoolFollower
 from .holders import Checkout, CheckoutTracker
@@ -179,8 +179,7 @@ class PoolInstrumentation:
         self.hooks.listen()
         fork.register(self)
         self.active = True
-        if long_checkout_threshold is not None:
-            holders.watcher.add(self.tracker)
+        self.tracker.watch()
 
     def __repr__(self) -> str:
         state = "active" if self.active else "removed"
@@ -201,8 +200,7 @@ class PoolInstrumentation:
             self.active = False
             self.hooks.remove()
             self.follower.stop()
-            self.tracker.active = False
-            holders.watcher.discard(self.tracker)
+            self.tracker.stop()
             self._collector.remove(self.name)
             self.stats.retire()
             fork.unregister(self)
