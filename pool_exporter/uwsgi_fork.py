@@ -68,18 +68,26 @@ def follow_uwsgi() -> None:
         except ImportError:
             pass
         else:
-            _guard(uwsgi)
+            try:
+                _guard(uwsgi)
+            except Exception:  # never break the application's start over this
+                log.exception("pool-exporter could not add its reset to uwsgi.post_fork_hook")
     reset_if_forked()
 
 
 def _guard(module: types.ModuleType) -> None:
     try:
-        if not isinstance(module, _HookGuard):
-            module.__class__ = _HookGuard
-        # Through the guard: whatever hook is there already runs after the reset.
-        setattr(module, HOOK, getattr(module, HOOK, None))
-    except Exception:
-        log.exception("pool-exporter could not add its reset to uwsgi.post_fork_hook")
+        module.__class__ = _HookGuard
+    except TypeError:  # the reset still runs, unless a hook assigned later replaces it
+        log.warning(
+            "pool-exporter cannot follow later assignments to uwsgi.post_fork_hook: a hook "
+            "the application sets after instrument() must call "
+            "pool_exporter.fork.reset_as_forked_child() first"
+        )
+    hook = getattr(module, HOOK, None)
+    if not getattr(hook, "pool_exporter_reset", False):
+        # Whatever hook is there already runs after the reset.
+        object.__setattr__(module, HOOK, _after_reset(hook))
 
 
 class _HookGuard(types.ModuleType):

@@ -283,6 +283,8 @@ def test_under_gevent_the_watcher_reports_a_connection_held_past_the_threshold(
 
 @pytest.mark.slow
 @pytest.mark.postgres
+# kombu's SQLAlchemy transport (the producer's, in this process) still uses `noload`.
+@pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:DeprecationWarning")
 def test_celery_prefork_children_replaced_after_max_tasks_keep_every_checkout(
     tmp_path: Path, procs: Procs, pg_url: str, pg_app_name: str
 ) -> None:
