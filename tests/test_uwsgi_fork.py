@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import ctypes
 import os
+from collections.abc import Iterator
+from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 from prometheus_client import CollectorRegistry
 
 import pool_exporter
+from pool_exporter.instrument import PoolInstrumentation
 
 from .support.forking import in_child
 
@@ -19,52 +23,57 @@ from .support.forking import in_child
 C_FORK = ctypes.PyDLL(None).fork
 
 
-def _engine_with_checkouts(url: str, registry: CollectorRegistry, name: str) -> sa.Engine:
-    engine = sa.create_engine(url, pool_size=2)
-    pool_exporter.instrument(engine, name=name, registry=registry, dispose_on_fork=True)
+@pytest.fixture
+def checked_out(registry: CollectorRegistry, sqlite_url: str) -> Iterator[PoolInstrumentation]:
+    """An instrumented SQLite-file engine after 3 checkouts in this process."""
+    engine = sa.create_engine(sqlite_url, pool_size=2)
+    handle = pool_exporter.instrument(engine, registry=registry, dispose_on_fork=True)
     for _ in range(3):
         engine.connect().close()
-    return engine
+    yield handle
+    engine.dispose()
+
+
+def _instrument_another(registry: CollectorRegistry, directory: Path) -> sa.Engine:
+    other = sa.create_engine(f"sqlite:///{directory}/other.db")
+    pool_exporter.instrument(other, name="other", registry=registry)
+    return other
 
 
 def test_instrument_in_a_child_forked_from_c_resets_the_parents_numbers_first(
-    registry: CollectorRegistry, sqlite_url: str, tmp_path: object
+    checked_out: PoolInstrumentation, registry: CollectorRegistry, tmp_path: Path
 ) -> None:
-    engine = _engine_with_checkouts(sqlite_url, registry, "cfork")
-    handle = pool_exporter.instrument(engine)
+    handle, engine = checked_out, checked_out.engine
+    parent_pool = engine.pool
 
     def child() -> object:
         inherited = handle.stats.checkouts
         # Instrumenting another engine (or this one again) is where the child is noticed.
-        other = sa.create_engine(f"sqlite:///{tmp_path}/other.db")
-        pool_exporter.instrument(other, name="other", registry=registry)
+        other = _instrument_another(registry, tmp_path)
         again = pool_exporter.instrument(engine)
-        after = (again is handle, handle.stats.checkouts, engine.pool is not None)
+        # reset as any forked child, dispose_on_fork included: a pool of its own
+        after = (again is handle, handle.stats.checkouts, engine.pool is parent_pool)
         engine.connect().close()
         pool_exporter.instrument(other)  # the same process now: nothing is reset again
         return inherited, after, handle.stats.checkouts, os.getpid()
 
     inherited, after, checkouts, pid = in_child(child, fork=C_FORK)
     assert inherited == 3  # no fork hook ran: until noticed, the child counts as its parent
-    assert after == (True, 0, True)
+    assert after == (True, 0, False)
     assert checkouts == 1
     assert pid != os.getpid()
     assert handle.stats.checkouts == 3  # the parent's own numbers are untouched
-    engine.dispose()
 
 
 def test_a_child_of_os_fork_is_reset_once_by_pythons_hook_only(
-    registry: CollectorRegistry, sqlite_url: str, tmp_path: object
+    checked_out: PoolInstrumentation, registry: CollectorRegistry, tmp_path: Path
 ) -> None:
-    engine = _engine_with_checkouts(sqlite_url, registry, "pyfork")
-    handle = pool_exporter.instrument(engine)
+    handle = checked_out
 
     def child() -> object:
         reset = handle.stats.checkouts
-        engine.connect().close()
-        other = sa.create_engine(f"sqlite:///{tmp_path}/other.db")
-        pool_exporter.instrument(other, name="other", registry=registry)
+        handle.engine.connect().close()
+        _instrument_another(registry, tmp_path)
         return reset, handle.stats.checkouts
 
     assert in_child(child) == (0, 1)
-    engine.dispose()
