@@ -6,10 +6,12 @@ For each: the checkouts counted equal what the app itself counted as served, the
 go backwards from one scrape to the next, and the per-worker gauges are those of the live
 instrumented processes only. The per-worker series are told apart by whatever labels they
 carry besides `pool` and `state`, so the assertions hold whichever label names a worker.
+uWSGI runs with deploy/uwsgi.ini's settings and Celery with deploy/celeryconfig.py.
 """
 
 from __future__ import annotations
 
+import configparser
 import sys
 import threading
 from collections.abc import Callable
@@ -48,27 +50,40 @@ CONCURRENCY = 3
 class Server:
     """How to start one server with WORKERS workers recycled every RECYCLE_AFTER requests."""
 
-    argv: Callable[[int], list[str]]  # the command line, given the port to serve on
+    argv: Callable[[Path, int], list[str]]  # the command line, given a directory and a port
     # The process that loads the app stays alive beside its workers (a preloading master):
     # its pool has gauges of its own, at zero.
     loader_stays: bool
 
 
-def _uwsgi(*mode: str, module: str = "wsgi_app:app") -> Callable[[int], list[str]]:
-    def argv(port: int) -> list[str]:
+def deploy_uwsgi_ini(directory: Path) -> Path:
+    """deploy/uwsgi.ini without its socket and module, which the test gives on the command
+    line after it, with the worker count and recycling (later options win in uWSGI)."""
+    parser = configparser.ConfigParser()
+    parser.read(ROOT / "deploy" / "uwsgi.ini")
+    for own in ("http-socket", "module"):
+        parser.remove_option("uwsgi", own)
+    path = directory / "uwsgi.ini"
+    with open(path, "w") as f:
+        parser.write(f)
+    return path
+
+
+def _uwsgi(*mode: str, module: str = "wsgi_app:app") -> Callable[[Path, int], list[str]]:
+    def argv(tmp: Path, port: int) -> list[str]:
         return [
-            str(BIN / "uwsgi"), "--master", "--processes", str(WORKERS),
+            str(BIN / "uwsgi"), "--ini", str(deploy_uwsgi_ini(tmp)), "--processes", str(WORKERS),
             "--http-socket", f"127.0.0.1:{port}", "--home", sys.prefix,
             "--pythonpath", str(APPS), "--module", module,
             "--max-requests", str(RECYCLE_AFTER), "--min-worker-lifetime", "0",
-            "--die-on-term", "--disable-logging", *mode,
+            "--disable-logging", *mode,
         ]  # fmt: skip
 
     return argv
 
 
-def _gunicorn(*worker: str) -> Callable[[int], list[str]]:
-    def argv(port: int) -> list[str]:
+def _gunicorn(*worker: str) -> Callable[[Path, int], list[str]]:
+    def argv(_: Path, port: int) -> list[str]:
         return [
             str(BIN / "gunicorn"), "-w", str(WORKERS), *worker, "-b", f"127.0.0.1:{port}",
             "--max-requests", str(RECYCLE_AFTER), "--max-requests-jitter", "0",
@@ -78,7 +93,7 @@ def _gunicorn(*worker: str) -> Callable[[int], list[str]]:
     return argv
 
 
-def _uvicorn(port: int) -> list[str]:
+def _uvicorn(_: Path, port: int) -> list[str]:
     return [
         str(BIN / "uvicorn"), "--workers", str(WORKERS), "--host", "127.0.0.1",
         "--port", str(port), "--limit-max-requests", str(RECYCLE_AFTER),
@@ -136,7 +151,9 @@ def start_web(procs: Procs, run: Run, kind: str, **env: str) -> str:
 
 def start_server(procs: Procs, run: Run, server: Server, kind: str, **env: str) -> str:
     port = free_port()
-    procs.start(server.argv(port), {**run.env, **env}, name=kind.split(maxsplit=1)[0])
+    procs.start(
+        server.argv(run.directory.parent, port), {**run.env, **env}, name=kind.split(maxsplit=1)[0]
+    )
     url = f"http://127.0.0.1:{port}"
     wait_until(lambda: httpx.get(url + "/pid").status_code == 200, 30, f"{kind} to serve")
     return url
