@@ -54,9 +54,9 @@ def instrument(
     if name is not None and (not isinstance(name, str) or not name):
         raise ValueError(f"name must be a non-empty string, got {name!r}")
     threshold = _threshold(long_checkout_threshold)
-    # A child forked from C that was not reset yet must not hand out its parent's handle.
-    uwsgi_fork.follow_uwsgi()
     with _handles_lock:
+        # A child forked from C that was not reset yet must not hand out its parent's handle.
+        uwsgi_fork.follow_uwsgi()
         existing = _handles.get(sync_engine)
         if existing is not None and existing.active:
             if name is not None and name != existing.name:
