@@ -1,19 +1,34 @@
-"""Who holds a connection: the borrow site, the holder's name, and one watcher per process."""
+"""The checkouts still out: who holds each connection, since when, and one watcher per process.
+
+`CheckoutTracker` is the bookkeeping of one pool's outstanding checkouts (the oldest one, long
+checkouts with their borrow sites, connections the garbage collector returned); the checkout
+wrapper and the checkin listener in hooks.py write its dicts directly, and call its methods
+only off the common path. `Borrow` is what a checkout records about its borrower, and
+`Watcher` the one thread per process that finds checkouts held past their threshold.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import sys
 import threading
+import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from time import perf_counter
 from types import CodeType, FrameType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import sqlalchemy
+
+if TYPE_CHECKING:
+    from .stats import PoolStats
+
+log = logging.getLogger("pool_exporter")
 
 # Frames in these directories and files are the machinery between the application and the
 # pool: contextlib's because `with engine.begin()` checks out inside its __enter__, and the
@@ -27,6 +42,9 @@ _SKIP = (
     "<string>",
 )
 _skipped: dict[str, bool] = {}  # filename -> whether it is in _SKIP
+
+# What popping a record from `out` gives when it was not there.
+NOT_OUT = object()
 
 
 @dataclass(frozen=True)
@@ -124,8 +142,189 @@ def _innermost_awaiting(task: asyncio.Task[Any]) -> FrameType | None:
     return found
 
 
+class CheckoutTracker:
+    """The checkouts of one pool still out: the oldest, the long ones, the ones the garbage
+    collector returned, and `checkouts()`, the list of them.
+
+    A checkout's start is its marker in `record.record_info[key]`, a perf_counter() float the
+    checkout wrapper sets; `key` is replaced after a fork, so that markers the parent left on
+    its connections mean nothing in the child. `out` maps each record out now to its fairy's
+    weakref, in checkout order, so its first item is the oldest; the weakref tells a checkin
+    the garbage collector made (the fairy is gone) from a close. `borrows` maps a record to
+    its `Borrow`, with a threshold only. The hooks write both dicts themselves, so that the
+    common checkout and checkin make no call into this class; the rest goes through the
+    methods here.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        stats: PoolStats,
+        threshold: float | None,
+        hook_failed: Callable[[str, BaseException], None],
+    ) -> None:
+        self.name = name
+        self.stats = stats
+        self.threshold = threshold
+        self._hook_failed = hook_failed
+        self.key: object = object()
+        self.out: dict[Any, Any] = {}
+        self.borrows: dict[Any, Borrow] = {}
+        self.oldest: Any = None  # the record whose start is published
+        self._gc_logged: set[object] = set()
+        self._long_lock = threading.RLock()  # reentrant: a GC checkin can run inside it
+        self.active = True
+
+    def watch(self) -> None:
+        """Have this process's watcher thread look for long checkouts, with a threshold."""
+        if self.threshold is not None:
+            watcher.add(self)
+
+    def stop(self) -> None:
+        """No more long checkouts are looked for (the pool is no longer instrumented)."""
+        self.active = False
+        watcher.discard(self)
+
+    def forget(self) -> None:
+        """Start again with nothing out and a new key (a forked child, which must not count
+        its parent's checkouts). The dicts are cleared, not replaced: the hooks hold them."""
+        self.key = object()
+        self.out.clear()
+        self.borrows.clear()
+        self.oldest = None
+        self._gc_logged = set()
+
+    def ended(self, record: Any, hold: float | None) -> None:
+        """A checkout ended: its connection came back or was detached. The checkin listener
+        inlines this for the last one out coming back normally, its most common case."""
+        ref = self.out.pop(record, NOT_OUT)
+        if ref is NOT_OUT:
+            return
+        self.released(record, ref)
+        borrow = self.borrows.pop(record, None)
+        if borrow is not None:
+            self.long_returned(borrow, hold)
+
+    def released(self, record: Any, ref: Any) -> None:
+        """`record` left `out`, other than the last one out closing normally."""
+        if ref is not None and ref() is None:  # the fairy is gone: the GC is returning it
+            self._collected(record)
+        if record is self.oldest or not self.out:
+            self.publish_oldest()
+
+    def long_returned(self, borrow: Borrow, hold: float | None) -> None:
+        """A checkout with a borrow site came back: count it if the watcher has not yet."""
+        threshold = self.threshold
+        if threshold is not None and hold is not None and hold >= threshold:
+            self._report_long(borrow, hold)  # came back before the watcher woke
+        if borrow.long:
+            log.info(
+                "pool %r: the long checkout borrowed at %s came back after %.1f s",
+                self.name,
+                borrow.site or "an unknown site",
+                hold if hold is not None else float("nan"),
+            )
+
+    def publish_oldest(self) -> None:
+        """Write the start of the first checkout out (0 when none is) to the stats."""
+        # Checkins and checkouts on other threads can interleave with this; write, then check
+        # that the first item is still the one written, so the field never stays stale.
+        out = self.out
+        for _ in range(8):
+            try:
+                record = next(iter(out), None)
+            except RuntimeError:  # the dict changed size between iter() and next()
+                continue
+            start = None if record is None else record.record_info.get(self.key)
+            self.oldest = record
+            # Unix time, for a sidecar in another process; converted from the hooks'
+            # perf_counter() now rather than with an offset kept since start-up, so a step of
+            # the wall clock cannot shift every later age.
+            self.stats.oldest_changed(
+                time.time() - (perf_counter() - start) if start.__class__ is float else 0.0
+            )
+            try:
+                if next(iter(out), None) is record:
+                    return
+            except RuntimeError:
+                continue
+
+    def _collected(self, record: Any) -> None:
+        self.stats.collected()
+        borrow = self.borrows.get(record)
+        site = borrow.site if borrow is not None else None
+        first = site not in self._gc_logged
+        self._gc_logged.add(site)
+        log.log(
+            logging.WARNING if first else logging.DEBUG,
+            "pool %r: the garbage collector returned a connection the application never "
+            "closed (counted in sqlalchemy_pool_gc_returned_connections_total), borrowed at %s",
+            self.name,
+            site or "an unknown site (set long_checkout_threshold to record it)",
+        )
+
+    def _report_long(self, borrow: Borrow, age: float) -> None:
+        with self._long_lock:
+            if borrow.long:
+                return
+            borrow.long = True
+        self.stats.held_long()
+        log.warning(
+            "pool %r: a connection has been checked out for %.1f s (long_checkout_threshold "
+            "%.1f s), borrowed at %s by thread %r%s",
+            self.name,
+            age,
+            self.threshold,
+            borrow.site or "an unknown site",
+            borrow.thread,
+            f" task {borrow.task!r}" if borrow.task else "",
+        )
+
+    def check_long(self, now: float) -> float | None:
+        """Report the checkouts held past the threshold (the watcher thread calls this);
+        returns the perf_counter() at which the next one is due, if any is out."""
+        threshold = self.threshold
+        if threshold is None or not self.active:
+            return None
+        try:
+            for record in list(self.out):
+                start = record.record_info.get(self.key)
+                if start.__class__ is not float:
+                    continue
+                due: float = start + threshold
+                if due > now:
+                    return due
+                borrow = self.borrows.get(record)
+                if borrow is not None and not borrow.long:
+                    self._report_long(borrow, now - start)
+        except Exception as exc:
+            self._hook_failed("long_checkout", exc)
+        return None
+
+    def checkouts(self) -> list[Checkout]:
+        """The connections out now, oldest first (`PoolInstrumentation.checkouts()`)."""
+        now = perf_counter()
+        found = []
+        for record in list(self.out):
+            start = record.record_info.get(self.key)
+            if start.__class__ is not float:
+                continue
+            borrow = self.borrows.get(record)
+            found.append(
+                Checkout(
+                    age=now - start,
+                    site=borrow.site if borrow else None,
+                    thread=borrow.thread if borrow else None,
+                    task=borrow.task if borrow else None,
+                    long=borrow.long if borrow else False,
+                )
+            )
+        found.sort(key=lambda c: -c.age)
+        return found
+
+
 class Watched(Protocol):
-    long_checkout_threshold: float | None
+    threshold: float | None
 
     def check_long(self, now: float) -> float | None:
         """Report checkouts past the threshold; the perf_counter() of the next one due."""
@@ -141,9 +340,9 @@ class Watcher:
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
 
-    def add(self, handle: Watched) -> None:
+    def add(self, tracker: Watched) -> None:
         with self._cond:
-            self._watched.add(handle)
+            self._watched.add(tracker)
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
                     target=self._run, name="pool-exporter-long-checkouts", daemon=True
@@ -151,9 +350,9 @@ class Watcher:
                 self._thread.start()
             self._cond.notify()
 
-    def discard(self, handle: Watched) -> None:
+    def discard(self, tracker: Watched) -> None:
         with self._cond:
-            self._watched.discard(handle)
+            self._watched.discard(tracker)
 
     def after_fork(self) -> None:
         """Threads do not survive fork: the child starts its own at its next add()."""
@@ -163,16 +362,16 @@ class Watcher:
     def _run(self) -> None:
         while True:
             with self._cond:
-                handles = list(self._watched)
+                trackers = list(self._watched)
             now = perf_counter()
             # Nothing out: sleep one threshold at most, so a checkout made meanwhile is found
             # before it is due and the sleep after that ends exactly at its due time.
-            thresholds = [h.long_checkout_threshold or 60.0 for h in handles]
+            thresholds = [t.threshold or 60.0 for t in trackers]
             wake = now + min(thresholds, default=60.0)
-            for handle in handles:
+            for tracker in trackers:
                 try:
-                    due = handle.check_long(now)
-                except Exception:  # counted by the handle; the watcher must go on
+                    due = tracker.check_long(now)
+                except Exception:  # counted by the tracker; the watcher must go on
                     due = None
                 if due is not None:
                     wake = min(wake, due)

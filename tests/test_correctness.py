@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import logging
-import os
 import random
 import threading
 import time
@@ -17,8 +17,10 @@ import sqlalchemy as sa
 from prometheus_client import CollectorRegistry
 
 import pool_exporter
+import pool_exporter.fork
 from pool_exporter.instrument import PoolInstrumentation
 from tests.conftest import value
+from tests.support.forking import in_child
 
 
 @dataclass
@@ -463,22 +465,15 @@ def test_forked_child_reports_its_own_numbers_not_its_parents(
     for _ in range(4):
         engine.connect().close()
     held = engine.connect()  # out in the parent across the fork
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child
-        try:
-            s = handle.stats
-            before = (s.checkouts, s.in_use, s.idle)
-            with engine.connect():
-                during = s.in_use
-            after = (s.checkouts, s.in_use, s.idle)
-            os.write(write, repr((before, during, after)).encode())
-        finally:
-            os._exit(0)
-    os.close(write)
-    report = os.read(read, 1000).decode()
-    os.waitpid(pid, 0)
-    before, during, after = eval(report)
+
+    def child() -> object:
+        s = handle.stats
+        before = (s.checkouts, s.in_use, s.idle)
+        with engine.connect():
+            during = s.in_use
+        return before, during, (s.checkouts, s.in_use, s.idle)
+
+    before, during, after = in_child(child)
     assert before == (0, 0, 0)
     assert during == 1
     assert after == (1, 0, 1)
@@ -493,22 +488,49 @@ def test_a_failure_after_fork_is_counted_under_its_own_hook_and_the_child_goes_o
     engine = sa.create_engine(sqlite_url, pool_size=1)
     handle = pool_exporter.instrument(engine, name="forkfail", registry=registry)
     handle.stats.reset = None  # type: ignore[assignment,method-assign]  # now raises in the child
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            with engine.connect() as conn:
-                answer = conn.exec_driver_sql("select 1").scalar()
-            hooks = {k: v for k, v in handle.stats.hook_errors.items() if v}
-            os.write(write, repr((answer, hooks)).encode())
-        finally:
-            os._exit(0)
-    os.close(write)
-    answer, hooks = eval(os.read(read, 1000).decode())
-    os.waitpid(pid, 0)
+
+    def child() -> object:
+        with engine.connect() as conn:
+            answer = conn.exec_driver_sql("select 1").scalar()
+        return answer, {k: v for k, v in handle.stats.hook_errors.items() if v}
+
+    answer, hooks = in_child(child)
     assert answer == 1
     assert hooks == {"fork": 1}
     assert value(registry, "pool_exporter_hook_errors_total", pool="forkfail", hook="fork") == 0
+    engine.dispose()
+
+
+def test_a_child_forked_past_pythons_fork_hooks_is_reset_by_the_fork_entry_point(
+    registry: CollectorRegistry, sqlite_url: str
+) -> None:
+    engine = sa.create_engine(sqlite_url, pool_size=2)
+    handle = pool_exporter.instrument(
+        engine, name="rawfork", registry=registry, dispose_on_fork=True
+    )
+    for _ in range(3):
+        engine.connect().close()
+    held = engine.connect()
+    parent_pool = engine.pool
+
+    def child() -> object:
+        s = handle.stats
+        inherited = (s.checkouts, s.in_use)
+        pool_exporter.fork.reset_as_forked_child()
+        reset = (s.checkouts, s.in_use, len(handle.checkouts()), engine.pool is parent_pool)
+        with engine.connect():
+            during = s.in_use
+        return inherited, reset, during, s.checkouts
+
+    # libc's fork() called directly, as a server written in C forks its workers: Python's
+    # os.register_at_fork hooks do not run. PyDLL keeps the GIL held across the call, so the
+    # child's only thread has it.
+    inherited, reset, during, checkouts = in_child(child, fork=ctypes.PyDLL(None).fork)
+    assert inherited == (4, 1)  # no hook ran: without the call the child counts as its parent
+    assert reset == (0, 0, 0, False)
+    assert (during, checkouts) == (1, 1)
+    assert handle.stats.checkouts == 4 and handle.stats.in_use == 1
+    held.close()
     engine.dispose()
 
 
@@ -519,18 +541,12 @@ def test_dispose_on_fork_gives_the_child_a_fresh_pool(
     handle = pool_exporter.instrument(engine, name="pf", registry=registry, dispose_on_fork=True)
     with engine.connect() as conn:
         parent_backend = conn.exec_driver_sql("select pg_backend_pid()").scalar()
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            with engine.connect() as conn:
-                child_backend = conn.exec_driver_sql("select pg_backend_pid()").scalar()
-            os.write(write, repr((child_backend, handle.stats.connects)).encode())
-        finally:
-            os._exit(0)
-    os.close(write)
-    child_backend, child_connects = eval(os.read(read, 1000).decode())
-    os.waitpid(pid, 0)
+
+    def child() -> object:
+        with engine.connect() as conn:
+            return conn.exec_driver_sql("select pg_backend_pid()").scalar(), handle.stats.connects
+
+    child_backend, child_connects = in_child(child)
     assert child_backend != parent_backend
     assert child_connects == 1
     with engine.connect() as conn:  # the parent's pooled connection still works

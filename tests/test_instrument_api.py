@@ -157,7 +157,9 @@ def test_uninstrument_removes_hooks_wrapper_and_series(
     handle.uninstrument()
     assert "connect" not in vars(engine.pool)
     assert "dispose" not in vars(engine)
-    assert not sa.event.contains(engine, "checkin", handle._on_checkin)
+    assert handle.hooks.listeners["checkin"] is handle.hooks.on_checkin
+    for identifier, listener in handle.hooks.listeners.items():
+        assert not sa.event.contains(engine, identifier, listener), identifier
     assert not any(labels for (name, labels) in scrape(registry) if name.startswith("sqlalchemy_"))
     engine.connect().close()  # still works, and nothing is recorded
     assert handle.stats.checkouts == 0

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import ast
 import asyncio
 import gc
 import logging
-import os
 import threading
 import time
 import warnings
+from collections.abc import Iterator
+from time import perf_counter
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import httpx
@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 import pool_exporter
 from pool_exporter.instrument import PoolInstrumentation, current_checkouts
 from tests.conftest import value
+from tests.support.forking import in_child
 
 OLDEST = "sqlalchemy_pool_oldest_checkout_seconds"
 LONG = "sqlalchemy_pool_long_checkouts_total"
@@ -256,22 +257,16 @@ def test_a_forked_child_watches_its_own_checkouts_not_its_parents(
         engine, name="fork", registry=registry, long_checkout_threshold=0.2
     )
     held = engine.connect()  # out in the parent across the fork
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child
-        try:
-            s = handle.stats
-            inherited = (len(handle.checkouts()), s.oldest_checkout_started)
-            with engine.connect():
-                time.sleep(0.6)  # the child's own watcher must find it while it is out
-                during = (s.long_checkouts, len(handle.checkouts()))
-            os.write(write, repr((inherited, during, s.long_checkouts)).encode())
-        finally:
-            os._exit(0)
-    os.close(write)
-    report = os.read(read, 1000).decode()
-    os.waitpid(pid, 0)
-    inherited, during, after = ast.literal_eval(report)
+
+    def child() -> object:
+        s = handle.stats
+        inherited = (len(handle.checkouts()), s.oldest_checkout_started)
+        with engine.connect():
+            time.sleep(0.6)  # the child's own watcher must find it while it is out
+            during = (s.long_checkouts, len(handle.checkouts()))
+        return inherited, during, s.long_checkouts
+
+    inherited, during, after = in_child(child)
     assert inherited == (0, 0.0)
     assert during == (1, 1)
     assert after == 1
@@ -279,6 +274,75 @@ def test_a_forked_child_watches_its_own_checkouts_not_its_parents(
     held.close()
     assert handle.stats.long_checkouts == 1 and handle.checkouts() == []
     engine.dispose()
+
+
+# The watcher thread calls CheckoutTracker.check_long(now); called here with a `now` an hour
+# ahead, it finds a checkout long without sleeping, and a marker set an hour back makes one
+# that is long when it comes back, before any watcher looked.
+HOUR = 3600.0
+
+
+@pytest.fixture
+def hour(
+    registry: CollectorRegistry, sqlite_url: str
+) -> Iterator[tuple[sa.Engine, PoolInstrumentation]]:
+    """Pool "t" with an hour's threshold: the watcher thread finds nothing during a test."""
+    engine = sa.create_engine(sqlite_url, pool_size=2)
+    yield (
+        engine,
+        pool_exporter.instrument(engine, name="t", registry=registry, long_checkout_threshold=HOUR),
+    )
+    engine.dispose()
+
+
+def test_a_long_checkout_is_counted_once_whether_the_watcher_or_the_checkin_finds_it_first(
+    registry: CollectorRegistry,
+    hour: tuple[sa.Engine, PoolInstrumentation],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="pool_exporter")
+    engine, handle = hour
+    tracker = handle.tracker
+
+    # the watcher finds it first: due in an hour, then found an hour later, and only once
+    seen_first = engine.connect()
+    due = tracker.check_long(perf_counter())
+    assert due is not None and due > perf_counter() + HOUR - 60
+    assert value(registry, LONG, pool="t") == 0
+    assert tracker.check_long(perf_counter() + HOUR + 1) is None
+    assert tracker.check_long(perf_counter() + HOUR + 2) is None
+    assert value(registry, LONG, pool="t") == 1
+    [out] = handle.checkouts()
+    assert out.long
+    seen_first.close()
+    assert value(registry, LONG, pool="t") == 1
+
+    # the checkin finds it first: it began an hour ago and no watcher looked
+    back_first = engine.connect()
+    [record] = tracker.out
+    record.record_info[tracker.key] -= HOUR + 1
+    back_first.close()
+    assert value(registry, LONG, pool="t") == 2
+    assert tracker.check_long(perf_counter() + 2 * HOUR) is None
+    assert value(registry, LONG, pool="t") == 2
+
+    warnings = records(caplog, logging.WARNING, "checked out for")
+    assert len(warnings) == 2
+    assert all("test_a_long_checkout_is_counted_once" in w for w in warnings)
+    assert len(records(caplog, logging.INFO, "came back after")) == 2
+
+
+def test_a_failure_while_looking_for_long_checkouts_is_counted_and_the_next_look_works(
+    registry: CollectorRegistry, hour: tuple[sa.Engine, PoolInstrumentation]
+) -> None:
+    engine, handle = hour
+    tracker = handle.tracker
+    with engine.connect():
+        # a clock reading that cannot be compared: only this call fails, not the watcher's
+        assert tracker.check_long(None) is None  # type: ignore[arg-type]
+        assert tracker.check_long(perf_counter() + HOUR + 1) is None
+        assert value(registry, LONG, pool="t") == 1
+    assert value(registry, "pool_exporter_hook_errors_total", pool="t", hook="long_checkout") == 1
 
 
 class _Quiet(WSGIRequestHandler):

@@ -1,12 +1,13 @@
 """An ASGI app (for `uvicorn --workers N`) with an instrumented async engine on PostgreSQL.
 
 GET /query?sleep=S holds one pooled connection for S seconds; GET /pid only names the worker.
-Both answer with the worker's pid.
+Both answer with the worker's pid. A query is counted by served.py once it is done.
 """
 
 import os
 from urllib.parse import parse_qs
 
+from served import served
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from pool_exporter import instrument
@@ -35,6 +36,7 @@ async def app(scope, receive, send):
         sleep = float(query.get("sleep", ["0"])[0])
         async with engine.connect() as conn:
             await conn.exec_driver_sql("SELECT pg_sleep(%s)", (sleep,))
+        served()
     body = str(os.getpid()).encode()
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-type", b"text/plain")]})  # fmt: skip

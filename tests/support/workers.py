@@ -30,10 +30,10 @@ def merged(directory: Path) -> Samples:
 def kill9(pid: int) -> None:
     os.kill(pid, signal.SIGKILL)
     # The writer's child is not ours to wait for; its lock goes when the kernel reaps it.
-    wait_until(lambda: not _alive(pid), what=f"pid {pid} to die")
+    wait_until(lambda: not alive(pid), what=f"pid {pid} to die")
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

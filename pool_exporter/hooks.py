@@ -1,0 +1,295 @@
+"""The pool hooks of one handle: the checkout wrapper, the checkin listener, the other pool
+event listeners, and `HookErrors`, the one place a failure inside any of them is handled.
+
+How the numbers stay exact (docs/internals.md has the evidence, each point with its test):
+
+- Checkouts, callers waiting, wait time and timeouts come from a wrapper around the pool
+  instance's `connect()`: no pool event fires while a caller waits or when QueuePool raises its
+  TimeoutError. follow.py puts the wrapper on every pool the engine gets through `dispose()`.
+- Whether a connection is in use or idle is a marker in its `ConnectionPoolEntry.record_info`,
+  set by the wrapper and cleared by `checkin`/`detach`/`close`. Counting each event as +1/-1
+  drifts: `checkin` fires without a checkout when a reconnect fails, a detached or
+  garbage-collected async connection never gets `checkin`, and pools hand out one record twice.
+- Every hook body is guarded: a failure is counted in `pool_exporter_hook_errors_total` and
+  logged, never raised into the application's checkout.
+- The checkouts still out are kept by holders.CheckoutTracker, whose dicts the wrapper and the
+  checkin listener write directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import traceback
+from collections.abc import Callable
+from time import perf_counter
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import event
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Engine
+
+from .holders import NOT_OUT, Borrow, CheckoutTracker
+from .stats import CANCELLED, CONNECT_ERROR, ERROR, TIMEOUT, PoolStats
+
+if TYPE_CHECKING:
+    from .follow import PoolFollower
+
+log = logging.getLogger("pool_exporter")
+
+# The pool a ConnectionPoolEntry belongs to: SQLAlchemy keeps it in a private attribute, and
+# a connection returned to a pool that dispose() replaced is not idle in ours.
+RECORD_POOL = "_ConnectionRecord__pool"
+
+# The record_info marker of a connection that sits idle in the pool. A checked-out one holds
+# the perf_counter() of its checkout instead.
+IDLE = "idle"
+
+
+class HookErrors:
+    """Count and log a failure inside a hook; never raise it into the application."""
+
+    def __init__(self, name: str, stats: PoolStats) -> None:
+        self.name = name
+        self.stats = stats
+        self._logged: set[str] = set()
+
+    def forget(self) -> None:
+        """Log the next failure of each hook in full again (a forked child's first)."""
+        self._logged = set()
+
+    def __call__(self, hook: str, exc: BaseException) -> None:
+        try:
+            self.stats.hook_failed(hook)
+            # The first failure of each hook is logged with its traceback; repeats would flood
+            # the application's log from its hottest path, so they go to debug.
+            first = hook not in self._logged
+            self._logged.add(hook)
+            # chain=False: the application's own exception (a driver error naming its host,
+            # say) that was being handled at the time is not ours to log.
+            trace = "".join(traceback.format_exception(exc, chain=False)) if first else ""
+            log.log(
+                logging.ERROR if first else logging.DEBUG,
+                "pool-exporter hook %r failed for pool %r (counted in "
+                "pool_exporter_hook_errors_total; the application is unaffected): %s: %s\n%s",
+                hook,
+                self.name,
+                type(exc).__name__,
+                exc,
+                trace,
+            )
+        except Exception:  # never let bookkeeping about a failure become one
+            pass
+
+
+def _connect_errors(engine: Engine) -> tuple[type[BaseException], ...]:
+    """The exceptions that mean the database refused a new connection: SQLAlchemy's wrapper
+    and the driver's own base class (a pool's connect() can raise either)."""
+    found: tuple[type[BaseException], ...] = (sa_exc.DBAPIError,)
+    try:
+        dbapi_error = engine.dialect.loaded_dbapi.Error
+    except Exception:  # a dialect without a DBAPI, as an Engine built by hand may have
+        return found
+    if isinstance(dbapi_error, type) and issubclass(dbapi_error, BaseException):
+        found += (dbapi_error,)
+    return found
+
+
+class Hooks:
+    """The checkout wrapper and the pool event listeners of one instrumented engine.
+
+    The wrapper and the checkin listener run on every checkout and checkin: they are closures
+    over locals rather than bound methods, and write the tracker's dicts directly. The other
+    listeners run when connections open, close, detach or are invalidated.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        stats: PoolStats,
+        tracker: CheckoutTracker,
+        follower: PoolFollower,
+        hook_failed: HookErrors,
+    ) -> None:
+        self.engine = engine
+        self.stats = stats
+        self.tracker = tracker
+        self.follower = follower
+        self.hook_failed = hook_failed
+        self._connect_errors = _connect_errors(engine)
+        self.on_checkin = self._checkin_listener()
+        # identifier -> listener; event.remove() needs the very function event.listen() got
+        self.listeners: dict[str, Callable[..., None]] = {
+            "connect": self._guarded("connect", self._on_connect),
+            "checkin": self.on_checkin,
+            "detach": self._guarded("detach", self._on_detach),
+            "close": self._guarded("close", self._on_close),
+            "close_detached": self._guarded("close_detached", self._on_close_detached),
+            "invalidate": self._guarded("invalidate", self._on_invalidate),
+            "soft_invalidate": self._guarded("soft_invalidate", self._on_soft_invalidate),
+        }
+
+    def listen(self) -> None:
+        for identifier, fn in self.listeners.items():
+            # connect first: its listener reads the time the pool stamped before connecting
+            event.listen(self.engine, identifier, fn, insert=identifier == "connect")
+
+    def remove(self) -> None:
+        for identifier, fn in self.listeners.items():
+            if event.contains(self.engine, identifier, fn):
+                event.remove(self.engine, identifier, fn)
+
+    def reason(self, exc: BaseException) -> str:
+        """Why a checkout failed, as `sqlalchemy_pool_checkout_errors_total` labels it."""
+        if isinstance(exc, sa_exc.TimeoutError):
+            return TIMEOUT
+        if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt | SystemExit | GeneratorExit):
+            return CANCELLED
+        if isinstance(exc, self._connect_errors):
+            return CONNECT_ERROR
+        return ERROR
+
+    # -- the hot path ----------------------------------------------------------------------
+
+    def wrap_connect(self, original: Callable[[], Any]) -> Callable[[], Any]:
+        """A pool's `connect()` that counts the caller waiting, the wait and the outcome."""
+        stats = self.stats
+        enter, checked_out, failed = stats.enter, stats.checked_out, stats.failed
+        hook_failed, reason = self.hook_failed, self.reason
+        tracker = self.tracker
+        out, borrows = tracker.out, tracker.borrows
+        watch = tracker.threshold is not None
+
+        def connect() -> Any:
+            t0 = perf_counter()
+            try:
+                enter()
+            except Exception as exc:
+                hook_failed("checkout", exc)
+                return original()
+            try:
+                fairy = original()
+            except BaseException as exc:
+                try:
+                    failed(reason(exc))
+                except Exception as hook_exc:
+                    hook_failed("checkout", hook_exc)
+                raise
+            try:
+                t1 = perf_counter()
+                # the public fairy.record_info is a property chain that costs a tenth of the
+                # exporter's budget per checkout; the record it reads is this attribute
+                record = fairy._connection_record
+                info = record.record_info
+                key = tracker.key
+                prev = info.get(key)
+                if prev is None or prev is IDLE:
+                    info[key] = t1
+                    out[record] = record.fairy_ref
+                    if len(out) == 1:  # then it is this one: only its borrower can return it
+                        tracker.oldest = record
+                        stats.oldest_changed(time.time())
+                    if watch:
+                        borrows[record] = Borrow()
+                    checked_out(t1 - t0, True, prev is IDLE)
+                else:  # the pool handed out a connection that is already checked out
+                    checked_out(t1 - t0, False, False)
+            except Exception as exc:
+                hook_failed("checkout", exc)
+            return fairy
+
+        connect.__wrapped__ = original  # type: ignore[attr-defined]
+        return connect
+
+    def _checkin_listener(self) -> Callable[[Any, Any], None]:
+        stats = self.stats
+        checked_in = stats.checked_in
+        hook_failed = self.hook_failed
+        follower = self.follower
+        record_pool = RECORD_POOL
+        tracker = self.tracker
+        out, borrows = tracker.out, tracker.borrows
+        threshold = tracker.threshold
+        not_out = NOT_OUT
+
+        def on_checkin(dbapi_connection: Any, record: Any) -> None:
+            try:
+                info = record.record_info
+                key = tracker.key
+                prev = info.pop(key, None)
+                hold = perf_counter() - prev if prev.__class__ is float else None
+                # tracker.ended(record, hold), with its most common case inlined
+                ref = out.pop(record, not_out)
+                if ref is not not_out:
+                    if out or ref is None or ref() is None:
+                        tracker.released(record, ref)
+                    else:  # the common case: the last one out came back
+                        tracker.oldest = None
+                        stats.oldest_changed(0.0)
+                        if out:  # another thread checked out meanwhile
+                            tracker.publish_oldest()
+                    if threshold is not None:
+                        borrow = borrows.pop(record, None)
+                        if borrow is not None and (
+                            borrow.long or (hold is not None and hold >= threshold)
+                        ):
+                            tracker.long_returned(borrow, hold)
+                pool = follower.pool
+                now_idle = dbapi_connection is not None and (
+                    getattr(record, record_pool, pool) is pool
+                )
+                if now_idle:
+                    info[key] = IDLE
+                checked_in(hold, now_idle and prev is not IDLE)
+            except Exception as exc:
+                hook_failed("checkin", exc)
+
+        return on_checkin
+
+    # -- the other pool events --------------------------------------------------------------
+
+    def _guarded(self, hook: str, body: Callable[..., None]) -> Callable[..., None]:
+        hook_failed = self.hook_failed
+
+        def listener(*args: Any) -> None:
+            try:
+                body(*args)
+            except Exception as exc:
+                hook_failed(hook, exc)
+
+        return listener
+
+    def _on_detach(self, dbapi_connection: Any, record: Any) -> None:
+        prev = record.record_info.pop(self.tracker.key, None)
+        hold = perf_counter() - prev if prev.__class__ is float else None
+        self.tracker.ended(record, hold)
+        self.stats.detached(hold)
+
+    def _on_connect(self, dbapi_connection: Any, record: Any) -> None:
+        # A no-op for the pools recreate() made; a safety net for one made another way.
+        self.follower.adopt(self.engine.pool)
+        # The pool stamps starttime right before calling the driver, and this listener runs
+        # first (insert=True), so the difference is the driver's connect time.
+        started = getattr(record, "starttime", None)
+        seconds = max(0.0, time.time() - started) if started else 0.0
+        self.stats.connected(seconds)
+
+    def _on_close(self, dbapi_connection: Any, record: Any) -> None:
+        info = record.record_info
+        key = self.tracker.key
+        was_idle = info.get(key) is IDLE
+        if was_idle:  # a checked-out connection keeps its marker until checkin or detach
+            del info[key]
+        # idle restarted at 0 when a pool was replaced: its connections no longer count
+        pool = self.follower.pool
+        self.stats.closed(was_idle and getattr(record, RECORD_POOL, pool) is pool)
+
+    def _on_close_detached(self, dbapi_connection: Any) -> None:
+        self.stats.closed(False)
+
+    def _on_invalidate(self, dbapi_connection: Any, record: Any, exception: Any) -> None:
+        self.stats.invalidated(soft=False)
+
+    def _on_soft_invalidate(self, dbapi_connection: Any, record: Any, exception: Any) -> None:
+        self.stats.invalidated(soft=True)
