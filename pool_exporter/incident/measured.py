@@ -8,7 +8,7 @@ from pool_exporter import metrics as m
 from pool_exporter.durations import seconds
 
 from .promapi import PrometheusAPI
-from .replay import Result
+from .results import Result
 
 
 class NoData(Exception):
