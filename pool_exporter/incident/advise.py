@@ -17,7 +17,17 @@ from pool_exporter.durations import seconds
 from pool_exporter.errors import CliError
 
 from .measured import Measured, NoData, PoolerLimits, from_prometheus, from_replay
-from .model import Advice, Goals, Preflight, Target, fig, preflight, recommend
+from .model import (
+    AT_RISK,
+    TIMES_OUT,
+    Advice,
+    Goals,
+    Preflight,
+    Target,
+    fig,
+    preflight,
+    recommend,
+)
 from .promapi import PrometheusAPI, PrometheusError
 from .results import Result
 
@@ -82,6 +92,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--requests-per-user", type=float, default=1.0, help="requests each user makes (1)"
     )
+    parser.add_argument(
+        "--accept-risk",
+        action="store_true",
+        help="with --preflight: exit 0 for a push at risk (only one that would time out fails)",
+    )
     parser.add_argument("--pool-size", type=int, help="with --preflight: settings in force")
     parser.add_argument("--max-overflow", type=int)
     parser.add_argument("--pool-timeout", type=float)
@@ -144,8 +159,8 @@ def run(args: argparse.Namespace) -> int:
             if args.preflight:
                 p = _preflight(m, pools, goals, args)
                 _print_preflight(p, args.push_users)
-                report.append({"preflight": asdict(p)})
-                if not p.safe:
+                report.append({"preflight": {**asdict(p), "safe": p.safe}})
+                if p.verdict == TIMES_OUT or (p.verdict == AT_RISK and not args.accept_risk):
                     code = EXIT_PUSH_UNSAFE
             else:
                 target = _target(args, m)
@@ -230,6 +245,14 @@ def _print_advice(a: Advice) -> None:
         f"  recommend pool_size={a.pool_size} max_overflow={a.max_overflow} "
         f"pool_timeout={a.pool_timeout:g}  (per worker)"
     )
+    if a.predicted is not None:
+        q = a.predicted
+        print(
+            f"  cost     the push waits median {fig(q.wait_p50)} s, p99 {fig(q.wait_p99)} s; "
+            f"{q.timeouts_high} timeouts in any of {q.runs} simulated runs (no-wait size "
+            f"{a.no_wait_servers if a.no_wait_servers is not None else 'none'}, smallest with "
+            f"room {a.ride_out_servers})"
+        )
     budget = (
         f" of the database's {a.database_budget}" if a.database_budget is not None else
         " (database limit unknown: --database-max-connections)"
@@ -248,10 +271,20 @@ def _print_preflight(p: Preflight, users: int) -> None:
         print(f"    {line}")
     print(f"  safe sending rate {fig(p.safe_rate)} users/s; or {p.batches} batches of "
           f"{p.batch_users} users, one every {fig(p.batch_interval)} s")  # fmt: skip
-    if p.safe:
-        print(f"  push of {users} users: OK, the last request waits about {fig(p.longest_wait)} s")
-    else:
+    q = p.prediction
+    waits = f"the longest wait about {fig(p.longest_wait)} s of the {q.timeout:g} s timeout"
+    if p.verdict == TIMES_OUT:
         print(
             f"  push of {users} users: WOULD TIME OUT (about {fig(p.predicted_timeouts)} "
-            f"requests; the last would wait {fig(p.longest_wait)} s): send in batches instead"
+            f"requests, {q.timeouts_low}-{q.timeouts_high} per pool in {q.runs} runs): send in "
+            "batches instead"
         )
+    elif p.verdict == AT_RISK:
+        why = (
+            f"timeouts in {q.runs} runs: up to {q.timeouts_high} per pool"
+            if q.may_time_out
+            else f"{waits}, within {p.margin:.0%} of it"
+        )
+        print(f"  push of {users} users: AT RISK ({why}): send in batches, or --accept-risk")
+    else:
+        print(f"  push of {users} users: SAFE, no timeouts in {q.runs} runs; {waits}")

@@ -15,8 +15,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from . import sizing
+from . import simulate, sizing
 from .measured import Measured, PoolerLimits
+from .simulate import Holds, Prediction, Push
+
+# A push is at risk when its longest predicted wait comes within this share of the timeout.
+MARGIN = 0.25
+# How far the mean hold is moved to show how sensitive a prediction is, and the drift a
+# recommendation must survive.
+HOLD_DRIFT = 0.10
+SAFE, AT_RISK, TIMES_OUT = "safe", "at risk", "would time out"
 
 
 @dataclass(frozen=True)
@@ -66,6 +74,12 @@ class Advice:
     database_budget: int | None
     exhausts_database: bool
     predicted_longest_wait: float
+    # a push's cost with the chosen settings, and with the other of the two sizes (no-wait,
+    # ride-out) beside it: simulated at the chosen pool timeout
+    predicted: Prediction | None = None
+    no_wait_servers: int | None = None
+    ride_out_servers: int | None = None
+    alternative: Prediction | None = None
     # behind a pooler: the fleet's limit is max_client_conn, the database's the pooler's pool
     pooler_max_client_conn: int | None = None
     exceeds_pooler: bool = False
@@ -95,7 +109,14 @@ def recommend(
     goals.check()
     if m.hold_mean <= 0:
         raise ValueError("the measured mean hold time is 0: no checkouts to size from")
-    plan = _Plan(s=m.hold_mean, base=m.peak_rate / pools, pools=pools, goals=goals)
+    plan = _Plan(
+        s=m.hold_mean,
+        base=m.peak_rate / pools,
+        pools=pools,
+        goals=goals,
+        holds=m.holds(),
+        hold_p95=m.hold_p95,
+    )
     pool_size = plan.steady(m.peak_rate)
     extra, servers = plan.no_wait(target, pool_size)
     budget = database_budget(m, db_max)
@@ -106,6 +127,7 @@ def recommend(
     limit, what = (budget, "the database")
     if m.pooler:
         limit, what = fleet_limit, "the pooler's max_client_conn"
+    no_wait = servers
     servers, chosen_by = plan.push(target, pool_size, servers, extra, limit=limit, what=what)
     exceeds_pooler, exhausts = plan.limits(m.pooler, servers, budget, pooler_notes)
     worst = plan.longest_wait(target, servers, extra)
@@ -114,6 +136,12 @@ def recommend(
         f"{servers - pool_size} (the burst)"
     )
     timeout = plan.timeout(m.hold_p95, worst)
+    predicted = alternative = None
+    if plan.ride is not None and target.users is not None:
+        other = no_wait if servers == plan.ride else plan.ride
+        predicted = plan.cost(target, servers, timeout, "chosen")
+        if other != servers and math.isfinite(extra):
+            alternative = plan.cost(target, other, timeout, "other")
     return Advice(
         pool=m.pool,
         pools=pools,
@@ -124,6 +152,10 @@ def recommend(
         database_budget=budget,
         exhausts_database=exhausts,
         predicted_longest_wait=worst,
+        predicted=predicted,
+        no_wait_servers=no_wait if math.isfinite(extra) else None,
+        ride_out_servers=plan.ride,
+        alternative=alternative,
         pooler_max_client_conn=m.pooler.max_client_conn if m.pooler else None,
         exceeds_pooler=exceeds_pooler,
         working=plan.work,
@@ -140,8 +172,16 @@ class _Plan:
     base: float
     pools: int
     goals: Goals
+    holds: Holds
     work: list[str] = field(default_factory=list)
     warn: list[str] = field(default_factory=list)
+    hold_p95: float | None = None
+    ride: int | None = None  # the ride-out size, once worked out
+    ride_wait: float = 0.0  # its longest wait at the drifted hold
+
+    def _push(self, target: Target) -> Push:
+        users = target.users or 0
+        return Push(max(1, round(users / self.pools)), target.ramp)
 
     def steady(self, peak_rate: float) -> int:
         """The pool_size that serves the busiest steady stretch within the wait goals."""
@@ -193,15 +233,18 @@ class _Plan:
         the pooler's, named by `what`) or cannot exist."""
         if target.users is None:
             return servers, "no-wait"
-        s, base, pools = self.s, self.base, self.pools
-        per_pool = target.users / pools
-        wait = self.goals.burst_wait
-        ride = _ride_out(per_pool, target.ramp, s, base, wait=wait, least=pool_size)
-        b = sizing.burst(per_pool, target.ramp, ride, s, base)
+        pools, wait = self.pools, self.goals.burst_wait
+        ride, p = self._ride_out(target, least=pool_size)
+        self.ride, self.ride_wait = ride, p.longest_wait
+        b = sizing.burst(target.users / pools, target.ramp, ride, self.s, self.base)
         self.work.append(
-            f"ride-out the push queues instead: {fig(per_pool)} users per pool over "
-            f"{target.ramp:g} s; c = {ride} serves c/S - λ = {fig(b.capacity)} req/s, backlog "
-            f"{fig(b.backlog)} drains in {fig(b.longest_wait)} s ≤ {wait:g} s"
+            f"ride-out the push queues instead: {fig(target.users / pools)} users per pool over "
+            f"{target.ramp:g} s; simulated {p.runs} times with holds {HOLD_DRIFT:.0%} longer "
+            f"and pool_timeout {p.timeout:g} s, c = {ride} is the smallest pool with no "
+            f"timeout in any run, the longest wait {fig(p.longest_wait)} s ≤ {wait:g} s (up to "
+            f"{fig(p.longest_wait_high)} s) and not within {MARGIN:.0%} of the timeout"
+            f"{' (c = ' + str(ride - 1) + ' is not)' if ride > pool_size else ''}; a first "
+            f"come, first served fluid queue would say the last waits {fig(b.longest_wait)} s"
         )
         over_limit = limit is not None and servers * pools > limit
         if not over_limit and math.isfinite(extra):
@@ -253,10 +296,70 @@ class _Plan:
         """The longest a caller waits with `servers` connections: a push's queue draining, or
         the 1-in-10,000 wait of steady traffic."""
         if target.users is not None:
-            burst = sizing.burst(target.users / self.pools, target.ramp, servers, self.s, self.base)
-            return burst.longest_wait
+            if servers == self.ride:
+                return self.ride_wait
+            return self._simulated(target, servers, self.ride_timeout()).longest_wait
         a = sizing.offered_load(self.base + (extra if math.isfinite(extra) else 0.0), self.s)
         return sizing.wait_quantile(servers, a, self.s, 1e-4)
+
+    def _simulated(
+        self, target: Target, servers: int, timeout: float, drift: float = HOLD_DRIFT
+    ) -> Prediction:
+        return simulate.predict(
+            self._push(target),
+            self.holds,
+            servers=servers,
+            timeout=timeout,
+            rate=self.base,
+            hold_factor=1 + drift,
+        )
+
+    def _ride_out(self, target: Target, *, least: int) -> tuple[int, Prediction]:
+        """The smallest pool from `least` up that the gate calls safe with holds HOLD_DRIFT
+        longer than measured, at the pool timeout a ride-out gets (`ride_timeout`), and
+        whose median run's longest wait meets the burst-wait goal: a size with room, not
+        the edge where the first timeout appears."""
+        timeout = self.ride_timeout()
+
+        def fits(c: int) -> Prediction | None:
+            p = self._simulated(target, c, timeout)
+            ok = verdict(p) == SAFE and p.longest_wait <= self.goals.burst_wait
+            return p if ok else None
+
+        low, high = max(1, least), max(1, least)
+        found = fits(high)
+        while found is None:  # doubling, then bisection: a few dozen runs per size tried
+            low, high = high + 1, high * 2
+            found = fits(high)
+        while low < high:
+            mid = (low + high) // 2
+            p = fits(mid)
+            if p is None:
+                low = mid + 1
+            else:
+                high, found = mid, p
+        return high, found
+
+    def ride_timeout(self) -> float:
+        """The pool timeout for riding a push out: twice the burst-wait goal, at least 2 s
+        and three hold p95s, at most the request budget."""
+        p95 = self.hold_p95 if self.hold_p95 and math.isfinite(self.hold_p95) else 3 * self.s
+        wanted = float(math.ceil(max(2.0, 2 * self.goals.burst_wait, 3 * p95)))
+        return min(self.goals.request_timeout, wanted)
+
+    def cost(self, target: Target, servers: int, timeout: float, which: str) -> Prediction:
+        """What the push costs with `servers` connections and this timeout, at the measured
+        hold and HOLD_DRIFT either side."""
+        p = self._simulated(target, servers, timeout, 0.0)
+        slower = self._simulated(target, servers, timeout)
+        name = {self.ride: "ride-out"}.get(servers, "no-wait")
+        self.work.append(
+            f"cost     {which} {name} c = {servers}, pool_timeout {timeout:g} s: waits median "
+            f"{fig(p.wait_p50)} s, p99 {fig(p.wait_p99)} s, longest {fig(p.longest_wait)} s "
+            f"(up to {fig(p.longest_wait_high)} s in {p.runs} runs); timeouts "
+            f"{_range(p)}, {_range(slower)} with holds {HOLD_DRIFT:.0%} longer"
+        )
+        return p
 
     def timeout(self, hold_p95: float | None, worst: float) -> float:
         """A pool timeout well above the longest predicted wait and the slowest holds, capped
@@ -319,24 +422,42 @@ def _erlang_line(chosen: sizing.Servers, s: float, goals: Goals) -> str:
     return text
 
 
-def _ride_out(users: float, ramp: float, s: float, base: float, *, wait: float, least: int) -> int:
-    c = max(1, least)
-    while sizing.burst(users, ramp, c, s, base).longest_wait > wait:
-        c += 1
-    return c
+def _range(p: Prediction) -> str:
+    if p.timeouts_low == p.timeouts_high:
+        return f"{p.timeouts_low}"
+    return f"{fig(p.timeouts)} ({p.timeouts_low}-{p.timeouts_high})"
 
 
 @dataclass
 class Preflight:
     pool: str
     safe_rate: float  # users per second the fleet absorbs without waiting (beyond p_wait)
-    longest_wait: float
-    predicted_timeouts: float
+    verdict: str  # SAFE, AT_RISK or TIMES_OUT
+    predicted_timeouts: float  # the simulation's median, fleet-wide
+    longest_wait: float  # the median run's longest wait
+    prediction: Prediction  # per pool, at the measured hold
+    shorter: Prediction  # holds HOLD_DRIFT shorter
+    longer: Prediction  # holds HOLD_DRIFT longer
+    fluid_longest_wait: float  # first come, first served as a fluid queue
+    margin: float
     batches: int
     batch_users: int
     batch_interval: float
-    safe: bool
     working: list[str] = field(default_factory=list)
+
+    @property
+    def safe(self) -> bool:
+        return self.verdict == SAFE
+
+
+def verdict(p: Prediction, *, margin: float = MARGIN) -> str:
+    """Would time out: the median run has timeouts. At risk: some run has, or the median
+    run's longest wait comes within `margin` of the timeout. Safe otherwise."""
+    if p.times_out:
+        return TIMES_OUT
+    if p.may_time_out or p.longest_wait >= (1 - margin) * p.timeout:
+        return AT_RISK
+    return SAFE
 
 
 def preflight(
@@ -359,40 +480,44 @@ def preflight(
         f"now      {pools} pools x (pool_size {size} + max_overflow {overflow}) = "
         f"{pools * c} connections, pool_timeout {timeout:g} s",
         f"steady   λ = {fig(m.peak_rate)} req/s / {pools} = {fig(base)} per pool; S = {fig(s)} s; "
-        f"A = {fig(base * s)} of {c} connections busy",
+        f"Little's law A = λ·S = {fig(base * s)} of {c} connections busy",
     ]
     extra = sizing.max_rate(c, s, p_wait=goals.p_wait, base_rate=base)
     safe_rate = extra * pools / requests_per_user
     work.append(
         f"safe     the most λ with Erlang C(c={c}, A=λ·S) ≤ {goals.p_wait:.0%} is "
         f"{fig(base + extra)} req/s per pool: {fig(extra)} more x {pools} pools / "
-        f"{requests_per_user:g} requests per user = {fig(safe_rate)} users/s"
+        f"{requests_per_user:g} requests per user = {fig(safe_rate)} users/s (steady state)"
     )
     per_pool = users * requests_per_user / pools
+    push = Push(max(1, round(per_pool)), ramp)
+    holds = m.holds()
+
+    def run(drift: float) -> Prediction:
+        return simulate.predict(
+            push, holds, servers=c, timeout=timeout, rate=base, hold_factor=1 + drift
+        )
+
+    p, shorter, longer = run(0.0), run(-HOLD_DRIFT), run(HOLD_DRIFT)
     b = sizing.burst(per_pool, ramp, c, s, base)
-    free = max(0.0, c - base * s)
-    # The queue is first come, first served: request i of the push arrives at t = ramp·i/N
-    # behind the i - free push requests and the λ·t steady ones that came before it, all
-    # served at the pool's full rate c/S. It times out when that takes longer than the
-    # timeout: i - free + λ·t > c/S·(t + timeout), that is beyond
-    # i* = (free + c/S·timeout) / (1 - (c/S - λ)·ramp/N).
-    full = c / s
-    spare = 1 - b.capacity * ramp / per_pool if per_pool else 1.0
-    served = (free + full * timeout) / spare if spare > 0 else math.inf
-    timeouts = max(0.0, per_pool - served) * pools
     over = f"over {ramp:g} s" if ramp > 0 else "at once"
     work.append(
-        f"push     {users} users {over} = {fig(per_pool)} requests per pool against "
-        f"{fig(free)} free connections and c/S - λ = {fig(b.capacity)} req/s: backlog "
-        f"{fig(b.backlog)}, the last waits {fig(b.longest_wait)} s"
+        f"fluid    {users} users {over} = {fig(per_pool)} requests per pool, first come first "
+        f"served: {fig(b.capacity)} req/s beside the steady traffic, backlog {fig(b.backlog)}, "
+        f"the last waits {fig(b.longest_wait)} s"
     )
-    if timeouts > 0:
-        work.append(
-            f"timeouts first come first served, requests beyond (free + c/S x timeout) / "
-            f"(1 - (c/S - λ) x ramp / N) = ({fig(free)} + {fig(full)} x {timeout:g}) / "
-            f"{spare:.3g} = {fig(served)} per pool time out: about {fig(timeouts)}"
-        )
+    work.append(
+        f"simulated QueuePool (a woken caller can lose the connection to a newcomer), "
+        f"{p.runs} runs: timeouts {_range(p)} per pool; waits median {fig(p.wait_p50)} s, "
+        f"p99 {fig(p.wait_p99)} s, longest {fig(p.longest_wait)} s (up to "
+        f"{fig(p.longest_wait_high)} s)"
+    )
+    work.append(
+        f"hold ±{HOLD_DRIFT:.0%} mean hold {fig(s * (1 - HOLD_DRIFT))} s: timeouts "
+        f"{_range(shorter)}; {fig(s * (1 + HOLD_DRIFT))} s: {_range(longer)}"
+    )
     # a batch every pool can start within the burst-wait goal, then the next once it drains
+    free = max(0.0, c - base * s)
     per_batch = max(1.0, math.floor(free + b.capacity * goals.burst_wait))
     batch_users = max(1, math.floor(per_batch * pools / requests_per_user))
     batches = max(1, math.ceil(users / batch_users))
@@ -405,11 +530,16 @@ def preflight(
     return Preflight(
         pool=m.pool,
         safe_rate=safe_rate,
-        longest_wait=b.longest_wait,
-        predicted_timeouts=timeouts,
+        verdict=verdict(p),
+        predicted_timeouts=p.timeouts * pools,
+        longest_wait=p.longest_wait,
+        prediction=p,
+        shorter=shorter,
+        longer=longer,
+        fluid_longest_wait=b.longest_wait,
+        margin=MARGIN,
         batches=batches,
         batch_users=batch_users,
         batch_interval=interval,
-        safe=b.longest_wait < timeout and timeouts == 0,
         working=work,
     )
