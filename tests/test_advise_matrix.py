@@ -96,7 +96,14 @@ def test_a_planned_push_is_judged_as_its_replays_turn_out(
         assert p.verdict == TIMES_OUT and all(counts), (p.working, counts)
     mean = statistics.fmean(counts)
     tolerance = max(0.15 * mean, 0.02 * users)
-    assert abs(p.predicted_timeouts - mean) <= tolerance, (p.working, counts)
+    # Near the edge the count is a small difference of large numbers: when holds 10 % either
+    # side of the calibration's move the prediction by more than the tolerance, a replay's
+    # own drift in hold time (a loaded machine) decides it, and the measured mean must lie
+    # within that band instead.
+    if p.longer.timeouts - p.shorter.timeouts <= 2 * tolerance:
+        assert abs(p.predicted_timeouts - mean) <= tolerance, (p.working, counts)
+    else:
+        assert p.shorter.timeouts_low <= mean <= p.longer.timeouts_high, (p.working, counts)
 
 
 @pytest.mark.parametrize(
