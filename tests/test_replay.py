@@ -9,9 +9,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from pool_exporter.cli import main
-from pool_exporter.metrics import HOLD_BUCKETS
 from pool_exporter.incident import replay as rp
 from pool_exporter.incident.results import SCHEMA, Result, Sample
+from pool_exporter.metrics import HOLD_BUCKETS
 
 from .conftest import value
 
