@@ -3,6 +3,7 @@ with fixed seeds, the gate's verdicts and the recommended sizes written down."""
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
@@ -19,6 +20,7 @@ from pool_exporter.incident.model import (
     verdict,
 )
 from pool_exporter.incident.simulate import Holds, Prediction, Push, predict, simulate
+from pool_exporter.incident.sizing import erlang_c
 
 # The hold histogram of a replay of 600 users over 1 s (lognormal holds, median 0.05 s,
 # p95 0.2 s, measured mean 0.075 s with the query and the thread's overhead)
@@ -127,3 +129,22 @@ def test_recommended_sizes_are_written_down(
     assert a.pool_size + a.max_overflow == chosen <= database
     assert a.predicted is not None and a.predicted.timeouts_high == 0
     assert a.alternative is not None  # the other size, with its own cost
+
+
+def test_in_steady_state_the_simulation_agrees_with_erlang_c() -> None:
+    # Poisson arrivals, exponential holds, first come first served (no wake-up delay): the
+    # case Erlang C is exact for. 10 connections at 8 erlangs wait with probability 0.409
+    # (a table value).
+    mean = 0.1
+    bounds = [mean * k / 20 for k in range(1, 200)]
+    exponential = Holds.from_buckets(
+        [(b, 1 - math.exp(-b / mean)) for b in bounds] + [(math.inf, 1.0)], mean
+    )
+    steady = Push(0, 0.0)  # no push: steady traffic only
+    runs = [
+        simulate(steady, exponential, random.Random(s), servers=10, timeout=100, rate=80, wake=0)
+        for s in range(3)
+    ]
+    waited = sum(r.waited * r.requests for r in runs) / sum(r.requests for r in runs)
+    assert erlang_c(10, 8.0) == pytest.approx(0.409, abs=0.001)
+    assert waited == pytest.approx(erlang_c(10, 8.0), abs=0.03)

@@ -44,6 +44,7 @@ class Measured:
     # the hold-time histogram: (le, cumulative count), as the buckets count; () when the
     # source has none (a replay written before results carried it)
     hold_buckets: tuple[tuple[float, float], ...] = ()
+    hold_median: float | None = None
 
     def holds(self) -> Holds:
         """The hold-time distribution the simulation draws from: the histogram when there is
@@ -53,8 +54,6 @@ class Measured:
         median = self.hold_median or self.hold_mean
         p95 = max(median, self.hold_p95 or median)
         return Holds.lognormal(median, p95, self.hold_mean, m.HOLD_BUCKETS)
-
-    hold_median: float | None = None
 
 
 @dataclass(frozen=True)

@@ -135,7 +135,7 @@ class Push:
     shape: str = "uniform"
 
     def arrivals(self, rng: random.Random) -> list[float]:
-        if self.shape == "uniform":
+        if self.shape == "uniform" or not self.users:
             return [self.ramp * i / self.users for i in range(self.users)]
         return sorted(rng.uniform(0.0, self.ramp) for _ in range(self.users))
 
@@ -146,6 +146,7 @@ class Run:
 
     timeouts: int
     requests: int
+    waited: float  # the share of requests that found no connection free
     wait_p50: float  # over every request, a timed-out one counting its full wait
     wait_p99: float
     longest_wait: float  # of a request that got its connection
@@ -196,7 +197,7 @@ def simulate(
     woken = [False] * len(arrivals)  # notified, not yet running again
     waits = [0.0] * len(arrivals)
     served: list[float] = []
-    timeouts = 0
+    timeouts = queued = 0
 
     def take(i: int, now: float) -> None:
         nonlocal free, seq
@@ -213,6 +214,7 @@ def simulate(
             if free > 0:
                 take(i, now)
             else:
+                queued += 1
                 waiting.append(i)
                 seq += 1
                 heapq.heappush(events, (now + timeout, seq, _GIVE_UP, i))
@@ -246,6 +248,7 @@ def simulate(
     return Run(
         timeouts=timeouts,
         requests=len(arrivals),
+        waited=queued / len(arrivals) if arrivals else 0.0,
         wait_p50=_rank(ordered, 0.5),
         wait_p99=_rank(ordered, 0.99),
         longest_wait=max(served, default=0.0),
