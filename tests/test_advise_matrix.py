@@ -43,11 +43,20 @@ def scenario(users: int, ramp: float, timeout: float, seed: int) -> rp.Scenario:
 
 
 def replays(users: int, ramp: float, settings: rp.PoolSettings) -> list[Result]:
-    return [
-        rp.replay(scenario(users, ramp, settings.pool_timeout, seed), settings,
-                  registry=CollectorRegistry())
-        for seed in SEEDS
-    ]  # fmt: skip
+    """The push on each seed. A replay whose users started late (threads starved by a busy
+    machine, not the pool) measured something else: it runs again, twice at most."""
+    results = []
+    for seed in SEEDS:
+        for _ in range(3):
+            r = rp.replay(
+                scenario(users, ramp, settings.pool_timeout, seed), settings,
+                registry=CollectorRegistry(),
+            )  # fmt: skip
+            if r.max_start_lag < 0.25 * settings.pool_timeout:
+                break
+        assert r.max_start_lag < 0.25 * settings.pool_timeout, "the replay itself fell behind"
+        results.append(r)
+    return results
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +95,6 @@ def test_a_planned_push_is_judged_as_its_replays_turn_out(
     )  # fmt: skip
     measured = replays(users, ramp, rp.PoolSettings(size, overflow, timeout))
     counts = [r.timeouts for r in measured]
-    assert all(r.max_start_lag < 0.5 for r in measured), "the replay itself fell behind"
     near_edge = [r.longest_wait >= (1 - MARGIN) * timeout for r in measured]
     if p.verdict == SAFE:
         assert counts == [0, 0] and not any(near_edge), (p.working, counts)
