@@ -4,6 +4,7 @@ pre-flight gate's exit codes, and one clear error line for bad input."""
 from __future__ import annotations
 
 import json
+import math
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,8 @@ from pool_exporter import metrics as m
 from pool_exporter.cli import main
 from pool_exporter.exposition import start_http_server
 from pool_exporter.incident import replay as rp
+from pool_exporter.incident.measured import from_prometheus
+from pool_exporter.incident.promapi import PrometheusAPI
 from pool_exporter.incident.promserver import PrometheusServer
 
 from .conftest import require_binary
@@ -256,6 +259,19 @@ def test_advice_from_prometheus_measures_rate_hold_and_settings(
     assert hold == pytest.approx(result.hold["mean"], rel=0.3)
     # 140 requests/s of 0.06 s is about 8.5 connections busy: more than the 5 there are
     assert a["pool_size"] + a["max_overflow"] > 8
+
+
+def test_the_hold_histogram_is_read_from_prometheus_for_the_simulation(
+    measured_prometheus: tuple[PrometheusServer, rp.Result],
+) -> None:
+    prom, result = measured_prometheus
+    (measured,) = from_prometheus(PrometheusAPI(prom.url), window="10s", pool="steady")
+    rates = dict(measured.hold_buckets)
+    counts = {le: n for le, n in result.hold_buckets}
+    # the share of holds under each bound: Prometheus's last 10 s against the whole replay
+    for le in (0.05, 0.1, 0.25):
+        assert rates[le] / rates[math.inf] == pytest.approx(counts[le] / result.ok, abs=0.15)
+    assert measured.holds().mean == measured.hold_mean
 
 
 def test_the_database_budget_comes_from_the_selected_server_alone(
