@@ -136,6 +136,10 @@ def recommend(
         f"{servers - pool_size} (the burst)"
     )
     timeout = plan.timeout(m.hold_p95, worst)
+    if chosen_by == "ride-out" and timeout < plan.ride_timeout():
+        # the size was found safe at that timeout, not at a shorter one
+        timeout = plan.ride_timeout()
+        plan.work.append(f"         the ride-out size was found safe at {timeout:g} s: kept")
     predicted = alternative = None
     if plan.ride is not None and target.users is not None:
         other = no_wait if servers == plan.ride else plan.ride
@@ -248,7 +252,8 @@ class _Plan:
         )
         over_limit = limit is not None and servers * pools > limit
         if not over_limit and math.isfinite(extra):
-            return servers, "no-wait"
+            # Erlang C's no-wait size, unless the simulated push needs more even to ride out
+            return max(servers, ride), "no-wait"
         if over_limit and math.isfinite(extra):
             self.work.append(
                 f"{what} no-wait needs {pools} x {servers} = {servers * pools} "
