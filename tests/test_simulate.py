@@ -3,6 +3,7 @@ with fixed seeds, the gate's verdicts and the recommended sizes written down."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 
@@ -148,3 +149,14 @@ def test_in_steady_state_the_simulation_agrees_with_erlang_c() -> None:
     waited = sum(r.waited * r.requests for r in runs) / sum(r.requests for r in runs)
     assert erlang_c(10, 8.0) == pytest.approx(0.409, abs=0.001)
     assert waited == pytest.approx(erlang_c(10, 8.0), abs=0.03)
+
+
+def test_results_without_a_hold_histogram_simulate_from_the_median_and_p95() -> None:
+    # a replay written before results carried the histogram: a lognormal through its figures
+    older = dataclasses.replace(MEASURED, hold_buckets=())
+    holds = older.holds()
+    draw = holds.sampler(random.Random(4))
+    xs = sorted(draw() for _ in range(20000))
+    assert sum(xs) / len(xs) == pytest.approx(0.075, rel=0.03)
+    assert xs[10000] == pytest.approx(0.05, rel=0.25)
+    assert xs[19000] == pytest.approx(0.22, rel=0.25)
