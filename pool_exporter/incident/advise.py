@@ -16,6 +16,7 @@ from typing import Any
 from pool_exporter.durations import seconds
 from pool_exporter.errors import CliError
 
+from .arguments import add_pool_arguments
 from .measured import Measured, NoData, PoolerLimits, from_prometheus, from_replay
 from .model import (
     AT_RISK,
@@ -97,9 +98,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="with --preflight: exit 0 for a push at risk (only one that would time out fails)",
     )
-    parser.add_argument("--pool-size", type=int, help="with --preflight: settings in force")
-    parser.add_argument("--max-overflow", type=int)
-    parser.add_argument("--pool-timeout", type=float)
+    add_pool_arguments(parser, in_force=True)  # with --preflight: the settings in force
     parser.add_argument("--json", metavar="FILE", help="also write the advice as JSON")
 
 

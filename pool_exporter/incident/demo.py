@@ -31,6 +31,7 @@ from pool_exporter.mixin import shipped
 
 from . import replay as rp
 from .alertwatch import AlertTimes, AlertWatch
+from .arguments import add_pool_arguments, add_push_arguments
 from .liveview import LiveView
 from .results import Result
 from .timeline import Marker, can_plot, plot
@@ -43,8 +44,8 @@ BACKGROUND_RATE = 10.0  # about 30 % of the 15 connections before the push
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    rp.add_push_arguments(parser)
-    rp.add_pool_arguments(parser, timeout_help=", SQLAlchemy's default, as in the incident")
+    add_push_arguments(parser)
+    add_pool_arguments(parser, timeout_help=", SQLAlchemy's default, as in the incident")
     parser.add_argument(
         "--duration",
         type=float,

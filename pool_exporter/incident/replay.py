@@ -35,6 +35,8 @@ from pool_exporter.instrument import PoolInstrumentation, instrument
 from pool_exporter.metrics import HOLD_BUCKETS
 from pool_exporter.stats import CANCELLED, ERROR, TIMEOUT
 
+from . import arguments
+from .arguments import add_pool_arguments, add_push_arguments
 from .results import Result, Sample, percentiles
 
 Z95 = 1.6448536269514722  # the standard normal's 95th percentile
@@ -74,8 +76,8 @@ class HoldTime:
 class Scenario:
     """What to replay. Times are seconds from the start of the run."""
 
-    users: int = 2000
-    ramp: float = 3.0  # seconds over which the push's users arrive
+    users: int = arguments.USERS
+    ramp: float = arguments.RAMP  # seconds over which the push's users arrive
     ramp_shape: str = "uniform"  # uniform: evenly spaced; poisson: random arrival times
     hold: HoldTime = HoldTime(0.1, 0.4)
     background_rate: float = 0.0  # steady requests per second besides the push
@@ -119,9 +121,9 @@ RAMP_SHAPES = ("uniform", "poisson")
 
 @dataclass(frozen=True)
 class PoolSettings:
-    pool_size: int = 5
-    max_overflow: int = 10
-    pool_timeout: float = 30.0
+    pool_size: int = arguments.POOL_SIZE
+    max_overflow: int = arguments.MAX_OVERFLOW
+    pool_timeout: float = arguments.POOL_TIMEOUT
 
     def __post_init__(self) -> None:
         if self.pool_size < 1 or self.max_overflow < 0 or self.pool_timeout <= 0:
@@ -480,35 +482,6 @@ def summary(r: Result) -> list[str]:
 
 
 # -- the command ------------------------------------------------------------------------
-
-
-def add_pool_arguments(parser: argparse.ArgumentParser, *, timeout_help: str = "") -> None:
-    """The pool's settings, as `replay` and `demo` take them (SQLAlchemy's defaults)."""
-    defaults = PoolSettings()
-    parser.add_argument(
-        "--pool-size", type=int, default=defaults.pool_size,
-        help=f"QueuePool pool_size ({defaults.pool_size})",
-    )  # fmt: skip
-    parser.add_argument(
-        "--max-overflow", type=int, default=defaults.max_overflow,
-        help=f"max_overflow ({defaults.max_overflow})",
-    )  # fmt: skip
-    parser.add_argument(
-        "--pool-timeout", type=float, default=defaults.pool_timeout,
-        help=f"pool_timeout in seconds ({defaults.pool_timeout:g}{timeout_help})",
-    )  # fmt: skip
-
-
-def add_push_arguments(parser: argparse.ArgumentParser) -> None:
-    """The push, as `replay` and `demo` take it (the incident's: 2,000 users over 3 s)."""
-    push = Scenario()
-    parser.add_argument(
-        "--users", type=int, default=push.users, help=f"users in the push ({push.users})"
-    )
-    parser.add_argument(
-        "--ramp", type=float, default=push.ramp,
-        help=f"seconds over which they arrive ({push.ramp:g})",
-    )  # fmt: skip
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
