@@ -158,6 +158,27 @@ def test_a_push_at_risk_fails_the_gate_unless_the_risk_is_accepted(
 
 
 @pytest.mark.parametrize(
+    ("buckets", "message"),
+    [([[0.1, 5], [0.25, 3]], "hold buckets must grow"), ([[0.1, "many"]], "could not convert")],
+)
+def test_a_replay_result_with_a_broken_hold_histogram_is_one_error_line(
+    buckets: list[list[object]],
+    message: str,
+    burst_json: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    data = json.loads(burst_json.read_text())
+    data["hold_buckets"] = buckets  # written by hand, or by another version
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps(data))
+    assert main(["advise", "--from-replay", str(broken), "--preflight", "--push-users", "9"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {broken} is not a replay result")
+    assert message in err[0]
+
+
+@pytest.mark.parametrize(
     ("args", "message"),
     [
         (["--from-replay", "/nonexistent.json"], "cannot read /nonexistent.json"),

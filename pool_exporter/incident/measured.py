@@ -83,7 +83,7 @@ def from_replay(result: Result, source: str) -> Measured:
         raise NoData(f"{source}: the replay has no successful requests to learn hold times from")
     scenario = result.scenario
     background = float(scenario.get("background_rate", 0.0))
-    return Measured(
+    measured = Measured(
         source=f"replay results {source}",
         pool=result.pool,
         pools=1,
@@ -102,6 +102,8 @@ def from_replay(result: Result, source: str) -> Measured:
         hold_buckets=tuple((float(le), float(n)) for le, n in result.hold_buckets),
         hold_median=result.hold.get("p50"),
     )
+    measured.holds()  # a histogram that cannot be drawn from: ValueError, here
+    return measured
 
 
 def from_prometheus(

@@ -6,6 +6,7 @@ needs neither SQLAlchemy nor threads to do so.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 from dataclasses import asdict, dataclass, field
@@ -74,8 +75,16 @@ class Result:
     def from_json(cls, data: dict[str, Any]) -> Result:
         if data.get("schema") != SCHEMA:
             raise ValueError(f"not a replay result (schema {data.get('schema')!r}, want {SCHEMA})")
-        fields = {k: v for k, v in data.items() if k != "schema"}
-        fields["timeline"] = [Sample(**s) for s in fields.get("timeline", [])]
+        # Fields a later version added are left out, and fields it lacks take their defaults
+        # (the hold histogram came after the first results): the schema names the meaning
+        # of the fields both know, which stays the same.
+        known = {f.name for f in dataclasses.fields(cls)}
+        fields = {k: v for k, v in data.items() if k in known}
+        sample = {f.name for f in dataclasses.fields(Sample)}
+        fields["timeline"] = [
+            Sample(**{k: v for k, v in s.items() if k in sample})
+            for s in fields.get("timeline", [])
+        ]
         return cls(**fields)
 
 
