@@ -71,6 +71,7 @@ def calibration() -> Measured:
 # pushes that time out, as the planned pushes of a release might be
 FAST = [
     (200, 2.0, 5, 10, 1.5),
+    (300, 3.0, 3, 5, 1.0),  # at risk: most runs without a timeout, some with a few
     (400, 0.0, 10, 20, 2.0),
     (600, 1.0, 5, 10, 1.5),
     (1200, 1.0, 5, 15, 1.0),
