@@ -1,8 +1,8 @@
 """The sizing model behind `advise`: settings per worker from measured data, and the gate of a
-planned push. No argument parsing and no printing: the command (advise.py) formats what this
-returns, the working included.
+planned push. No argument parsing and no printing: the figures come back as data and the
+working as lines, which the command (advise.py) prints with the verdict.
 
-Two questions, one arithmetic (sizing.py):
+Two questions, one arithmetic (sizing.py for the steady state, simulate.py for a push):
 - sizing: what pool_size, max_overflow and pool_timeout should each worker run so that a
   target burst on top of the measured traffic is served without waiting (or, when the
   database cannot afford that, waits a bounded time without timeouts)?
