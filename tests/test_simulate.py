@@ -16,6 +16,7 @@ from pool_exporter.incident.model import (
     TIMES_OUT,
     Goals,
     Target,
+    per_pool_push,
     preflight,
     recommend,
     verdict,
@@ -160,3 +161,17 @@ def test_results_without_a_hold_histogram_simulate_from_the_median_and_p95() -> 
     assert sum(xs) / len(xs) == pytest.approx(0.075, rel=0.03)
     assert xs[10000] == pytest.approx(0.05, rel=0.25)
     assert xs[19000] == pytest.approx(0.22, rel=0.25)
+
+
+def test_one_pool_of_several_gets_its_share_of_a_push_at_random_times() -> None:
+    # one caller every 0.07 s, each holding 0.1 s: evenly spaced, two connections serve them
+    # all at once; the same share at random times queues
+    holds = Holds.fixed(0.1)
+    assert per_pool_push(40, 2.8, 1).shape == "uniform"
+    shared = per_pool_push(40, 2.8, 4)
+    assert (shared.users, shared.shape) == (40, "random")
+    alone = simulate(Push(40, 2.8), holds, random.Random(5), servers=2, timeout=5, rate=0, wake=0)
+    split = simulate(shared, holds, random.Random(5), servers=2, timeout=5, rate=0, wake=0)
+    assert alone.waited == 0 and split.waited > 0.05
+    with pytest.raises(ValueError, match="uniform or random"):
+        Push(10, 1.0, "bursty")

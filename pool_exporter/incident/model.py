@@ -185,7 +185,7 @@ class _Plan:
 
     def _push(self, target: Target) -> Push:
         users = target.users or 0
-        return Push(max(1, round(users / self.pools)), target.ramp)
+        return per_pool_push(users / self.pools, target.ramp, self.pools)
 
     def steady(self, peak_rate: float) -> int:
         """The pool_size that serves the busiest steady stretch within the wait goals."""
@@ -455,6 +455,12 @@ class Preflight:
         return self.verdict == SAFE
 
 
+def per_pool_push(users: float, ramp: float, pools: int) -> Push:
+    """One pool's share of a push. Spread over several pools (a load balancer's choice per
+    request), a pool's arrivals are no longer evenly spaced but fall at random in the ramp."""
+    return Push(max(1, round(users)), ramp, "uniform" if pools == 1 else "random")
+
+
 def verdict(p: Prediction, *, margin: float = MARGIN) -> str:
     """Would time out: the median run has timeouts. At risk: some run has, or the median
     run's longest wait comes within `margin` of the timeout. Safe otherwise."""
@@ -495,7 +501,7 @@ def preflight(
         f"{requests_per_user:g} requests per user = {fig(safe_rate)} users/s (steady state)"
     )
     per_pool = users * requests_per_user / pools
-    push = Push(max(1, round(per_pool)), ramp)
+    push = per_pool_push(per_pool, ramp, pools)
     holds = m.holds()
 
     def run(drift: float) -> Prediction:

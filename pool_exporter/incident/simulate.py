@@ -129,11 +129,16 @@ class _Sampler:
 
 @dataclass(frozen=True)
 class Push:
-    """`users` arriving over `ramp` seconds (0: at once), evenly spaced or at random."""
+    """`users` arriving over `ramp` seconds (0: at once), evenly spaced ("uniform") or at
+    random times ("random")."""
 
     users: int
     ramp: float
     shape: str = "uniform"
+
+    def __post_init__(self) -> None:
+        if self.users < 0 or self.ramp < 0 or self.shape not in ("uniform", "random"):
+            raise ValueError(f"a push needs users, ramp >= 0 and a shape uniform or random: {self}")
 
     def arrivals(self, rng: random.Random) -> list[float]:
         if self.shape == "uniform" or not self.users:
