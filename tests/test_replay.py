@@ -10,6 +10,8 @@ from prometheus_client import CollectorRegistry
 
 from pool_exporter.cli import main
 from pool_exporter.incident import replay as rp
+from pool_exporter.incident.results import SCHEMA, Result, Sample
+from pool_exporter.metrics import HOLD_BUCKETS
 
 from .conftest import value
 
@@ -41,18 +43,19 @@ TOP_LEVEL_KEYS = {
     "peak_waiting": int,
     "arrival_rate": float,
     "max_start_lag": float,
+    "hold_buckets": list,
     "error_types": dict,
     "timeline": list,
 }
 
 
 @pytest.fixture(scope="module")
-def overload() -> rp.Result:
+def overload() -> Result:
     registry = CollectorRegistry()
     return rp.replay(OVERLOAD, SHORT_TIMEOUT, registry=registry, sample_interval=0.25)
 
 
-def test_a_burst_beyond_the_pool_saturates_it_and_times_out(overload: rp.Result) -> None:
+def test_a_burst_beyond_the_pool_saturates_it_and_times_out(overload: Result) -> None:
     r = overload
     assert r.requests == 300
     assert r.ok + r.timeouts == 300
@@ -66,9 +69,12 @@ def test_a_burst_beyond_the_pool_saturates_it_and_times_out(overload: rp.Result)
     assert r.wait["max"] >= 1.0
 
 
-def test_the_timeline_follows_the_pool_through_the_burst(overload: rp.Result) -> None:
+def test_the_timeline_follows_the_pool_through_the_burst(overload: Result) -> None:
     timeline = overload.timeline
-    assert [s.t for s in timeline] == sorted(s.t for s in timeline)
+    # one sample on each 0.25 s tick: a sampler that drifted, skipped or doubled a tick shows
+    assert all(abs(s.t - k * 0.25) < 0.2 for k, s in enumerate(timeline[:-1]))
+    # a sample's waits are of checkouts that ended in it: none past the pool timeout
+    assert all(s.wait_max <= SHORT_TIMEOUT.pool_timeout + 0.1 for s in timeline)
     assert max(s.waiting for s in timeline) > 0
     assert timeline[-1].waiting == 0 and timeline[-1].in_use == 0
     assert timeline[-1].timeouts == overload.timeouts
@@ -108,7 +114,7 @@ def test_the_replayed_pool_is_exported_while_it_runs() -> None:
     registry = CollectorRegistry()
     seen: list[float] = []
 
-    def on_sample(sample: rp.Sample, result: rp.Result) -> None:
+    def on_sample(sample: Sample, result: Result) -> None:
         seen.append(value(registry, "sqlalchemy_pool_max_connections", pool="burst"))
 
     r = rp.replay(
@@ -149,16 +155,24 @@ def test_replay_writes_json_results_that_read_back(
     data = json.loads(out.read_text())
     for key, kind in TOP_LEVEL_KEYS.items():
         assert isinstance(data[key], kind), key
-    assert data["schema"] == rp.SCHEMA
+    assert data["schema"] == SCHEMA
     assert data["settings"] == {"pool_size": 2, "max_overflow": 0, "pool_timeout": 0.3}
     assert data["scenario"]["users"] == 40
     assert set(data["scenario"]["hold"]) == {"median", "p95", "mean"}
     assert set(data["wait"]) == {"p50", "p90", "p95", "p99", "max", "mean"}
     assert data["timeouts"] > 0 and data["ok"] + data["timeouts"] == 40
-    assert set(data["timeline"][0]) == set(rp.Sample.__dataclass_fields__)
-    back = rp.Result.from_json(data)
+    assert set(data["timeline"][0]) == set(Sample.__dataclass_fields__)
+    assert [le for le, _ in data["hold_buckets"]] == list(HOLD_BUCKETS)
+    assert data["hold_buckets"][-1][1] == data["ok"]  # every hold is under the last bucket
+    back = Result.from_json(data)
     assert back.timeouts == data["timeouts"]
     assert back.timeline[-1].timeouts == data["timeouts"]
+    # written by a later version (a field more) or an earlier one (no hold histogram)
+    data["added_later"] = 1
+    data["timeline"][0]["added_later"] = 2
+    del data["hold_buckets"]
+    back = Result.from_json(data)
+    assert back.timeouts == data["timeouts"] and back.hold_buckets == []
 
 
 def test_replay_against_postgresql_prints_the_url_without_its_password(

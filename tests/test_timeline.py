@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pool_exporter.incident.replay import Result, Sample
+from pool_exporter.incident.results import Result, Sample
 from pool_exporter.incident.timeline import Marker, figure, plot, tags
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

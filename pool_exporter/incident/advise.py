@@ -1,427 +1,38 @@
-"""`pool-exporter advise`: pool settings per worker from measured data, with the working shown.
+"""`pool-exporter advise`: the command of the sizing model (model.py), with the working shown.
 
-Two questions, one arithmetic (pool_exporter.incident.sizing):
-- sizing: what pool_size, max_overflow and pool_timeout should each worker run so that a
-  target burst on top of the measured traffic is served without waiting (or, when the
-  database cannot afford that, waits a bounded time without timeouts)?
-- pre-flight (`--preflight`): with the settings running now, how fast can a push pipeline
-  send, and would a push to N users cause timeouts? Exit code 1 when it would, so the
-  pipeline's job stops before sending.
+Exit code 1 from `--preflight` when the push would time out (or is at risk), so a pipeline's
+job stops before sending.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 from pool_exporter.durations import seconds
 from pool_exporter.errors import CliError
 
-from . import sizing
+from .arguments import add_pool_arguments
 from .measured import Measured, NoData, PoolerLimits, from_prometheus, from_replay
+from .model import (
+    AT_RISK,
+    TIMES_OUT,
+    Advice,
+    Goals,
+    Preflight,
+    Target,
+    fig,
+    preflight,
+    recommend,
+)
 from .promapi import PrometheusAPI, PrometheusError
-from .replay import Result
+from .results import Result
 
 EXIT_PUSH_UNSAFE = 1
-
-
-@dataclass(frozen=True)
-class Goals:
-    p_wait: float = 0.05  # the share of requests that may wait at all
-    mean_wait: float = 0.1  # seconds, averaged over every request
-    burst_wait: float = 1.0  # the longest any request of a burst may queue
-    request_timeout: float = 10.0  # the most a caller can afford to wait for a connection
-
-    def check(self) -> None:
-        if not 0 < self.p_wait < 1:
-            raise ValueError(f"--p-wait must be between 0 and 1, got {self.p_wait:g}")
-        if self.mean_wait <= 0 or self.burst_wait <= 0 or self.request_timeout <= 0:
-            raise ValueError("--max-wait, --burst-wait and --request-timeout must be positive")
-
-
-@dataclass(frozen=True)
-class Target:
-    """Extra traffic to plan for, fleet-wide, on top of the measured steady traffic: a
-    sustained rate, or a burst of users over a ramp."""
-
-    rate: float = 0.0
-    users: int | None = None
-    ramp: float = 0.0
-
-    @property
-    def burst_rate(self) -> float:
-        if self.users is None:
-            return self.rate
-        return self.users / self.ramp if self.ramp > 0 else math.inf
-
-    def describe(self) -> str:
-        if self.users is not None:
-            over = f"over {self.ramp:g} s" if self.ramp > 0 else "all at once"
-            return f"a push of {self.users} users {over}"
-        return f"{self.rate:g} extra requests/s" if self.rate else "the measured traffic only"
-
-
-@dataclass
-class Advice:
-    pool: str
-    pools: int
-    pool_size: int
-    max_overflow: int
-    pool_timeout: float
-    fleet_connections: int
-    database_budget: int | None
-    exhausts_database: bool
-    predicted_longest_wait: float
-    # behind a pooler: the fleet's limit is max_client_conn, the database's the pooler's pool
-    pooler_max_client_conn: int | None = None
-    exceeds_pooler: bool = False
-    working: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-
-
-def _f(x: float) -> str:
-    return f"{x:.3g}" if abs(x) < 1000 else f"{x:,.0f}"
-
-
-def database_budget(m: Measured, flag: int | None) -> int | None:
-    limit = flag if flag is not None else m.db_max_connections
-    if limit is None:
-        return None
-    reserved = m.db_reserved if flag is None and m.db_reserved is not None else 0
-    return limit - reserved
-
-
-def recommend(
-    m: Measured, target: Target, pools: int, goals: Goals, *, db_max: int | None = None
-) -> Advice:
-    """Settings per worker for `pools` pools (workers x instances) sharing the traffic: a
-    pool_size for the steady traffic, overflow for the target (served without a queue, or a
-    push ridden out where that does not fit), and a timeout above the longest predicted wait."""
-    goals.check()
-    if m.hold_mean <= 0:
-        raise ValueError("the measured mean hold time is 0: no checkouts to size from")
-    plan = _Plan(s=m.hold_mean, base=m.peak_rate / pools, pools=pools, goals=goals)
-    pool_size = plan.steady(m.peak_rate)
-    extra, servers = plan.no_wait(target, pool_size)
-    budget = database_budget(m, db_max)
-    # What bounds the fleet's connections: the database's slots, or behind a pooler in
-    # transaction mode the pooler's max_client_conn (the database then sees the pooler's
-    # server connections, whatever the fleet opens).
-    fleet_limit, pooler_notes = _behind_pooler(m.pooler, budget, plan.work)
-    limit, what = (budget, "the database")
-    if m.pooler:
-        limit, what = fleet_limit, "the pooler's max_client_conn"
-    servers, chosen_by = plan.push(target, pool_size, servers, extra, limit=limit, what=what)
-    exceeds_pooler, exhausts = plan.limits(m.pooler, servers, budget, pooler_notes)
-    worst = plan.longest_wait(target, servers, extra)
-    plan.work.append(
-        f"chosen   {chosen_by}: c = {servers} = pool_size {pool_size} (steady) + max_overflow "
-        f"{servers - pool_size} (the burst)"
-    )
-    timeout = plan.timeout(m.hold_p95, worst)
-    return Advice(
-        pool=m.pool,
-        pools=pools,
-        pool_size=pool_size,
-        max_overflow=servers - pool_size,
-        pool_timeout=timeout,
-        fleet_connections=servers * pools,
-        database_budget=budget,
-        exhausts_database=exhausts,
-        predicted_longest_wait=worst,
-        pooler_max_client_conn=m.pooler.max_client_conn if m.pooler else None,
-        exceeds_pooler=exceeds_pooler,
-        working=plan.work,
-        warnings=plan.warn,
-    )
-
-
-@dataclass
-class _Plan:
-    """The steps of `recommend`, each writing its working; `s` is the mean hold time and
-    `base` the steady rate per pool."""
-
-    s: float
-    base: float
-    pools: int
-    goals: Goals
-    work: list[str] = field(default_factory=list)
-    warn: list[str] = field(default_factory=list)
-
-    def steady(self, peak_rate: float) -> int:
-        """The pool_size that serves the busiest steady stretch within the wait goals."""
-        s, base, goals = self.s, self.base, self.goals
-        self.work.append(
-            f"steady   λ = {_f(peak_rate)} req/s (busiest stretch) / {self.pools} pools = "
-            f"{_f(base)} req/s per pool; S = {_f(s)} s mean hold"
-        )
-        a_base = sizing.offered_load(base, s)
-        chosen = sizing.smallest_pool(a_base, s, p_wait=goals.p_wait, max_mean_wait=goals.mean_wait)
-        self.work.append(
-            f"         Little's law A = λ·S = {_f(base)} x {_f(s)} = {_f(a_base)} connections busy"
-        )
-        self.work.append(_erlang_line(chosen, s, goals))
-        return max(1, chosen.servers)
-
-    def no_wait(self, target: Target, pool_size: int) -> tuple[float, int]:
-        """The target's extra rate per pool and the connections that serve it without a queue
-        (inf and the steady size for a push all at once: nothing serves that unqueued)."""
-        s, base, goals = self.s, self.base, self.goals
-        extra = target.burst_rate / self.pools
-        if target.users is not None and target.ramp == 0:
-            extra = math.inf
-        if not math.isfinite(extra):
-            self.work.append(f"target   {target.describe()}: no pool serves that without a queue")
-            return extra, pool_size
-        a_peak = sizing.offered_load(base + extra, s)
-        self.work.append(
-            f"target   {target.describe()}: {_f(target.burst_rate)} req/s / {self.pools} = "
-            f"{_f(extra)} per pool; A = ({_f(base)} + {_f(extra)}) x {_f(s)} = {_f(a_peak)}"
-        )
-        nowait = sizing.smallest_pool(a_peak, s, p_wait=goals.p_wait, max_mean_wait=goals.mean_wait)
-        self.work.append(_erlang_line(nowait, s, goals))
-        return extra, max(pool_size, nowait.servers)
-
-    def push(
-        self,
-        target: Target,
-        pool_size: int,
-        servers: int,
-        extra: float,
-        *,
-        limit: int | None,
-        what: str,
-    ) -> tuple[int, str]:
-        """For a push: the connections that let its queue drain within the burst-wait goal,
-        chosen instead of `servers` when those exceed the fleet's `limit` (the database's, or
-        the pooler's, named by `what`) or cannot exist."""
-        if target.users is None:
-            return servers, "no-wait"
-        s, base, pools = self.s, self.base, self.pools
-        per_pool = target.users / pools
-        wait = self.goals.burst_wait
-        ride = _ride_out(per_pool, target.ramp, s, base, wait=wait, least=pool_size)
-        b = sizing.burst(per_pool, target.ramp, ride, s, base)
-        self.work.append(
-            f"ride-out the push queues instead: {_f(per_pool)} users per pool over "
-            f"{target.ramp:g} s; c = {ride} serves c/S - λ = {_f(b.capacity)} req/s, backlog "
-            f"{_f(b.backlog)} drains in {_f(b.longest_wait)} s ≤ {wait:g} s"
-        )
-        over_limit = limit is not None and servers * pools > limit
-        if not over_limit and math.isfinite(extra):
-            return servers, "no-wait"
-        if over_limit and math.isfinite(extra):
-            self.work.append(
-                f"{what} no-wait needs {pools} x {servers} = {servers * pools} "
-                f"connections, more than the {limit} available: ride the push out instead"
-            )
-        return max(ride, pool_size), "ride-out"
-
-    def limits(
-        self, pooler: PoolerLimits | None, servers: int, budget: int | None, notes: list[str]
-    ) -> tuple[bool, bool]:
-        """Whether the fleet of `servers` per pool exceeds the pooler's max_client_conn, and
-        whether it exhausts the database (behind a transaction pooler: whether the pooler's
-        own server connections do), with a warning for each."""
-        fleet = servers * self.pools
-        exceeds_pooler = False
-        if pooler is not None and pooler.max_client_conn is not None:
-            exceeds_pooler = fleet > pooler.max_client_conn
-            if exceeds_pooler:
-                self.warn.append(
-                    f"{self.pools} pools x {servers} = {fleet} client connections exceed the "
-                    f"pooler's max_client_conn {pooler.max_client_conn}: raise it to at least "
-                    f"{fleet} or the pooler refuses connections in the push"
-                )
-        self.warn.extend(notes)
-        transaction = pooler is not None and pooler.mode in ("transaction", "statement")
-        if transaction and pooler and pooler.pool_size and fleet > pooler.pool_size:
-            self.warn.append(
-                f"the fleet's {fleet} connections share the pooler's {pooler.pool_size} server "
-                "connections: a burst of transactions queues in the pooler "
-                "(PgBouncerPoolSaturated); raise the pooler's pool_size within the database's "
-                "budget, or keep transactions short"
-            )
-        if transaction and pooler and pooler.pool_size is not None:
-            return exceeds_pooler, budget is not None and pooler.pool_size > budget
-        if budget is not None and fleet > budget:
-            self.warn.append(
-                f"{self.pools} pools x {servers} = {fleet} connections exhaust the database "
-                f"({budget} available); at most {budget // self.pools} per pool fit: split the "
-                "push (see --preflight) or put a pooler in front of the database"
-            )
-            return exceeds_pooler, True
-        return exceeds_pooler, False
-
-    def longest_wait(self, target: Target, servers: int, extra: float) -> float:
-        """The longest a caller waits with `servers` connections: a push's queue draining, or
-        the 1-in-10,000 wait of steady traffic."""
-        if target.users is not None:
-            burst = sizing.burst(target.users / self.pools, target.ramp, servers, self.s, self.base)
-            return burst.longest_wait
-        a = sizing.offered_load(self.base + (extra if math.isfinite(extra) else 0.0), self.s)
-        return sizing.wait_quantile(servers, a, self.s, 1e-4)
-
-    def timeout(self, hold_p95: float | None, worst: float) -> float:
-        """A pool timeout well above the longest predicted wait and the slowest holds, capped
-        at the request budget."""
-        goals = self.goals
-        p95 = hold_p95 if hold_p95 and math.isfinite(hold_p95) else 3 * self.s
-        timeout = float(math.ceil(max(2.0, 2 * worst, 3 * p95)))
-        if timeout > goals.request_timeout:
-            self.warn.append(
-                f"requests may wait {_f(worst)} s for a connection, more than half the "
-                f"{goals.request_timeout:g} s request budget: the pool timeout is capped there"
-            )
-            timeout = goals.request_timeout
-        self.work.append(
-            f"timeout  max(2 s, 2 x longest predicted wait {_f(worst)} s, 3 x hold p95 "
-            f"{_f(p95)} s) = {timeout:g} s, at most the request budget {goals.request_timeout:g} s"
-        )
-        return timeout
-
-
-def _behind_pooler(
-    pooler: PoolerLimits | None, budget: int | None, work: list[str]
-) -> tuple[int | None, list[str]]:
-    """The fleet's connection limit behind `pooler`, and warnings about the pooler itself."""
-    if pooler is None:
-        return budget, []
-    warn: list[str] = []
-    size = "unknown" if pooler.pool_size is None else str(pooler.pool_size)
-    if pooler.mode == "session":
-        limits = [x for x in (budget, pooler.max_client_conn, pooler.pool_size) if x is not None]
-        work.append(
-            f"pooler   session mode: each client connection keeps a server connection, so "
-            f"the fleet must fit the database ({budget}), the pooler's pool ({size}) and "
-            f"max_client_conn ({pooler.max_client_conn})"
-        )
-        return (min(limits) if limits else None), warn
-    work.append(
-        f"pooler   {pooler.mode or 'unknown'} mode: the database sees the pooler's {size} "
-        f"server connections, not the fleet's; the fleet is bounded by max_client_conn "
-        f"{pooler.max_client_conn}"
-    )
-    if budget is not None and pooler.pool_size is not None and pooler.pool_size > budget:
-        warn.append(
-            f"the pooler may open {pooler.pool_size} server connections, more than the "
-            f"database's {budget}: lower its pool_size or set max_db_connections"
-        )
-    return pooler.max_client_conn, warn
-
-
-def _erlang_line(chosen: sizing.Servers, s: float, goals: Goals) -> str:
-    text = (
-        f"         Erlang C: c = {chosen.servers} gives P(wait) = {chosen.p_wait:.1%} ≤ "
-        f"{goals.p_wait:.0%} and W = {_f(chosen.mean_wait)} s ≤ {goals.mean_wait:g} s"
-    )
-    smaller = chosen.servers - 1
-    if smaller >= 1:
-        pw = sizing.erlang_c(smaller, chosen.load)
-        w = sizing.mean_wait(smaller, chosen.load, s)
-        text += f"; c = {smaller} gives {pw:.1%}, W = {_f(w)} s"
-    return text
-
-
-def _ride_out(users: float, ramp: float, s: float, base: float, *, wait: float, least: int) -> int:
-    c = max(1, least)
-    while sizing.burst(users, ramp, c, s, base).longest_wait > wait:
-        c += 1
-    return c
-
-
-@dataclass
-class Preflight:
-    pool: str
-    safe_rate: float  # users per second the fleet absorbs without waiting (beyond p_wait)
-    longest_wait: float
-    predicted_timeouts: float
-    batches: int
-    batch_users: int
-    batch_interval: float
-    safe: bool
-    working: list[str] = field(default_factory=list)
-
-
-def preflight(
-    m: Measured,
-    pools: int,
-    goals: Goals,
-    *,
-    users: int,
-    ramp: float,
-    requests_per_user: float,
-    settings: tuple[int, int, float],
-) -> Preflight:
-    """Would a push to `users` over `ramp` seconds, with the pools as they are now, time out?"""
-    goals.check()
-    size, overflow, timeout = settings
-    c = size + overflow
-    s = m.hold_mean
-    base = m.peak_rate / pools
-    work = [
-        f"now      {pools} pools x (pool_size {size} + max_overflow {overflow}) = "
-        f"{pools * c} connections, pool_timeout {timeout:g} s",
-        f"steady   λ = {_f(m.peak_rate)} req/s / {pools} = {_f(base)} per pool; S = {_f(s)} s; "
-        f"A = {_f(base * s)} of {c} connections busy",
-    ]
-    extra = sizing.max_rate(c, s, p_wait=goals.p_wait, base_rate=base)
-    safe_rate = extra * pools / requests_per_user
-    work.append(
-        f"safe     the most λ with Erlang C(c={c}, A=λ·S) ≤ {goals.p_wait:.0%} is "
-        f"{_f(base + extra)} req/s per pool: {_f(extra)} more x {pools} pools / "
-        f"{requests_per_user:g} requests per user = {_f(safe_rate)} users/s"
-    )
-    per_pool = users * requests_per_user / pools
-    b = sizing.burst(per_pool, ramp, c, s, base)
-    free = max(0.0, c - base * s)
-    # The queue is first come, first served: request i of the push arrives at t = ramp·i/N
-    # behind the i - free push requests and the λ·t steady ones that came before it, all
-    # served at the pool's full rate c/S. It times out when that takes longer than the
-    # timeout: i - free + λ·t > c/S·(t + timeout), that is beyond
-    # i* = (free + c/S·timeout) / (1 - (c/S - λ)·ramp/N).
-    full = c / s
-    spare = 1 - b.capacity * ramp / per_pool if per_pool else 1.0
-    served = (free + full * timeout) / spare if spare > 0 else math.inf
-    timeouts = max(0.0, per_pool - served) * pools
-    over = f"over {ramp:g} s" if ramp > 0 else "at once"
-    work.append(
-        f"push     {users} users {over} = {_f(per_pool)} requests per pool against "
-        f"{_f(free)} free connections and c/S - λ = {_f(b.capacity)} req/s: backlog "
-        f"{_f(b.backlog)}, the last waits {_f(b.longest_wait)} s"
-    )
-    if timeouts > 0:
-        work.append(
-            f"timeouts first come first served, requests beyond (free + c/S x timeout) / "
-            f"(1 - (c/S - λ) x ramp / N) = ({_f(free)} + {_f(full)} x {timeout:g}) / "
-            f"{spare:.3g} = {_f(served)} per pool time out: about {_f(timeouts)}"
-        )
-    # a batch every pool can start within the burst-wait goal, then the next once it drains
-    per_batch = max(1.0, math.floor(free + b.capacity * goals.burst_wait))
-    batch_users = max(1, math.floor(per_batch * pools / requests_per_user))
-    batches = max(1, math.ceil(users / batch_users))
-    interval = per_batch / b.capacity if b.capacity > 0 else math.inf
-    work.append(
-        f"batches  {_f(free)} free + {_f(b.capacity)} req/s x {goals.burst_wait:g} s = "
-        f"{_f(per_batch)} requests per pool start within {goals.burst_wait:g} s: "
-        f"{batches} batches of {batch_users} users, one every {_f(interval)} s"
-    )
-    return Preflight(
-        pool=m.pool,
-        safe_rate=safe_rate,
-        longest_wait=b.longest_wait,
-        predicted_timeouts=timeouts,
-        batches=batches,
-        batch_users=batch_users,
-        batch_interval=interval,
-        safe=b.longest_wait < timeout and timeouts == 0,
-        working=work,
-    )
 
 
 # -- the command ------------------------------------------------------------------------
@@ -482,9 +93,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--requests-per-user", type=float, default=1.0, help="requests each user makes (1)"
     )
-    parser.add_argument("--pool-size", type=int, help="with --preflight: settings in force")
-    parser.add_argument("--max-overflow", type=int)
-    parser.add_argument("--pool-timeout", type=float)
+    parser.add_argument(
+        "--accept-risk",
+        action="store_true",
+        help="with --preflight: exit 0 for a push at risk (only one that would time out fails)",
+    )
+    add_pool_arguments(parser, in_force=True)  # with --preflight: the settings in force
     parser.add_argument("--json", metavar="FILE", help="also write the advice as JSON")
 
 
@@ -544,8 +158,8 @@ def run(args: argparse.Namespace) -> int:
             if args.preflight:
                 p = _preflight(m, pools, goals, args)
                 _print_preflight(p, args.push_users)
-                report.append({"preflight": asdict(p)})
-                if not p.safe:
+                report.append({"preflight": {**asdict(p), "safe": p.safe}})
+                if p.verdict == TIMES_OUT or (p.verdict == AT_RISK and not args.accept_risk):
                     code = EXIT_PUSH_UNSAFE
             else:
                 target = _target(args, m)
@@ -609,10 +223,10 @@ def _preflight(m: Measured, pools: int, goals: Goals, args: argparse.Namespace) 
 
 def _measured_line(m: Measured, pools: int) -> str:
     parts = [
-        f"  measured {_f(m.rate)} checkouts/s (busiest {_f(m.peak_rate)}) over {m.pools} "
-        f"pool(s); hold mean {_f(m.hold_mean)} s"
-        + (f", p95 {_f(m.hold_p95)} s" if m.hold_p95 is not None else ""),
-        f"; peak {_f(m.peak_in_use)} in use per pool; {_f(m.timeouts)} timeouts",
+        f"  measured {fig(m.rate)} checkouts/s (busiest {fig(m.peak_rate)}) over {m.pools} "
+        f"pool(s); hold mean {fig(m.hold_mean)} s"
+        + (f", p95 {fig(m.hold_p95)} s" if m.hold_p95 is not None else ""),
+        f"; peak {fig(m.peak_in_use)} in use per pool; {fig(m.timeouts)} timeouts",
     ]
     if m.pool_size is not None:
         parts.append(
@@ -630,6 +244,14 @@ def _print_advice(a: Advice) -> None:
         f"  recommend pool_size={a.pool_size} max_overflow={a.max_overflow} "
         f"pool_timeout={a.pool_timeout:g}  (per worker)"
     )
+    if a.predicted is not None:
+        q = a.predicted
+        print(
+            f"  cost     the push waits median {fig(q.wait_p50)} s, p99 {fig(q.wait_p99)} s; "
+            f"{q.timeouts_high} timeouts in any of {q.runs} simulated runs (no-wait size "
+            f"{a.no_wait_servers if a.no_wait_servers is not None else 'none'}, smallest with "
+            f"room {a.ride_out_servers})"
+        )
     budget = (
         f" of the database's {a.database_budget}" if a.database_budget is not None else
         " (database limit unknown: --database-max-connections)"
@@ -646,12 +268,22 @@ def _print_preflight(p: Preflight, users: int) -> None:
     print("  working (per pool, i.e. per worker process):")
     for line in p.working:
         print(f"    {line}")
-    print(f"  safe sending rate {_f(p.safe_rate)} users/s; or {p.batches} batches of "
-          f"{p.batch_users} users, one every {_f(p.batch_interval)} s")  # fmt: skip
-    if p.safe:
-        print(f"  push of {users} users: OK, the last request waits about {_f(p.longest_wait)} s")
-    else:
+    print(f"  safe sending rate {fig(p.safe_rate)} users/s; or {p.batches} batches of "
+          f"{p.batch_users} users, one every {fig(p.batch_interval)} s")  # fmt: skip
+    q = p.prediction
+    waits = f"the longest wait about {fig(p.longest_wait)} s of the {q.timeout:g} s timeout"
+    if p.verdict == TIMES_OUT:
         print(
-            f"  push of {users} users: WOULD TIME OUT (about {_f(p.predicted_timeouts)} "
-            f"requests; the last would wait {_f(p.longest_wait)} s): send in batches instead"
+            f"  push of {users} users: WOULD TIME OUT (about {fig(p.predicted_timeouts)} "
+            f"requests, {q.timeouts_low}-{q.timeouts_high} per pool in {q.runs} runs): send in "
+            "batches instead"
         )
+    elif p.verdict == AT_RISK:
+        why = (
+            f"timeouts in {q.runs} runs: up to {q.timeouts_high} per pool"
+            if q.may_time_out
+            else f"{waits}, within {p.margin:.0%} of it"
+        )
+        print(f"  push of {users} users: AT RISK ({why}): send in batches, or --accept-risk")
+    else:
+        print(f"  push of {users} users: SAFE, no timeouts in {q.runs} runs; {waits}")

@@ -31,7 +31,9 @@ from pool_exporter.mixin import shipped
 
 from . import replay as rp
 from .alertwatch import AlertTimes, AlertWatch
+from .arguments import add_pool_arguments, add_push_arguments
 from .liveview import LiveView
+from .results import Result
 from .timeline import Marker, can_plot, plot
 
 DEFAULT_PORT = 9464
@@ -42,16 +44,8 @@ BACKGROUND_RATE = 10.0  # about 30 % of the 15 connections before the push
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--users", type=int, default=2000, help="users in the push (2000)")
-    parser.add_argument(
-        "--ramp", type=float, default=3.0, help="seconds over which they arrive (3)"
-    )
-    parser.add_argument(
-        "--pool-timeout",
-        type=float,
-        default=30.0,
-        help="pool_timeout in seconds (30, SQLAlchemy's default, as in the incident)",
-    )
+    add_push_arguments(parser)
+    add_pool_arguments(parser, timeout_help=", SQLAlchemy's default, as in the incident")
     parser.add_argument(
         "--duration",
         type=float,
@@ -132,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
             duration=args.duration,
             push_at=push_at,
         )
-        settings = rp.PoolSettings(5, 10, args.pool_timeout)
+        settings = rp.PoolSettings(args.pool_size, args.max_overflow, args.pool_timeout)
     except ValueError as exc:
         raise CliError(str(exc)) from None
     interrupt = Interrupt()
@@ -158,8 +152,9 @@ def run(args: argparse.Namespace) -> int:
         total = args.duration
         print(
             f"plan: {BACKGROUND_RATE:g} requests/s for {total:g} s, then at {push_at:g} s a push "
-            f"of {args.users} users over {args.ramp:g} s; pool_size 5, max_overflow 10, "
-            f"pool_timeout {args.pool_timeout:g} s; hold median {HOLD.median:g} s, "
+            f"of {args.users} users over {args.ramp:g} s; pool_size {settings.pool_size}, "
+            f"max_overflow {settings.max_overflow}, pool_timeout {settings.pool_timeout:g} s; "
+            f"hold median {HOLD.median:g} s, "
             f"p95 {HOLD.p95:g} s"
         )
         zero = time.monotonic()
@@ -225,7 +220,7 @@ def rules_file() -> Path | None:
     return here if here.is_file() else shipped.find(shipped.RULES)
 
 
-def alert_lines(alerts: list[AlertTimes], result: rp.Result, offset: float) -> list[str]:
+def alert_lines(alerts: list[AlertTimes], result: Result, offset: float) -> list[str]:
     first_timeout = None if result.first_timeout is None else result.first_timeout + result.push_at
     lines = []
     for a in alerts:
@@ -248,7 +243,7 @@ def alert_lines(alerts: list[AlertTimes], result: rp.Result, offset: float) -> l
     return lines
 
 
-def markers_for(result: rp.Result, alerts: list[AlertTimes], offset: float) -> list[Marker]:
+def markers_for(result: Result, alerts: list[AlertTimes], offset: float) -> list[Marker]:
     markers = [Marker(result.push_at, "push", "tab:purple")]
     if result.first_timeout is not None:
         markers.append(Marker(result.push_at + result.first_timeout, "first timeout", "tab:red"))

@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable
 from typing import TextIO
 
-from .replay import Result, Sample
+from .results import Result, Sample
 
 BAR = 30
 

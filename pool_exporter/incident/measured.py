@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from pool_exporter import metrics as m
 from pool_exporter.durations import seconds
 
 from .promapi import PrometheusAPI
-from .replay import Result
+from .results import Result
+from .simulate import Holds
 
 
 class NoData(Exception):
@@ -39,6 +41,19 @@ class Measured:
     burst_users: int | None = None
     burst_ramp: float | None = None
     pooler: PoolerLimits | None = None
+    # the hold-time histogram: (le, cumulative count), as the buckets count; () when the
+    # source has none (a replay written before results carried it)
+    hold_buckets: tuple[tuple[float, float], ...] = ()
+    hold_median: float | None = None
+
+    def holds(self) -> Holds:
+        """The hold-time distribution the simulation draws from: the histogram when there is
+        one, else a lognormal through the median (or the mean) and the p95."""
+        if self.hold_buckets and max(n for _, n in self.hold_buckets) > 0:
+            return Holds.from_buckets(self.hold_buckets, self.hold_mean)
+        median = self.hold_median or self.hold_mean
+        p95 = max(median, self.hold_p95 or median)
+        return Holds.lognormal(median, p95, self.hold_mean, m.HOLD_BUCKETS)
 
 
 @dataclass(frozen=True)
@@ -68,7 +83,7 @@ def from_replay(result: Result, source: str) -> Measured:
         raise NoData(f"{source}: the replay has no successful requests to learn hold times from")
     scenario = result.scenario
     background = float(scenario.get("background_rate", 0.0))
-    return Measured(
+    measured = Measured(
         source=f"replay results {source}",
         pool=result.pool,
         pools=1,
@@ -84,7 +99,11 @@ def from_replay(result: Result, source: str) -> Measured:
         pool_timeout=result.settings["pool_timeout"],
         burst_users=int(scenario["users"]),
         burst_ramp=float(scenario["ramp"]),
+        hold_buckets=tuple((float(le), float(n)) for le, n in result.hold_buckets),
+        hold_median=result.hold.get("p50"),
     )
+    measured.holds()  # a histogram that cannot be drawn from: ValueError, here
+    return measured
 
 
 def from_prometheus(
@@ -126,6 +145,8 @@ def from_prometheus(
         f"sum by (pool) (rate({hold}_sum{sel}{w})) / sum by (pool) (rate({hold}_count{sel}{w}))"
     )
     hold_p95 = by_pool(f"histogram_quantile(0.95, sum by (pool, le) (rate({hold}_bucket{sel}{w})))")
+    hold_p50 = by_pool(f"histogram_quantile(0.5, sum by (pool, le) (rate({hold}_bucket{sel}{w})))")
+    buckets = _buckets(api, f"sum by (pool, le) (rate({hold}_bucket{sel}{w}))", at)
     wait_p99 = by_pool(f"histogram_quantile(0.99, sum by (pool, le) (rate({wait}_bucket{sel}{w})))")
     peak = by_pool(f"max by (pool) (max_over_time({m.CONNECTIONS.name}{in_use}{w}))")
     timeouts = by_pool(f"sum by (pool) (increase({m.CHECKOUT_TIMEOUTS.sample}{sel}{w}))")
@@ -158,6 +179,8 @@ def from_prometheus(
                 db_max_connections=_int(db_max),
                 db_reserved=_int(db_reserved),
                 pooler=pooler,
+                hold_buckets=buckets.get(name, ()),
+                hold_median=hold_p50.get(name),
             )
         )
     if not found:
@@ -166,6 +189,22 @@ def from_prometheus(
             f"{', '.join(sorted(pools))}: nothing to learn hold times from (a longer --window?)"
         )
     return found
+
+
+def _buckets(
+    api: PrometheusAPI, expr: str, at: float | None
+) -> dict[str, tuple[tuple[float, float], ...]]:
+    """{pool: ((le, cumulative rate), ...)} of a histogram's buckets, in `le` order."""
+    found: dict[str, list[tuple[float, float]]] = {}
+    for series in api.query(expr, at):
+        labels = series["metric"]
+        try:
+            le, value = float(labels["le"]), float(series["value"][1])
+        except (KeyError, ValueError):
+            continue
+        if math.isfinite(value):  # NaN: no holds in the window
+            found.setdefault(labels.get(m.POOL_LABEL, ""), []).append((le, value))
+    return {pool: tuple(sorted(pairs)) for pool, pairs in found.items()}
 
 
 def _no_pools(api: PrometheusAPI, pool: str | None, matchers: str) -> NoData:

@@ -13,7 +13,6 @@ import argparse
 import json
 import math
 import random
-import statistics
 import sys
 import tempfile
 import threading
@@ -21,7 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from time import perf_counter
 from typing import Any
@@ -33,9 +32,13 @@ from sqlalchemy import exc as sa_exc
 from pool_exporter import redact
 from pool_exporter.errors import CliError
 from pool_exporter.instrument import PoolInstrumentation, instrument
+from pool_exporter.metrics import HOLD_BUCKETS
 from pool_exporter.stats import CANCELLED, ERROR, TIMEOUT
 
-SCHEMA = "pool-exporter/replay/1"
+from . import arguments
+from .arguments import add_pool_arguments, add_push_arguments
+from .results import Result, Sample, percentiles
+
 Z95 = 1.6448536269514722  # the standard normal's 95th percentile
 # A request that got its connection; the others end with the reason the stats count.
 OK = "ok"
@@ -73,8 +76,8 @@ class HoldTime:
 class Scenario:
     """What to replay. Times are seconds from the start of the run."""
 
-    users: int = 2000
-    ramp: float = 3.0  # seconds over which the push's users arrive
+    users: int = arguments.USERS
+    ramp: float = arguments.RAMP  # seconds over which the push's users arrive
     ramp_shape: str = "uniform"  # uniform: evenly spaced; poisson: random arrival times
     hold: HoldTime = HoldTime(0.1, 0.4)
     background_rate: float = 0.0  # steady requests per second besides the push
@@ -118,9 +121,9 @@ RAMP_SHAPES = ("uniform", "poisson")
 
 @dataclass(frozen=True)
 class PoolSettings:
-    pool_size: int = 5
-    max_overflow: int = 10
-    pool_timeout: float = 30.0
+    pool_size: int = arguments.POOL_SIZE
+    max_overflow: int = arguments.MAX_OVERFLOW
+    pool_timeout: float = arguments.POOL_TIMEOUT
 
     def __post_init__(self) -> None:
         if self.pool_size < 1 or self.max_overflow < 0 or self.pool_timeout <= 0:
@@ -129,86 +132,6 @@ class PoolSettings:
     @property
     def capacity(self) -> int:
         return self.pool_size + self.max_overflow
-
-
-@dataclass
-class Sample:
-    """The pool once per sample interval; waits are of checkouts that ended in the interval
-    (a timed-out checkout counts with the time it waited)."""
-
-    t: float
-    in_use: int
-    idle: int
-    waiting: int
-    capacity: int
-    checkouts: int
-    timeouts: int
-    arrived: int
-    finished: int
-    wait_p50: float
-    wait_p95: float
-    wait_p99: float
-    wait_max: float
-
-
-@dataclass
-class Result:
-    """What a replay measured; `to_json()` is the machine-readable form (SCHEMA)."""
-
-    database: str
-    pool: str
-    settings: dict[str, Any]
-    scenario: dict[str, Any]
-    started_at: float  # unix time of t = 0
-    push_at: float  # seconds from start
-    elapsed: float = 0.0
-    requests: int = 0
-    ok: int = 0
-    timeouts: int = 0
-    errors: int = 0
-    cancelled: int = 0
-    not_started: int = 0
-    interrupted: bool = False
-    time_to_saturation: float | None = None  # seconds from the push's start
-    first_timeout: float | None = None  # seconds from the push's start
-    longest_wait: float = 0.0  # of a checkout that succeeded
-    wait: dict[str, float] = field(default_factory=dict)  # percentiles over all requests
-    hold: dict[str, float] = field(default_factory=dict)  # measured, successful requests
-    peak_in_use: int = 0
-    peak_waiting: int = 0
-    arrival_rate: float = 0.0  # the push's users per second
-    max_start_lag: float = 0.0  # how late the latest request started (thread pool too small)
-    error_types: dict[str, int] = field(default_factory=dict)
-    timeline: list[Sample] = field(default_factory=list)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"schema": SCHEMA, **asdict(self)}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Result:
-        if data.get("schema") != SCHEMA:
-            raise ValueError(f"not a replay result (schema {data.get('schema')!r}, want {SCHEMA})")
-        fields = {k: v for k, v in data.items() if k != "schema"}
-        fields["timeline"] = [Sample(**s) for s in fields.get("timeline", [])]
-        return cls(**fields)
-
-
-def percentiles(values: list[float]) -> dict[str, float]:
-    if not values:
-        return {}
-    ordered = sorted(values)
-
-    def rank(q: float) -> float:  # nearest rank: a value that was actually measured
-        return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
-
-    return {
-        "p50": rank(0.5),
-        "p90": rank(0.9),
-        "p95": rank(0.95),
-        "p99": rank(0.99),
-        "max": ordered[-1],
-        "mean": statistics.fmean(ordered),
-    }
 
 
 @contextmanager
@@ -298,9 +221,12 @@ class Replay:
         self._stop = threading.Event()
         self._ended = threading.Event()
         self._sampled = 0
+        # Every figure the users' threads update (the finished requests, the error counts,
+        # the peaks) changes under this lock: a read-modify-write such as a max() loses
+        # updates between threads without one, and free-threaded builds have no GIL that
+        # would make even a list.append atomic.
         self._lock = threading.Lock()
-        # (arrival offset, start, wait, hold, outcome) per finished request; appended from
-        # the users' threads (list.append is atomic under the GIL)
+        # (arrival offset, start, wait, hold, outcome) per finished request
         self._done: list[tuple[float, float, float, float, str]] = []
         self._error_types: dict[str, int] = {}
         self._arrived = 0
@@ -377,24 +303,18 @@ class Replay:
     def _request(self, due: float, hold: float) -> None:
         start = perf_counter()
         lag = start - self._t0 - due
-        self._max_lag = max(self._max_lag, lag)
         try:
             conn = self.engine.connect()
         except sa_exc.TimeoutError:
-            self._done.append((due, start - self._t0, perf_counter() - start, 0.0, TIMEOUT))
+            self._record(due, start, perf_counter() - start, 0.0, TIMEOUT, lag=lag)
             return
         except Exception as exc:
-            with self._lock:
-                name = type(exc).__name__
-                self._error_types[name] = self._error_types.get(name, 0) + 1
-            self._done.append((due, start - self._t0, perf_counter() - start, 0.0, ERROR))
+            self._record(due, start, perf_counter() - start, 0.0, ERROR, lag=lag, error=exc)
             return
         got = perf_counter()
-        in_use = self.stats.in_use
-        self._peak_in_use = max(self._peak_in_use, in_use)
-        if self._saturated_at is None and in_use >= self.settings.capacity:
-            self._saturated_at = got - self._t0
+        self._note_checkout(got)
         outcome = OK
+        failure: Exception | None = None
         try:
             if self.scenario.hold_in_transaction:
                 conn.exec_driver_sql("select 1").close()  # BEGIN: rolled back at checkin
@@ -402,13 +322,35 @@ class Replay:
                 outcome = CANCELLED
             conn.exec_driver_sql("select 1").close()
         except Exception as exc:
-            outcome = ERROR
-            with self._lock:
-                name = type(exc).__name__
-                self._error_types[name] = self._error_types.get(name, 0) + 1
+            outcome, failure = ERROR, exc
         finally:
             conn.close()
-        self._done.append((due, start - self._t0, got - start, perf_counter() - got, outcome))
+        self._record(due, start, got - start, perf_counter() - got, outcome, lag=lag, error=failure)
+
+    def _note_checkout(self, got: float) -> None:
+        in_use = self.stats.in_use
+        with self._lock:
+            self._peak_in_use = max(self._peak_in_use, in_use)
+            if self._saturated_at is None and in_use >= self.settings.capacity:
+                self._saturated_at = got - self._t0
+
+    def _record(
+        self,
+        due: float,
+        start: float,
+        wait: float,
+        hold: float,
+        outcome: str,
+        *,
+        lag: float,
+        error: Exception | None = None,
+    ) -> None:
+        with self._lock:
+            self._max_lag = max(self._max_lag, lag)
+            if error is not None:
+                name = type(error).__name__
+                self._error_types[name] = self._error_types.get(name, 0) + 1
+            self._done.append((due, start - self._t0, wait, hold, outcome))
 
     def _sample_loop(self) -> None:
         while not self._ended.wait(self._next_tick()):
@@ -448,7 +390,8 @@ class Replay:
 
     def _finish(self) -> None:
         r = self.result
-        done = list(self._done)
+        with self._lock:
+            done = list(self._done)
         r.elapsed = round(self.elapsed, 3)
         r.interrupted = self._stop.is_set()
         r.requests = len(done)
@@ -469,6 +412,7 @@ class Replay:
         r.wait = {k: round(v, 4) for k, v in percentiles([d[2] for d in done]).items()}
         holds = [d[3] for d in done if d[4] == OK]
         r.hold = {k: round(v, 4) for k, v in percentiles(holds).items()}
+        r.hold_buckets = [[le, sum(1 for h in holds if h <= le)] for le in HOLD_BUCKETS]
         r.peak_in_use = max(self._peak_in_use, *(s.in_use for s in r.timeline), 0)
         r.max_start_lag = round(self._max_lag, 4)
 
@@ -540,14 +484,6 @@ def summary(r: Result) -> list[str]:
 # -- the command ------------------------------------------------------------------------
 
 
-def add_pool_arguments(parser: argparse.ArgumentParser, *, timeout: float = 30.0) -> None:
-    parser.add_argument("--pool-size", type=int, default=5, help="QueuePool pool_size (5)")
-    parser.add_argument("--max-overflow", type=int, default=10, help="max_overflow (10)")
-    parser.add_argument(
-        "--pool-timeout", type=float, default=timeout, help=f"pool_timeout in seconds ({timeout:g})"
-    )
-
-
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--database-url",
@@ -555,10 +491,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "file); the password is never printed",
     )
     add_pool_arguments(parser)
-    parser.add_argument("--users", type=int, default=2000, help="users in the push (2000)")
-    parser.add_argument(
-        "--ramp", type=float, default=3.0, help="seconds over which they arrive (3)"
-    )
+    add_push_arguments(parser)
     parser.add_argument("--ramp-shape", choices=RAMP_SHAPES, default="uniform")
     parser.add_argument(
         "--hold-median", type=float, default=0.1, help="median hold time, seconds (0.1)"

@@ -8,8 +8,9 @@ estimate; longer-tailed holds wait somewhat more (Kingman's approximation scales
 (1 + cv²)/2, where cv is the hold time's coefficient of variation).
 
 A push is not a steady state: for the seconds it lasts, requests arrive faster than the pool
-serves them and a backlog builds. `burst()` works that out as a fluid queue, which is what
-decides whether anyone waits past the pool timeout.
+serves them and a backlog builds. `burst()` works that out as a fluid queue, first come,
+first served: a first estimate, shown beside the simulation (simulate.py) that decides
+whether anyone waits past the pool timeout, because QueuePool does not serve in order.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from pool_exporter.errors import MissingExtra
 
-from .replay import Result
+from .results import Result
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

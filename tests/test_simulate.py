@@ -1,0 +1,177 @@
+"""The sizing model tested directly: the QueuePool simulation on inputs worked out by hand and
+with fixed seeds, the gate's verdicts and the recommended sizes written down."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+
+import pytest
+
+from pool_exporter.incident.measured import Measured
+from pool_exporter.incident.model import (
+    AT_RISK,
+    SAFE,
+    TIMES_OUT,
+    Goals,
+    Target,
+    per_pool_push,
+    preflight,
+    recommend,
+    verdict,
+)
+from pool_exporter.incident.simulate import Holds, Prediction, Push, predict, simulate
+from pool_exporter.incident.sizing import erlang_c
+
+# The hold histogram of a replay of 600 users over 1 s (lognormal holds, median 0.05 s,
+# p95 0.2 s, measured mean 0.075 s with the query and the thread's overhead)
+BUCKETS = ((0.005, 1), (0.01, 12), (0.025, 104), (0.05, 278), (0.1, 448), (0.25, 547),
+           (0.5, 568), (1.0, 570), (float("inf"), 570))  # fmt: skip
+HOLDS = Holds.from_buckets(BUCKETS, 0.075)
+MEASURED = Measured(
+    source="written down", pool="api", pools=1, rate=20.0, peak_rate=20.0, hold_mean=0.075,
+    hold_p95=0.22, peak_in_use=15, timeouts=0, wait_p99=None, pool_size=5, max_overflow=10,
+    pool_timeout=1.5, hold_buckets=BUCKETS, hold_median=0.05,
+)  # fmt: skip
+
+
+def test_waves_of_fixed_holds_first_come_first_served_are_counted_exactly() -> None:
+    # 100 callers at once on 10 connections held 0.1 s each: waves start at 0, 0.1, ... 0.4 s;
+    # the sixth would start at 0.5 s, past the 0.45 s timeout, so 50 time out
+    run = simulate(
+        Push(100, 0.0), Holds.fixed(0.1), random.Random(1),
+        servers=10, timeout=0.45, rate=0.0, wake=0.0,
+    )  # fmt: skip
+    assert (run.requests, run.timeouts) == (100, 50)
+    assert run.longest_wait == pytest.approx(0.4)
+    assert run.wait_p50 == pytest.approx(0.4) and run.wait_p99 == 0.45
+
+
+def test_a_woken_caller_beaten_by_a_newcomer_waits_again_at_the_back() -> None:
+    # three connections held 0.1 s, a caller every 1/30 s: first come, first served nobody
+    # waits; when a woken caller needs a while to run again, newcomers take the connection
+    # and some callers wait several holds
+    push, holds = Push(60, 2.0), Holds.fixed(0.1)
+    fifo = simulate(push, holds, random.Random(3), servers=3, timeout=5, rate=0, wake=0)
+    slow_wake = simulate(push, holds, random.Random(3), servers=3, timeout=5, rate=0, wake=0.02)
+    assert fifo.longest_wait < 1e-9
+    assert slow_wake.longest_wait > 0.3
+
+
+def test_holds_drawn_from_the_histogram_have_its_mean_and_its_shape() -> None:
+    draw = HOLDS.sampler(random.Random(2))
+    xs = sorted(draw() for _ in range(40000))
+    assert sum(xs) / len(xs) == pytest.approx(0.075, rel=0.02)
+    # the share under each bucket's bound stays near the histogram's (the mean is scaled)
+    assert sum(1 for x in xs if x <= 0.1) / len(xs) == pytest.approx(448 / 570, abs=0.06)
+    assert Holds.fixed(0.3).sampler(random.Random(1))() == pytest.approx(0.3)
+
+
+def test_holds_from_a_histogram_reject_an_empty_one() -> None:
+    with pytest.raises(ValueError, match="empty"):
+        Holds.from_buckets(((0.1, 0), (float("inf"), 0)), 0.1)
+
+
+def test_a_fixed_seed_gives_written_down_predictions() -> None:
+    p = predict(Push(600, 1.0), HOLDS, servers=15, timeout=1.5, rate=20.0)
+    assert (p.runs, p.timeouts, p.timeouts_low, p.timeouts_high) == (31, 113, 85, 157)
+    assert p.wait_p50 == pytest.approx(0.938, abs=0.001)
+    first_come = predict(Push(600, 1.0), HOLDS, servers=15, timeout=1.5, rate=20.0, wake=0.0)
+    assert first_come.timeouts == 107
+
+
+@pytest.mark.parametrize(
+    ("users", "ramp", "servers", "timeout", "expected"),
+    [
+        (300, 3.0, 8, 3.0, SAFE),  # longest wait about 0.9 s of 3 s
+        (300, 3.0, 8, 1.0, AT_RISK),  # median run without timeouts, some runs with
+        (1500, 3.0, 25, 2.0, TIMES_OUT),
+    ],
+)
+def test_the_gate_has_three_verdicts(
+    users: int, ramp: float, servers: int, timeout: float, expected: str
+) -> None:
+    p = predict(Push(users, ramp), HOLDS, servers=servers, timeout=timeout, rate=20.0)
+    assert verdict(p) == expected, p
+
+
+def test_a_wait_within_the_margin_of_the_timeout_is_at_risk() -> None:
+    def waited(longest: float) -> Prediction:
+        return Prediction(
+            servers=8, timeout=2.0, runs=31, timeouts=0, timeouts_low=0, timeouts_high=0,
+            wait_p50=0.1, wait_p99=0.5, longest_wait=longest, longest_wait_high=longest,
+        )  # fmt: skip
+
+    assert verdict(waited(1.49)) == SAFE
+    assert verdict(waited(1.5)) == AT_RISK  # within 25 % of the 2 s timeout
+
+
+def test_preflight_shows_the_prediction_either_side_of_the_mean_hold() -> None:
+    p = preflight(
+        MEASURED, 1, Goals(), users=1500, ramp=3.0, requests_per_user=1.0,
+        settings=(10, 15, 2.0),
+    )  # fmt: skip
+    assert p.verdict == TIMES_OUT and p.predicted_timeouts == p.prediction.timeouts
+    assert p.shorter.timeouts < p.prediction.timeouts < p.longer.timeouts
+    assert any(line.startswith("hold ±10%") for line in p.working)
+    assert p.fluid_longest_wait < 2.0  # first come, first served would have called it safe
+
+
+@pytest.mark.parametrize(
+    ("database", "size", "overflow", "timeout", "chosen"),
+    [(100, 5, 46, 2.0, 51), (40, 5, 32, 2.0, 37)],
+)
+def test_recommended_sizes_are_written_down(
+    database: int, size: int, overflow: int, timeout: float, chosen: int
+) -> None:
+    a = recommend(MEASURED, Target(users=1000, ramp=2.0), 1, Goals(), db_max=database)
+    assert (a.pool_size, a.max_overflow, a.pool_timeout) == (size, overflow, timeout)
+    assert (a.no_wait_servers, a.ride_out_servers) == (51, 37)
+    assert a.pool_size + a.max_overflow == chosen <= database
+    assert a.predicted is not None and a.predicted.timeouts_high == 0
+    assert a.alternative is not None  # the other size, with its own cost
+
+
+def test_in_steady_state_the_simulation_agrees_with_erlang_c() -> None:
+    # Poisson arrivals, exponential holds, first come first served (no wake-up delay): the
+    # case Erlang C is exact for. 10 connections at 8 erlangs wait with probability 0.409
+    # (a table value).
+    mean = 0.1
+    bounds = [mean * k / 20 for k in range(1, 200)]
+    exponential = Holds.from_buckets(
+        [(b, 1 - math.exp(-b / mean)) for b in bounds] + [(math.inf, 1.0)], mean
+    )
+    steady = Push(0, 0.0)  # no push: steady traffic only
+    runs = [
+        simulate(steady, exponential, random.Random(s), servers=10, timeout=100, rate=80, wake=0)
+        for s in range(3)
+    ]
+    waited = sum(r.waited * r.requests for r in runs) / sum(r.requests for r in runs)
+    assert erlang_c(10, 8.0) == pytest.approx(0.409, abs=0.001)
+    assert waited == pytest.approx(erlang_c(10, 8.0), abs=0.03)
+
+
+def test_results_without_a_hold_histogram_simulate_from_the_median_and_p95() -> None:
+    # a replay written before results carried the histogram: a lognormal through its figures
+    older = dataclasses.replace(MEASURED, hold_buckets=())
+    holds = older.holds()
+    draw = holds.sampler(random.Random(4))
+    xs = sorted(draw() for _ in range(20000))
+    assert sum(xs) / len(xs) == pytest.approx(0.075, rel=0.03)
+    assert xs[10000] == pytest.approx(0.05, rel=0.25)
+    assert xs[19000] == pytest.approx(0.22, rel=0.25)
+
+
+def test_one_pool_of_several_gets_its_share_of_a_push_at_random_times() -> None:
+    # one caller every 0.07 s, each holding 0.1 s: evenly spaced, two connections serve them
+    # all at once; the same share at random times queues
+    holds = Holds.fixed(0.1)
+    assert per_pool_push(40, 2.8, 1).shape == "uniform"
+    shared = per_pool_push(40, 2.8, 4)
+    assert (shared.users, shared.shape) == (40, "random")
+    alone = simulate(Push(40, 2.8), holds, random.Random(5), servers=2, timeout=5, rate=0, wake=0)
+    split = simulate(shared, holds, random.Random(5), servers=2, timeout=5, rate=0, wake=0)
+    assert alone.waited == 0 and split.waited > 0.05
+    with pytest.raises(ValueError, match="uniform or random"):
+        Push(10, 1.0, "bursty")
