@@ -186,13 +186,16 @@ class CheckoutTracker:
         watcher.discard(self)
 
     def forget(self) -> None:
-        """Start again with nothing out and a new key (a forked child, which must not count
-        its parent's checkouts). The dicts are cleared, not replaced: the hooks hold them."""
+        """Start again with nothing out, a new key and a new lock (a forked child, which must
+        not count its parent's checkouts). The dicts are cleared, not replaced: the hooks hold
+        them."""
         self.key = object()
         self.out.clear()
         self.borrows.clear()
         self.oldest = None
         self._gc_logged = set()
+        # A thread of the parent may have held it at the fork; that thread is gone.
+        self._long_lock = threading.RLock()
 
     def ended(self, record: Any, hold: float | None) -> None:
         """A checkout ended: its connection came back or was detached. The checkin listener
