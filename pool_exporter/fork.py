@@ -9,6 +9,7 @@ treat the parent's checked-out connections as its own, and have no long-checkout
 from __future__ import annotations
 
 import os
+import threading
 import weakref
 from typing import TYPE_CHECKING
 
@@ -19,6 +20,14 @@ if TYPE_CHECKING:
 
 # The handles a child must reset: every one instrumented and not yet uninstrumented.
 _instrumented: weakref.WeakSet[PoolInstrumentation] = weakref.WeakSet()
+
+
+def hold_across_fork(lock: threading.RLock) -> None:
+    """Make `os.fork()` wait until no other thread holds `lock`: a child would otherwise
+    inherit it held by a thread it does not have, and block forever on its first use."""
+    os.register_at_fork(
+        before=lock.acquire, after_in_parent=lock.release, after_in_child=lock.release
+    )
 
 
 def register(handle: PoolInstrumentation) -> None:

@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from time import perf_counter
 from types import CodeType, FrameType
@@ -186,13 +186,16 @@ class CheckoutTracker:
         watcher.discard(self)
 
     def forget(self) -> None:
-        """Start again with nothing out and a new key (a forked child, which must not count
-        its parent's checkouts). The dicts are cleared, not replaced: the hooks hold them."""
+        """Start again with nothing out, a new key and a new lock (a forked child, which must
+        not count its parent's checkouts). The dicts are cleared, not replaced: the hooks hold
+        them."""
         self.key = object()
         self.out.clear()
         self.borrows.clear()
         self.oldest = None
         self._gc_logged = set()
+        # A thread of the parent may have held it at the fork; that thread is gone.
+        self._long_lock = threading.RLock()
 
     def ended(self, record: Any, hold: float | None) -> None:
         """A checkout ended: its connection came back or was detached. The checkin listener
@@ -287,11 +290,8 @@ class CheckoutTracker:
         if threshold is None or not self.active:
             return None
         try:
-            for record in list(self.out):
-                start = record.record_info.get(self.key)
-                if start.__class__ is not float:
-                    continue
-                due: float = start + threshold
+            for record, start in self._started():
+                due = start + threshold
                 if due > now:
                     return due
                 borrow = self.borrows.get(record)
@@ -301,14 +301,19 @@ class CheckoutTracker:
             self._hook_failed("long_checkout", exc)
         return None
 
+    def _started(self) -> Iterator[tuple[Any, float]]:
+        """Each record out now, oldest first, with the perf_counter() of its checkout."""
+        key = self.key
+        for record in list(self.out):
+            start = record.record_info.get(key)
+            if start.__class__ is float:
+                yield record, start
+
     def checkouts(self) -> list[Checkout]:
         """The connections out now, oldest first (`PoolInstrumentation.checkouts()`)."""
         now = perf_counter()
         found = []
-        for record in list(self.out):
-            start = record.record_info.get(self.key)
-            if start.__class__ is not float:
-                continue
+        for record, start in self._started():
             borrow = self.borrows.get(record)
             found.append(
                 Checkout(

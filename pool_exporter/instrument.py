@@ -27,6 +27,7 @@ from .stats import PoolStats, new_stats
 
 _handles: weakref.WeakKeyDictionary[Engine, PoolInstrumentation] = weakref.WeakKeyDictionary()
 _handles_lock = threading.RLock()
+fork.hold_across_fork(_handles_lock)
 
 
 def instrument(

@@ -18,9 +18,9 @@ from prometheus_client import CollectorRegistry
 
 import pool_exporter
 import pool_exporter.fork
-from pool_exporter.instrument import PoolInstrumentation
+from pool_exporter.instrument import PoolInstrumentation, _handles_lock
 from tests.conftest import value
-from tests.support.forking import in_child
+from tests.support.forking import held_by_another_thread, in_child
 
 
 @dataclass
@@ -532,6 +532,20 @@ def test_a_child_forked_past_pythons_fork_hooks_is_reset_by_the_fork_entry_point
     assert handle.stats.checkouts == 4 and handle.stats.in_use == 1
     held.close()
     engine.dispose()
+
+
+def test_a_fork_while_another_thread_instruments_leaves_the_child_able_to_instrument(
+    registry: CollectorRegistry, sqlite_url: str
+) -> None:
+    def child() -> object:
+        engine = sa.create_engine(sqlite_url)
+        handle = pool_exporter.instrument(engine, name="after", registry=registry)
+        engine.connect().close()
+        return handle.stats.checkouts
+
+    # as if another thread were inside instrument() at the fork: the fork waits for it
+    with held_by_another_thread(_handles_lock):
+        assert in_child(child, timeout=5) == 1
 
 
 def test_dispose_on_fork_gives_the_child_a_fresh_pool(

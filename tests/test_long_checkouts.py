@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 import pool_exporter
 from pool_exporter.instrument import PoolInstrumentation, current_checkouts
 from tests.conftest import value
-from tests.support.forking import in_child
+from tests.support.forking import held_by_another_thread, in_child
 
 OLDEST = "sqlalchemy_pool_oldest_checkout_seconds"
 LONG = "sqlalchemy_pool_long_checkouts_total"
@@ -343,6 +343,23 @@ def test_a_failure_while_looking_for_long_checkouts_is_counted_and_the_next_look
         assert tracker.check_long(perf_counter() + HOUR + 1) is None
         assert value(registry, LONG, pool="t") == 1
     assert value(registry, "pool_exporter_hook_errors_total", pool="t", hook="long_checkout") == 1
+
+
+def test_a_forked_child_reports_long_checkouts_though_a_parent_thread_held_the_lock(
+    registry: CollectorRegistry, hour: tuple[sa.Engine, PoolInstrumentation]
+) -> None:
+    engine, handle = hour
+    tracker = handle.tracker
+
+    def child() -> object:
+        with engine.connect():
+            [record] = tracker.out
+            record.record_info[tracker.key] -= HOUR + 1  # began an hour ago
+        return handle.stats.long_checkouts
+
+    # as if the parent's watcher were reporting a long checkout at the fork
+    with held_by_another_thread(tracker._long_lock, most=10):
+        assert in_child(child, timeout=5) == 1
 
 
 class _Quiet(WSGIRequestHandler):
