@@ -89,8 +89,9 @@ class PoolCollector(Collector):
             sources = sorted(self._sources.values(), key=lambda s: s.name)
         found = families()
         for source in sources:
-            add_worker_samples(found, source.name, source.stats, source.info)
-            add_total_samples(found, source.name, source.stats)
+            stats = source.stats.snapshot()  # one consistent reading of the pool
+            add_worker_samples(found, source.name, stats, source.info)
+            add_total_samples(found, source.name, stats)
         yield from found.values()
 
 
@@ -103,11 +104,10 @@ class PoolCollector(Collector):
 def add_worker_samples(
     f: dict[str, Any], pool: str, s: PoolStats, info: dict[str, str], extra: Sequence[str] = ()
 ) -> None:
-    """The gauges, capacity and info of one pool; `extra` are the values of the labels
-    `families(per_worker=True)` adds."""
-    with s._lock:  # one consistent snapshot per pool
-        in_use, idle, waiting, overflow, cap = s.in_use, s.idle, s.waiting, s.overflow, s.capacity
-        started = s.oldest_checkout_started
+    """The gauges, capacity and info of one pool (a snapshot: see PoolStats.snapshot);
+    `extra` are the values of the labels `families(per_worker=True)` adds."""
+    in_use, idle, waiting, overflow, cap = s.in_use, s.idle, s.waiting, s.overflow, s.capacity
+    started = s.oldest_checkout_started
     f[m.CONNECTIONS.name].add_metric([pool, "in_use", *extra], in_use)
     f[m.CONNECTIONS.name].add_metric([pool, "idle", *extra], idle)
     f[m.WAITING.name].add_metric([pool, *extra], waiting)
@@ -122,34 +122,31 @@ def add_worker_samples(
 
 
 def add_total_samples(f: dict[str, Any], pool: str, s: PoolStats) -> None:
-    """The counters and histograms of one pool."""
-    with s._lock:  # one consistent snapshot per pool
-        counters = {
-            m.CHECKOUTS: s.checkouts,
-            m.CHECKOUT_TIMEOUTS: s.timeouts,
-            m.CHECKOUT_CANCELLATIONS: s.cancellations,
-            m.CHECKOUT_ERRORS: s.checkout_errors,
-            m.CONNECTS: s.connects,
-            m.CONNECT_ERRORS: s.connect_errors,
-            m.CLOSES: s.closes,
-            m.DETACHES: s.detaches,
-            m.LONG_CHECKOUTS: s.long_checkouts,
-            m.GC_RETURNED: s.gc_returned,
-        }
-        histograms = {
-            m.CHECKOUT_WAIT: (s.wait.cumulative(), s.wait.sum),
-            m.HOLD: (s.hold.cumulative(), s.hold.sum),
-            m.CONNECT_TIME: (s.connect_time.cumulative(), s.connect_time.sum),
-        }
-        invalidations = dict(s.invalidations)
-        hook_errors = dict(s.hook_errors)
+    """The counters and histograms of one pool (a snapshot: see PoolStats.snapshot)."""
+    counters = {
+        m.CHECKOUTS: s.checkouts,
+        m.CHECKOUT_TIMEOUTS: s.timeouts,
+        m.CHECKOUT_CANCELLATIONS: s.cancellations,
+        m.CHECKOUT_ERRORS: s.checkout_errors,
+        m.CONNECTS: s.connects,
+        m.CONNECT_ERRORS: s.connect_errors,
+        m.CLOSES: s.closes,
+        m.DETACHES: s.detaches,
+        m.LONG_CHECKOUTS: s.long_checkouts,
+        m.GC_RETURNED: s.gc_returned,
+    }
+    histograms = {
+        m.CHECKOUT_WAIT: (s.wait.cumulative(), s.wait.sum),
+        m.HOLD: (s.hold.cumulative(), s.hold.sum),
+        m.CONNECT_TIME: (s.connect_time.cumulative(), s.connect_time.sum),
+    }
     for metric, value in counters.items():
         f[metric.name].add_metric([pool], value)
     for metric, (buckets, total) in histograms.items():
         f[metric.name].add_metric([pool], buckets, total)
-    for soft, value in sorted(invalidations.items()):
+    for soft, value in sorted(s.invalidations.items()):
         f[m.INVALIDATIONS.name].add_metric([pool, str(soft).lower()], value)
-    for hook, value in sorted(hook_errors.items()):
+    for hook, value in sorted(s.hook_errors.items()):
         f[m.HOOK_ERRORS.name].add_metric([pool, hook], value)
 
 
