@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pool_exporter.multiprocess import archive, layout
+from pool_exporter.multiprocess import archive, layout, slots
 from pool_exporter.multiprocess.reader import WorkersCollector
 from pool_exporter.multiprocess.store import LockedMultiprocessPoolStats, MultiprocessPoolStats
 from pool_exporter.stats import TIMEOUT, Capacity, PoolStats
@@ -170,7 +170,9 @@ def test_two_readers_during_churn_count_exactly_and_never_go_back(
     for reader in readers:
         assert total(scrape(reader), "sqlalchemy_pool_checkouts_total") == expected
     assert stats_files(tmp_path) == []
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([archive.LOCK, archive.NAME])
+    # One worker at a time, so one worker slot, taken again by each.
+    slot = os.path.basename(slots.path(str(tmp_path), 0))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([archive.LOCK, archive.NAME, slot])
 
 
 def test_a_reused_pid_neither_resets_nor_doubles_the_dead_workers_counts(

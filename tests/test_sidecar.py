@@ -26,6 +26,7 @@ from .support.procs import (
     Procs,
     Samples,
     Sidecar,
+    by_pid,
     free_port,
     pids,
     procs,
@@ -75,10 +76,7 @@ def instrumented_pids(sidecar: Sidecar) -> set[int]:
 
 
 def in_use_by_pid(samples: Samples) -> dict[int, float]:
-    return {
-        int(s[1]["pid"]): s[2]
-        for s in select(samples, "sqlalchemy_pool_connections", pool="app", state="in_use")
-    }
+    return by_pid(samples, "sqlalchemy_pool_connections", pool="app", state="in_use")
 
 
 @pytest.mark.slow
@@ -125,9 +123,7 @@ def test_sidecar_merges_every_worker_and_drops_a_killed_one(
     assert set(in_use_by_pid(after).values()) == {0}
     # While the load ran, each worker's in-use stayed within its own pool's capacity.
     assert scrapes, "no scrape completed during the load"
-    capacity = {
-        int(s[1]["pid"]): s[2] for s in select(after, "sqlalchemy_pool_max_connections", pool="app")
-    }
+    capacity = by_pid(after, "sqlalchemy_pool_max_connections", pool="app")
     assert set(capacity.values()) == {3}
     for samples in scrapes:
         for pid, in_use in in_use_by_pid(samples).items():
@@ -138,8 +134,7 @@ def test_sidecar_merges_every_worker_and_drops_a_killed_one(
     os.kill(victim, signal.SIGKILL)
     wait_until(lambda: victim not in instrumented_pids(sidecar), 10, f"pid {victim} to go")
     final = sidecar.scrape()
-    for sample in final:
-        assert sample[1].get("pid") != str(victim), sample
+    assert victim not in pids(final, "sqlalchemy_pool_info")
     # Counters of the killed worker still count: totals never go backwards.
     assert total(final, "sqlalchemy_pool_checkouts_total", pool="app") == REQUESTS
     # The sidecar wrote nothing of its own into the application's directory.
@@ -196,8 +191,7 @@ def test_gunicorn_recycling_workers_keeps_totals_exact_and_files_bounded(
     final, _ = settled_at
     live = pids(final)
     assert served - live, "no worker was recycled"
-    for pid in served - live:
-        assert not [s for s in final if s[1].get("pid") == str(pid)]
+    assert not (served - live) & pids(final, "sqlalchemy_pool_info")
     assert total(final, "pool_exporter_multiprocess_dead_workers_total") >= len(served - live)
 
 

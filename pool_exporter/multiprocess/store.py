@@ -21,7 +21,7 @@ from typing import Any
 
 from pool_exporter.stats import UNDER_LOCK, UPDATES, PoolStats, derive, locked
 
-from . import layout, liveness
+from . import layout, liveness, slots
 
 log = logging.getLogger("pool_exporter")
 
@@ -75,12 +75,13 @@ class MultiprocessPoolStats(PoolStats):
         token = liveness.token()
         assert token is not None
         pid = os.getpid()
+        worker = slots.label(self.directory)  # under the liveness lock, held for life
         path = os.path.join(self.directory, layout.file_name(pid, token, self._seq))
         tmp = path + ".new"  # not a stats file name: a reader never sees it half-written
         try:
             fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
             try:
-                os.write(fd, layout.header(self.name, self.info, pid, token))
+                os.write(fd, layout.header(self.name, self.info, pid, token, worker))
                 os.ftruncate(fd, layout.FILE_BYTES)
                 mapped = mmap.mmap(fd, layout.FILE_BYTES)
             finally:
