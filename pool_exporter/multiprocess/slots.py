@@ -58,12 +58,20 @@ class _Claimed:
     label: str | None = None
 
 
-def _after_fork_in_child() -> None:
-    _Claimed.lock = threading.Lock()  # another parent thread may have held it at the fork
+def _drop_inherited() -> None:
+    """In a forked child: forget the parent's slot, closing the inherited descriptor (the
+    parent keeps its lock: it holds the same open file description)."""
+    if _Claimed.pid is None or _Claimed.pid == os.getpid():
+        return
     if _Claimed.fd is not None:
         with contextlib.suppress(OSError):
             os.close(_Claimed.fd)
     _Claimed.pid, _Claimed.fd, _Claimed.label = None, None, None
+
+
+def _after_fork_in_child() -> None:
+    _Claimed.lock = threading.Lock()  # another parent thread may have held it at the fork
+    _drop_inherited()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -72,6 +80,9 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 def label(directory: str) -> str:
     """This process's worker label, claiming the lowest free slot on first use."""
     pid = os.getpid()
+    if _Claimed.pid is not None and _Claimed.pid != pid:
+        # A forked child whose other at-fork handlers (the pool's reset) run before ours.
+        _after_fork_in_child()
     with _Claimed.lock:
         if _Claimed.pid == pid and _Claimed.label is not None:
             return _Claimed.label
