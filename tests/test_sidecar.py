@@ -151,6 +151,20 @@ def test_sidecar_merges_every_worker_and_drops_a_killed_one(
     assert not [p for p in os.listdir(directory) if sidecar_pid in p]
 
 
+def counted(sidecar: Sidecar, requests: int) -> Samples:
+    """The first scrape that counts every request's checkout (a worker that just served one
+    may still be storing it)."""
+    return wait_until(
+        lambda: (
+            (s := sidecar.scrape())
+            and total(s, "sqlalchemy_pool_checkouts_total", pool="app") == requests
+            and s
+        ),
+        20,
+        "every checkout to be counted",
+    )
+
+
 @pytest.mark.slow
 @pytest.mark.postgres
 def test_gunicorn_recycling_workers_keeps_totals_exact_and_files_bounded(
@@ -171,15 +185,7 @@ def test_gunicorn_recycling_workers_keeps_totals_exact_and_files_bounded(
                 totals.append(total(sidecar.scrape(), "sqlalchemy_pool_checkouts_total"))
     # Each worker served 5 requests at most: a dozen workers lived and exited.
     assert len(served) >= requests // 5
-    final = wait_until(
-        lambda: (
-            (s := sidecar.scrape())
-            and total(s, "sqlalchemy_pool_checkouts_total", pool="app") == requests
-            and s
-        ),
-        20,
-        "every checkout to be counted",
-    )
+    final = counted(sidecar, requests)
     totals.append(total(final, "sqlalchemy_pool_checkouts_total"))
     assert totals == sorted(totals), "the total went backwards"
     assert total(final, "sqlalchemy_pool_checkout_wait_seconds_count", pool="app") == requests
@@ -235,15 +241,7 @@ def test_recycled_gunicorn_workers_hand_on_their_worker_labels_and_totals_stay_e
     assert len(label_sets) <= 2 * workers, sorted(label_sets)
     assert all(dict(labels).keys() == {"pool", "state", "worker"} for labels in label_sets)
     assert totals == sorted(totals), "the total went backwards"
-    final = wait_until(
-        lambda: (
-            (s := sidecar.scrape())
-            and total(s, "sqlalchemy_pool_checkouts_total", pool="app") == requests
-            and s
-        ),
-        20,
-        "every checkout to be counted",
-    )
+    final = counted(sidecar, requests)
     for metric in ("checkout_wait_seconds_count", "connection_hold_seconds_count"):
         assert total(final, f"sqlalchemy_pool_{metric}", pool="app") == requests
 
