@@ -21,6 +21,7 @@ asked for, as namefilter.py does.
 from __future__ import annotations
 
 import gzip
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,6 +53,9 @@ class _Families:
         return self.families
 
 
+_FORMATS: dict[tuple[Any, ...], int] = {}
+
+
 class Format:
     """One encoder chosen by content negotiation, and what is rendered once for it."""
 
@@ -59,7 +63,8 @@ class Format:
         self.encoder = encoder
         func = getattr(encoder, "func", encoder)
         kwargs = getattr(encoder, "keywords", {})
-        self.key = (func, tuple(sorted(kwargs.items())))
+        # A small int: cached lines are looked up by it for every sample of every scrape.
+        self.key = _FORMATS.setdefault((func, tuple(sorted(kwargs.items()))), len(_FORMATS))
         self.openmetrics = func is openmetrics.generate_latest
         self.known = func is generate_latest or self.openmetrics
 
@@ -83,9 +88,13 @@ class Format:
 _SMALL = tuple(floatToGoString(float(n)) for n in range(4096))
 
 
-def _value(value: float) -> str:
-    if type(value) is int and 0 <= value < len(_SMALL):
-        return _SMALL[value]
+def format_value(value: float) -> str:
+    # An integral float too, but not -0.0 (which floatToGoString writes as "-0.0").
+    whole = type(value) is int or (
+        type(value) is float and value.is_integer() and math.copysign(1.0, value) > 0
+    )
+    if whole and 0 <= value < len(_SMALL):
+        return _SMALL[int(value)]
     return floatToGoString(value)
 
 
@@ -98,7 +107,7 @@ class Labelled:
         self.family = family
         self.name = name
         self.labels = labels
-        self._prefixes: dict[tuple[Any, ...], str] = {}
+        self._prefixes: dict[int, str] = {}
 
     def prefix(self, fmt: Format) -> str:
         found = self._prefixes.get(fmt.key)
@@ -119,7 +128,7 @@ class Rendered:
 
     def text(self, fmt: Format) -> str:
         lines = [fmt.families([self.family])]
-        lines += [f"{sample.prefix(fmt)}{_value(value)}\n" for sample, value in self.rows]
+        lines += [f"{sample.prefix(fmt)}{format_value(value)}\n" for sample, value in self.rows]
         return "".join(lines)
 
     def as_family(self) -> Metric:
@@ -178,7 +187,7 @@ class _Cache:
         for s in family.samples:
             if s.timestamp is not None or s.exemplar or s.native_histogram or s.name in moved:
                 return None
-            lines.append(f"{self.prefix(fmt, family, s.name, s.labels)}{_value(s.value)}\n")
+            lines.append(f"{self.prefix(fmt, family, s.name, s.labels)}{format_value(s.value)}\n")
         return "".join(lines)
 
 

@@ -16,10 +16,11 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as om_parse
 from prometheus_client.parser import text_string_to_metric_families as text_parse
+from prometheus_client.utils import floatToGoString
 
 from pool_exporter.multiprocess.reader import WorkersCollector
 from pool_exporter.namefilter import NameFilter
-from pool_exporter.rendered import Exposed, encode, make_wsgi_app
+from pool_exporter.rendered import Exposed, encode, format_value, make_wsgi_app
 
 # Pools with and without capacity, names that need escaping, and an application's own
 # prometheus-client counter between them in the directory.
@@ -179,3 +180,10 @@ def test_wsgi_app_negotiates_and_compresses_as_prometheus_clients(directory: Pat
     answered.clear()
     app({**environ, "REQUEST_METHOD": "POST"}, lambda s, h: answered.append((s, dict(h))))
     assert answered[0][0] == "405 Method Not Allowed"
+
+
+@pytest.mark.parametrize(
+    "value", [0, 0.0, -0.0, 1, 30.0, 4095, 4096.0, 1e20, float("inf"), float("nan"), 0.5, -1, True]
+)
+def test_a_value_is_written_as_prometheus_client_writes_it(value: float) -> None:
+    assert format_value(value) == floatToGoString(value)
