@@ -160,6 +160,7 @@ class WorkersCollector(Collector):
                 log.info("workers %s%s exited; their counts are kept", shown, more)
             live, dead, unknown = _split(names, reaped)
             _remove_temporaries(self.path, names, reaped)
+            archive.remove_temporaries(self.path, names)
             store = self._fold(dead, set(names))
             for pool, stats in store.totals.items():
                 view.totals.setdefault(pool, PoolStats()).add(stats)

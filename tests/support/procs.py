@@ -112,7 +112,8 @@ class Procs:
         self.writers.append(writer)
         assert writer.stdout is not None
         found = {}
-        for _ in range(2 if "--fork" in args else 1):
+        forks = "--fork" in args or "--uninstrument-and-fork" in args
+        for _ in range(2 if forks else 1):
             role, pid = writer.stdout.readline().split()
             found[role] = int(pid)
         return writer, found
