@@ -14,14 +14,16 @@ import stat
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from pool_exporter.multiprocess import archive, layout, liveness
 from pool_exporter.multiprocess.reader import WorkersCollector
 from pool_exporter.multiprocess.store import MultiprocessPoolStats
+from pool_exporter.stats import Capacity
 
 from .support.procs import Procs, Samples, parse, pids, procs, start_sidecar, total, wait_until
 from .support.workers import kill9, scrape_within, stats_files
@@ -348,65 +350,97 @@ def test_files_are_readable_by_a_reader_of_another_user_whatever_the_umask(
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644, name
 
 
+# Another process watching a stats file as a reader would, as fast as it can: how often one
+# of the int64 `slots` (byte offsets) went back, or every capacity the reader's read_file saw.
 WATCH = """
-import mmap, struct, sys, time
-path, seconds, slots = sys.argv[1], float(sys.argv[2]), [int(a) for a in sys.argv[3:]]
-with open(path, "rb") as f:
-    m = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
+import json, mmap, os, struct, sys, time
+from pool_exporter.multiprocess import layout
+path, mode, seconds, slots = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4:]
+fd = os.open(path, os.O_RDONLY)
+m = mmap.mmap(fd, 0, prot=mmap.PROT_READ)
 print("ready", flush=True)
-last = dict.fromkeys(slots, 0)
-back = reads = 0
+last, back, seen, reads = [0] * len(slots), 0, set(), 0
 end = time.monotonic() + seconds
 while time.monotonic() < end:
     for _ in range(200):
-        for at in slots:
-            now = struct.unpack_from("<q", m, at)[0]
-            if now < last[at]:
-                back += 1
-            last[at] = now
+        if mode == "capacity":
+            cap = layout.read_file(fd)[0].capacity
+            seen.add(None if cap is None else (cap.size, cap.max_overflow, cap.timeout))
+            continue
+        now = [struct.unpack_from("<q", m, int(at))[0] for at in slots]
+        back += sum(a < b for a, b in zip(now, last))
+        last = now
     reads += 200
-print(back, reads)
+print(json.dumps({"back": back, "reads": reads, "seen": sorted(seen, key=str)}))
 """
 
 
-def test_a_full_store_racing_the_hot_path_never_writes_back_an_older_value(
-    tmp_path: Path,
-) -> None:
-    # Another process watches the file's checkout count, as a reader would; threads of this
-    # one check out and store every value at once (a rare update) as fast as they can.
-    stats = MultiprocessPoolStats("p", {}, str(tmp_path))
-    assert stats.path is not None
-    # The counts the hot path changes: each only ever goes up.
-    slots = [layout.OFFSETS[n] for n in ("checkouts", "wait", "hold")]
-    at = [str(layout.HEADER_BYTES + 8 * slot) for slot in slots]
+def watched(path: str, mode: str, slots: list[str], work: list[Callable[[], None]]) -> Any:
+    """What WATCH saw of `slots` during 4 s of `work`, each function run in a loop by a thread
+    of this process, threads switching as often as they can."""
     watcher = subprocess.Popen(
-        [sys.executable, "-c", WATCH, stats.path, "4", *at], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", WATCH, path, mode, "4", *slots], stdout=subprocess.PIPE, text=True
     )
     assert watcher.stdout is not None
     assert watcher.stdout.readline() == "ready\n"
     done = threading.Event()
 
-    def hot() -> None:
+    def loop(step: Callable[[], None]) -> None:
         while not done.is_set():
-            stats.enter()
-            stats.checked_out(0.001, True, False)
-            stats.checked_in(0.001, True)
-
-    def rare() -> None:
-        while not done.is_set():
-            stats.connected(0.01)  # stores every value
+            step()
 
     interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)  # threads switch as often as they can
-    threads = [threading.Thread(target=f) for f in (hot, hot, rare, rare)]
+    sys.setswitchinterval(1e-6)
+    threads = [threading.Thread(target=loop, args=(step,)) for step in work]
     try:
         for t in threads:
             t.start()
-        back, reads = map(int, watcher.communicate(timeout=60)[0].split())
+        return json.loads(watcher.communicate(timeout=60)[0])
     finally:
         done.set()
         for t in threads:
             t.join()
         sys.setswitchinterval(interval)
-    assert stats.checkouts > 1000 and reads > 10_000
-    assert back == 0, f"the stored count went back {back} times"
+
+
+def test_a_full_store_racing_the_hot_path_never_writes_back_an_older_value(
+    tmp_path: Path,
+) -> None:
+    # Threads check out and store every value at once (a rare update) as fast as they can.
+    stats = MultiprocessPoolStats("p", {}, str(tmp_path))
+    assert stats.path is not None
+
+    def hot() -> None:
+        stats.enter()
+        stats.checked_out(0.001, True, False)
+        stats.checked_in(0.001, True)
+
+    def rare() -> None:
+        stats.connected(0.01)  # stores every value
+
+    # The counts the hot path changes: each only ever goes up.
+    counts = [
+        str(layout.HEADER_BYTES + 8 * layout.OFFSETS[n]) for n in ("checkouts", "wait", "hold")
+    ]
+    seen = watched(stats.path, "back", counts, [hot, hot, rare, rare])
+    assert stats.checkouts > 1000 and seen["reads"] > 10_000
+    assert seen["back"] == 0, f"a stored count went back {seen['back']} times"
+
+
+def test_a_scrape_never_sees_half_of_a_new_capacity(tmp_path: Path) -> None:
+    # The reader's own read_file, in another process, while a thread switches the capacity.
+    stats = MultiprocessPoolStats("p", {}, str(tmp_path))
+    assert stats.path is not None
+    either = (Capacity(5, 10, 30.0), Capacity(1, 2, 3.0))
+
+    def reconfigure() -> None:
+        for capacity in either:
+            stats.configure(capacity)
+
+    def hot() -> None:
+        stats.enter()
+        stats.checked_out(0.001, True, False)
+
+    seen = watched(stats.path, "capacity", [], [reconfigure, hot])
+    whole = {(c.size, c.max_overflow, c.timeout) for c in either}
+    assert {tuple(s) for s in seen["seen"] if s is not None} == whole

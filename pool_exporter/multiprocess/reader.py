@@ -97,7 +97,7 @@ class _Live:
         self.shape = shape
 
     def read(self) -> tuple[PoolStats, bool]:
-        return layout.read(os.pread(self.fd, self.shape.file_bytes + 1, 0), self.shape)
+        return layout.read_file(self.fd, self.shape)
 
     def close(self) -> None:
         os.close(self.fd)
