@@ -128,7 +128,13 @@ class Rendered:
 
     def text(self, fmt: Format) -> str:
         lines = [fmt.families([self.family])]
-        lines += [f"{sample.prefix(fmt)}{format_value(value)}\n" for sample, value in self.rows]
+        # Labelled.prefix and format_value, inline: this runs for every row of every scrape.
+        key, small, n = fmt.key, _SMALL, len(_SMALL)
+        lines += [
+            f"{s._prefixes.get(key) or s.prefix(fmt)}"
+            f"{small[v] if type(v) is int and 0 <= v < n else format_value(v)}\n"
+            for s, v in self.rows
+        ]
         return "".join(lines)
 
     def as_family(self) -> Metric:

@@ -366,11 +366,12 @@ def _pool_families(view: View) -> Iterator[Metric | Rendered]:
         if metric.kind in ("gauge", "info")
     }
     now = time.time()
+    into = {name: family.rows.append for name, family in rendered.items()}
     for worker in sorted(view.workers, key=lambda w: (w.file.pool, w.file.pid)):
         if worker.active:
             rows = collector.worker_rows(worker.file.gauges(worker.values), now)
             for (metric, _, value), sample in zip(rows, worker.file.labelled(rows), strict=True):
-                rendered[metric.name].rows.append((sample, value))
+                into[metric.name]((sample, value))
     for pool in sorted(view.totals):
         collector.add_total_samples(found, pool, view.totals[pool])
     for name, family in found.items():
