@@ -4,7 +4,8 @@ Per scrape, under the archive lock (archive.py): drop the prometheus-client gaug
 processes (liveness.py), fold the stats files of exited workers into the archive and delete
 them, then read the live workers' stats files. Pool metrics are built by the same mapping the
 in-process collector uses (collector.py): counters and histograms summed over the archive and
-every live worker, gauges one series per live worker (`pid`). The application's own
+every live worker, gauges one series per live worker (`worker`, its slot: slots.py; the
+per-worker families come as rendered.Rendered, see perworker.py). The application's own
 prometheus-client metrics (*.db) are merged by prometheus-client. The work is bounded by the
 live workers: an exited worker costs one fold, once.
 """
