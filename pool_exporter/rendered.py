@@ -21,7 +21,9 @@ asked for, as namefilter.py does.
 from __future__ import annotations
 
 import gzip
+import logging
 import math
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,12 +36,14 @@ from prometheus_client.utils import floatToGoString as _float_to_go_string
 
 from pool_exporter.namefilter import Only
 
+log = logging.getLogger("pool_exporter")
+
 Encoder = Callable[[Any], bytes]
 # How prometheus-client writes a value, in both formats (untyped there).
 floatToGoString: Callable[[float], str] = _float_to_go_string
 _EOF = "# EOF\n"
-# Level 6 (zlib's default, and Go's promhttp's) compresses this exposition as small as
-# gzip.compress's level 9 does, in an eighth of the time (docs/sidecar.md, Benchmark).
+# Level 6 (zlib's default) compresses this exposition as small as gzip.compress's default
+# level 9 does, in an eighth of the time (docs/sidecar.md, Benchmark).
 GZIP_LEVEL = 6
 
 
@@ -77,10 +81,12 @@ class Format:
 
     def prefix(self, family: Metric) -> str:
         """The line of `family`'s one sample, as the encoder writes it, cut before its value."""
-        lines = [line for line in self.families([family]).splitlines() if line[:1] != "#"]
+        # "\n" only: the encoder escapes nothing else, and a label value may hold any other
+        # character str.splitlines() would break a line at.
+        lines = [line for line in self.families([family]).split("\n") if line[:1] not in "#"]
         suffix = " " + floatToGoString(0.0)
         if len(lines) != 1 or not lines[0].endswith(suffix):
-            raise ValueError(f"cannot cache the sample line of {family.name}: {lines!r}")
+            raise _Uncut(f"cannot cut the sample line of {family.name}: {lines!r}")
         return lines[0][: -len(suffix) + 1]
 
 
@@ -126,8 +132,9 @@ class Rendered:
     family: Metric
     rows: list[tuple[Labelled, float]] = field(default_factory=list)
 
-    def text(self, fmt: Format) -> str:
-        lines = [fmt.families([self.family])]
+    def text(self, fmt: Format, header: str) -> str:
+        """The family as `fmt` writes it; `header` is its HELP and TYPE lines."""
+        lines = [header]
         # Labelled.prefix and format_value, inline: this runs for every row of every scrape.
         key, small, n = fmt.key, _SMALL, len(_SMALL)
         lines += [
@@ -220,8 +227,24 @@ class Exposed:
 def encode(source: Exposed, encoder: Encoder, names: frozenset[str] | None = None) -> bytes:
     """What `encoder` writes for `source` (only `names`, when given), faster."""
     fmt = Format(encoder)
-    if not fmt.known:
-        return encoder(Only(source, names) if names is not None else source)
+    if fmt.known:
+        try:
+            return _encode(source, fmt, names)
+        except _Uncut as exc:  # a line this module cannot cut: prometheus-client's way, whole
+            if not _warned.is_set():
+                _warned.set()
+                log.warning("serving the metrics without cached lines: %s", exc)
+    return encoder(Only(source, names) if names is not None else source)
+
+
+class _Uncut(ValueError):
+    """The encoder wrote a sample's line in a shape this module does not know."""
+
+
+_warned = threading.Event()  # the fallback is logged once
+
+
+def _encode(source: Exposed, fmt: Format, names: frozenset[str] | None) -> bytes:
     cache = source.cache
     cache.start()
     out: list[str] = []
@@ -229,7 +252,7 @@ def encode(source: Exposed, encoder: Encoder, names: frozenset[str] | None = Non
         if isinstance(family, Rendered):
             kept = family.keep(names) if names is not None else family
             if kept is not None:
-                out.append(kept.text(fmt))
+                out.append(kept.text(fmt, cache.header(fmt, kept.family)))
             continue
         for one in _only(family, names) if names is not None else (family,):
             text = cache.text(fmt, one)
