@@ -343,7 +343,16 @@ def _at(ints: tuple[int, ...], at: int, keys: list[str], key: str) -> int:
 # -- a scrape's form: every slot of this version as a list, the same additions as PoolStats.add
 # done column by column (a host's live files are summed at every scrape) --
 
-_FLOAT_SLOTS = tuple(sorted(SHAPE.floats))
+
+def _doubles(fields: Mapping[str, Mapping[str, Any]]) -> tuple[int, ...]:
+    """The slots stored as doubles, as read() reads them: the `float` values and each
+    histogram's sum (after its counts, one more than its bounds)."""
+    out = {e["at"] for e in fields.values() if e.get("float") is True}
+    out |= {e["at"] + len(e["bounds"]) + 1 for e in fields.values() if "bounds" in e}
+    return tuple(sorted(out))
+
+
+_FLOAT_SLOTS = _doubles(FIELD_MAP)
 
 
 def read_values(fd: int, shape: Shape = SHAPE) -> list[float]:
@@ -385,7 +394,7 @@ def of(stats: PoolStats, active: bool = True) -> list[float]:
 
 def from_values(slots: list[float]) -> PoolStats:
     """The PoolStats that `slots` (values(), of(), or a sum of them) hold."""
-    raw = b"".join(struct.pack("<d" if i in SHAPE.floats else "<q", v) for i, v in enumerate(slots))
+    raw = b"".join(struct.pack("<d" if i in _FLOAT_SLOTS else "<q", v) for i, v in enumerate(slots))
     return read(bytes(HEADER_BYTES) + raw)[0]
 
 
