@@ -162,48 +162,57 @@ class Rendered:
 
 class _Cache:
     """Header and sample lines (cut before the value) of ordinary families, as one format
-    writes them. An entry is kept while scrapes still write it: each scrape keeps what it used
-    and what is new, so series that went away do not stay in memory."""
+    writes them, by family and then by sample name and labels. An entry that no scrape wrote
+    for _KEEP scrapes is dropped, so series that went away do not stay in memory."""
 
     def __init__(self) -> None:
-        self.now: dict[tuple[Any, ...], str] = {}
-        self.before: dict[tuple[Any, ...], str] = {}
+        # (format, family name, type, help, unit) -> [header, {sample key: line}, last scrape]
+        self.families: dict[tuple[Any, ...], list[Any]] = {}
+        self.scrape = 0
 
     def start(self) -> None:
-        self.before, self.now = self.now, {}
+        self.scrape += 1
+        if self.scrape % _KEEP == 0:
+            kept = self.scrape - _KEEP
+            self.families = {k: v for k, v in self.families.items() if v[2] > kept}
 
-    def header(self, fmt: Format, family: Metric) -> str:
+    def family(self, fmt: Format, family: Metric) -> list[Any]:
         empty = (family.name, family.documentation, family.type, family.unit)
         key = (fmt.key, *empty)
-        found = self.now.get(key) or self.before.get(key)
-        if found is None:
-            found = fmt.families([Metric(*empty)])
-        self.now[key] = found
-        return found
+        entry = self.families.get(key)
+        if entry is None or len(entry[1]) > _MAX_LINES:  # new, or the label sets churn
+            entry = self.families[key] = [fmt.families([Metric(*empty)]), {}, 0]
+        entry[2] = self.scrape
+        return entry
 
-    def prefix(self, fmt: Format, family: Metric, name: str, labels: dict[str, str]) -> str:
-        key = (fmt.key, family.name, family.type, name, *labels.items())
-        found = self.now.get(key) or self.before.get(key)
-        if found is None:
-            probe = Metric(family.name, family.documentation, family.type)
-            probe.add_sample(name, labels, 0.0)
-            found = fmt.prefix(probe)
-        self.now[key] = found
-        return found
+    def header(self, fmt: Format, family: Metric) -> str:
+        header: str = self.family(fmt, family)[0]
+        return header
 
     def text(self, fmt: Format, family: Metric) -> str | None:
         """`family` as the encoder writes it; None where the encoder does more than one line
         per sample in order (timestamps, exemplars, native histograms, and the text format's
         moving of OpenMetrics-only samples to families of their own)."""
         moved = () if fmt.openmetrics else {family.name + s for s in _OPENMETRICS_ONLY}
-        lines = [self.header(fmt, family)]
+        header, lines, _ = self.family(fmt, family)
+        out = [header]
         for s in family.samples:
             if s.timestamp is not None or s.exemplar or s.native_histogram or s.name in moved:
                 return None
-            lines.append(f"{self.prefix(fmt, family, s.name, s.labels)}{format_value(s.value)}\n")
-        return "".join(lines)
+            key = (s.name, *s.labels.items())
+            line = lines.get(key)
+            if line is None:
+                probe = Metric(family.name, family.documentation, family.type)
+                probe.add_sample(s.name, s.labels, 0.0)
+                line = lines[key] = fmt.prefix(probe)
+            out.append(f"{line}{format_value(s.value)}\n")
+        return "".join(out)
 
 
+# A family's lines are dropped after this many scrapes without it; a family with more label
+# sets than this (labels that never repeat) starts again from none.
+_KEEP = 16
+_MAX_LINES = 100_000
 _OPENMETRICS_ONLY = ("_created", "_gsum", "_gcount")
 
 

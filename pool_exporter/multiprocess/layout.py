@@ -362,17 +362,19 @@ def read_values(fd: int, shape: Shape = SHAPE) -> list[float]:
     if shape is not SHAPE and shape != SHAPE:
         stats, active = read_file(fd, shape)
         return of(stats, active)
-    at = HEADER_BYTES + 8 * CAPACITY_VERSION
+    size, at = 8 * SLOTS, 8 * CAPACITY_VERSION
     for _ in range(3):
-        data = os.pread(fd, FILE_BYTES + 1, 0)
-        if len(data) != FILE_BYTES:
+        # The slots only (the header was read when the file was opened), and one byte more:
+        # a file that is not exactly FILE_BYTES long is not read.
+        data = os.pread(fd, size + 1, HEADER_BYTES)
+        if len(data) != size:
             raise ValueError("truncated")
-        raw = memoryview(data)[HEADER_BYTES:]
+        raw = memoryview(data)
         out = cast("list[float]", raw.cast("q").tolist())  # ints stay ints
         floats = raw.cast("d")
         for i in _FLOAT_SLOTS:
             out[i] = floats[i]
-        if os.pread(fd, 8, at) == data[at : at + 8]:
+        if os.pread(fd, 8, HEADER_BYTES + at) == data[at : at + 8]:
             return out
     out[CAPACITY_VERSION] = 1
     return out
