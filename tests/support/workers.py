@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, generate_latest
 
+from pool_exporter.multiprocess import layout
 from pool_exporter.multiprocess.reader import WorkersCollector
+from pool_exporter.multiprocess.store import MultiprocessPoolStats
+from pool_exporter.stats import FIELDS, PoolStats
 
 from .procs import Samples, parse, wait_until
 
@@ -45,8 +49,36 @@ def alive(pid: int) -> bool:
         return False
 
 
+def scrape_within(collector: WorkersCollector, seconds: float = 20.0) -> Samples:
+    """A scrape, failing the test if it does not finish in time (a FIFO would block it)."""
+    result: list[Samples] = []
+    thread = threading.Thread(target=lambda: result.append(scrape(collector)), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert result, f"the scrape did not finish within {seconds} s"
+    return result[0]
+
+
 def scrape(collector: WorkersCollector) -> Samples:
     """What one scrape of `collector` serves, parsed."""
     registry = CollectorRegistry()
     registry.register(collector)
     return parse(generate_latest(registry).decode())
+
+
+def file_values(stats: MultiprocessPoolStats) -> PoolStats:
+    """What `stats`' file holds now, read as a reader reads it."""
+    assert stats.path is not None
+    data = Path(stats.path).read_bytes()
+    assert layout.parse_header(data[: layout.HEADER_BYTES])[0]["pool"] == stats.name
+    return layout.read(data)[0]
+
+
+def same_fields(a: PoolStats, b: PoolStats) -> None:
+    """Every field of `a` equals `b`'s."""
+    for field in FIELDS:
+        x, y = getattr(a, field.name), getattr(b, field.name)
+        if field.kind == "histogram":
+            assert (x.counts, x.sum) == (y.counts, y.sum), field.name
+        else:
+            assert x == y, field.name
