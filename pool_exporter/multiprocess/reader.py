@@ -89,21 +89,13 @@ class View:
     merged: list[Metric] = field(default_factory=list)
 
 
-class _Live:
-    """A live stats file, opened and its header parsed once, read at every scrape while its
-    worker lives. Read with pread, not mapped: a file truncated by someone else is then a
-    short read (skipped and counted), never a SIGBUS in the reader."""
+@dataclass
+class _Header:
+    """A live stats file's header page and what it says, parsed once while it stays the same."""
 
-    def __init__(self, fd: int, meta: dict[str, Any], shape: layout.Shape) -> None:
-        self.fd = fd
-        self.meta = meta
-        self.shape = shape
-
-    def read(self) -> tuple[PoolStats, bool]:
-        return layout.read_file(self.fd, self.shape)
-
-    def close(self) -> None:
-        os.close(self.fd)
+    page: bytes
+    meta: dict[str, Any]
+    shape: layout.Shape
 
 
 class WorkersCollector(Collector):
@@ -117,7 +109,7 @@ class WorkersCollector(Collector):
         self._failing = False
         self._bad = BadFiles()
         self._archive = archive.Reader(path)
-        self._live: dict[str, _Live] = {}
+        self._headers: dict[str, _Header] = {}
 
     def describe(self) -> Iterable[Metric]:
         # Only the sidecar's own families: the merged names are known at scrape time only.
@@ -222,38 +214,40 @@ class WorkersCollector(Collector):
         self, names: list[str], view: View, gauges: bool, keep: Iterable[str] = ()
     ) -> None:
         wanted = {*names, *keep}
-        for name in [n for n in self._live if n not in wanted]:
-            self._live.pop(name).close()
+        for name in [n for n in self._headers if n not in wanted]:
+            del self._headers[name]
         for name in names:
-            live = self._live.get(name) or self._open(name)
-            if live is None:
+            got = self._read_one(name)
+            if got is None:
                 continue
-            try:
-                stats, active = live.read()
-            except (OSError, ValueError):  # truncated, say: skipped, opened anew next time
-                self._bad(os.path.join(self.path, name), "format")
-                self._live.pop(name).close()
-                continue
-            meta = live.meta
+            meta, (stats, active) = got
             pool = str(meta["pool"])
             view.totals.setdefault(pool, PoolStats()).add(stats)
             info = {str(k): str(v) for k, v in meta["info"].items()}
             view.workers.append(Worker(pool, int(meta["pid"]), info, stats, active and gauges))
             view.files += 1
 
-    def _open(self, name: str) -> _Live | None:
+    def _read_one(self, name: str) -> tuple[dict[str, Any], tuple[PoolStats, bool]] | None:
+        """A live worker's file, opened for this read only (a descriptor per live file kept
+        between scrapes would run a large fleet's reader out of them) and read with pread: a
+        file truncated meanwhile is skipped and counted, never a SIGBUS."""
         path = os.path.join(self.path, name)
         fd = open_regular(path, self._bad, _STATS_MAX_BYTES)
         if fd is None:
             return None
         try:
-            meta, shape = layout.parse_header(os.pread(fd, layout.HEADER_BYTES, 0))
+            page = os.pread(fd, layout.HEADER_BYTES, 0)
+            header = self._headers.get(name)
+            if header is None or header.page != page:
+                meta, shape = layout.parse_header(page)
+                header = self._headers[name] = _Header(page, meta, shape)
+            return header.meta, layout.read_file(fd, header.shape)
         except (OSError, ValueError):
-            os.close(fd)
             self._bad(path, "format")
+            self._headers.pop(name, None)
             return None
-        live = self._live[name] = _Live(fd, meta, shape)
-        return live
+        finally:
+            os.close(fd)
 
     def _merge_db(self, names: list[str]) -> tuple[list[Metric], int]:
         """The application's own prometheus-client metrics, from the files that look sound;
