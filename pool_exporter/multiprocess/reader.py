@@ -23,7 +23,6 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from time import perf_counter
-from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
@@ -90,23 +89,17 @@ class View:
     merged: list[Metric] = field(default_factory=list)
 
 
-class _Live:
-    """A live stats file, opened and its header parsed once, read at every scrape while its
-    worker lives. Read with pread, not mapped: a file truncated by someone else is then a
-    short read (skipped and counted), never a SIGBUS in the reader."""
+class _Header:
+    """A live stats file's header page and what it says, parsed once while it stays the same,
+    with the worker's labels rendered for the scrape (perworker.WorkerFile)."""
 
-    def __init__(self, fd: int, meta: dict[str, Any], shape: layout.Shape) -> None:
-        self.fd = fd
+    def __init__(self, page: bytes) -> None:
+        self.page = page
+        meta, shape = layout.parse_header(page)
         self.meta = meta
         # Compared once: the current version's files are then read without a lookup by name.
         self.shape = layout.SHAPE if shape == layout.SHAPE else shape
         self.file = perworker.WorkerFile(meta)
-
-    def read(self) -> list[float]:
-        return layout.read_values(self.fd, self.shape)
-
-    def close(self) -> None:
-        os.close(self.fd)
 
 
 class WorkersCollector(Collector):
@@ -120,7 +113,7 @@ class WorkersCollector(Collector):
         self._failing = False
         self._bad = BadFiles()
         self._archive = archive.Reader(path)
-        self._live: dict[str, _Live] = {}
+        self._headers: dict[str, _Header] = {}
 
     def describe(self) -> Iterable[Metric]:
         # Only the sidecar's own families: the merged names are known at scrape time only.
@@ -230,35 +223,37 @@ class WorkersCollector(Collector):
         self, names: list[str], view: View, gauges: bool, keep: Iterable[str] = ()
     ) -> None:
         wanted = {*names, *keep}
-        for name in [n for n in self._live if n not in wanted]:
-            self._live.pop(name).close()
+        for name in [n for n in self._headers if n not in wanted]:
+            del self._headers[name]
         for name in names:
-            live = self._live.get(name) or self._open(name)
-            if live is None:
+            got = self._read_one(name)
+            if got is None:
                 continue
-            try:
-                values = live.read()
-            except (OSError, ValueError):  # truncated, say: skipped, opened anew next time
-                self._bad(os.path.join(self.path, name), "format")
-                self._live.pop(name).close()
-                continue
+            header, values = got
             active = bool(values[layout.ACTIVE]) and gauges
-            view.workers.append(Worker(live.file, values, active))
+            view.workers.append(Worker(header.file, values, active))
             view.files += 1
 
-    def _open(self, name: str) -> _Live | None:
+    def _read_one(self, name: str) -> tuple[_Header, list[float]] | None:
+        """A live worker's file, opened for this read only (a descriptor per live file kept
+        between scrapes would run a large fleet's reader out of them) and read with pread: a
+        file truncated meanwhile is skipped and counted, never a SIGBUS."""
         path = os.path.join(self.path, name)
         fd = open_regular(path, self._bad, _STATS_MAX_BYTES)
         if fd is None:
             return None
         try:
-            meta, shape = layout.parse_header(os.pread(fd, layout.HEADER_BYTES, 0))
+            page = os.pread(fd, layout.HEADER_BYTES, 0)
+            header = self._headers.get(name)
+            if header is None or header.page != page:
+                header = self._headers[name] = _Header(page)
+            return header, layout.read_values(fd, header.shape)
         except (OSError, ValueError):
-            os.close(fd)
             self._bad(path, "format")
+            self._headers.pop(name, None)
             return None
-        live = self._live[name] = _Live(fd, meta, shape)
-        return live
+        finally:
+            os.close(fd)
 
     def _merge_db(self, names: list[str]) -> tuple[list[Metric], int]:
         """The application's own prometheus-client metrics, from the files that look sound;
