@@ -191,3 +191,40 @@ def test_a_reused_pid_neither_resets_nor_doubles_the_dead_workers_counts(
         assert total(samples, "sqlalchemy_pool_checkouts_total") == 7
         assert pids(samples) == {new["parent"]}
     assert len(stats_files(tmp_path)) == 1
+
+
+READ_WITH_FEW_DESCRIPTORS = """
+import resource, sys
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+from pool_exporter.multiprocess.reader import WorkersCollector
+hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+resource.setrlimit(resource.RLIMIT_NOFILE, (int(sys.argv[2]), hard))
+collector = WorkersCollector(sys.argv[1])
+registry = CollectorRegistry()
+registry.register(collector)
+for _ in range(3):  # the first scrape opens and keeps what it may, the next ones reuse them
+    text = generate_latest(registry).decode()
+print(collector._kept, sum(
+    s.value for f in text_string_to_metric_families(text) for s in f.samples
+    if s.name == "sqlalchemy_pool_checkouts_total"
+))
+"""
+
+
+def test_a_reader_with_fewer_descriptors_than_live_files_reads_every_file(tmp_path: Path) -> None:
+    # 40 live pool files (this process holds their worker's liveness lock); the reader may keep
+    # 10 open (half its limit of 20 descriptors) and opens the other 30 for each read.
+    pools = [MultiprocessPoolStats(f"p{n}", {"dialect": "x"}, str(tmp_path)) for n in range(40)]
+    for n, stats in enumerate(pools):
+        for _ in range(n + 1):
+            stats.enter()
+            stats.checked_out(0.001, True, False)
+    done = subprocess.run(
+        [sys.executable, "-c", READ_WITH_FEW_DESCRIPTORS, str(tmp_path), "20"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    kept, checkouts = done.stdout.split()
+    assert int(kept) == 10
+    assert float(checkouts) == sum(range(1, 41))
