@@ -11,6 +11,7 @@ Kind = Literal["gauge", "counter", "histogram", "info"]
 _SAMPLE_SUFFIX: dict[str, str] = {"counter": "_total", "info": "_info"}
 
 POOL_LABEL = "pool"
+WORKER_LABEL = "worker"
 
 # Checkout waits: from a millisecond up to and past SQLAlchemy's default 30 s pool timeout,
 # so "waited the whole timeout" lands in a bucket of its own instead of +Inf.

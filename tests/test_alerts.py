@@ -19,10 +19,10 @@ from prometheus_client import CollectorRegistry
 from pool_exporter.cli import main
 from pool_exporter.instrument import instrument
 from pool_exporter.mixin import alerts
-from pool_exporter.mixin.config import DEFAULT_RUNBOOK_URL, AlertConfig, load
+from pool_exporter.mixin.config import DEFAULT_RUNBOOK_URL, MixinConfig, load
 from pool_exporter.sidecar.database import DatabaseCollector
 from pool_exporter.sidecar.pgbouncer import PgBouncerCollector, parse_poolers
-from tests.support import pgbouncer, promtool_cases
+from tests.support import pgbouncer, promtool_cases, promtool_series
 from tests.support.promtool_cases import alert_rules
 
 from .conftest import require_binary, scrape
@@ -46,8 +46,8 @@ RULE = committed_rules()
 
 def test_committed_files_are_exactly_what_the_generators_write() -> None:
     files = {
-        **alerts.generate(AlertConfig(), ALERTS_DIR),
-        **promtool_cases.generate(AlertConfig(), ALERTS_DIR),
+        **alerts.generate(MixinConfig(), ALERTS_DIR),
+        **promtool_cases.generate(MixinConfig(), ALERTS_DIR),
     }
     for path, text in files.items():
         assert path.is_file(), f"{path} is missing: run `make generate`"
@@ -218,7 +218,7 @@ def test_alertmanager_example_groups_by_pool_and_a_page_inhibits_the_pools_warni
 # What each alert's description must name: where it fires (a pool in a worker, a pool on an
 # instance, a fleet, a scrape target, a pooler's pool, a pooler) and, where the state has a
 # number, the live value.
-WORKER = {"$labels.pool", "$labels.instance", "$labels.pid", "$value"}
+WORKER = {"$labels.pool", "$labels.instance", "$labels.worker", "$value"}
 POOL = {"$labels.pool", "$labels.instance", "$value"}
 FLEET = {"$labels.job", "$value"}
 TARGET = {"$labels.instance", "$labels.job"}
@@ -297,7 +297,7 @@ def selected_metrics(expr: str) -> set[str]:
 
 def test_metric_name_extraction_finds_names_and_skips_functions_labels_and_keywords() -> None:
     expr = (
-        'sum without (pid, soft) (increase(sqlalchemy_pool_x_total{state="in_use"}[5m])) '
+        'sum without (worker, soft) (increase(sqlalchemy_pool_x_total{state="in_use"}[5m])) '
         "/ ignoring (state) group_left () job:y:ratio > 0 and on (job) up"
     )
     assert selected_metrics(expr) == {"sqlalchemy_pool_x_total", "job:y:ratio", "up"}
@@ -454,4 +454,4 @@ def test_promtool_fails_a_rule_that_says_or_routes_the_wrong_thing(
 def test_series_are_written_in_promtools_expanding_notation(
     values: list[float | None], text: str
 ) -> None:
-    assert promtool_cases.expanding(values) == text
+    assert promtool_series.expanding(values) == text
