@@ -92,6 +92,8 @@ class Series:
     interval: int  # seconds
     samples: int
     found: list[dict[str, str]] = field(default_factory=list)
+    # Labels every series carries besides its own, e.g. the cluster a scrape config adds.
+    common: dict[str, str] = field(default_factory=dict)
 
     def gauge(self, name: str, lbls: dict[str, str], fn: Fn) -> None:
         self._add(name, lbls, [fn(k) for k in range(self.samples)])
@@ -120,7 +122,8 @@ class Series:
         )
 
     def _add(self, name: str, lbls: dict[str, str], values: Sequence[Value]) -> None:
-        self.found.append({"series": series_name(name, lbls), "values": expanding(values)})
+        found = {"series": series_name(name, {**self.common, **lbls}), "values": expanding(values)}
+        self.found.append(found)
 
 
 def one(k: int) -> float:
@@ -286,3 +289,47 @@ class UnitTest:
                 for t, a, exp in self.checks
             ],
         }
+
+
+@dataclass(frozen=True)
+class Case:
+    """One alert's life in series: not yet firing at `before` (its `for` not yet run out, or
+    the trouble not yet there), firing at `firing` with exactly the labels and annotations
+    written here, resolved at `resolved`. Nothing expected is read from the rule under test,
+    so a rule that says or routes the wrong thing fails promtool."""
+
+    alert: str
+    series: Callable[[], Series]
+    severity: str
+    summary: str
+    runbook_url: str
+    before: int
+    firing: int
+    labels: dict[str, str]  # besides severity
+    description: str
+    resolved: int
+
+    def expected(self, shown: Presented, lbls: dict[str, str], description: str) -> Expected:
+        """The alert as promtool reports it firing with `lbls` and `description`."""
+        return {
+            "exp_labels": {**lbls, "severity": shown.severity(self.severity)},
+            "exp_annotations": {
+                "summary": self.summary,
+                "description": description,
+                "runbook_url": shown.runbook(self.runbook_url),
+            },
+        }
+
+    def unit_test(self, shown: Presented) -> UnitTest:
+        firing = self.expected(shown, self.labels, self.description)
+        checks = [
+            (self.before, self.alert, []),
+            (self.firing, self.alert, [firing]),
+            (self.resolved, self.alert, []),
+        ]
+        return UnitTest(
+            f"{self.alert}: not yet at {self.before}s, firing at {self.firing}s, "
+            f"resolved at {self.resolved}s",
+            self.series(),
+            checks,
+        )
