@@ -6,7 +6,7 @@ import threading
 import time
 import weakref
 from collections.abc import Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 # prometheus-client's family base class is imported as Family: `m.Metric` is the contract's.
 from prometheus_client.core import (
@@ -21,7 +21,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from . import metrics as m
 
 if TYPE_CHECKING:
-    from .stats import PoolStats
+    from .stats import Capacity, PoolStats
 
 
 class PoolSource:
@@ -35,14 +35,11 @@ class PoolSource:
         self.info = info
 
 
-# The label multiprocess mode adds to the gauges and the info metric: one series per worker.
-PID_LABEL = "pid"
-
-
-def _family(metric: m.Metric, per_worker: bool = False) -> Family:
+def family(metric: m.Metric, per_worker: bool = False) -> Family:
+    """An empty family of `metric`; `per_worker`: see families()."""
     labels = list(metric.label_names)
     if per_worker and metric.kind in ("gauge", "info"):
-        labels.append(PID_LABEL)
+        labels.append(m.WORKER_LABEL)
     if metric.kind == "gauge":
         return GaugeMetricFamily(metric.name, metric.help, labels=labels)
     if metric.kind == "counter":
@@ -50,14 +47,14 @@ def _family(metric: m.Metric, per_worker: bool = False) -> Family:
     if metric.kind == "histogram":
         return HistogramMetricFamily(metric.name, metric.help, labels=labels)
     # The info metric's own labels (pool_class, ...) come with each sample's value.
-    own = [m.POOL_LABEL, PID_LABEL] if per_worker else [m.POOL_LABEL]
+    own = [m.POOL_LABEL, m.WORKER_LABEL] if per_worker else [m.POOL_LABEL]
     return InfoMetricFamily(metric.name, metric.help, labels=own)
 
 
 def families(per_worker: bool = False) -> dict[str, Family]:
-    """An empty family for every pool metric, by name; `per_worker` adds the `pid` label to
-    the gauges and the info metric (multiprocess mode)."""
-    return {metric.name: _family(metric, per_worker) for metric in m.ALL}
+    """An empty family for every pool metric, by name; `per_worker` adds the `worker` label
+    to the gauges and the info metric (multiprocess mode)."""
+    return {metric.name: family(metric, per_worker) for metric in m.ALL}
 
 
 class PoolCollector(Collector):
@@ -89,8 +86,9 @@ class PoolCollector(Collector):
             sources = sorted(self._sources.values(), key=lambda s: s.name)
         found = families()
         for source in sources:
-            add_worker_samples(found, source.name, source.stats, source.info)
-            add_total_samples(found, source.name, source.stats)
+            stats = source.stats.snapshot()  # one consistent reading of the pool
+            add_worker_samples(found, source.name, stats, source.info)
+            add_total_samples(found, source.name, stats)
         yield from found.values()
 
 
@@ -103,53 +101,80 @@ class PoolCollector(Collector):
 def add_worker_samples(
     f: dict[str, Any], pool: str, s: PoolStats, info: dict[str, str], extra: Sequence[str] = ()
 ) -> None:
-    """The gauges, capacity and info of one pool; `extra` are the values of the labels
-    `families(per_worker=True)` adds."""
-    with s._lock:  # one consistent snapshot per pool
-        in_use, idle, waiting, overflow, cap = s.in_use, s.idle, s.waiting, s.overflow, s.capacity
-        started = s.oldest_checkout_started
-    f[m.CONNECTIONS.name].add_metric([pool, "in_use", *extra], in_use)
-    f[m.CONNECTIONS.name].add_metric([pool, "idle", *extra], idle)
-    f[m.WAITING.name].add_metric([pool, *extra], waiting)
-    f[m.OLDEST_CHECKOUT.name].add_metric([pool, *extra], oldest_checkout_age(started))
-    f[m.INFO.name].add_metric([pool, *extra], info)
+    """The gauges, capacity and info of one pool (a snapshot: see PoolStats.snapshot);
+    `extra` are the values of the labels `families(per_worker=True)` adds."""
+    for metric, own, value in worker_rows(s):
+        f[metric.name].add_metric([pool, *own, *extra], info if metric is m.INFO else value)
+
+
+class Gauges(Protocol):
+    """What worker_rows reads: a PoolStats, or a worker's slots (multiprocess/perworker.py)."""
+
+    @property
+    def in_use(self) -> float: ...
+    @property
+    def idle(self) -> float: ...
+    @property
+    def waiting(self) -> float: ...
+    @property
+    def oldest_checkout_started(self) -> float: ...
+    @property
+    def capacity(self) -> Capacity | None: ...
+    @property
+    def overflow(self) -> float: ...
+
+
+def worker_rows(
+    s: Gauges, now: float | None = None
+) -> list[tuple[m.Metric, tuple[str, ...], float]]:
+    """(metric, its label values between `pool` and the per-worker ones, value) of each
+    sample describing one pool now, in exposition order (the info metric's value is its
+    labels, given apart)."""
+    rows: list[tuple[m.Metric, tuple[str, ...], float]] = [
+        (m.CONNECTIONS, ("in_use",), s.in_use),
+        (m.CONNECTIONS, ("idle",), s.idle),
+        (m.WAITING, (), s.waiting),
+        (m.OLDEST_CHECKOUT, (), oldest_checkout_age(s.oldest_checkout_started, now)),
+        (m.INFO, (), 1.0),
+    ]
+    cap = s.capacity
     if cap is not None:
-        f[m.OVERFLOW.name].add_metric([pool, *extra], overflow)
-        f[m.SIZE.name].add_metric([pool, *extra], cap.size)
-        f[m.MAX_OVERFLOW.name].add_metric([pool, *extra], cap.max_overflow)
-        f[m.MAX_CONNECTIONS.name].add_metric([pool, *extra], cap.max_connections)
-        f[m.TIMEOUT.name].add_metric([pool, *extra], cap.timeout)
+        rows += [
+            (m.OVERFLOW, (), s.overflow),
+            (m.SIZE, (), cap.size),
+            (m.MAX_OVERFLOW, (), cap.max_overflow),
+            (m.MAX_CONNECTIONS, (), cap.max_connections),
+            (m.TIMEOUT, (), cap.timeout),
+        ]
+    return rows
 
 
 def add_total_samples(f: dict[str, Any], pool: str, s: PoolStats) -> None:
-    """The counters and histograms of one pool."""
-    with s._lock:  # one consistent snapshot per pool
-        counters = {
-            m.CHECKOUTS: s.checkouts,
-            m.CHECKOUT_TIMEOUTS: s.timeouts,
-            m.CHECKOUT_CANCELLATIONS: s.cancellations,
-            m.CHECKOUT_ERRORS: s.checkout_errors,
-            m.CONNECTS: s.connects,
-            m.CONNECT_ERRORS: s.connect_errors,
-            m.CLOSES: s.closes,
-            m.DETACHES: s.detaches,
-            m.LONG_CHECKOUTS: s.long_checkouts,
-            m.GC_RETURNED: s.gc_returned,
-        }
-        histograms = {
-            m.CHECKOUT_WAIT: (s.wait.cumulative(), s.wait.sum),
-            m.HOLD: (s.hold.cumulative(), s.hold.sum),
-            m.CONNECT_TIME: (s.connect_time.cumulative(), s.connect_time.sum),
-        }
-        invalidations = dict(s.invalidations)
-        hook_errors = dict(s.hook_errors)
+    """The counters and histograms of one pool (a snapshot: see PoolStats.snapshot)."""
+    counters = {
+        m.CHECKOUTS: s.checkouts,
+        m.CHECKOUT_TIMEOUTS: s.timeouts,
+        m.CHECKOUT_CANCELLATIONS: s.cancellations,
+        m.CHECKOUT_ERRORS: s.checkout_errors,
+        m.CONNECTS: s.connects,
+        m.CONNECT_ERRORS: s.connect_errors,
+        m.CLOSES: s.closes,
+        m.DETACHES: s.detaches,
+        m.LONG_CHECKOUTS: s.long_checkouts,
+        m.GC_RETURNED: s.gc_returned,
+    }
+    histograms = {
+        m.CHECKOUT_WAIT: (s.wait.cumulative(), s.wait.sum),
+        m.HOLD: (s.hold.cumulative(), s.hold.sum),
+        m.CONNECT_TIME: (s.connect_time.cumulative(), s.connect_time.sum),
+    }
     for metric, value in counters.items():
         f[metric.name].add_metric([pool], value)
     for metric, (buckets, total) in histograms.items():
         f[metric.name].add_metric([pool], buckets, total)
-    for soft, value in sorted(invalidations.items()):
+    for soft, value in sorted(s.invalidations.items()):
         f[m.INVALIDATIONS.name].add_metric([pool, str(soft).lower()], value)
-    for hook, value in sorted(hook_errors.items()):
+    for hook, value in sorted(s.hook_errors.items()):
         f[m.HOOK_ERRORS.name].add_metric([pool, hook], value)
 
 

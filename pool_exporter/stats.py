@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import threading
 from bisect import bisect_left
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -102,6 +102,32 @@ FIELDS: tuple[Field, ...] = (
     Field("gc_returned", "counter"),
 )
 
+# Every PoolStats method that changes a value, and only those. Each variant is made from this
+# list (derive() below): the locked one runs each under its lock, the multiprocess one stores
+# into its file after each (multiprocess/store.py), so a new update listed here reaches all of
+# them. A new PoolStats method goes here or in OTHERS (tests/test_stats_variants.py checks).
+UPDATES: tuple[str, ...] = (
+    "reset",
+    "configure",
+    "enter",
+    "checked_out",
+    "failed",
+    "checked_in",
+    "detached",
+    "connected",
+    "closed",
+    "invalidated",
+    "hook_failed",
+    "oldest_changed",
+    "held_long",
+    "collected",
+    "retire",
+)
+# PoolStats' other methods: snapshot() reads every value at once (what a scrape takes), add()
+# sums copies a reader made. A locked variant locks UNDER_LOCK.
+OTHERS: tuple[str, ...] = ("snapshot", "add")
+UNDER_LOCK: tuple[str, ...] = (*UPDATES, "snapshot")
+
 
 class PoolStats:
     """Everything measured about one pool in this process.
@@ -117,7 +143,6 @@ class PoolStats:
     """
 
     def __init__(self) -> None:
-        self._lock: AbstractContextManager[object] = nullcontext()
         self.capacity: Capacity | None = None
         self.reset()
 
@@ -235,6 +260,22 @@ class PoolStats:
     def retire(self) -> None:
         """The pool is no longer instrumented (only multiprocess mode records that)."""
 
+    # -- reading --
+
+    def snapshot(self) -> PoolStats:
+        """A plain copy of every value, taken as one: what a scrape reads (a locked variant
+        copies under its lock, so the copy never shows half an update)."""
+        out = PoolStats()
+        out.capacity = self.capacity
+        for f in FIELDS:
+            value = getattr(self, f.name)
+            if f.kind == "histogram":
+                copy: Histogram = getattr(out, f.name)
+                copy.counts, copy.sum = list(value.counts), value.sum
+            else:
+                setattr(out, f.name, dict(value) if f.keys else value)
+        return out
+
     # -- across processes --
 
     def add(self, other: PoolStats) -> None:
@@ -254,60 +295,36 @@ class PoolStats:
 
 
 class LockedPoolStats(PoolStats):
-    """PoolStats for free-threaded Python, where `+=` is not atomic. Reentrant, because a
-    garbage-collected connection's checkin can run inside another update on the same thread."""
+    """PoolStats for free-threaded Python, where `+=` is not atomic: every update and every
+    snapshot under one lock. Reentrant, because a garbage-collected connection's checkin can
+    run inside another update on the same thread."""
 
     def __init__(self) -> None:
-        super().__init__()
         self._lock = threading.RLock()
+        super().__init__()
 
-    def enter(self) -> None:
-        with self._lock:
-            super().enter()
 
-    def checked_out(self, wait: float, first: bool, was_idle: bool) -> None:
-        with self._lock:
-            super().checked_out(wait, first, was_idle)
+def locked(method: Callable[..., Any]) -> Callable[..., Any]:
+    """`method` run under its object's `_lock`."""
 
-    def failed(self, reason: str) -> None:
+    def run_locked(self: Any, *args: Any, **kwargs: Any) -> Any:
         with self._lock:
-            super().failed(reason)
+            return method(self, *args, **kwargs)
 
-    def checked_in(self, hold: float | None, now_idle: bool) -> None:
-        with self._lock:
-            super().checked_in(hold, now_idle)
+    run_locked.__name__ = run_locked.__qualname__ = method.__name__
+    run_locked.__doc__ = method.__doc__
+    return run_locked
 
-    def configure(self, capacity: Capacity | None) -> None:
-        with self._lock:
-            super().configure(capacity)
 
-    def detached(self, hold: float | None) -> None:
-        with self._lock:
-            super().detached(hold)
+def derive(cls: type[PoolStats], wrap: Callable[[Callable[..., Any]], Callable[..., Any]],
+           names: Iterable[str]) -> None:  # fmt: skip
+    """Replace each of `names` on `cls` by `wrap` of the method `cls` has now (its own or
+    inherited): how every variant of PoolStats is made from UPDATES."""
+    for name in names:
+        setattr(cls, name, wrap(getattr(cls, name)))
 
-    def connected(self, seconds: float) -> None:
-        with self._lock:
-            super().connected(seconds)
 
-    def closed(self, was_idle: bool) -> None:
-        with self._lock:
-            super().closed(was_idle)
-
-    def invalidated(self, soft: bool) -> None:
-        with self._lock:
-            super().invalidated(soft)
-
-    def hook_failed(self, hook: str) -> None:
-        with self._lock:
-            super().hook_failed(hook)
-
-    def held_long(self) -> None:
-        with self._lock:
-            super().held_long()
-
-    def collected(self) -> None:
-        with self._lock:
-            super().collected()
+derive(LockedPoolStats, locked, UNDER_LOCK)
 
 
 def new_stats() -> PoolStats:

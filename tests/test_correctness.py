@@ -35,8 +35,8 @@ class Sampler:
         def loop() -> None:
             s = self.handle.stats
             while not stop.is_set():
-                with s._lock:
-                    self.samples.append((s.in_use, s.idle, s.waiting, s.overflow))
+                now = s.snapshot()
+                self.samples.append((now.in_use, now.idle, now.waiting, now.overflow))
                 time.sleep(0.001)
 
         thread = threading.Thread(target=loop, daemon=True)

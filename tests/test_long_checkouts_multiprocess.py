@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .support.procs import Procs, procs, select, start_sidecar, total, wait_until
+from .support.procs import Procs, by_pid, procs, select, start_sidecar, total, wait_until
 
 __all__ = ["procs"]
 
@@ -22,7 +22,7 @@ def test_each_worker_reports_its_oldest_checkout_and_long_checkouts_through_the_
     sidecar = start_sidecar(procs, directory)
 
     def ages() -> dict[int, float]:
-        return {int(s[1]["pid"]): s[2] for s in select(sidecar.scrape(), OLDEST, pool="holder")}
+        return by_pid(sidecar.scrape(), OLDEST, pool="holder")
 
     # the age grows at scrape time although no worker writes anything while it holds
     held = wait_until(

@@ -14,6 +14,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from pool_exporter.multiprocess.reader import WorkersCollector
 
+from .support.procs import by_pid
+
 APP = Path(__file__).parent / "apps" / "mp_contention.py"
 
 
@@ -54,20 +56,13 @@ def test_two_workers_contending_are_summed_exactly(tmp_path: Path) -> None:
         assert samples[("sqlalchemy_pool_checkouts_total", (("pool", "mp"),))] == ok
         assert samples[("sqlalchemy_pool_checkout_timeouts_total", (("pool", "mp"),))] == timeouts
         assert samples[("sqlalchemy_pool_checkout_wait_seconds_count", (("pool", "mp"),))] == ok
-        pids = {str(w.pid) for w in workers}
+        pids = {w.pid for w in workers}
+        listed = [(name, dict(labels), v) for (name, labels), v in samples.items()]
         for state in ("in_use", "idle"):
-            per_worker = {
-                dict(labels)["pid"]: v
-                for (name, labels), v in samples.items()
-                if name == "sqlalchemy_pool_connections" and ("state", state) in labels
-            }
+            per_worker = by_pid(listed, "sqlalchemy_pool_connections", state=state)
             assert set(per_worker) == pids
             assert all(v == (0 if state == "in_use" else 2) for v in per_worker.values())
-        capacity = {
-            dict(labels)["pid"]: v
-            for (name, labels), v in samples.items()
-            if name == "sqlalchemy_pool_max_connections"
-        }
+        capacity = by_pid(listed, "sqlalchemy_pool_max_connections")
         assert capacity == dict.fromkeys(pids, 3.0)
     finally:
         for w in workers:

@@ -22,10 +22,12 @@ from .conftest import require_binary
 from .support.cli import run
 from .support.procs import (
     BIN,
+    INFO,
     ROOT,
     Procs,
     Samples,
     Sidecar,
+    by_pid,
     free_port,
     pids,
     procs,
@@ -43,7 +45,15 @@ REQUESTS = 60
 CONCURRENCY = 12
 
 
-def start_app(procs: Procs, kind: str, directory: Path, pg_url: str, name: str, *extra: str) -> str:
+def start_app(
+    procs: Procs,
+    kind: str,
+    directory: Path,
+    pg_url: str,
+    name: str,
+    *extra: str,
+    workers: int = WORKERS,
+) -> str:
     """gunicorn (sync workers, --preload, with or without deploy/gunicorn.conf.py) or
     uvicorn --workers; returns the base URL once every worker has published its pool."""
     port = free_port()
@@ -52,17 +62,17 @@ def start_app(procs: Procs, kind: str, directory: Path, pg_url: str, name: str, 
         "APP_DATABASE_URL": pg_url,
         "APP_NAME": name,
         "GUNICORN_BIND": f"127.0.0.1:{port}",
-        "GUNICORN_WORKERS": str(WORKERS),
+        "GUNICORN_WORKERS": str(workers),
     }
     apps = str(ROOT / "tests" / "apps")
     if kind == "gunicorn+config":
         args = [str(BIN / "gunicorn"), "-c", str(ROOT / "deploy" / "gunicorn.conf.py")]
         args += ["--pythonpath", apps, "wsgi_app:app"]
     elif kind == "gunicorn":
-        args = [str(BIN / "gunicorn"), "--preload", "-w", str(WORKERS), "-k", "sync"]
+        args = [str(BIN / "gunicorn"), "--preload", "-w", str(workers), "-k", "sync"]
         args += ["-b", f"127.0.0.1:{port}", "--pythonpath", apps, *extra, "wsgi_app:app"]
     else:
-        args = [str(BIN / "uvicorn"), "--workers", str(WORKERS), "--port", str(port)]
+        args = [str(BIN / "uvicorn"), "--workers", str(workers), "--port", str(port)]
         args += ["--host", "127.0.0.1", "--app-dir", apps, "--no-access-log", "asgi_app:app"]
     procs.start(args, env, name=kind)
     url = f"http://127.0.0.1:{port}"
@@ -75,10 +85,7 @@ def instrumented_pids(sidecar: Sidecar) -> set[int]:
 
 
 def in_use_by_pid(samples: Samples) -> dict[int, float]:
-    return {
-        int(s[1]["pid"]): s[2]
-        for s in select(samples, "sqlalchemy_pool_connections", pool="app", state="in_use")
-    }
+    return by_pid(samples, "sqlalchemy_pool_connections", pool="app", state="in_use")
 
 
 @pytest.mark.slow
@@ -125,9 +132,7 @@ def test_sidecar_merges_every_worker_and_drops_a_killed_one(
     assert set(in_use_by_pid(after).values()) == {0}
     # While the load ran, each worker's in-use stayed within its own pool's capacity.
     assert scrapes, "no scrape completed during the load"
-    capacity = {
-        int(s[1]["pid"]): s[2] for s in select(after, "sqlalchemy_pool_max_connections", pool="app")
-    }
+    capacity = by_pid(after, "sqlalchemy_pool_max_connections", pool="app")
     assert set(capacity.values()) == {3}
     for samples in scrapes:
         for pid, in_use in in_use_by_pid(samples).items():
@@ -138,13 +143,26 @@ def test_sidecar_merges_every_worker_and_drops_a_killed_one(
     os.kill(victim, signal.SIGKILL)
     wait_until(lambda: victim not in instrumented_pids(sidecar), 10, f"pid {victim} to go")
     final = sidecar.scrape()
-    for sample in final:
-        assert sample[1].get("pid") != str(victim), sample
+    assert victim not in pids(final, "sqlalchemy_pool_info")
     # Counters of the killed worker still count: totals never go backwards.
     assert total(final, "sqlalchemy_pool_checkouts_total", pool="app") == REQUESTS
     # The sidecar wrote nothing of its own into the application's directory.
     sidecar_pid = str(sidecar.proc.popen.pid)
     assert not [p for p in os.listdir(directory) if sidecar_pid in p]
+
+
+def counted(sidecar: Sidecar, requests: int) -> Samples:
+    """The first scrape that counts every request's checkout (a worker that just served one
+    may still be storing it)."""
+    return wait_until(
+        lambda: (
+            (s := sidecar.scrape())
+            and total(s, "sqlalchemy_pool_checkouts_total", pool="app") == requests
+            and s
+        ),
+        20,
+        "every checkout to be counted",
+    )
 
 
 @pytest.mark.slow
@@ -167,15 +185,7 @@ def test_gunicorn_recycling_workers_keeps_totals_exact_and_files_bounded(
                 totals.append(total(sidecar.scrape(), "sqlalchemy_pool_checkouts_total"))
     # Each worker served 5 requests at most: a dozen workers lived and exited.
     assert len(served) >= requests // 5
-    final = wait_until(
-        lambda: (
-            (s := sidecar.scrape())
-            and total(s, "sqlalchemy_pool_checkouts_total", pool="app") == requests
-            and s
-        ),
-        20,
-        "every checkout to be counted",
-    )
+    final = counted(sidecar, requests)
     totals.append(total(final, "sqlalchemy_pool_checkouts_total"))
     assert totals == sorted(totals), "the total went backwards"
     assert total(final, "sqlalchemy_pool_checkout_wait_seconds_count", pool="app") == requests
@@ -196,9 +206,44 @@ def test_gunicorn_recycling_workers_keeps_totals_exact_and_files_bounded(
     final, _ = settled_at
     live = pids(final)
     assert served - live, "no worker was recycled"
-    for pid in served - live:
-        assert not [s for s in final if s[1].get("pid") == str(pid)]
+    assert not (served - live) & pids(final, "sqlalchemy_pool_info")
     assert total(final, "pool_exporter_multiprocess_dead_workers_total") >= len(served - live)
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_recycled_gunicorn_workers_hand_on_their_worker_labels_and_totals_stay_exact(
+    tmp_path: Path, procs: Procs, pg_url: str, pg_app_name: str
+) -> None:
+    directory = tmp_path / "multiproc"
+    directory.mkdir()
+    workers, lifetimes, per_life = 4, 40, 5
+    recycle = ["--max-requests", str(per_life), "--max-requests-jitter", "0"]
+    base = start_app(procs, "gunicorn", directory, pg_url, pg_app_name, *recycle, workers=workers)
+    sidecar = start_sidecar(procs, directory)
+    requests = lifetimes * per_life
+    label_sets: set[tuple[tuple[str, str], ...]] = set()
+    seen_pids: set[int] = set()
+    served: set[int] = set()
+    totals: list[float] = []
+    with httpx.Client(timeout=20) as client:
+        for _ in range(requests):
+            served.add(int(client.get(base + "/query", params={"sleep": "0"}).text))
+            samples = sidecar.scrape()  # after every request: no worker's series is missed
+            in_use = select(samples, "sqlalchemy_pool_connections", state="in_use")
+            label_sets |= {tuple(sorted(s[1].items())) for s in in_use}
+            seen_pids |= pids(samples, INFO)
+            totals.append(total(samples, "sqlalchemy_pool_checkouts_total", pool="app"))
+    # Each worker served `per_life` requests at most; those still alive may have served fewer.
+    assert len(served) >= lifetimes - workers
+    assert len(seen_pids) >= lifetimes - workers  # with a pid label, as many label sets
+    # The preloaded master (which instrumented the engine too) and the workers alive at once.
+    assert len(label_sets) <= 2 * workers, sorted(label_sets)
+    assert all(dict(labels).keys() == {"pool", "state", "worker"} for labels in label_sets)
+    assert totals == sorted(totals), "the total went backwards"
+    final = counted(sidecar, requests)
+    for metric in ("checkout_wait_seconds_count", "connection_hold_seconds_count"):
+        assert total(final, f"sqlalchemy_pool_{metric}", pool="app") == requests
 
 
 def test_landing_page_links_to_the_metrics_and_health_endpoints_answer(

@@ -68,9 +68,12 @@ OFFSETS, SLOTS, FLOATS, SIGNATURE = _layout()
 FILE_BYTES = HEADER_BYTES + 8 * SLOTS
 
 
-def header(pool: str, info: dict[str, str], pid: int, token: str) -> bytes:
-    """The header page: what the values belong to."""
-    meta = {"pool": pool, "info": info, "pid": pid, "token": token, "layout": SIGNATURE}
+def header(pool: str, info: dict[str, str], pid: int, token: str, worker: str) -> bytes:
+    """The header page: what the values belong to (`worker`: the slot label, slots.py)."""
+    meta = {
+        "pool": pool, "info": info, "pid": pid, "token": token, "worker": worker,
+        "layout": SIGNATURE,
+    }  # fmt: skip
     body = json.dumps(meta, sort_keys=True).encode()
     page = MAGIC + len(body).to_bytes(8, "little") + body
     if len(page) > HEADER_BYTES:
@@ -126,9 +129,20 @@ def views(buffer: Any) -> tuple[Values, Values]:
 def slots(buffer: Any) -> list[float]:
     """Every slot's value, each read as the type it is stored as."""
     ints, floats = views(buffer)
-    as_int: list[float] = ints.tolist()
-    as_float: list[float] = floats.tolist()
-    return [as_float[i] if i in FLOATS else as_int[i] for i in range(SLOTS)]
+    out: list[float] = ints.tolist()
+    for i in _FLOAT_SLOTS:  # a few: a scrape reads every live file
+        out[i] = floats[i]
+    return out
+
+
+_FLOAT_SLOTS = tuple(sorted(FLOATS))
+
+
+def values(stats: PoolStats) -> list[float]:
+    """`stats` as the slots of a file would hold it."""
+    out: list[float] = [0] * SLOTS
+    write(stats, out, out)
+    return out
 
 
 def read(values: Sequence[float]) -> tuple[PoolStats, bool]:

@@ -16,6 +16,7 @@ import mmap
 import os
 import re
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from time import perf_counter
@@ -27,9 +28,10 @@ from prometheus_client.registry import Collector
 
 from pool_exporter import collector
 from pool_exporter import metrics as m
+from pool_exporter.rendered import Rendered
 from pool_exporter.stats import PoolStats
 
-from . import archive, layout, liveness
+from . import archive, layout, liveness, perworker
 from .files import BadFiles, open_regular, read_regular
 
 log = logging.getLogger("pool_exporter")
@@ -64,12 +66,10 @@ def check_directory(path: str) -> str:
 
 @dataclass
 class Worker:
-    """One live worker's pool, as its stats file says."""
+    """One live worker's pool: what its stats file's header says, its slots now."""
 
-    pool: str
-    pid: int
-    info: dict[str, str]
-    stats: PoolStats
+    file: perworker.WorkerFile
+    values: list[float]
     active: bool
 
 
@@ -91,6 +91,7 @@ class _Mapped:
         self.inode = os.fstat(fd).st_ino
         self.map = mmap.mmap(fd, layout.FILE_BYTES, prot=mmap.PROT_READ)
         self.meta = meta
+        self.file = perworker.WorkerFile(meta)
 
     def values(self) -> list[float]:
         return layout.slots(self.map)
@@ -114,6 +115,11 @@ class WorkersCollector(Collector):
         return list(self._own(0, 0.0, 0, 0))
 
     def collect(self) -> Iterator[Metric]:
+        for family in self.rendered():
+            yield family.as_family() if isinstance(family, Rendered) else family
+
+    def rendered(self) -> Iterator[Metric | Rendered]:
+        """collect()'s families, the per-worker ones as `Rendered` (rendered.py)."""
         t0 = perf_counter()
         view, up = View(), 1
         with self._lock:  # one scrape at a time in this process; the flock does it across
@@ -153,9 +159,8 @@ class WorkersCollector(Collector):
                 log.info("workers %s%s exited; their counts are kept", shown, more)
             live, dead = _split(names, reaped.live)
             store = self._fold(dead, set(names))
-            for pool, stats in store.totals.items():
-                view.totals.setdefault(pool, PoolStats()).add(stats)
-            self._read_live(live, view)
+            self._read_live(sorted(live), view)
+            view.totals = _totals(store, view.workers)
         view.live_pids = len(reaped.live)
         view.merged, dbs = self._merge_db(names)
         view.files += dbs
@@ -213,13 +218,10 @@ class WorkersCollector(Collector):
             mapped = self._mapped.get(name) or self._map(name)
             if mapped is None:
                 continue
-            stats, active = layout.read(mapped.values())
-            meta = mapped.meta
-            pool = str(meta["pool"])
-            view.totals.setdefault(pool, PoolStats()).add(stats)
-            info = {str(k): str(v) for k, v in dict(meta["info"]).items()}  # type: ignore[call-overload]
-            view.workers.append(Worker(pool, int(meta["pid"]), info, stats, active))  # type: ignore[call-overload]
+            values = mapped.values()
+            view.workers.append(Worker(mapped.file, values, bool(values[layout.ACTIVE])))
             view.files += 1
+        perworker.unique_labels([w.file for w in view.workers])
 
     def _map(self, name: str) -> _Mapped | None:
         path = os.path.join(self.path, name)
@@ -307,13 +309,35 @@ def _split(names: list[str], live: dict[int, str]) -> tuple[list[str], list[str]
     return alive, dead
 
 
-def _pool_families(view: View) -> Iterator[Metric]:
+def _totals(store: archive.Archive, workers: list[Worker]) -> dict[str, PoolStats]:
+    """Per pool, the counters and histograms of the archive and of every live worker (only
+    those of the PoolStats returned are meaningful: a sum of gauges is not one)."""
+    rows: dict[str, list[list[float]]] = {}
+    for pool, stats in store.totals.items():
+        rows[pool] = [layout.values(stats)]
+    for worker in workers:
+        rows.setdefault(worker.file.pool, []).append(worker.values)
+    # Column by column in C: the same additions, in the same order, as PoolStats.add.
+    return {
+        pool: layout.read([sum(col) for col in zip(*vs, strict=True)])[0]
+        for pool, vs in rows.items()
+    }
+
+
+def _pool_families(view: View) -> Iterator[Metric | Rendered]:
     found = collector.families(per_worker=True)
-    for worker in sorted(view.workers, key=lambda w: (w.pool, w.pid)):
+    rendered = {
+        metric.name: Rendered(collector.family(metric, per_worker=True))
+        for metric in m.ALL
+        if metric.kind in ("gauge", "info")
+    }
+    now = time.time()
+    for worker in sorted(view.workers, key=lambda w: (w.file.pool, w.file.pid)):
         if worker.active:
-            collector.add_worker_samples(
-                found, worker.pool, worker.stats, worker.info, (str(worker.pid),)
-            )
+            rows = collector.worker_rows(worker.file.gauges(worker.values), now)
+            for (metric, _, value), sample in zip(rows, worker.file.labelled(rows), strict=True):
+                rendered[metric.name].rows.append((sample, value))
     for pool in sorted(view.totals):
         collector.add_total_samples(found, pool, view.totals[pool])
-    yield from found.values()
+    for name, family in found.items():
+        yield rendered.get(name, family)

@@ -19,9 +19,9 @@ from bisect import bisect_left
 from collections.abc import Callable
 from typing import Any
 
-from pool_exporter.stats import Capacity, PoolStats
+from pool_exporter.stats import UNDER_LOCK, UPDATES, PoolStats, derive, locked
 
-from . import layout, liveness
+from . import layout, liveness, slots
 
 log = logging.getLogger("pool_exporter")
 
@@ -75,12 +75,13 @@ class MultiprocessPoolStats(PoolStats):
         token = liveness.token()
         assert token is not None
         pid = os.getpid()
+        worker = slots.label(self.directory)  # under the liveness lock, held for life
         path = os.path.join(self.directory, layout.file_name(pid, token, self._seq))
         tmp = path + ".new"  # not a stats file name: a reader never sees it half-written
         try:
             fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
             try:
-                os.write(fd, layout.header(self.name, self.info, pid, token))
+                os.write(fd, layout.header(self.name, self.info, pid, token, worker))
                 os.ftruncate(fd, layout.FILE_BYTES)
                 mapped = mmap.mmap(fd, layout.FILE_BYTES)
             finally:
@@ -151,43 +152,23 @@ class MultiprocessPoolStats(PoolStats):
         self.oldest_checkout_started = started
         self._floats[_OLDEST] = started
 
-    # -- everything else is rare: store every value --
 
-    def failed(self, reason: str) -> None:
-        super().failed(reason)
+# The hot path's methods above store what they change; reset opens a new file and retire
+# stores everything itself. Every other update stores every value after it (they are rare).
+_STORE_THEMSELVES = ("enter", "checked_out", "checked_in", "oldest_changed", "reset", "retire")
+
+
+def _then_store(method: Callable[..., Any]) -> Callable[..., Any]:
+    def stored(self: MultiprocessPoolStats, *args: Any, **kwargs: Any) -> None:
+        method(self, *args, **kwargs)
         self._store_all()
 
-    def configure(self, capacity: Capacity | None) -> None:
-        super().configure(capacity)
-        self._store_all()
+    stored.__name__ = stored.__qualname__ = method.__name__
+    stored.__doc__ = method.__doc__
+    return stored
 
-    def detached(self, hold: float | None) -> None:
-        super().detached(hold)
-        self._store_all()
 
-    def connected(self, seconds: float) -> None:
-        super().connected(seconds)
-        self._store_all()
-
-    def closed(self, was_idle: bool) -> None:
-        super().closed(was_idle)
-        self._store_all()
-
-    def invalidated(self, soft: bool) -> None:
-        super().invalidated(soft)
-        self._store_all()
-
-    def hook_failed(self, hook: str) -> None:
-        super().hook_failed(hook)
-        self._store_all()
-
-    def held_long(self) -> None:
-        super().held_long()
-        self._store_all()
-
-    def collected(self) -> None:
-        super().collected()
-        self._store_all()
+derive(MultiprocessPoolStats, _then_store, (u for u in UPDATES if u not in _STORE_THEMSELVES))
 
 
 class LockedMultiprocessPoolStats(MultiprocessPoolStats):
@@ -195,26 +176,11 @@ class LockedMultiprocessPoolStats(MultiprocessPoolStats):
     after it are not atomic: every update under one reentrant lock (see LockedPoolStats)."""
 
     def __init__(self, name: str, info: dict[str, str], directory: str) -> None:
-        super().__init__(name, info, directory)
         self._lock = threading.RLock()
+        super().__init__(name, info, directory)
 
 
-def _under_lock(name: str) -> Callable[..., None]:
-    method = getattr(MultiprocessPoolStats, name)
-
-    def locked(self: LockedMultiprocessPoolStats, *args: Any, **kwargs: Any) -> None:
-        with self._lock:
-            method(self, *args, **kwargs)
-
-    locked.__name__ = name
-    return locked
-
-
-_UPDATES = ("enter", "checked_out", "checked_in", "failed", "configure", "detached",
-            "connected", "closed", "invalidated", "hook_failed", "retire", "reset",
-            "oldest_changed", "held_long", "collected")  # fmt: skip
-for _update in _UPDATES:
-    setattr(LockedMultiprocessPoolStats, _update, _under_lock(_update))
+derive(LockedMultiprocessPoolStats, locked, UNDER_LOCK)
 
 
 def new_stats(name: str, info: dict[str, str], directory: str) -> MultiprocessPoolStats:

@@ -20,6 +20,7 @@ from pool_exporter import metrics as m
 from pool_exporter import multiprocess
 from pool_exporter.errors import CliError
 from pool_exporter.multiprocess.reader import WorkersCollector, check_directory
+from pool_exporter.rendered import Exposed
 
 from .database import DEFAULT_MAX_APPLICATIONS, DatabaseCollector
 from .httpserver import App, bind, parse_listen_address
@@ -153,8 +154,9 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, WebConfigError) as exc:
         raise CliError(str(exc)) from None
 
+    # The workers' files first, then the sidecar's own views, each family written once.
+    workers = WorkersCollector(directory)
     registry = CollectorRegistry()
-    registry.register(WorkersCollector(directory))
     database = _database(args)
     if database is not None:
         registry.register(database)
@@ -163,7 +165,12 @@ def run(args: argparse.Namespace) -> int:
         registry.register(pgbouncer)
     ProcessCollector(registry=registry)  # the sidecar's own memory and CPU
 
-    app = App(registry, telemetry_path=path, web=web, ready=lambda: _not_ready(directory))
+    app = App(
+        Exposed(workers, registry),
+        telemetry_path=path,
+        web=web,
+        ready=lambda: _not_ready(directory),
+    )
     try:
         server = bind(host, port, app, web.ssl_context)
     except OSError as exc:

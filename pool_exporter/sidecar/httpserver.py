@@ -1,7 +1,8 @@
 """The sidecar's HTTP side: routes, basic auth and TLS around prometheus-client's WSGI app.
 
-prometheus-client does the exposition (content negotiation, OpenMetrics, gzip); this adds what
-an exporter serves beside it and what `--web.config.file` asks for. The TLS handshake runs in
+prometheus-client does the content negotiation and the exposition (through rendered.py, which
+renders each worker's label sets once); this adds what an exporter serves beside it and what
+`--web.config.file` asks for. The TLS handshake runs in
 the request's thread, not in the accepting one, so one slow client cannot stall the others.
 """
 
@@ -16,11 +17,9 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-from prometheus_client import make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
-from prometheus_client.registry import Collector
 
-from pool_exporter.namefilter import NameFilter
+from pool_exporter.rendered import Exposed, make_wsgi_app
 
 from .webconfig import WebConfig
 
@@ -49,14 +48,14 @@ class App:
 
     def __init__(
         self,
-        registry: Collector,
+        registry: Exposed,
         *,
         telemetry_path: str,
         web: WebConfig,
         ready: Callable[[], str | None],
         title: str = "pool-exporter sidecar",
     ) -> None:
-        self.metrics = make_wsgi_app(NameFilter(registry))
+        self.metrics = make_wsgi_app(registry)
         self.telemetry_path = telemetry_path
         self.web = web
         self.ready = ready

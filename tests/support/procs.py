@@ -58,8 +58,31 @@ def total(samples: Samples, name: str, **labels: str) -> float:
     return sum(s[2] for s in select(samples, name, **labels))
 
 
+INFO = "sqlalchemy_pool_info"
+
+
+def pid_of(samples: Samples, sample: tuple[str, dict[str, str], float]) -> int:
+    """The pid of a sample: its own `pid` label (prometheus-client's gauges), or the one the
+    info metric of its pool and worker carries (pool-exporter's per-worker gauges)."""
+    labels = sample[1]
+    if "pid" in labels:
+        return int(labels["pid"])
+    infos = select(samples, INFO, pool=labels["pool"], worker=labels["worker"])
+    assert len(infos) == 1, (sample, infos)
+    return int(infos[0][1]["pid"])
+
+
 def pids(samples: Samples, name: str = "sqlalchemy_pool_connections") -> set[int]:
-    return {int(s[1]["pid"]) for s in select(samples, name)}
+    return {pid_of(samples, s) for s in select(samples, name)}
+
+
+def by_pid(samples: Samples, name: str, **labels: str) -> dict[int, float]:
+    """The value of each worker's `name` series, by the worker's pid."""
+    return {pid_of(samples, s): s[2] for s in select(samples, name, **labels)}
+
+
+def workers(samples: Samples, name: str = "sqlalchemy_pool_connections") -> set[str]:
+    return {s[1]["worker"] for s in select(samples, name)}
 
 
 @dataclass

@@ -9,7 +9,10 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, generate_latest
 
+from pool_exporter.multiprocess import layout
 from pool_exporter.multiprocess.reader import WorkersCollector
+from pool_exporter.multiprocess.store import MultiprocessPoolStats
+from pool_exporter.stats import FIELDS, PoolStats
 
 from .procs import Samples, parse, wait_until
 
@@ -50,3 +53,21 @@ def scrape(collector: WorkersCollector) -> Samples:
     registry = CollectorRegistry()
     registry.register(collector)
     return parse(generate_latest(registry).decode())
+
+
+def file_values(stats: MultiprocessPoolStats) -> PoolStats:
+    """What `stats`' file holds now, read as a reader reads it."""
+    assert stats.path is not None
+    data = Path(stats.path).read_bytes()
+    assert layout.parse_header(data[: layout.HEADER_BYTES])["pool"] == stats.name
+    return layout.read(layout.slots(data))[0]
+
+
+def same_fields(a: PoolStats, b: PoolStats) -> None:
+    """Every field of `a` equals `b`'s."""
+    for field in FIELDS:
+        x, y = getattr(a, field.name), getattr(b, field.name)
+        if field.kind == "histogram":
+            assert (x.counts, x.sum) == (y.counts, y.sum), field.name
+        else:
+            assert x == y, field.name

@@ -1,0 +1,99 @@
+"""One live worker's pool at a scrape: its gauges read straight from the mapping, its label
+sets made once for the life of its stats file.
+
+What a sample means and which labels it has is collector.py's (`worker_rows`, `family`);
+this module only avoids doing it again at every scrape: a stats file's pool, info and worker
+label never change, so its `Labelled` samples (rendered.py) are made on first use and kept,
+one list with capacity and one without (a pool's capacity comes and goes with configure()).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pool_exporter import collector
+from pool_exporter import metrics as m
+from pool_exporter.rendered import Labelled
+from pool_exporter.stats import Capacity, PoolStats
+
+from . import layout, slots
+
+# The info metric of a worker's pool carries its pid: the join from a log line to a series.
+PID_LABEL = "pid"
+
+_IN_USE = layout.OFFSETS["in_use"]
+_IDLE = layout.OFFSETS["idle"]
+_WAITING = layout.OFFSETS["waiting"]
+_OLDEST = layout.OFFSETS["oldest_checkout_started"]
+
+
+class Gauges:
+    """What collector.worker_rows reads of one worker's pool, taken from its slots."""
+
+    __slots__ = ("capacity", "idle", "in_use", "oldest_checkout_started", "waiting")
+
+    overflow = PoolStats.overflow
+
+    def __init__(self, values: list[float], capacity: Capacity | None) -> None:
+        self.in_use = values[_IN_USE]
+        self.idle = values[_IDLE]
+        self.waiting = values[_WAITING]
+        self.oldest_checkout_started = values[_OLDEST]
+        self.capacity = capacity
+
+
+class WorkerFile:
+    """What a live stats file's header says, and its samples' label sets."""
+
+    def __init__(self, meta: dict[str, Any]) -> None:
+        self.pool = str(meta["pool"])
+        self.pid = int(meta["pid"])
+        info = {str(k): str(v) for k, v in dict(meta["info"]).items()}
+        self.info = {**info, PID_LABEL: str(self.pid)}
+        worker = meta.get("worker")
+        # A file of a version without slots, or a header someone wrote: the pid's label.
+        valid = isinstance(worker, str) and slots.VALID.match(worker) is not None
+        self.header_worker = str(worker) if valid else slots.fallback(self.pid)
+        self.worker = self.header_worker
+        self._capacity: Capacity | None = None
+        self._labelled: dict[tuple[int, str], list[Labelled]] = {}
+
+    def gauges(self, values: list[float]) -> Gauges:
+        cap = None
+        if values[layout.HAS_CAPACITY]:
+            size, overflow = int(values[layout.SIZE]), int(values[layout.MAX_OVERFLOW])
+            timeout = values[layout.TIMEOUT]
+            cap = self._capacity
+            if cap is None or (cap.size, cap.max_overflow, cap.timeout) != (
+                size,
+                overflow,
+                timeout,
+            ):
+                cap = self._capacity = Capacity(size, overflow, timeout)
+        return Gauges(values, cap)
+
+    def labelled(self, rows: list[tuple[m.Metric, tuple[str, ...], float]]) -> list[Labelled]:
+        """The Labelled sample of each of `rows` (collector.worker_rows of this file)."""
+        key = (len(rows), self.worker)  # with capacity or without
+        found = self._labelled.get(key)
+        if found is None:
+            found = self._labelled[key] = [self._sample(metric, own) for metric, own, _ in rows]
+        return found
+
+    def _sample(self, metric: m.Metric, own: tuple[str, ...]) -> Labelled:
+        family: Any = collector.family(metric, per_worker=True)  # a Gauge/InfoMetricFamily
+        value = self.info if metric is m.INFO else 0
+        family.add_metric([self.pool, *own, self.worker], value)
+        sample = family.samples[0]
+        return Labelled(collector.family(metric, per_worker=True), sample.name, sample.labels)
+
+
+def unique_labels(files: list[WorkerFile]) -> None:
+    """Give each live process its own worker label. Two can only claim one slot if a slot
+    file was removed while its worker held it (the next one creates it again): then the
+    process listed later gets its pid's label, so no two series are the same."""
+    owner: dict[str, int] = {}
+    for f in files:
+        f.worker = f.header_worker
+        if owner.setdefault(f.worker, f.pid) != f.pid:
+            f.worker = slots.fallback(f.pid)

@@ -1,0 +1,115 @@
+"""The `worker` label: the lowest free slot, held for a worker's life and then handed on; a
+worker whose slot files are missing, planted or cannot be made still counts."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pool_exporter.multiprocess import slots
+
+from .support.procs import INFO, Procs, Samples, procs, select, total
+from .support.workers import kill9, merged
+
+__all__ = ["procs"]
+
+
+def labels_by_pid(samples: Samples) -> dict[int, str]:
+    """Each live worker's label, by pid, from the info metric (which carries both)."""
+    found: dict[int, str] = {}
+    for _, labels, _ in select(samples, INFO):
+        assert found.setdefault(int(labels["pid"]), labels["worker"]) == labels["worker"]
+    return found
+
+
+def per_worker_label_sets(samples: Samples) -> set[tuple[str, str]]:
+    return {
+        (s[1]["pool"], s[1]["worker"]) for s in select(samples, "sqlalchemy_pool_waiting_checkouts")
+    }
+
+
+def test_workers_alive_at_once_hold_the_lowest_slots_and_a_new_one_takes_a_freed_slot(
+    tmp_path: Path, procs: Procs
+) -> None:
+    _, first = procs.writer(tmp_path, "--fork", "--pools", "2")
+    assert labels_by_pid(merged(tmp_path)) == {first["parent"]: "0", first["child"]: "1"}
+    kill9(first["child"])
+    _, second = procs.writer(tmp_path, "--pools", "2")
+    samples = merged(tmp_path)
+    assert labels_by_pid(samples) == {first["parent"]: "0", second["parent"]: "1"}
+    # Two pools of two workers: four label sets, as before the child was replaced.
+    assert per_worker_label_sets(samples) == {(p, w) for p in ("pool0", "pool1") for w in "01"}
+    assert total(samples, "sqlalchemy_pool_checkouts_total") == 6
+
+
+def test_a_planted_link_or_fifo_in_a_slots_place_is_passed_over(
+    tmp_path: Path, procs: Procs
+) -> None:
+    outside = tmp_path.parent / f"{tmp_path.name}-target"
+    outside.write_text("not ours\n")
+    os.symlink(outside, slots.path(str(tmp_path), 0))
+    os.mkfifo(slots.path(str(tmp_path), 1))  # an open that blocked here would hang the worker
+    _, found = procs.writer(tmp_path)
+    assert labels_by_pid(merged(tmp_path)) == {found["parent"]: "2"}
+    assert outside.read_text() == "not ours\n"
+    assert Path(slots.path(str(tmp_path), 0)).is_symlink()
+
+
+def test_a_worker_that_cannot_claim_a_slot_counts_under_its_pid(
+    tmp_path: Path, procs: Procs
+) -> None:
+    # Every slot name taken by something that is not a lock file: the worker gives up on
+    # slots (and stops trying after a few), not on its metrics.
+    for n in range(64):
+        os.mkdir(slots.path(str(tmp_path), n))
+    _, found = procs.writer(tmp_path, "--checkouts", "3")
+    samples = merged(tmp_path)
+    assert labels_by_pid(samples) == {found["parent"]: slots.fallback(found["parent"])}
+    assert total(samples, "sqlalchemy_pool_checkouts_total") == 3
+    assert total(samples, "sqlalchemy_pool_connections", worker=f"pid-{found['parent']}") == 1
+
+
+def test_a_slot_file_removed_while_held_never_gives_two_workers_one_label(
+    tmp_path: Path, procs: Procs
+) -> None:
+    _, first = procs.writer(tmp_path)
+    os.unlink(slots.path(str(tmp_path), 0))  # a clean-up that did not know
+    _, second = procs.writer(tmp_path)  # creates slot 0 anew, and holds it
+    found = labels_by_pid(merged(tmp_path))
+    assert set(found) == {first["parent"], second["parent"]}
+    assert sorted(found.values()) == sorted(["0", slots.fallback(max(found))])
+    assert len(per_worker_label_sets(merged(tmp_path))) == 2
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A tmpfs with room for two inodes: the directory itself and one file."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a full file system needs root")
+    mount = tmp_path / "full"
+    mount.mkdir()
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k,nr_inodes=2", "tmpfs", str(mount)], check=True
+    )
+    try:
+        yield mount
+    finally:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def test_a_worker_on_a_full_disk_goes_on(
+    tiny_disk: Path, procs: Procs, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # Room for the liveness lock only: no slot file, no stats file. The application still
+    # instruments, checks out and waits for more work; it says once why it exports nothing.
+    writer, found = procs.writer(tiny_disk, "--checkouts", "2")
+    assert writer.poll() is None and found["parent"] > 0
+    err = capfd.readouterr().err
+    assert "cannot claim a worker slot" in err and "No space left on device" in err
+    assert "Traceback" not in err
