@@ -607,6 +607,38 @@ def test_one_config_file_moves_the_alert_thresholds_and_the_dashboard_bands_toge
     _assert_bands_where_the_alerts_fire(tmp_path / "alerts", tmp_path / "dashboards")
 
 
+def _cli_without(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """`pool-exporter ARGS` in a process where `module` cannot be imported."""
+    code = (
+        f"import sys; sys.modules[{module!r}] = None\n"
+        "from pool_exporter.cli import main\n"
+        f"sys.exit(main({list(args)!r}))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=cwd, env=env, check=False
+    )
+
+
+def test_a_cluster_label_from_a_json_config_needs_no_yaml_and_a_yaml_one_names_the_extra(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "mine.json").write_text('{"cluster_label": "cluster"}')
+    (tmp_path / "mine.yml").write_text("cluster_label: cluster\n")
+    out = ["--out-dir", str(tmp_path / "out")]
+    args = ["dashboards", "generate", "--config"]
+    ok = _cli_without("yaml", *args, str(tmp_path / "mine.json"), *out, cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    written = json.loads((tmp_path / "out" / CONFIG.dashboard_file).read_text())
+    assert "cluster" in [v["name"] for v in written["templating"]["list"]]
+    refused = _cli_without("yaml", *args, str(tmp_path / "mine.yml"), *out, cwd=tmp_path)
+    assert refused.returncode == 2
+    assert refused.stderr == (
+        "error: pool-exporter dashboards needs yaml, which is not installed: "
+        "pip install 'pool-exporter[dashboards]'\n"
+    )
+
+
 def test_dashboards_generate_refuses_a_bad_config_with_one_error_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -180,26 +180,33 @@ def from_mapping(overrides: dict[str, Any], base: MixinConfig | None = None) -> 
 
 
 def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _parse(path: Path, text: str) -> Any:
+    """A JSON file needs no PyYAML; a YAML one does (the `alerts` and `dashboards` extras)."""
+    if path.suffix == ".json":
+        try:
+            return json.loads(text)
+        except ValueError as exc:
+            raise ConfigError(f"{path}: not valid JSON: {_one_line(exc)}") from None
     import yaml
 
-    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
-        return f"{exc.problem} at line {exc.problem_mark.line + 1}"
-    return " ".join(str(exc).split()) or type(exc).__name__
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{getattr(exc, 'problem', '')} at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML: {where or _one_line(exc)}") from None
 
 
 def load(path: Path) -> MixinConfig:
     """The defaults with the overrides of a YAML or JSON file (a mapping of settings)."""
-    import yaml
-
     try:
         text = path.read_text()
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
-    try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (ValueError, yaml.YAMLError) as exc:
-        kind = "JSON" if path.suffix == ".json" else "YAML"
-        raise ConfigError(f"{path}: not valid {kind}: {_one_line(exc)}") from None
+    data = _parse(path, text)
     if data is None:
         data = {}
     if not isinstance(data, dict):
