@@ -64,6 +64,24 @@ def by_title(title: str, panels: list[dict[str, Any]] = PANELS) -> dict[str, Any
     return next(p for p in panels if p["title"] == title)
 
 
+@dataclass(frozen=True)
+class Shown:
+    """A generated dashboard under test, and its panels."""
+
+    data: dict[str, Any]
+    panels: list[dict[str, Any]]
+
+    @classmethod
+    def of(cls, cfg: MixinConfig) -> Shown:
+        data = d.dashboard(cfg)
+        return cls(data, [p for p in walk_panels(data["panels"]) if p["type"] != "row"])
+
+
+@pytest.fixture(params=[CONFIG, CLUSTERS], ids=["one cluster", "several clusters"])
+def shown(request: pytest.FixtureRequest) -> Shown:
+    return Shown.of(request.param)
+
+
 def metric_names(expr: str) -> set[str]:
     if expr.startswith("label_values("):
         expr = dq.label_values(expr)[0]
@@ -154,22 +172,24 @@ def test_grid_positions_do_not_overlap_and_fit_24_columns() -> None:
                 cells[(x, y)] = panel["title"]
 
 
-def test_every_panel_target_and_query_variable_uses_the_datasource_variable() -> None:
+def test_every_panel_target_and_query_variable_uses_the_datasource_variable(
+    shown: Shown,
+) -> None:
     expected = {"type": "prometheus", "uid": "${datasource}"}
-    for panel in PANELS:
+    for panel in shown.panels:
         assert panel["datasource"] == expected, panel["title"]
         assert panel["targets"], panel["title"]
         ref_ids = [t["refId"] for t in panel["targets"]]
         assert all(ref_ids) and len(set(ref_ids)) == len(ref_ids), panel["title"]
         for target in panel["targets"]:
             assert target["datasource"] == expected, (panel["title"], target["refId"])
-    variables = {v["name"]: v for v in DASHBOARD["templating"]["list"]}
+    variables = {v["name"]: v for v in shown.data["templating"]["list"]}
     assert variables["datasource"]["type"] == "datasource"
     assert variables["datasource"]["query"] == "prometheus"
     for v in variables.values():
         if v["type"] == "query":
             assert v["datasource"] == expected, v["name"]
-    for annotation in DASHBOARD["annotations"]["list"]:
+    for annotation in shown.data["annotations"]["list"]:
         if "expr" in annotation:
             assert annotation["datasource"] == expected, annotation["name"]
 
@@ -326,24 +346,6 @@ class LabelledPrometheus(PrometheusServer):
             for static in job["static_configs"]:
                 static["labels"] = TARGET_LABELS
         return config
-
-
-@dataclass(frozen=True)
-class Shown:
-    """A generated dashboard under test, and its panels."""
-
-    data: dict[str, Any]
-    panels: list[dict[str, Any]]
-
-    @classmethod
-    def of(cls, cfg: MixinConfig) -> Shown:
-        data = d.dashboard(cfg)
-        return cls(data, [p for p in walk_panels(data["panels"]) if p["type"] != "row"])
-
-
-@pytest.fixture(params=[CONFIG, CLUSTERS], ids=["one cluster", "several clusters"])
-def shown(request: pytest.FixtureRequest) -> Shown:
-    return Shown.of(request.param)
 
 
 def _serve(registry: CollectorRegistry) -> tuple[str, Any]:
