@@ -160,6 +160,15 @@ def test_a_malformed_config_is_one_error_line_and_exit_code_2(
     assert not (tmp_path / alerts.RULES_FILE).exists()
 
 
+def test_a_binary_config_file_is_one_error_line_and_exit_code_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "mine.yml"
+    config.write_bytes(b"\xff\xfeselector: x\n")
+    code = main(["alerts", "generate", "--config", str(config), "--out-dir", str(tmp_path)])
+    assert code == 2 and capsys.readouterr().err == f"error: {config}: not UTF-8 text\n"
+
+
 def test_a_missing_config_file_is_one_error_line_and_exit_code_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -206,6 +206,8 @@ def load(path: Path) -> MixinConfig:
         text = path.read_text()
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
     data = _parse(path, text)
     if data is None:
         data = {}
