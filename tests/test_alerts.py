@@ -336,6 +336,17 @@ def test_the_cluster_label_changes_nothing_else_in_the_rules() -> None:
     assert text == dump({"groups": groups(MixinConfig())})
 
 
+def test_a_cluster_label_already_among_the_fleet_labels_is_kept_and_named_once() -> None:
+    cfg = MixinConfig(fleet_labels=("job", "cluster"), cluster_label="cluster")
+    rules = {r.get("alert") or r["record"]: r for g in groups(cfg) for r in g["rules"]}
+    assert rules["job_cluster:sqlalchemy_pool_max_connections:sum"]["expr"] == (
+        "sum by (job, cluster) (sqlalchemy_pool_max_connections)"
+    )
+    description = rules["SQLAlchemyFleetExceedsDatabaseLimit"]["annotations"]["description"]
+    assert description.startswith("The pools of {{ $labels.job }} {{ $labels.cluster }} may")
+    assert description.count("$labels.cluster") == 1
+
+
 def test_with_a_cluster_label_alertmanager_groups_and_inhibits_per_cluster() -> None:
     route = alertmanager_config(CLUSTERS)
     assert route["route"]["group_by"] == ["cluster", "job", "pool"]
