@@ -211,6 +211,7 @@ HOOKS: tuple[str, ...] = (
     "recreate",
     "fork",  # resetting the numbers in a forked child
     "long_checkout",
+    "store",  # writing the multiprocess stats file (a full filesystem, say)
 )
 
 

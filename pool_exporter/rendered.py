@@ -76,6 +76,16 @@ class Format:
         return lines[0][: -len(suffix) + 1]
 
 
+# Most values of a pool's gauges are small counts, stored as ints: their text, once.
+_SMALL = tuple(floatToGoString(float(n)) for n in range(4096))
+
+
+def _value(value: float) -> str:
+    if type(value) is int and 0 <= value < len(_SMALL):
+        return _SMALL[value]
+    return floatToGoString(value)
+
+
 class Labelled:
     """One sample's family, name and labels; its line up to the value, once per format."""
 
@@ -106,7 +116,7 @@ class Rendered:
 
     def text(self, fmt: Format) -> str:
         lines = [fmt.families([self.family])]
-        lines += [f"{sample.prefix(fmt)}{floatToGoString(value)}\n" for sample, value in self.rows]
+        lines += [f"{sample.prefix(fmt)}{_value(value)}\n" for sample, value in self.rows]
         return "".join(lines)
 
     def as_family(self) -> Metric:

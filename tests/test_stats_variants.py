@@ -85,7 +85,7 @@ def test_a_multiprocess_variant_stores_what_each_update_changed(
     stats = kind("p", {}, str(tmp_path))
     getattr(stats, name)(*CALLS[name])
     assert stats.path is not None
-    stored, active = layout.read(layout.slots(Path(stats.path).read_bytes()))
+    stored, active = layout.read(Path(stats.path).read_bytes())
     same_fields(stored, stats)
     assert (stored.capacity, active) == (stats.capacity, stats.active)
 

@@ -3,18 +3,23 @@
 `pool_exporter_archive.json` holds, per pool, the summed counters and histograms of every
 stats file folded into it, and the names of the folded files that may still exist. Folding
 happens under an exclusive flock on `pool_exporter_archive.lock` (the readers take turns):
-the new archive is written aside, fsynced and renamed over the old one, and only then are
-the folded files deleted. A reader killed at any step leaves either the old archive and the
-files (nothing counted yet), or the new archive listing files it still finds (counted once:
-the next fold deletes them without adding them again).
+the new archive is written aside (under an unpredictable name, every byte checked), fsynced,
+read back and compared, renamed over the old one, and only then are the folded files
+deleted. A full disk therefore leaves the old archive and the files: nothing is lost. A
+reader killed at any step leaves either the old archive and the files (nothing counted yet),
+or the new archive listing files it still finds (counted once: the next fold deletes them
+without adding them again).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
+import re
+import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -22,7 +27,7 @@ from dataclasses import dataclass, field
 from pool_exporter.stats import PoolStats
 
 from . import layout
-from .files import BadFiles, read_regular
+from .files import MODE, BadFiles, create_temporary, read_regular, remove, write_all
 
 NAME = "pool_exporter_archive.json"
 LOCK = "pool_exporter_archive.lock"
@@ -47,10 +52,7 @@ def locked(directory: str) -> Iterator[None]:
     """The archive lock, waited for at most a few seconds (a reader killed holding it frees
     it at once: the kernel drops a dead process's flocks)."""
     path = os.path.join(directory, LOCK)
-    # Read-only is enough for flock, and works on a lock file another user's reader created.
-    fd = os.open(
-        path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644
-    )
+    fd = _open_lock(path)
     try:
         deadline = time.monotonic() + _LOCK_TIMEOUT
         while True:
@@ -64,6 +66,28 @@ def locked(directory: str) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def _open_lock(path: str) -> int:
+    """The archive lock's descriptor. Only a reader creates that file, as a regular file: a
+    link or a FIFO planted at its name is removed rather than followed or waited on."""
+    for _ in range(3):
+        try:
+            # Read-only is enough for flock, and works on a lock file another user created.
+            fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+                         | os.O_NONBLOCK, MODE)  # fmt: skip
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            remove(path)
+            continue
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            with contextlib.suppress(PermissionError):  # another user's: its mode is set
+                os.fchmod(fd, MODE)
+            return fd
+        os.close(fd)
+        remove(path)
+    raise OSError(errno.EEXIST, f"{path} keeps being replaced by something not a lock file")
 
 
 class Reader:
@@ -80,6 +104,12 @@ class Reader:
         except FileNotFoundError:
             self._seen, self._archive = None, Archive()
             return self._archive
+        if not stat.S_ISREG(st.st_mode):
+            # Not written by a reader (they rename a regular file there): no totals of ours
+            # are in it, and the next fold renames a real archive over it.
+            bad(self.path, "symlink" if stat.S_ISLNK(st.st_mode) else "not_regular")
+            self._seen, self._archive = None, Archive()
+            return self._archive
         key = (st.st_ino, st.st_mtime_ns, st.st_size)
         if key == self._seen and self._archive.sound:
             return self._archive
@@ -88,7 +118,7 @@ class Reader:
         if data is not None:
             try:
                 archive = _parse(data)
-            except (ValueError, TypeError, KeyError, AttributeError):
+            except ValueError:
                 bad(self.path, "format")
         self._seen, self._archive = key, archive
         return archive
@@ -101,33 +131,62 @@ class Reader:
 
 
 def _parse(data: bytes) -> Archive:
-    raw = json.loads(data)
-    return Archive(
-        totals={pool: layout.from_json(values) for pool, values in raw["pools"].items()},
-        folded=set(raw["folded"]),
-    )
+    """The archive `data` holds; ValueError for anything else, whatever the bytes."""
+    try:
+        raw = json.loads(data)
+        pools, names = raw["pools"], raw["folded"]
+        if not isinstance(pools, dict) or not isinstance(names, list):
+            raise ValueError("not an archive")
+        if not all(isinstance(n, str) for n in names):
+            raise ValueError("not an archive")
+        return Archive(
+            totals={str(pool): layout.from_json(values) for pool, values in pools.items()},
+            folded=set(names),
+        )
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
+        raise ValueError(f"not an archive: {type(exc).__name__}") from None
 
 
 def write(directory: str, archive: Archive) -> None:
-    """Replace the archive atomically and durably (call with the lock held)."""
+    """Replace the archive atomically and durably (call with the lock held); OSError, and
+    the old archive untouched, when the new one cannot be written whole."""
     body = {
         "pools": {pool: layout.to_json(s) for pool, s in sorted(archive.totals.items())},
         "folded": sorted(archive.folded),
     }
-    final = os.path.join(directory, NAME)
-    tmp = f"{final}.{os.getpid()}.new"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+    data = json.dumps(body, separators=(",", ":")).encode()
+    remove_temporaries(directory)  # a reader killed while writing left its own
+    fd, tmp = create_temporary(directory, TEMPORARY_PREFIX)
     try:
-        os.write(fd, json.dumps(body, separators=(",", ":")).encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.rename(tmp, final)
+        try:
+            write_all(fd, data)
+            os.fsync(fd)
+            if os.pread(fd, len(data) + 1, 0) != data:
+                raise OSError(errno.EIO, "the archive written aside reads back differently")
+        finally:
+            os.close(fd)
+        os.rename(tmp, os.path.join(directory, NAME))
+    except BaseException:
+        remove(tmp)
+        raise
     dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(dir_fd)  # the rename itself survives a crash of the machine
     finally:
         os.close(dir_fd)
+
+
+# The archive is written aside as `<this><random>.tmp`, and was as `<NAME>.<pid>.new`.
+TEMPORARY_PREFIX = "pool_exporter_archive."
+_TEMPORARY = re.compile(r"^pool_exporter_archive\.(?:[0-9a-f]{16}\.tmp|json\.\d+\.new)$")
+
+
+def remove_temporaries(directory: str) -> None:
+    """Remove archives written aside and never renamed (call with the lock held: whoever
+    wrote one held it too, so it is a dead reader's)."""
+    for name in os.listdir(directory):
+        if _TEMPORARY.match(name):
+            remove(os.path.join(directory, name))
 
 
 def folded(archive: Archive, dead: dict[str, tuple[str, PoolStats]], present: set[str]) -> Archive:

@@ -1,22 +1,59 @@
-"""Opening what the multiprocess directory holds without trusting it.
+"""Opening and writing what the multiprocess directory holds without trusting it.
 
 Anyone who can write the directory can put anything there under a metric file's name. A FIFO
 would block an open for good, a symlink to a device would be read forever, a truncated file
 would break a merge. So files are opened without following symlinks and without blocking,
 and only regular files of a sane size are read; every other one is reported to `BadFiles`.
+A file is created under an unpredictable temporary name with O_EXCL (nothing planted there in
+advance is opened), written completely or not at all, and renamed into place.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import errno
 import logging
 import os
 import stat
+import uuid
 
 log = logging.getLogger("pool_exporter")
 
 _FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+_CREATE = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+# Readable by a reader running as another user, whatever the writer's umask.
+MODE = 0o644
+TEMPORARY = ".tmp"
+
+
+def create_temporary(directory: str, prefix: str) -> tuple[int, str]:
+    """A new empty file `<prefix><random>.tmp` in `directory`, opened read-write, mode MODE."""
+    path = os.path.join(directory, f"{prefix}{uuid.uuid4().hex[:16]}{TEMPORARY}")
+    fd = os.open(path, _CREATE, MODE)
+    try:
+        os.fchmod(fd, MODE)  # the umask applied to os.open's mode
+    except BaseException:
+        os.close(fd)
+        remove(path)
+        raise
+    return fd, path
+
+
+def write_all(fd: int, data: bytes, offset: int = 0) -> None:
+    """All of `data` at `offset`; OSError (ENOSPC, say) when it cannot be written whole."""
+    view = memoryview(data)
+    while view:
+        done = os.pwrite(fd, view, offset)
+        if done <= 0:
+            raise OSError(errno.EIO, "write made no progress")
+        view, offset = view[done:], offset + done
+
+
+def remove(path: str) -> None:
+    """Unlink `path` if it is there (a link is removed, never followed)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
 
 
 class BadFiles:

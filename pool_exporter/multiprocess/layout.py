@@ -1,32 +1,49 @@
 """The per-worker stats file: a JSON header page, then one 8-byte slot per PoolStats value.
 
 Each worker writes its own file (one writer, no lock): every value is an aligned 8-byte store
-into a shared mapping, which a reader on the same machine can never see half-written. The
-order of the values follows stats.FIELDS, so a new PoolStats field only extends that list;
-the header's `layout` signature tells a reader that a file was written by another layout.
-A slot holds an int64 (counts, and gauges declared "int") or a double (sums, timeouts, and
-gauges declared "float"): storing a Python int as a double would cost a conversion on every
-store of the hot path.
+into a shared mapping, which a reader on the same machine can never see half-written. A slot
+holds an int64 (counts, and gauges declared "int") or a double (sums, timeouts, and gauges
+declared "float"): storing a Python int as a double would cost a conversion on every store of
+the hot path.
+
+The header names where each value is (`fields`: name -> slot, keys or bucket bounds), so a
+reader finds the values of a file written by another version by name: one it does not know is
+ignored, one the file lacks is zero, a histogram with other buckets is left at zero. Layout 1
+(0.x releases before the header described itself) is read from its slot map kept in
+released.py. docs/sidecar.md has the compatibility policy.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
-from collections.abc import Sequence
-from typing import Any
+import struct
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, cast
 
-from pool_exporter.stats import FIELDS, Capacity, Field, Histogram, PoolStats
+from pool_exporter.stats import FIELDS, Capacity, Histogram, PoolStats
+
+from . import released
 
 MAGIC = b"PXSTATS1"
 HEADER_BYTES = 4096
+VERSION = 2
 NAME = re.compile(r"^pool_exporter_(\d+)_([0-9a-f]{16})_(\d+)\.stats$")
+# A header that cannot be one of ours; no reader recurses into it (json would, per level).
+_MAX_DEPTH = 8
+_MAX_SLOTS = (64 << 10) // 8
 
 # The slots before the fields: whether the pool is still instrumented, and its capacity.
 ACTIVE, HAS_CAPACITY, SIZE, MAX_OVERFLOW, TIMEOUT = range(5)
 _FIRST = 5
-
+_PREFIX = {
+    "active": {"at": ACTIVE},
+    "has_capacity": {"at": HAS_CAPACITY},
+    "size": {"at": SIZE},
+    "max_overflow": {"at": MAX_OVERFLOW},
+    "timeout": {"at": TIMEOUT, "float": True},
+}
 
 # Where a file's slots are stored: its mapping as a memoryview of int64 or of doubles (two
 # views of the same bytes), or a list before a file exists. typeshed's memoryview is generic
@@ -38,86 +55,216 @@ def file_name(pid: int, token: str, seq: int) -> str:
     return f"pool_exporter_{pid}_{token}_{seq}.stats"
 
 
-def _width(field: Field, proto: PoolStats) -> int:
-    if field.kind == "histogram":
-        return len(getattr(proto, field.name).counts) + 1  # the counts, then the sum
-    return len(field.keys) or 1
+def temporary_prefix(pid: int, token: str) -> str:
+    """A stats file is written as `<this><random>.tmp`: a reader removes one whose writer
+    has exited (TEMPORARY)."""
+    return f"pool_exporter_{pid}_{token}_"
 
 
-def _layout() -> tuple[dict[str, int], int, frozenset[int], str]:
+# A stats file being written (files.create_temporary), and one of layout 1 (`.stats.new`).
+TEMPORARY = re.compile(
+    r"^pool_exporter_(\d+)_([0-9a-f]{16})_(?:[0-9a-f]{16}\.tmp|\d+\.stats\.new)$"
+)
+
+
+def _describe() -> dict[str, dict[str, Any]]:
+    """This version's slot map, by name: what the header says and every reader follows."""
     proto = PoolStats()
-    offsets: dict[str, int] = {}
-    floats = {TIMEOUT}
+    fields: dict[str, dict[str, Any]] = {name: dict(e) for name, e in _PREFIX.items()}
     at = _FIRST
-    shape: list[object] = []
     for field in FIELDS:
-        offsets[field.name] = at
-        width = _width(field, proto)
-        shape.append((field.name, field.kind, field.number, [str(k) for k in field.keys], width))
+        value = getattr(proto, field.name)
         if field.kind == "histogram":
-            shape.append(list(getattr(proto, field.name).bounds))
-            floats.add(at + width - 1)
-        elif field.number == "float":
-            floats.update(range(at, at + width))
-        at += width
-    signature = hashlib.sha256(json.dumps(shape).encode()).hexdigest()[:16]
-    return offsets, at, frozenset(floats), signature
+            fields[field.name] = {"at": at, "bounds": list(value.bounds)}
+            at += len(value.counts) + 1  # the counts, then the sum
+        elif field.keys:
+            fields[field.name] = {"at": at, "keys": [str(k) for k in field.keys]}
+            at += len(field.keys)
+        else:
+            fields[field.name] = (
+                {"at": at, "float": True} if field.number == "float" else {"at": at}
+            )
+            at += 1
+    return fields
 
 
-OFFSETS, SLOTS, FLOATS, SIGNATURE = _layout()
-FILE_BYTES = HEADER_BYTES + 8 * SLOTS
+@dataclass(frozen=True)
+class Shape:
+    """A file's slot map, checked: how many slots it has, which are doubles, where each
+    named value is."""
+
+    fields: Mapping[str, Mapping[str, Any]]
+    slots: int
+    floats: frozenset[int]
+
+    @property
+    def file_bytes(self) -> int:
+        return HEADER_BYTES + 8 * self.slots
+
+    @classmethod
+    def of(cls, fields: object, slots: object) -> Shape:
+        """The shape a header describes; ValueError unless every slot it names is inside
+        the file."""
+        if not isinstance(fields, dict) or not _count(slots) or not 0 < slots <= _MAX_SLOTS:  # type: ignore[operator]
+            raise ValueError("corrupt slot map")
+        floats: set[int] = set()
+        for entry in fields.values():
+            at, width, float_at = _extent(entry)
+            if at < 0 or at + width > slots:  # type: ignore[operator]
+                raise ValueError("slot map outside the file")
+            floats.update(float_at)
+        return cls(fields, int(slots), frozenset(floats))  # type: ignore[call-overload]
+
+
+def _count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _numbers(value: object) -> bool:
+    return isinstance(value, list) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
+    )
+
+
+def _extent(entry: object) -> tuple[int, int, range]:
+    """An entry's first slot, its width, and which of its slots are doubles."""
+    if not isinstance(entry, dict) or not _count(entry.get("at")):
+        raise ValueError("corrupt slot map")
+    at: int = entry["at"]
+    if "bounds" in entry:
+        if not _numbers(entry["bounds"]):
+            raise ValueError("corrupt slot map")
+        width = len(entry["bounds"]) + 2
+        return at, width, range(at + width - 1, at + width)
+    if "keys" in entry:
+        keys = entry["keys"]
+        if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+            raise ValueError("corrupt slot map")
+        return at, len(keys), range(0)
+    return at, 1, range(at, at + 1) if entry.get("float") is True else range(0)
+
+
+FIELD_MAP = _describe()
+SHAPE = Shape.of(FIELD_MAP, max(_extent(e)[0] + _extent(e)[1] for e in FIELD_MAP.values()))
+SLOTS = SHAPE.slots
+FILE_BYTES = SHAPE.file_bytes
+OFFSETS = {name: entry["at"] for name, entry in FIELD_MAP.items()}
 
 
 def header(pool: str, info: dict[str, str], pid: int, token: str, worker: str) -> bytes:
-    """The header page: what the values belong to (`worker`: the slot label, slots.py)."""
+    """The header page: what the values belong to (`worker`: the slot label, slots.py), and
+    where each one is."""
     meta = {
-        "pool": pool, "info": info, "pid": pid, "token": token, "worker": worker,
-        "layout": SIGNATURE,
-    }  # fmt: skip
-    body = json.dumps(meta, sort_keys=True).encode()
+        "pool": pool,
+        "info": info,
+        "pid": pid,
+        "token": token,
+        "worker": worker,
+        "version": VERSION,
+        "slots": SLOTS,
+        "fields": FIELD_MAP,
+    }
+    body = json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()
     page = MAGIC + len(body).to_bytes(8, "little") + body
     if len(page) > HEADER_BYTES:
         raise ValueError(f"pool name and info of {pool!r} do not fit in the stats file header")
     return page.ljust(HEADER_BYTES, b"\0")
 
 
-def parse_header(page: bytes) -> dict[str, Any]:
-    """The header's fields; ValueError naming the problem when it is not one of ours."""
+def parse_header(page: bytes) -> tuple[dict[str, Any], Shape]:
+    """The header's fields and the file's shape; ValueError naming the problem when it is
+    not a header this version can read, whatever the bytes are."""
     if len(page) < HEADER_BYTES or page[:8] != MAGIC:
         raise ValueError("not a pool-exporter stats file")
     length = int.from_bytes(page[8:16], "little")
     if not 0 < length <= HEADER_BYTES - 16:
         raise ValueError("corrupt header")
-    meta = json.loads(page[16 : 16 + length])
-    if not isinstance(meta, dict) or meta.get("layout") != SIGNATURE:
-        raise ValueError("written by another version of pool-exporter (layout differs)")
-    if not isinstance(meta.get("pool"), str) or not isinstance(meta.get("info"), dict):
+    body = page[16 : 16 + length]
+    if _depth(body) > _MAX_DEPTH:
+        raise ValueError("corrupt header (nested too deep)")
+    try:
+        meta = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        raise ValueError("corrupt header") from None
+    if not isinstance(meta, dict):
         raise ValueError("corrupt header")
-    return meta
+    pool, info, pid, token = (meta.get(k) for k in ("pool", "info", "pid", "token"))
+    if not (isinstance(pool, str) and isinstance(info, dict) and isinstance(token, str)):
+        raise ValueError("corrupt header")
+    if not all(isinstance(v, str) for v in info.values()) or not _count(pid) or pid <= 0:  # type: ignore[operator]
+        raise ValueError("corrupt header")
+    if "fields" in meta:  # layout 2 and later: the header names its slots
+        return meta, Shape.of(meta["fields"], meta.get("slots"))
+    old = released.FIELDS.get(str(meta.get("layout")))
+    if old is None:
+        raise ValueError("written by an unknown layout of pool-exporter")
+    return meta, Shape.of(old, max(_extent(e)[0] + _extent(e)[1] for e in old.values()))
 
 
-def write(stats: PoolStats, ints: Values, floats: Values, active: bool = True) -> None:
-    """Store every value of `stats` (the rare events' path; the hot ones store their own)."""
-    cap = stats.capacity
-    ints[HAS_CAPACITY] = 0 if cap is None else 1
-    if cap is not None:
-        ints[SIZE] = cap.size
-        ints[MAX_OVERFLOW] = cap.max_overflow
-        floats[TIMEOUT] = cap.timeout
+def _depth(body: bytes) -> int:
+    """How deep brackets nest in a JSON text (strings may hold brackets: a bound, not a
+    parse)."""
+    depth = deepest = 0
+    for byte in body:
+        if byte in b"[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in b"]}":
+            depth -= 1
+    return deepest
+
+
+def _store_all_source() -> str:
+    """Python source of `store_all(stats, ints, floats, active)`: one straight line of
+    `slot = attribute` per value.
+
+    No call runs between reading an attribute and storing it, so under the GIL no other
+    thread runs in between either: a hot-path store of a newer value (from another thread)
+    can never be followed by this path's store of an older one. A loop calling getattr()
+    could be interrupted there."""
+    lines = [
+        "def store_all(s, q, d, active):",
+        "    cap = s.capacity",
+        "    if cap is None:",
+        f"        q[{HAS_CAPACITY}] = 0",
+        # A scrape between the stores of a new capacity sees none, never half of it.
+        f"    elif not (q[{HAS_CAPACITY}] and q[{SIZE}] == cap.size and "
+        f"q[{MAX_OVERFLOW}] == cap.max_overflow and d[{TIMEOUT}] == cap.timeout):",
+        f"        q[{HAS_CAPACITY}] = 0",
+        f"        q[{SIZE}] = cap.size",
+        f"        q[{MAX_OVERFLOW}] = cap.max_overflow",
+        f"        d[{TIMEOUT}] = cap.timeout",
+        f"        q[{HAS_CAPACITY}] = 1",
+    ]
     for field in FIELDS:
         at = OFFSETS[field.name]
-        value = getattr(stats, field.name)
-        into = floats if field.number == "float" else ints
+        into = "d" if field.number == "float" else "q"
         if field.kind == "histogram":
-            for i, count in enumerate(value.counts):
-                ints[at + i] = count
-            floats[at + len(value.counts)] = value.sum
+            n = len(getattr(PoolStats(), field.name).counts)
+            lines += [f"    q[{at + i}] = s.{field.name}.counts[{i}]" for i in range(n)]
+            lines.append(f"    d[{at + n}] = s.{field.name}.sum")
         elif field.keys:
-            for i, key in enumerate(field.keys):
-                into[at + i] = value.get(key, 0)
+            lines += [
+                f"    {into}[{at + i}] = s.{field.name}[{key!r}]"
+                for i, key in enumerate(field.keys)
+            ]
         else:
-            into[at] = value
-    ints[ACTIVE] = 1 if active else 0
+            lines.append(f"    {into}[{at}] = s.{field.name}")
+    lines.append(f"    q[{ACTIVE}] = 1 if active else 0")
+    return "\n".join(lines) + "\n"
+
+
+def _compile_store_all() -> Callable[[PoolStats, Values, Values, bool], None]:
+    scope: dict[str, Any] = {}
+    code = compile(_store_all_source(), "<pool_exporter layout.store_all>", "exec")
+    exec(code, scope)
+    return scope["store_all"]  # type: ignore[no-any-return]
+
+
+write: Callable[[PoolStats, Values, Values, bool], None] = _compile_store_all()
+write.__doc__ = (
+    "Store every value of `stats` (the rare events' path; the hot ones store their own)."
+)
 
 
 def views(buffer: Any) -> tuple[Values, Values]:
@@ -126,43 +273,83 @@ def views(buffer: Any) -> tuple[Values, Values]:
     return slots.cast("q"), slots.cast("d")
 
 
-def slots(buffer: Any) -> list[float]:
-    """Every slot's value, each read as the type it is stored as."""
-    ints, floats = views(buffer)
-    out: list[float] = ints.tolist()
-    for i in _FLOAT_SLOTS:  # a few: a scrape reads every live file
+def read(data: bytes, shape: Shape = SHAPE) -> tuple[PoolStats, bool]:
+    """The PoolStats a whole file's content describes (by name: see the module's doc), and
+    whether its pool is still instrumented. `data` must be `shape.file_bytes` long."""
+    if len(data) != shape.file_bytes:
+        raise ValueError("truncated")
+    raw = data[HEADER_BYTES:]
+    ints = struct.unpack(f"<{shape.slots}q", raw)
+    floats = struct.unpack(f"<{shape.slots}d", raw)
+    f = shape.fields
+
+    def one(name: str) -> float:
+        entry = f.get(name)
+        if entry is None:
+            return 0
+        at: int = entry["at"]
+        value: float = floats[at] if entry.get("float") is True else ints[at]
+        return value
+
+    stats = PoolStats()
+    if one("has_capacity"):
+        stats.capacity = Capacity(int(one("size")), int(one("max_overflow")), one("timeout"))
+    for field in FIELDS:
+        entry = f.get(field.name)
+        if entry is None:  # added since the file was written
+            continue
+        at = entry["at"]
+        if field.kind == "histogram":
+            hist: Histogram = getattr(stats, field.name)
+            if entry.get("bounds") == list(hist.bounds):
+                n = len(hist.counts)
+                hist.counts = list(ints[at : at + n])
+                hist.sum = floats[at + n]
+        elif field.keys:
+            keys = entry.get("keys", [])
+            setattr(stats, field.name, {k: _at(ints, at, keys, str(k)) for k in field.keys})
+        else:
+            setattr(stats, field.name, one(field.name))
+    return stats, bool(one("active"))
+
+
+def _at(ints: tuple[int, ...], at: int, keys: list[str], key: str) -> int:
+    return ints[at + keys.index(key)] if key in keys else 0
+
+
+# -- a scrape's form: every slot of this version as a list, the same additions as PoolStats.add
+# done column by column (a host's live files are summed at every scrape) --
+
+_FLOAT_SLOTS = tuple(sorted(SHAPE.floats))
+
+
+def values(data: bytes, shape: Shape = SHAPE) -> list[float]:
+    """A whole file's slots as this version lays them out, each read as the type it is
+    stored as; a file of another version goes through read()."""
+    if shape is not SHAPE and shape != SHAPE:
+        stats, active = read(data, shape)
+        return of(stats, active)
+    if len(data) != FILE_BYTES:
+        raise ValueError("truncated")
+    raw = memoryview(data)[HEADER_BYTES:]
+    out = cast("list[float]", raw.cast("q").tolist())  # ints stay ints
+    floats = raw.cast("d")
+    for i in _FLOAT_SLOTS:
         out[i] = floats[i]
     return out
 
 
-_FLOAT_SLOTS = tuple(sorted(FLOATS))
-
-
-def values(stats: PoolStats) -> list[float]:
-    """`stats` as the slots of a file would hold it."""
+def of(stats: PoolStats, active: bool = True) -> list[float]:
+    """The slots that would hold `stats`."""
     out: list[float] = [0] * SLOTS
-    write(stats, out, out)
+    write(stats, out, out, active)
     return out
 
 
-def read(values: Sequence[float]) -> tuple[PoolStats, bool]:
-    """The PoolStats a file's slots (`slots()`) describe, and whether its pool is still
-    instrumented."""
-    stats = PoolStats()
-    if values[HAS_CAPACITY]:
-        stats.capacity = Capacity(int(values[SIZE]), int(values[MAX_OVERFLOW]), values[TIMEOUT])
-    for field in FIELDS:
-        at = OFFSETS[field.name]
-        if field.kind == "histogram":
-            hist: Histogram = getattr(stats, field.name)
-            n = len(hist.counts)
-            hist.counts = [int(v) for v in values[at : at + n]]  # ints already; for mypy
-            hist.sum = values[at + n]
-        elif field.keys:
-            setattr(stats, field.name, {k: values[at + i] for i, k in enumerate(field.keys)})
-        else:
-            setattr(stats, field.name, values[at])
-    return stats, bool(values[ACTIVE])
+def from_values(slots: list[float]) -> PoolStats:
+    """The PoolStats that `slots` (values(), of(), or a sum of them) hold."""
+    raw = b"".join(struct.pack("<d" if i in SHAPE.floats else "<q", v) for i, v in enumerate(slots))
+    return read(bytes(HEADER_BYTES) + raw)[0]
 
 
 # -- the archive's form: counters and histograms by field name, robust to a changed list --
@@ -187,7 +374,8 @@ def to_json(stats: PoolStats) -> dict[str, Any]:
 
 def from_json(data: dict[str, Any]) -> PoolStats:
     """The totals an archive holds; a field it lacks (added since) starts at 0, a histogram
-    whose buckets changed since is left at 0 rather than mixing two bucket sets."""
+    whose buckets changed since is left at 0 rather than mixing two bucket sets. ValueError
+    when a value is not what its field holds."""
     stats = PoolStats()
     for field in FIELDS:
         value = data.get(field.name)
@@ -196,10 +384,23 @@ def from_json(data: dict[str, Any]) -> PoolStats:
         if field.kind == "histogram":
             hist: Histogram = getattr(stats, field.name)
             if value.get("bounds") == list(hist.bounds):
-                hist.counts = [int(c) for c in value["counts"]]
-                hist.sum = float(value["sum"])
+                counts, total = value.get("counts"), value.get("sum")
+                if not (isinstance(counts, list) and len(counts) == len(hist.counts)):
+                    raise ValueError(f"{field.name}: counts do not match its buckets")
+                hist.counts = [_natural(c) for c in counts]
+                if not isinstance(total, (int, float)) or isinstance(total, bool):
+                    raise ValueError(f"{field.name}: sum is not a number")
+                hist.sum = float(total)
         elif field.kind == "counter" and field.keys:
-            setattr(stats, field.name, {k: int(value.get(str(k), 0)) for k in field.keys})
+            if not isinstance(value, dict):
+                raise ValueError(f"{field.name}: not a mapping")
+            setattr(stats, field.name, {k: _natural(value.get(str(k), 0)) for k in field.keys})
         elif field.kind == "counter":
-            setattr(stats, field.name, int(value))
+            setattr(stats, field.name, _natural(value))
     return stats
+
+
+def _natural(value: object) -> int:
+    if not _count(value) or value < 0:  # type: ignore[operator]
+        raise ValueError(f"not a count: {value!r}")
+    return value  # type: ignore[return-value]

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from prometheus_client.multiprocess import mark_process_dead
 
 from . import directory as multiprocess_dir
+from .files import MODE, write_all
 
 log = logging.getLogger("pool_exporter")
 
@@ -60,6 +61,23 @@ class _Held:
     pid: int | None = None
     fd: int | None = None
     token: str | None = None
+    warned = False
+
+
+def _after_fork_in_child() -> None:
+    """A forked child does not hold its parent's lock: its copy of the descriptor would keep
+    the lock taken after the parent exits, and the parent's files would never be folded.
+    A child that instruments a pool takes a lock of its own (hold(): from instrument's
+    at-fork handler, which may run before this one)."""
+    if _Held.pid == os.getpid():
+        return  # the lock of this child, taken already
+    _Held.lock = threading.Lock()  # another parent thread may have held it at the fork
+    if _Held.fd is not None:
+        _close(_Held.fd)
+    _Held.fd, _Held.pid, _Held.token = None, None, None
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def token() -> str | None:
@@ -92,26 +110,35 @@ def hold(directory: str | None = None) -> bool:
             own = os.urandom(TOKEN_BYTES // 2).hex()
             try:
                 # Same length every time, over whatever a dead process with this pid left.
-                os.pwrite(fd, own.encode(), 0)
+                write_all(fd, own.encode())
             except BaseException:
                 _close(fd)
                 raise
         except Exception as exc:  # liveness is best effort; the application goes on
-            log.warning(
+            log.log(
+                logging.DEBUG if _Held.warned else logging.WARNING,
                 "pool-exporter could not take its liveness lock in %s (%s): this process's "
-                "pool metrics are not written there (a reader could not tell when it exits)",
+                "pool metrics are not written there until it can",
                 directory,
                 exc,
             )
+            _Held.warned = True
             return False
         _Held.fd, _Held.pid, _Held.token = fd, pid, own
         return True
 
 
+_OPEN = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+
+
 def _acquire(path: str) -> int:
     for _ in range(_RETRIES):
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = os.open(path, _OPEN, MODE)  # a planted link is never followed, a FIFO never waited on
         try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise OSError(errno.EINVAL, f"{path} is not a regular file")
+            with contextlib.suppress(PermissionError):  # a dead process's file of another user
+                os.fchmod(fd, MODE)
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             # A reaper is removing a dead process that had our pid; it unlinks this file next.
@@ -151,8 +178,9 @@ def forget(pid: int, directory: str | None = None) -> None:
     path = lock_path(directory, pid)
     fd = _open_lock(path)
     if fd is None:
-        mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
-        return
+        if not os.path.lexists(path):
+            mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
+        return  # else unknown: never forget a process that may be alive
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -192,10 +220,13 @@ def _unlink(path: str) -> None:
 
 @dataclass
 class Reaped:
-    """What one pass over the directory found: live pids with their tokens, dead pids."""
+    """What one pass over the directory found: live pids with their tokens, dead pids, and
+    pids whose lock could not be tried (unknown: an unreadable lock file, no descriptor
+    left). Only a dead process's files are ever folded or removed."""
 
     live: dict[int, str] = field(default_factory=dict)
     dead: list[int] = field(default_factory=list)
+    unknown: set[int] = field(default_factory=set)
 
 
 def reap(
@@ -221,6 +252,8 @@ def reap(
         path = os.path.join(directory, name)
         fd = _open_lock(path, bad)
         if fd is None:
+            if os.path.lexists(path):
+                found.unknown.add(pid)
             continue
         try:
             try:
@@ -228,7 +261,11 @@ def reap(
             except BlockingIOError:
                 found.live[pid] = os.pread(fd, TOKEN_BYTES, 0).decode("ascii", "replace")
                 continue
+            except OSError:  # ENOLCK, say: cannot tell
+                found.unknown.add(pid)
+                continue
             if not _same_file(fd, path):
+                found.unknown.add(pid)  # replaced since the listing: the next scrape sees
                 continue
             # Files first, lock file last, all while holding the lock: a new process with
             # this pid waits on the lock and only then writes its own files.

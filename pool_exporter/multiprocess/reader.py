@@ -12,7 +12,6 @@ live workers: an exited worker costs one fold, once.
 from __future__ import annotations
 
 import logging
-import mmap
 import os
 import re
 import threading
@@ -20,6 +19,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from time import perf_counter
+from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
@@ -32,12 +32,14 @@ from pool_exporter.rendered import Rendered
 from pool_exporter.stats import PoolStats
 
 from . import archive, layout, liveness, perworker
-from .files import BadFiles, open_regular, read_regular
+from .files import BadFiles, open_regular, read_regular, remove
 
 log = logging.getLogger("pool_exporter")
 
 # prometheus-client's files start at 1 MiB and double; beyond this one is not a metric file.
 _DB_MAX_BYTES = 1 << 30
+# A stats file of any layout version this reader can read (layout.Shape bounds the slots).
+_STATS_MAX_BYTES = 128 << 10
 # The names prometheus-client gives its files: the type (and gauge mode) decides the merge.
 _DB_NAME = re.compile(r"^(counter|histogram|summary|gauge_[a-z]+)_\d+\.db$")
 
@@ -84,17 +86,23 @@ class View:
     merged: list[Metric] = field(default_factory=list)
 
 
-class _Mapped:
-    """A live stats file, mapped once and read at every scrape while its worker lives."""
+class _Live:
+    """A live stats file, opened and its header parsed once, read at every scrape while its
+    worker lives. Read with pread, not mapped: a file truncated by someone else is then a
+    short read (skipped and counted), never a SIGBUS in the reader."""
 
-    def __init__(self, fd: int, meta: dict[str, object]) -> None:
-        self.inode = os.fstat(fd).st_ino
-        self.map = mmap.mmap(fd, layout.FILE_BYTES, prot=mmap.PROT_READ)
+    def __init__(self, fd: int, meta: dict[str, Any], shape: layout.Shape) -> None:
+        self.fd = fd
         self.meta = meta
+        # Compared once: the current version's files are then read without a lookup by name.
+        self.shape = layout.SHAPE if shape == layout.SHAPE else shape
         self.file = perworker.WorkerFile(meta)
 
-    def values(self) -> list[float]:
-        return layout.slots(self.map)
+    def read(self) -> list[float]:
+        return layout.values(os.pread(self.fd, self.shape.file_bytes + 1, 0), self.shape)
+
+    def close(self) -> None:
+        os.close(self.fd)
 
 
 class WorkersCollector(Collector):
@@ -108,7 +116,7 @@ class WorkersCollector(Collector):
         self._failing = False
         self._bad = BadFiles()
         self._archive = archive.Reader(path)
-        self._mapped: dict[str, _Mapped] = {}
+        self._live: dict[str, _Live] = {}
 
     def describe(self) -> Iterable[Metric]:
         # Only the sidecar's own families: the merged names are known at scrape time only.
@@ -157,10 +165,15 @@ class WorkersCollector(Collector):
                 shown = ", ".join(map(str, reaped.dead[:10]))
                 more = f" and {len(reaped.dead) - 10} more" if len(reaped.dead) > 10 else ""
                 log.info("workers %s%s exited; their counts are kept", shown, more)
-            live, dead = _split(names, reaped.live)
+            live, dead, unknown = _split(names, reaped)
+            _remove_temporaries(self.path, names, reaped)
             store = self._fold(dead, set(names))
-            self._read_live(sorted(live), view)
+            self._read_live(sorted(live), view, gauges=True)
+            # A worker whose liveness cannot be told: its counts are served from its file
+            # (never folded, so never twice), its gauges are not (it may have exited).
+            self._read_live(unknown, view, gauges=False, keep=live)
             view.totals = _totals(store, view.workers)
+            perworker.unique_labels([w.file for w in view.workers if w.active])
         view.live_pids = len(reaped.live)
         view.merged, dbs = self._merge_db(names)
         view.files += dbs
@@ -197,48 +210,50 @@ class WorkersCollector(Collector):
 
     def _read_dead(self, name: str) -> tuple[str, PoolStats] | None:
         path = os.path.join(self.path, name)
-        data = read_regular(path, self._bad, layout.FILE_BYTES)
+        data = read_regular(path, self._bad, _STATS_MAX_BYTES)
         if data is None:
             return None
         try:
-            if len(data) != layout.FILE_BYTES:
-                raise ValueError("truncated")
-            meta = layout.parse_header(data[: layout.HEADER_BYTES])
+            meta, shape = layout.parse_header(data[: layout.HEADER_BYTES])
+            stats, _ = layout.read(data, shape)
         except ValueError:
             self._bad(path, "format")
             return None
-        stats, _ = layout.read(layout.slots(data))
         return str(meta["pool"]), stats
 
-    def _read_live(self, live: list[str], view: View) -> None:
-        for name in list(self._mapped):
-            if name not in live:
-                self._mapped.pop(name).map.close()
-        for name in live:
-            mapped = self._mapped.get(name) or self._map(name)
-            if mapped is None:
+    def _read_live(
+        self, names: list[str], view: View, gauges: bool, keep: Iterable[str] = ()
+    ) -> None:
+        wanted = {*names, *keep}
+        for name in [n for n in self._live if n not in wanted]:
+            self._live.pop(name).close()
+        for name in names:
+            live = self._live.get(name) or self._open(name)
+            if live is None:
                 continue
-            values = mapped.values()
-            view.workers.append(Worker(mapped.file, values, bool(values[layout.ACTIVE])))
+            try:
+                values = live.read()
+            except (OSError, ValueError):  # truncated, say: skipped, opened anew next time
+                self._bad(os.path.join(self.path, name), "format")
+                self._live.pop(name).close()
+                continue
+            active = bool(values[layout.ACTIVE]) and gauges
+            view.workers.append(Worker(live.file, values, active))
             view.files += 1
-        perworker.unique_labels([w.file for w in view.workers])
 
-    def _map(self, name: str) -> _Mapped | None:
+    def _open(self, name: str) -> _Live | None:
         path = os.path.join(self.path, name)
-        fd = open_regular(path, self._bad, layout.FILE_BYTES)
+        fd = open_regular(path, self._bad, _STATS_MAX_BYTES)
         if fd is None:
             return None
         try:
-            if os.fstat(fd).st_size != layout.FILE_BYTES:
-                raise ValueError("truncated")
-            meta = layout.parse_header(os.pread(fd, layout.HEADER_BYTES, 0))
-            mapped = self._mapped[name] = _Mapped(fd, meta)
-            return mapped
-        except ValueError:
+            meta, shape = layout.parse_header(os.pread(fd, layout.HEADER_BYTES, 0))
+        except (OSError, ValueError):
+            os.close(fd)
             self._bad(path, "format")
             return None
-        finally:
-            os.close(fd)
+        live = self._live[name] = _Live(fd, meta, shape)
+        return live
 
     def _merge_db(self, names: list[str]) -> tuple[list[Metric], int]:
         """The application's own prometheus-client metrics, from the files that look sound;
@@ -294,32 +309,50 @@ class WorkersCollector(Collector):
         yield CounterMetricFamily(dead.name, dead.help, value=self._dead_total)
 
 
-def _split(names: list[str], live: dict[int, str]) -> tuple[list[str], list[str]]:
-    """Stats files of live workers, and of exited ones. A file is live only while its pid's
-    lock is held by the process whose token names it: a process creates its file after it
-    took the lock, and the listing was taken before the locks were tried, so a file listed
-    whose lock is free (or held with another token, by a new process given the same pid)
-    belongs to a process that has exited."""
+def _split(names: list[str], reaped: liveness.Reaped) -> tuple[list[str], list[str], list[str]]:
+    """Stats files of live workers, of exited ones, and of workers whose liveness cannot be
+    told. A file is live only while its pid's lock is held by the process whose token names
+    it: a process creates its file after it took the lock, and the listing was taken before
+    the locks were tried, so a file listed whose lock is free (or held with another token, by
+    a new process given the same pid) belongs to a process that has exited. A pid whose lock
+    could not be tried is unknown: its files are never folded."""
     alive: list[str] = []
     dead: list[str] = []
+    unknown: list[str] = []
     for name in names:
         match = layout.NAME.match(name)
-        if match is not None:
-            (alive if live.get(int(match.group(1))) == match.group(2) else dead).append(name)
-    return alive, dead
+        if match is None:
+            continue
+        pid = int(match.group(1))
+        if pid in reaped.unknown:
+            unknown.append(name)
+        else:
+            (alive if reaped.live.get(pid) == match.group(2) else dead).append(name)
+    return alive, dead, unknown
+
+
+def _remove_temporaries(directory: str, names: list[str], reaped: liveness.Reaped) -> None:
+    """Stats files a worker began and never renamed into place, once it has exited."""
+    for name in names:
+        match = layout.TEMPORARY.match(name)
+        if match is None:
+            continue
+        pid = int(match.group(1))
+        if pid not in reaped.unknown and reaped.live.get(pid) != match.group(2):
+            remove(os.path.join(directory, name))
 
 
 def _totals(store: archive.Archive, workers: list[Worker]) -> dict[str, PoolStats]:
-    """Per pool, the counters and histograms of the archive and of every live worker (only
+    """Per pool, the counters and histograms of the archive and of every worker read (only
     those of the PoolStats returned are meaningful: a sum of gauges is not one)."""
     rows: dict[str, list[list[float]]] = {}
     for pool, stats in store.totals.items():
-        rows[pool] = [layout.values(stats)]
+        rows[pool] = [layout.of(stats)]
     for worker in workers:
         rows.setdefault(worker.file.pool, []).append(worker.values)
     # Column by column in C: the same additions, in the same order, as PoolStats.add.
     return {
-        pool: layout.read([sum(col) for col in zip(*vs, strict=True)])[0]
+        pool: layout.from_values([sum(col) for col in zip(*vs, strict=True)])
         for pool, vs in rows.items()
     }
 

@@ -9,6 +9,8 @@ system call, which is what makes this mode cost about what single-process mode c
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import itertools
 import logging
 import mmap
@@ -21,11 +23,15 @@ from typing import Any
 
 from pool_exporter.stats import UNDER_LOCK, UPDATES, PoolStats, derive, locked
 
-from . import layout, liveness, slots
+from . import files, layout, liveness, slots
 
 log = logging.getLogger("pool_exporter")
 
 _sequence = itertools.count()
+# A file that could not be created (a full filesystem) is tried again this often; the
+# warning is logged once per process, later failures at debug level.
+_RETRY_SECONDS = 2.0
+_warned = threading.Event()
 
 _IN_USE = layout.OFFSETS["in_use"]
 _IDLE = layout.OFFSETS["idle"]
@@ -59,6 +65,9 @@ class MultiprocessPoolStats(PoolStats):
         self._ints: layout.Values = [0] * layout.SLOTS
         self._floats: layout.Values = self._ints
         self._map: mmap.mmap | None = None
+        self._retry: threading.Timer | None = None
+        if not hasattr(self, "_lock"):  # the locked variant has its own
+            self._lock: Any = contextlib.nullcontext()
         super().__init__()
 
     def reset(self) -> None:
@@ -67,38 +76,81 @@ class MultiprocessPoolStats(PoolStats):
         self._open()
 
     def _open(self) -> None:
-        self._ints = self._floats = [0] * layout.SLOTS
+        self._ints = self._floats = [0] * layout.SLOTS  # stores go nowhere until a file exists
         self._map, self.path = None, None
-        # The liveness lock first: a reader folds the file of any process not holding it.
-        if not liveness.hold(self.directory):
+        self._publish()
+
+    def _publish(self) -> None:
+        """Create this pool's file holding every value; on failure keep counting in process,
+        and try again later (space may come back)."""
+        try:
+            # The liveness lock first: a reader folds the file of any process not holding it.
+            if not liveness.hold(self.directory):
+                raise OSError(errno.ENOLCK, "no liveness lock")
+            mapped, path = self._create()
+        except (OSError, ValueError) as exc:
+            self._failed(exc)
             return
+        ints, floats = layout.views(mapped)
+        self._ints, self._floats, self._map, self.path = ints, floats, mapped, path
+        # Again: a hot update on another thread may have stored into the old slots meanwhile.
+        self._store_all()
+
+    def _create(self) -> tuple[mmap.mmap, str]:
         token = liveness.token()
         assert token is not None
         pid = os.getpid()
         worker = slots.label(self.directory)  # under the liveness lock, held for life
         path = os.path.join(self.directory, layout.file_name(pid, token, self._seq))
-        tmp = path + ".new"  # not a stats file name: a reader never sees it half-written
+        # Not a stats file name: a reader never sees the file before it is complete.
+        fd, tmp = files.create_temporary(self.directory, layout.temporary_prefix(pid, token))
         try:
-            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
             try:
-                os.write(fd, layout.header(self.name, self.info, pid, token, worker))
-                os.ftruncate(fd, layout.FILE_BYTES)
+                # Reserved now, so a full filesystem is this OSError rather than a SIGBUS at
+                # the first store into a page the filesystem cannot provide.
+                os.posix_fallocate(fd, 0, layout.FILE_BYTES)
+                files.write_all(fd, layout.header(self.name, self.info, pid, token, worker))
                 mapped = mmap.mmap(fd, layout.FILE_BYTES)
             finally:
                 os.close(fd)
             ints, floats = layout.views(mapped)
             layout.write(self, ints, floats, self.active)
             os.rename(tmp, path)
-        except (OSError, ValueError) as exc:
-            log.warning(
-                "pool-exporter cannot write the stats file of pool %r in %s (%s): its metrics "
-                "are not exported from this process",
+        except BaseException:
+            files.remove(tmp)
+            raise
+        return mapped, path
+
+    def _failed(self, exc: Exception) -> None:
+        if self._retry is None:  # a new failure, not a retry of one already counted
+            self.hook_errors["store"] = self.hook_errors.get("store", 0) + 1
+            level = logging.DEBUG if _warned.is_set() else logging.WARNING
+            _warned.set()
+            log.log(
+                level,
+                "pool-exporter cannot write the stats file of pool %r in %s (%s): it keeps "
+                "counting in this process and tries again every %.0f s",
                 self.name,
                 self.directory,
                 exc,
+                _RETRY_SECONDS,
             )
+        else:
+            log.debug("pool-exporter still cannot write the stats file of %r: %s", self.name, exc)
+        if not self.active:
+            self._retry = None
             return
-        self._ints, self._floats, self._map, self.path = ints, floats, mapped, path
+        retry = self._retry = threading.Timer(_RETRY_SECONDS, self._try_again, (os.getpid(),))
+        retry.daemon = True
+        retry.start()
+
+    def _try_again(self, pid: int) -> None:
+        with self._lock:
+            if self._map is None and self.active and pid == os.getpid():
+                self._publish()
+                if self._map is not None:
+                    self._retry = None
+                    log.info("pool-exporter writes the stats file of pool %r again", self.name)
 
     def _store_all(self) -> None:
         layout.write(self, self._ints, self._floats, self.active)

@@ -59,8 +59,8 @@ def file_values(stats: MultiprocessPoolStats) -> PoolStats:
     """What `stats`' file holds now, read as a reader reads it."""
     assert stats.path is not None
     data = Path(stats.path).read_bytes()
-    assert layout.parse_header(data[: layout.HEADER_BYTES])["pool"] == stats.name
-    return layout.read(layout.slots(data))[0]
+    assert layout.parse_header(data[: layout.HEADER_BYTES])[0]["pool"] == stats.name
+    return layout.read(data)[0]
 
 
 def same_fields(a: PoolStats, b: PoolStats) -> None:
