@@ -7,8 +7,13 @@ For each worker count, a writer process forks that many workers; each instrument
 SQLite engines, checks every pool out a few times and stays alive (so its gauges stay, as a
 live worker's do). The real sidecar then serves the directory and is scraped `--scrapes` times.
 Reported: the scrape as the client sees it (median and worst), the sidecar's own
-reap-and-merge time (pool_exporter_multiprocess_scrape_duration_seconds), the size of the
-answer, and the sidecar's resident memory after the scrapes (VmRSS, and its peak VmHWM).
+reap-and-merge time (pool_exporter_multiprocess_scrape_duration_seconds), the CPU time the
+sidecar spent per scrape (its process_cpu_seconds_total over the scrapes: unlike the wall
+times, hardly moved by other processes sharing the machine), the size of the answer, and the
+sidecar's resident memory after the scrapes (VmRSS, and its peak VmHWM).
+
+To compare with another version's code in the same run, run this file with that version's
+package first on the path: `PYTHONPATH=/path/to/other/checkout python bench/sidecar_scrape.py`.
 
 `--dead N` first lets N more workers live and exit (every other one by SIGKILL), as gunicorn's
 max_requests, crashes and deploys do. The first scrape folds their counts into the archive
@@ -113,7 +118,7 @@ def measure(workers: int, pools: int, scrapes: int, dead: int) -> dict[str, floa
                 client.get(url)  # warm-up, and the fold of the dead workers
                 first = time.perf_counter() - t0
                 rss_before, _ = memory(sidecar.pid)
-                times, merge, size, series = [], [], 0, 0
+                times, merge, cpu, size, series = [], [], [], 0, 0
                 for _ in range(scrapes):
                     t0 = time.perf_counter()
                     response = client.get(url)
@@ -124,6 +129,8 @@ def measure(workers: int, pools: int, scrapes: int, dead: int) -> dict[str, floa
                     for f in families:
                         if f.name == "pool_exporter_multiprocess_scrape_duration_seconds":
                             merge.append(f.samples[0].value)
+                        if f.name == "process_cpu_seconds":
+                            cpu.append(f.samples[0].value)
                 rss, hwm = memory(sidecar.pid)
                 files = len(os.listdir(directory))
         finally:
@@ -141,6 +148,7 @@ def measure(workers: int, pools: int, scrapes: int, dead: int) -> dict[str, floa
         "median_ms": statistics.median(times) * 1000,
         "max_ms": max(times) * 1000,
         "merge_ms": statistics.median(merge) * 1000,
+        "cpu_ms": (cpu[-1] - cpu[0]) / (len(cpu) - 1) * 1000,
         "rss_idle_mib": rss_before,
         "rss_mib": rss,
         "hwm_mib": hwm,
@@ -160,7 +168,8 @@ def main() -> None:
     python = sys.version.split()[0]
     print(f"{args.pools} pools per worker, {args.scrapes} scrapes each, Python {python}")
     header = ("workers", "dead", "files", "series", "KiB", "first scrape ms", "scrape median ms",
-              "scrape max ms", "merge median ms", "RSS MiB", "peak RSS MiB")  # fmt: skip
+              "scrape max ms", "merge median ms", "CPU ms per scrape", "RSS MiB",
+              "peak RSS MiB", "load average")  # fmt: skip
     print("| " + " | ".join(header) + " |")
     print("|" + "---:|" * len(header))
     for workers in args.workers:
@@ -169,8 +178,8 @@ def main() -> None:
             print(
                 f"| {r['workers']} | {r['dead']} | {r['files']} | {r['series']} | {r['kib']:.0f} "
                 f"| {r['first_ms']:.1f} | {r['median_ms']:.1f} | {r['max_ms']:.1f} "
-                f"| {r['merge_ms']:.1f} "
-                f"| {r['rss_mib']:.1f} | {r['hwm_mib']:.1f} |",
+                f"| {r['merge_ms']:.1f} | {r['cpu_ms']:.1f} "
+                f"| {r['rss_mib']:.1f} | {r['hwm_mib']:.1f} | {os.getloadavg()[0]:.1f} |",
                 flush=True,
             )
 

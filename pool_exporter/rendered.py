@@ -5,9 +5,12 @@ of every sample at every scrape; on a host of 64 workers x 10 pools that is most
 scrape. A label set of a live worker's pool never changes, so a `Labelled` keeps its sample
 line up to the value, as prometheus-client's own encoder wrote it (rendered once per format
 with a value of 0 and cut before it), and a scrape only formats the value with
-prometheus-client's floatToGoString. Families given as `Rendered` are written that way;
-every other family is written by prometheus-client's encoder itself. The output is the
-encoder's, byte for byte (tests/test_rendered.py).
+prometheus-client's floatToGoString. Families given as `Rendered` (a live worker's gauges) are
+written that way without building a sample; the samples of every other family find their
+cached lines by name and labels (`_Cache`), except where the encoder does more than write one
+line per sample in order (timestamps, exemplars, the text format's moving of `_created`
+samples): those families are written by the encoder itself. The output is the encoder's, byte
+for byte (tests/test_rendered.py).
 
 Content negotiation is prometheus-client's (`choose_encoder`); the cached lines are the chosen
 encoder's own, so they follow its escaping. An encoder this module does not know (a future
@@ -18,6 +21,7 @@ asked for, as namefilter.py does.
 from __future__ import annotations
 
 import gzip
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,6 +53,9 @@ class _Families:
         return self.families
 
 
+_FORMATS: dict[tuple[Any, ...], int] = {}
+
+
 class Format:
     """One encoder chosen by content negotiation, and what is rendered once for it."""
 
@@ -56,7 +63,8 @@ class Format:
         self.encoder = encoder
         func = getattr(encoder, "func", encoder)
         kwargs = getattr(encoder, "keywords", {})
-        self.key = (func, tuple(sorted(kwargs.items())))
+        # A small int: cached lines are looked up by it for every sample of every scrape.
+        self.key = _FORMATS.setdefault((func, tuple(sorted(kwargs.items()))), len(_FORMATS))
         self.openmetrics = func is openmetrics.generate_latest
         self.known = func is generate_latest or self.openmetrics
 
@@ -80,9 +88,13 @@ class Format:
 _SMALL = tuple(floatToGoString(float(n)) for n in range(4096))
 
 
-def _value(value: float) -> str:
-    if type(value) is int and 0 <= value < len(_SMALL):
-        return _SMALL[value]
+def format_value(value: float) -> str:
+    # An integral float too, but not -0.0 (which floatToGoString writes as "-0.0").
+    whole = type(value) is int or (
+        type(value) is float and value.is_integer() and math.copysign(1.0, value) > 0
+    )
+    if whole and 0 <= value < len(_SMALL):
+        return _SMALL[int(value)]
     return floatToGoString(value)
 
 
@@ -95,7 +107,7 @@ class Labelled:
         self.family = family
         self.name = name
         self.labels = labels
-        self._prefixes: dict[tuple[Any, ...], str] = {}
+        self._prefixes: dict[int, str] = {}
 
     def prefix(self, fmt: Format) -> str:
         found = self._prefixes.get(fmt.key)
@@ -116,7 +128,7 @@ class Rendered:
 
     def text(self, fmt: Format) -> str:
         lines = [fmt.families([self.family])]
-        lines += [f"{sample.prefix(fmt)}{_value(value)}\n" for sample, value in self.rows]
+        lines += [f"{sample.prefix(fmt)}{format_value(value)}\n" for sample, value in self.rows]
         return "".join(lines)
 
     def as_family(self) -> Metric:
@@ -135,12 +147,60 @@ class Rendered:
         return Rendered(self.family, rows) if rows else None
 
 
+class _Cache:
+    """Header and sample lines (cut before the value) of ordinary families, as one format
+    writes them. An entry is kept while scrapes still write it: each scrape keeps what it used
+    and what is new, so series that went away do not stay in memory."""
+
+    def __init__(self) -> None:
+        self.now: dict[tuple[Any, ...], str] = {}
+        self.before: dict[tuple[Any, ...], str] = {}
+
+    def start(self) -> None:
+        self.before, self.now = self.now, {}
+
+    def header(self, fmt: Format, family: Metric) -> str:
+        empty = (family.name, family.documentation, family.type, family.unit)
+        key = (fmt.key, *empty)
+        found = self.now.get(key) or self.before.get(key)
+        if found is None:
+            found = fmt.families([Metric(*empty)])
+        self.now[key] = found
+        return found
+
+    def prefix(self, fmt: Format, family: Metric, name: str, labels: dict[str, str]) -> str:
+        key = (fmt.key, family.name, family.type, name, *labels.items())
+        found = self.now.get(key) or self.before.get(key)
+        if found is None:
+            probe = Metric(family.name, family.documentation, family.type)
+            probe.add_sample(name, labels, 0.0)
+            found = fmt.prefix(probe)
+        self.now[key] = found
+        return found
+
+    def text(self, fmt: Format, family: Metric) -> str | None:
+        """`family` as the encoder writes it; None where the encoder does more than one line
+        per sample in order (timestamps, exemplars, native histograms, and the text format's
+        moving of OpenMetrics-only samples to families of their own)."""
+        moved = () if fmt.openmetrics else {family.name + s for s in _OPENMETRICS_ONLY}
+        lines = [self.header(fmt, family)]
+        for s in family.samples:
+            if s.timestamp is not None or s.exemplar or s.native_histogram or s.name in moved:
+                return None
+            lines.append(f"{self.prefix(fmt, family, s.name, s.labels)}{format_value(s.value)}\n")
+        return "".join(lines)
+
+
+_OPENMETRICS_ONLY = ("_created", "_gsum", "_gcount")
+
+
 class Exposed:
     """The collectors one endpoint serves, in order; one with a `rendered()` method gives
     some of its families as `Rendered` there."""
 
     def __init__(self, *collectors: Any) -> None:
         self.collectors = collectors
+        self.cache = _Cache()
 
     def collect(self) -> Iterator[Metric]:
         for family in self.rendered():
@@ -156,21 +216,18 @@ def encode(source: Exposed, encoder: Encoder, names: frozenset[str] | None = Non
     fmt = Format(encoder)
     if not fmt.known:
         return encoder(Only(source, names) if names is not None else source)
+    cache = source.cache
+    cache.start()
     out: list[str] = []
-    plain: list[Metric] = []  # consecutive ordinary families: one encoder call
     for family in source.rendered():
         if isinstance(family, Rendered):
             kept = family.keep(names) if names is not None else family
-            if kept is None:
-                continue
-            if plain:
-                out.append(fmt.families(plain))
-                plain = []
-            out.append(kept.text(fmt))
-        else:
-            plain.extend(_only(family, names) if names is not None else (family,))
-    if plain:
-        out.append(fmt.families(plain))
+            if kept is not None:
+                out.append(kept.text(fmt))
+            continue
+        for one in _only(family, names) if names is not None else (family,):
+            text = cache.text(fmt, one)
+            out.append(fmt.families([one]) if text is None else text)
     if fmt.openmetrics:
         out.append(_EOF)
     return "".join(out).encode("utf-8")

@@ -4,19 +4,21 @@ counted by reason, and never hangs a scrape nor blanks the other workers' series
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from prometheus_client.mmap_dict import MmapedDict, mmap_key
 
+from pool_exporter import metrics
+from pool_exporter.multiprocess import archive, layout
 from pool_exporter.multiprocess.reader import WorkersCollector
 
 from .support.procs import Procs, Samples, pids, procs, start_sidecar, total, wait_until
-from .support.workers import kill9, scrape, stats_files
+from .support.workers import kill9, scrape_within, stats_files
 
 __all__ = ["procs"]
 
@@ -38,6 +40,30 @@ def a_stats_file(directory: Path) -> Path:
 def truncated_stats(d: Path) -> None:
     data = a_stats_file(d).read_bytes()[:100]
     (d / f"pool_exporter_{STRANGER}_{TOKEN}_0.stats").write_bytes(data)
+
+
+def hostile_header(d: Path, meta: object, body: bytes | None = None) -> None:
+    """A stats file of a stranger whose header holds `meta` (or the raw `body`)."""
+    body = json.dumps(meta).encode() if body is None else body
+    page = (layout.MAGIC + len(body).to_bytes(8, "little") + body).ljust(layout.HEADER_BYTES, b"\0")
+    (d / f"pool_exporter_{STRANGER}_{TOKEN}_2.stats").write_bytes(page + bytes(8 * layout.SLOTS))
+
+
+def a_header(**changes: object) -> dict[str, object]:
+    meta = json.loads(layout.header("p", {}, STRANGER, TOKEN)[16:].rstrip(b"\0"))
+    return {**meta, **changes}
+
+
+def layout_1_header(**changes: object) -> dict[str, object]:
+    """A header in the form layout 1 wrote: a signature instead of a slot map."""
+    return {k: v for k, v in a_header(**changes).items() if k not in ("fields", "slots")}
+
+
+def archive_with_a_count_past_its_buckets(d: Path) -> None:
+    wait = {"bounds": list(metrics.WAIT_BUCKETS), "sum": 1.0}
+    wait["counts"] = [1] * (len(metrics.WAIT_BUCKETS) + 2)
+    body = {"pools": {"pool0": {"checkouts": 1, "wait": wait}}, "folded": []}
+    (d / archive.NAME).write_text(json.dumps(body))
 
 
 def truncated_db(d: Path) -> None:
@@ -63,6 +89,22 @@ CASES: dict[str, tuple[Callable[[Path], None], str]] = {
     "empty db": (lambda d: (d / "counter_7.db").write_bytes(b""), "format"),
     "garbage db": (garbage_db, "format"),
     "misnamed db": (misnamed_db, "format"),
+    "deeply nested header": (
+        lambda d: hostile_header(d, None, b"[" * 3000 + b"]" * 3000),
+        "format",
+    ),
+    "pid not an integer": (lambda d: hostile_header(d, a_header(pid="12a")), "format"),
+    "pid a float": (lambda d: hostile_header(d, a_header(pid=12.0)), "format"),
+    "info not text": (lambda d: hostile_header(d, a_header(info={"a": [1]})), "format"),
+    "slot outside the file": (
+        lambda d: hostile_header(d, a_header(fields={"checkouts": {"at": 10**6}})),
+        "format",
+    ),
+    "bounds not numbers": (
+        lambda d: hostile_header(d, a_header(fields={"wait": {"at": 5, "bounds": ["x"]}})),
+        "format",
+    ),
+    "unknown layout": (lambda d: hostile_header(d, layout_1_header(layout="f" * 16)), "format"),
     "directory": (lambda d: (d / "counter_3.db").mkdir(), "not_regular"),
     "symlink db": (lambda d: (d / "counter_9.db").symlink_to("/dev/urandom"), "symlink"),
     "symlink stats": (
@@ -70,16 +112,6 @@ CASES: dict[str, tuple[Callable[[Path], None], str]] = {
         "symlink",
     ),
 }
-
-
-def scrape_within(collector: WorkersCollector, seconds: float = 20.0) -> Samples:
-    """A scrape, failing the test if it does not finish in time (a FIFO would block it)."""
-    result: list[Samples] = []
-    thread = threading.Thread(target=lambda: result.append(scrape(collector)), daemon=True)
-    thread.start()
-    thread.join(seconds)
-    assert result, f"the scrape did not finish within {seconds} s"
-    return result[0]
 
 
 @pytest.fixture

@@ -155,7 +155,6 @@ def write(directory: str, archive: Archive) -> None:
         "folded": sorted(archive.folded),
     }
     data = json.dumps(body, separators=(",", ":")).encode()
-    remove_temporaries(directory)  # a reader killed while writing left its own
     fd, tmp = create_temporary(directory, TEMPORARY_PREFIX)
     try:
         try:
@@ -181,10 +180,10 @@ TEMPORARY_PREFIX = "pool_exporter_archive."
 _TEMPORARY = re.compile(r"^pool_exporter_archive\.(?:[0-9a-f]{16}\.tmp|json\.\d+\.new)$")
 
 
-def remove_temporaries(directory: str) -> None:
-    """Remove archives written aside and never renamed (call with the lock held: whoever
-    wrote one held it too, so it is a dead reader's)."""
-    for name in os.listdir(directory):
+def remove_temporaries(directory: str, names: list[str]) -> None:
+    """Remove archives written aside and never renamed, of the directory's listing `names`
+    (call with the lock held: whoever wrote one held it too, so it is a dead reader's)."""
+    for name in names:
         if _TEMPORARY.match(name):
             remove(os.path.join(directory, name))
 

@@ -16,6 +16,7 @@ released.py. docs/sidecar.md has the compatibility policy.
 from __future__ import annotations
 
 import json
+import os
 import re
 import struct
 from collections.abc import Callable, Mapping
@@ -34,12 +35,15 @@ NAME = re.compile(r"^pool_exporter_(\d+)_([0-9a-f]{16})_(\d+)\.stats$")
 _MAX_DEPTH = 8
 _MAX_SLOTS = (64 << 10) // 8
 
-# The slots before the fields: whether the pool is still instrumented, and its capacity.
-ACTIVE, HAS_CAPACITY, SIZE, MAX_OVERFLOW, TIMEOUT = range(5)
+# The slots before the fields: whether the pool is still instrumented, and its capacity. The
+# capacity is three values, so a reader could read half of a new one: CAPACITY_VERSION is odd
+# while they are being stored and one more (even) after, and a reader keeps what it read only
+# if the version was even and the same after its read (read_file). A size of -1: no capacity.
+ACTIVE, CAPACITY_VERSION, SIZE, MAX_OVERFLOW, TIMEOUT = range(5)
 _FIRST = 5
 _PREFIX = {
     "active": {"at": ACTIVE},
-    "has_capacity": {"at": HAS_CAPACITY},
+    "capacity_version": {"at": CAPACITY_VERSION},
     "size": {"at": SIZE},
     "max_overflow": {"at": MAX_OVERFLOW},
     "timeout": {"at": TIMEOUT, "float": True},
@@ -151,19 +155,22 @@ FILE_BYTES = SHAPE.file_bytes
 OFFSETS = {name: entry["at"] for name, entry in FIELD_MAP.items()}
 
 
-def header(pool: str, info: dict[str, str], pid: int, token: str, worker: str) -> bytes:
-    """The header page: what the values belong to (`worker`: the slot label, slots.py), and
-    where each one is."""
-    meta = {
+def header(
+    pool: str, info: dict[str, str], pid: int, token: str, worker: str | None = None
+) -> bytes:
+    """The header page: what the values belong to (`worker`: the slot label, slots.py; a
+    file without one is labelled by its pid), and where each one is."""
+    meta: dict[str, Any] = {
         "pool": pool,
         "info": info,
         "pid": pid,
         "token": token,
-        "worker": worker,
         "version": VERSION,
         "slots": SLOTS,
         "fields": FIELD_MAP,
     }
+    if worker is not None:
+        meta["worker"] = worker
     body = json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()
     page = MAGIC + len(body).to_bytes(8, "little") + body
     if len(page) > HEADER_BYTES:
@@ -222,19 +229,20 @@ def _store_all_source() -> str:
     thread runs in between either: a hot-path store of a newer value (from another thread)
     can never be followed by this path's store of an older one. A loop calling getattr()
     could be interrupted there."""
+    v = CAPACITY_VERSION
     lines = [
         "def store_all(s, q, d, active):",
         "    cap = s.capacity",
         "    if cap is None:",
-        f"        q[{HAS_CAPACITY}] = 0",
-        # A scrape between the stores of a new capacity sees none, never half of it.
-        f"    elif not (q[{HAS_CAPACITY}] and q[{SIZE}] == cap.size and "
-        f"q[{MAX_OVERFLOW}] == cap.max_overflow and d[{TIMEOUT}] == cap.timeout):",
-        f"        q[{HAS_CAPACITY}] = 0",
-        f"        q[{SIZE}] = cap.size",
-        f"        q[{MAX_OVERFLOW}] = cap.max_overflow",
-        f"        d[{TIMEOUT}] = cap.timeout",
-        f"        q[{HAS_CAPACITY}] = 1",
+        "        size, overflow, timeout = -1, 0, 0.0",
+        "    else:",
+        "        size, overflow, timeout = cap.size, cap.max_overflow, cap.timeout",
+        f"    if (q[{SIZE}], q[{MAX_OVERFLOW}], d[{TIMEOUT}]) != (size, overflow, timeout):",
+        f"        q[{v}] = q[{v}] | 1",  # odd: being stored
+        f"        q[{SIZE}] = size",
+        f"        q[{MAX_OVERFLOW}] = overflow",
+        f"        d[{TIMEOUT}] = timeout",
+        f"        q[{v}] = (q[{v}] | 1) + 1",  # even again, and another version
     ]
     for field in FIELDS:
         at = OFFSETS[field.name]
@@ -292,7 +300,10 @@ def read(data: bytes, shape: Shape = SHAPE) -> tuple[PoolStats, bool]:
         return value
 
     stats = PoolStats()
-    if one("has_capacity"):
+    if "capacity_version" in f:  # layout 2 on
+        if one("capacity_version") % 2 == 0 and one("size") >= 0:
+            stats.capacity = Capacity(int(one("size")), int(one("max_overflow")), one("timeout"))
+    elif one("has_capacity"):  # layout 1, which stored the flag first
         stats.capacity = Capacity(int(one("size")), int(one("max_overflow")), one("timeout"))
     for field in FIELDS:
         entry = f.get(field.name)
@@ -313,6 +324,23 @@ def read(data: bytes, shape: Shape = SHAPE) -> tuple[PoolStats, bool]:
     return stats, bool(one("active"))
 
 
+def read_file(fd: int, shape: Shape = SHAPE) -> tuple[PoolStats, bool]:
+    """read() of the file open at `fd`, which its worker may be writing: a capacity read
+    while it changed is read again, and left out if it keeps changing (missing, not wrong).
+    ValueError when the file is not `shape.file_bytes` long (truncated, say)."""
+    version = shape.fields.get("capacity_version")
+    for _ in range(3):
+        data = os.pread(fd, shape.file_bytes + 1, 0)
+        stats, active = read(data, shape)
+        if version is None:
+            return stats, active
+        at = HEADER_BYTES + 8 * version["at"]
+        if os.pread(fd, 8, at) == data[at : at + 8]:
+            return stats, active
+    stats.capacity = None
+    return stats, active
+
+
 def _at(ints: tuple[int, ...], at: int, keys: list[str], key: str) -> int:
     return ints[at + keys.index(key)] if key in keys else 0
 
@@ -323,20 +351,34 @@ def _at(ints: tuple[int, ...], at: int, keys: list[str], key: str) -> int:
 _FLOAT_SLOTS = tuple(sorted(SHAPE.floats))
 
 
-def values(data: bytes, shape: Shape = SHAPE) -> list[float]:
-    """A whole file's slots as this version lays them out, each read as the type it is
-    stored as; a file of another version goes through read()."""
+def read_values(fd: int, shape: Shape = SHAPE) -> list[float]:
+    """read_file()'s reading as this version's slots, each read as the type it is stored as
+    (a file of another version goes through read_file()): a capacity read while it changed
+    is read again, and left out (an odd version) if it keeps changing."""
     if shape is not SHAPE and shape != SHAPE:
-        stats, active = read(data, shape)
+        stats, active = read_file(fd, shape)
         return of(stats, active)
-    if len(data) != FILE_BYTES:
-        raise ValueError("truncated")
-    raw = memoryview(data)[HEADER_BYTES:]
-    out = cast("list[float]", raw.cast("q").tolist())  # ints stay ints
-    floats = raw.cast("d")
-    for i in _FLOAT_SLOTS:
-        out[i] = floats[i]
+    at = HEADER_BYTES + 8 * CAPACITY_VERSION
+    for _ in range(3):
+        data = os.pread(fd, FILE_BYTES + 1, 0)
+        if len(data) != FILE_BYTES:
+            raise ValueError("truncated")
+        raw = memoryview(data)[HEADER_BYTES:]
+        out = cast("list[float]", raw.cast("q").tolist())  # ints stay ints
+        floats = raw.cast("d")
+        for i in _FLOAT_SLOTS:
+            out[i] = floats[i]
+        if os.pread(fd, 8, at) == data[at : at + 8]:
+            return out
+    out[CAPACITY_VERSION] = 1
     return out
+
+
+def capacity(slots: list[float]) -> Capacity | None:
+    """The capacity this version's slots hold, as read() decides it."""
+    if slots[CAPACITY_VERSION] % 2 or slots[SIZE] < 0:
+        return None
+    return Capacity(int(slots[SIZE]), int(slots[MAX_OVERFLOW]), slots[TIMEOUT])
 
 
 def of(stats: PoolStats, active: bool = True) -> list[float]:

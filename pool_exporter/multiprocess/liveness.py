@@ -156,8 +156,8 @@ def _acquire(path: str) -> int:
 
 def _same_file(fd: int, path: str) -> bool:
     try:
-        st = os.stat(path)
-    except FileNotFoundError:
+        st = os.stat(path, follow_symlinks=False)
+    except OSError:  # gone, or cannot be told: not proven to be the file locked
         return False
     own = os.fstat(fd)
     return (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino)
@@ -259,7 +259,10 @@ def reap(
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                found.live[pid] = os.pread(fd, TOKEN_BYTES, 0).decode("ascii", "replace")
+                try:
+                    found.live[pid] = os.pread(fd, TOKEN_BYTES, 0).decode("ascii", "replace")
+                except OSError:  # held, but whose files are whose cannot be told
+                    found.unknown.add(pid)
                 continue
             except OSError:  # ENOLCK, say: cannot tell
                 found.unknown.add(pid)

@@ -55,22 +55,10 @@ class WorkerFile:
         valid = isinstance(worker, str) and slots.VALID.match(worker) is not None
         self.header_worker = str(worker) if valid else slots.fallback(self.pid)
         self.worker = self.header_worker
-        self._capacity: Capacity | None = None
         self._labelled: dict[tuple[int, str], list[Labelled]] = {}
 
     def gauges(self, values: list[float]) -> Gauges:
-        cap = None
-        if values[layout.HAS_CAPACITY]:
-            size, overflow = int(values[layout.SIZE]), int(values[layout.MAX_OVERFLOW])
-            timeout = values[layout.TIMEOUT]
-            cap = self._capacity
-            if cap is None or (cap.size, cap.max_overflow, cap.timeout) != (
-                size,
-                overflow,
-                timeout,
-            ):
-                cap = self._capacity = Capacity(size, overflow, timeout)
-        return Gauges(values, cap)
+        return Gauges(values, layout.capacity(values))
 
     def labelled(self, rows: list[tuple[m.Metric, tuple[str, ...], float]]) -> list[Labelled]:
         """The Labelled sample of each of `rows` (collector.worker_rows of this file)."""

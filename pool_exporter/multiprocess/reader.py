@@ -99,7 +99,7 @@ class _Live:
         self.file = perworker.WorkerFile(meta)
 
     def read(self) -> list[float]:
-        return layout.values(os.pread(self.fd, self.shape.file_bytes + 1, 0), self.shape)
+        return layout.read_values(self.fd, self.shape)
 
     def close(self) -> None:
         os.close(self.fd)
@@ -167,6 +167,7 @@ class WorkersCollector(Collector):
                 log.info("workers %s%s exited; their counts are kept", shown, more)
             live, dead, unknown = _split(names, reaped)
             _remove_temporaries(self.path, names, reaped)
+            archive.remove_temporaries(self.path, names)
             store = self._fold(dead, set(names))
             self._read_live(sorted(live), view, gauges=True)
             # A worker whose liveness cannot be told: its counts are served from its file

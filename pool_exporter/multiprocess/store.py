@@ -65,7 +65,8 @@ class MultiprocessPoolStats(PoolStats):
         self._ints: layout.Values = [0] * layout.SLOTS
         self._floats: layout.Values = self._ints
         self._map: mmap.mmap | None = None
-        self._retry: threading.Timer | None = None
+        self._attempt = 0
+        self._retrying = False
         if not hasattr(self, "_lock"):  # the locked variant has its own
             self._lock: Any = contextlib.nullcontext()
         super().__init__()
@@ -78,6 +79,8 @@ class MultiprocessPoolStats(PoolStats):
     def _open(self) -> None:
         self._ints = self._floats = [0] * layout.SLOTS  # stores go nowhere until a file exists
         self._map, self.path = None, None
+        self._attempt += 1  # a retry still scheduled for an earlier file gives up
+        self._retrying = False
         self._publish()
 
     def _publish(self) -> None:
@@ -122,7 +125,7 @@ class MultiprocessPoolStats(PoolStats):
         return mapped, path
 
     def _failed(self, exc: Exception) -> None:
-        if self._retry is None:  # a new failure, not a retry of one already counted
+        if not self._retrying:  # a new failure, not a retry of one already counted
             self.hook_errors["store"] = self.hook_errors.get("store", 0) + 1
             level = logging.DEBUG if _warned.is_set() else logging.WARNING
             _warned.set()
@@ -137,19 +140,17 @@ class MultiprocessPoolStats(PoolStats):
             )
         else:
             log.debug("pool-exporter still cannot write the stats file of %r: %s", self.name, exc)
-        if not self.active:
-            self._retry = None
-            return
-        retry = self._retry = threading.Timer(_RETRY_SECONDS, self._try_again, (os.getpid(),))
-        retry.daemon = True
-        retry.start()
+        if self.active:
+            retry = threading.Timer(_RETRY_SECONDS, self._try_again, (os.getpid(), self._attempt))
+            retry.daemon = True
+            retry.start()
 
-    def _try_again(self, pid: int) -> None:
+    def _try_again(self, pid: int, attempt: int) -> None:
         with self._lock:
-            if self._map is None and self.active and pid == os.getpid():
+            if self._map is None and self.active and (pid, attempt) == (os.getpid(), self._attempt):
+                self._retrying = True
                 self._publish()
                 if self._map is not None:
-                    self._retry = None
                     log.info("pool-exporter writes the stats file of pool %r again", self.name)
 
     def _store_all(self) -> None:

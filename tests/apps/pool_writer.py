@@ -1,11 +1,15 @@
 """A process that writes pool metrics into PROMETHEUS_MULTIPROC_DIR and stays alive.
 
     pool_writer.py [--pools N] [--checkouts K] [--fork] [--reuse-pid-of STATS_FILE]
+                   [--plant symlink|fifo] [--uninstrument-and-fork]
 
 Instruments N SQLite engines, checks each out K times, prints its pid (and, with --fork, the
 pid of a forked child that does the same) and waits until stdin closes or it is killed.
 With --reuse-pid-of, it first plays a process the kernel gave a dead worker's pid: the dead
-worker's stats file and lock file are renamed to this process's pid.
+worker's stats file and lock file are renamed to this process's pid. With --plant, a symlink
+(to `<dir>/target`) or a FIFO is first planted at this process's lock file name. With
+--uninstrument-and-fork, the pools are uninstrumented after the checkouts and a child is
+forked that instruments nothing (it prints `child PID` and waits as well).
 """
 
 import argparse
@@ -23,12 +27,26 @@ def main() -> None:
     parser.add_argument("--checkouts", type=int, default=1)
     parser.add_argument("--fork", action="store_true")
     parser.add_argument("--reuse-pid-of", default="")
+    parser.add_argument("--plant", choices=["symlink", "fifo"])
+    parser.add_argument("--uninstrument-and-fork", action="store_true")
     args = parser.parse_args()
     if args.reuse_pid_of:
         take_pid_of(args.reuse_pid_of)
+    if args.plant:
+        plant(args.plant)
     engines = [sa.create_engine("sqlite://") for _ in range(args.pools)]
-    for n, engine in enumerate(engines):
-        instrument(engine, name=f"pool{n}")
+    handles = [instrument(engine, name=f"pool{n}") for n, engine in enumerate(engines)]
+    if args.uninstrument_and_fork:
+        work(engines, args.checkouts)
+        for handle in handles:
+            handle.uninstrument()
+        if os.fork() == 0:
+            say(f"child {os.getpid()}")
+            sys.stdin.read()
+            os._exit(0)
+        say(f"parent {os.getpid()}")
+        sys.stdin.read()
+        return
     if args.fork and os.fork() == 0:
         work(engines, args.checkouts)
         say(f"child {os.getpid()}")
@@ -49,6 +67,15 @@ def take_pid_of(stats_file: str) -> None:
     lock = os.path.join(directory, f"pool_exporter_{old}.lock")
     if os.path.exists(lock):
         os.rename(lock, os.path.join(directory, f"pool_exporter_{me}.lock"))
+
+
+def plant(kind: str) -> None:
+    directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    lock = os.path.join(directory, f"pool_exporter_{os.getpid()}.lock")
+    if kind == "fifo":
+        os.mkfifo(lock)
+    else:
+        os.symlink(os.path.join(directory, "target"), lock)
 
 
 def say(line: str) -> None:

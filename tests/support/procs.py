@@ -68,8 +68,9 @@ def pid_of(samples: Samples, sample: tuple[str, dict[str, str], float]) -> int:
     if "pid" in labels:
         return int(labels["pid"])
     infos = select(samples, INFO, pool=labels["pool"], worker=labels["worker"])
-    assert len(infos) == 1, (sample, infos)
-    return int(infos[0][1]["pid"])
+    found = {int(info[1]["pid"]) for info in infos}
+    assert len(found) == 1, (sample, infos)
+    return found.pop()
 
 
 def pids(samples: Samples, name: str = "sqlalchemy_pool_connections") -> set[int]:
@@ -135,7 +136,8 @@ class Procs:
         self.writers.append(writer)
         assert writer.stdout is not None
         found = {}
-        for _ in range(2 if "--fork" in args else 1):
+        forks = "--fork" in args or "--uninstrument-and-fork" in args
+        for _ in range(2 if forks else 1):
             role, pid = writer.stdout.readline().split()
             found[role] = int(pid)
         return writer, found

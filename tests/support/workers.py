@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -46,6 +47,16 @@ def _alive(pid: int) -> bool:
             return f.read().split(") ")[1][0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def scrape_within(collector: WorkersCollector, seconds: float = 20.0) -> Samples:
+    """A scrape, failing the test if it does not finish in time (a FIFO would block it)."""
+    result: list[Samples] = []
+    thread = threading.Thread(target=lambda: result.append(scrape(collector)), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert result, f"the scrape did not finish within {seconds} s"
+    return result[0]
 
 
 def scrape(collector: WorkersCollector) -> Samples:
