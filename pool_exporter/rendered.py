@@ -21,7 +21,9 @@ asked for, as namefilter.py does.
 from __future__ import annotations
 
 import gzip
+import logging
 import math
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,12 +36,14 @@ from prometheus_client.utils import floatToGoString as _float_to_go_string
 
 from pool_exporter.namefilter import Only
 
+log = logging.getLogger("pool_exporter")
+
 Encoder = Callable[[Any], bytes]
 # How prometheus-client writes a value, in both formats (untyped there).
 floatToGoString: Callable[[float], str] = _float_to_go_string
 _EOF = "# EOF\n"
-# Level 6 (zlib's default, and Go's promhttp's) compresses this exposition as small as
-# gzip.compress's level 9 does, in an eighth of the time (docs/sidecar.md, Benchmark).
+# Level 6 (zlib's default) compresses this exposition as small as gzip.compress's default
+# level 9 does, in an eighth of the time (docs/sidecar.md, Benchmark).
 GZIP_LEVEL = 6
 
 
@@ -77,10 +81,12 @@ class Format:
 
     def prefix(self, family: Metric) -> str:
         """The line of `family`'s one sample, as the encoder writes it, cut before its value."""
-        lines = [line for line in self.families([family]).splitlines() if line[:1] != "#"]
+        # "\n" only: the encoder escapes nothing else, and a label value may hold any other
+        # character str.splitlines() would break a line at.
+        lines = [line for line in self.families([family]).split("\n") if line[:1] not in "#"]
         suffix = " " + floatToGoString(0.0)
         if len(lines) != 1 or not lines[0].endswith(suffix):
-            raise ValueError(f"cannot cache the sample line of {family.name}: {lines!r}")
+            raise _Uncut(f"cannot cut the sample line of {family.name}: {lines!r}")
         return lines[0][: -len(suffix) + 1]
 
 
@@ -126,9 +132,16 @@ class Rendered:
     family: Metric
     rows: list[tuple[Labelled, float]] = field(default_factory=list)
 
-    def text(self, fmt: Format) -> str:
-        lines = [fmt.families([self.family])]
-        lines += [f"{sample.prefix(fmt)}{format_value(value)}\n" for sample, value in self.rows]
+    def text(self, fmt: Format, header: str) -> str:
+        """The family as `fmt` writes it; `header` is its HELP and TYPE lines."""
+        lines = [header]
+        # Labelled.prefix and format_value, inline: this runs for every row of every scrape.
+        key, small, n = fmt.key, _SMALL, len(_SMALL)
+        lines += [
+            f"{s._prefixes.get(key) or s.prefix(fmt)}"
+            f"{small[v] if type(v) is int and 0 <= v < n else format_value(v)}\n"
+            for s, v in self.rows
+        ]
         return "".join(lines)
 
     def as_family(self) -> Metric:
@@ -149,48 +162,57 @@ class Rendered:
 
 class _Cache:
     """Header and sample lines (cut before the value) of ordinary families, as one format
-    writes them. An entry is kept while scrapes still write it: each scrape keeps what it used
-    and what is new, so series that went away do not stay in memory."""
+    writes them, by family and then by sample name and labels. An entry that no scrape wrote
+    for _KEEP scrapes is dropped, so series that went away do not stay in memory."""
 
     def __init__(self) -> None:
-        self.now: dict[tuple[Any, ...], str] = {}
-        self.before: dict[tuple[Any, ...], str] = {}
+        # (format, family name, type, help, unit) -> [header, {sample key: line}, last scrape]
+        self.families: dict[tuple[Any, ...], list[Any]] = {}
+        self.scrape = 0
 
     def start(self) -> None:
-        self.before, self.now = self.now, {}
+        self.scrape += 1
+        if self.scrape % _KEEP == 0:
+            kept = self.scrape - _KEEP
+            self.families = {k: v for k, v in self.families.items() if v[2] > kept}
 
-    def header(self, fmt: Format, family: Metric) -> str:
+    def family(self, fmt: Format, family: Metric) -> list[Any]:
         empty = (family.name, family.documentation, family.type, family.unit)
         key = (fmt.key, *empty)
-        found = self.now.get(key) or self.before.get(key)
-        if found is None:
-            found = fmt.families([Metric(*empty)])
-        self.now[key] = found
-        return found
+        entry = self.families.get(key)
+        if entry is None or len(entry[1]) > _MAX_LINES:  # new, or the label sets churn
+            entry = self.families[key] = [fmt.families([Metric(*empty)]), {}, 0]
+        entry[2] = self.scrape
+        return entry
 
-    def prefix(self, fmt: Format, family: Metric, name: str, labels: dict[str, str]) -> str:
-        key = (fmt.key, family.name, family.type, name, *labels.items())
-        found = self.now.get(key) or self.before.get(key)
-        if found is None:
-            probe = Metric(family.name, family.documentation, family.type)
-            probe.add_sample(name, labels, 0.0)
-            found = fmt.prefix(probe)
-        self.now[key] = found
-        return found
+    def header(self, fmt: Format, family: Metric) -> str:
+        header: str = self.family(fmt, family)[0]
+        return header
 
     def text(self, fmt: Format, family: Metric) -> str | None:
         """`family` as the encoder writes it; None where the encoder does more than one line
         per sample in order (timestamps, exemplars, native histograms, and the text format's
         moving of OpenMetrics-only samples to families of their own)."""
         moved = () if fmt.openmetrics else {family.name + s for s in _OPENMETRICS_ONLY}
-        lines = [self.header(fmt, family)]
+        header, lines, _ = self.family(fmt, family)
+        out = [header]
         for s in family.samples:
             if s.timestamp is not None or s.exemplar or s.native_histogram or s.name in moved:
                 return None
-            lines.append(f"{self.prefix(fmt, family, s.name, s.labels)}{format_value(s.value)}\n")
-        return "".join(lines)
+            key = (s.name, *s.labels.items())
+            line = lines.get(key)
+            if line is None:
+                probe = Metric(family.name, family.documentation, family.type)
+                probe.add_sample(s.name, s.labels, 0.0)
+                line = lines[key] = fmt.prefix(probe)
+            out.append(f"{line}{format_value(s.value)}\n")
+        return "".join(out)
 
 
+# A family's lines are dropped after this many scrapes without it; a family with more label
+# sets than this (labels that never repeat) starts again from none.
+_KEEP = 16
+_MAX_LINES = 100_000
 _OPENMETRICS_ONLY = ("_created", "_gsum", "_gcount")
 
 
@@ -214,8 +236,24 @@ class Exposed:
 def encode(source: Exposed, encoder: Encoder, names: frozenset[str] | None = None) -> bytes:
     """What `encoder` writes for `source` (only `names`, when given), faster."""
     fmt = Format(encoder)
-    if not fmt.known:
-        return encoder(Only(source, names) if names is not None else source)
+    if fmt.known:
+        try:
+            return _encode(source, fmt, names)
+        except _Uncut as exc:  # a line this module cannot cut: prometheus-client's way, whole
+            if not _warned.is_set():
+                _warned.set()
+                log.warning("serving the metrics without cached lines: %s", exc)
+    return encoder(Only(source, names) if names is not None else source)
+
+
+class _Uncut(ValueError):
+    """The encoder wrote a sample's line in a shape this module does not know."""
+
+
+_warned = threading.Event()  # the fallback is logged once
+
+
+def _encode(source: Exposed, fmt: Format, names: frozenset[str] | None) -> bytes:
     cache = source.cache
     cache.start()
     out: list[str] = []
@@ -223,7 +261,7 @@ def encode(source: Exposed, encoder: Encoder, names: frozenset[str] | None = Non
         if isinstance(family, Rendered):
             kept = family.keep(names) if names is not None else family
             if kept is not None:
-                out.append(kept.text(fmt))
+                out.append(kept.text(fmt, cache.header(fmt, kept.family)))
             continue
         for one in _only(family, names) if names is not None else (family,):
             text = cache.text(fmt, one)

@@ -12,12 +12,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as om_parse
 from prometheus_client.parser import text_string_to_metric_families as text_parse
 from prometheus_client.utils import floatToGoString
 
+from pool_exporter import rendered
 from pool_exporter.multiprocess.reader import WorkersCollector
 from pool_exporter.namefilter import NameFilter
 from pool_exporter.rendered import Exposed, encode, format_value, make_wsgi_app
@@ -31,7 +32,7 @@ from sqlalchemy.pool import QueuePool
 from prometheus_client import Counter
 from pool_exporter import instrument
 
-names = ['plain', 'quote"back\\slash', 'new\nline', 'ünï', 'a b']
+names = ['plain', 'quote"back\\slash', 'new\nline', 'ünï\u2028x', 'a b']
 engines = []
 for n, name in enumerate(names):
     kw = {"poolclass": QueuePool, "pool_size": 2 + n} if n % 2 == 0 else {}
@@ -131,7 +132,7 @@ def test_fast_exposition_equals_prometheus_clients_byte_for_byte(
         "plain",
         'quote"back\\slash',
         "new\nline",
-        "ünï",
+        "ünï\u2028x",
         "a b",
     }
     assert {dict(s[2])["worker"] for s in info} == {"0", "1"}
@@ -187,3 +188,18 @@ def test_wsgi_app_negotiates_and_compresses_as_prometheus_clients(directory: Pat
 )
 def test_a_value_is_written_as_prometheus_client_writes_it(value: float) -> None:
     assert format_value(value) == floatToGoString(value)
+
+
+def test_a_line_the_cache_cannot_cut_is_served_by_prometheus_client_whole(
+    directory: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A prometheus-client whose sample lines took another shape: the scrape still answers.
+    workers = WorkersCollector(str(directory))
+    registry = CollectorRegistry()
+    registry.register(workers)
+
+    def uncut(self: rendered.Format, family: object) -> str:
+        raise rendered._Uncut("another shape")
+
+    monkeypatch.setattr(rendered.Format, "prefix", uncut)
+    assert steady(encode(Exposed(workers), generate_latest)) == steady(generate_latest(registry))

@@ -4,6 +4,7 @@ worker whose slot files are missing, planted or cannot be made still counts."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 from collections.abc import Iterator
@@ -11,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from pool_exporter.multiprocess import slots
+from pool_exporter.multiprocess import layout, slots
 
 from .support.procs import INFO, Procs, Samples, procs, select, total
-from .support.workers import kill9, merged
+from .support.workers import kill9, merged, stats_files
 
 __all__ = ["procs"]
 
@@ -113,3 +114,22 @@ def test_a_worker_on_a_full_disk_goes_on(
     err = capfd.readouterr().err
     assert "cannot claim a worker slot" in err and "No space left on device" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("planted", ['x"}', "-1", "01", 7, None])
+def test_a_worker_label_a_header_should_not_hold_is_replaced_by_the_pid(
+    tmp_path: Path, procs: Procs, planted: object
+) -> None:
+    # Someone rewrote a live worker's header: its series stay its own, labelled by its pid.
+    _, found = procs.writer(tmp_path)
+    (name,) = stats_files(tmp_path)
+    path = tmp_path / name
+    data = path.read_bytes()
+    meta, _ = layout.parse_header(data[: layout.HEADER_BYTES])
+    page = layout.header(meta["pool"], meta["info"], meta["pid"], meta["token"])
+    body = json.loads(page[16:].rstrip(b"\0"))
+    body["worker"] = planted
+    text = json.dumps(body).encode()
+    page = layout.MAGIC + len(text).to_bytes(8, "little") + text
+    path.write_bytes(page.ljust(layout.HEADER_BYTES, b"\0") + data[layout.HEADER_BYTES :])
+    assert labels_by_pid(merged(tmp_path)) == {found["parent"]: slots.fallback(found["parent"])}

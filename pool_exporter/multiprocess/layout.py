@@ -94,12 +94,10 @@ def _describe() -> dict[str, dict[str, Any]]:
 
 @dataclass(frozen=True)
 class Shape:
-    """A file's slot map, checked: how many slots it has, which are doubles, where each
-    named value is."""
+    """A file's slot map, checked: how many slots it has and where each named value is."""
 
     fields: Mapping[str, Mapping[str, Any]]
     slots: int
-    floats: frozenset[int]
 
     @property
     def file_bytes(self) -> int:
@@ -111,13 +109,11 @@ class Shape:
         the file."""
         if not isinstance(fields, dict) or not _count(slots) or not 0 < slots <= _MAX_SLOTS:  # type: ignore[operator]
             raise ValueError("corrupt slot map")
-        floats: set[int] = set()
         for entry in fields.values():
-            at, width, float_at = _extent(entry)
+            at, width = _extent(entry)
             if at < 0 or at + width > slots:  # type: ignore[operator]
                 raise ValueError("slot map outside the file")
-            floats.update(float_at)
-        return cls(fields, int(slots), frozenset(floats))  # type: ignore[call-overload]
+        return cls(fields, int(slots))  # type: ignore[call-overload]
 
 
 def _count(value: object) -> bool:
@@ -130,26 +126,25 @@ def _numbers(value: object) -> bool:
     )
 
 
-def _extent(entry: object) -> tuple[int, int, range]:
-    """An entry's first slot, its width, and which of its slots are doubles."""
+def _extent(entry: object) -> tuple[int, int]:
+    """An entry's first slot and its width."""
     if not isinstance(entry, dict) or not _count(entry.get("at")):
         raise ValueError("corrupt slot map")
     at: int = entry["at"]
     if "bounds" in entry:
         if not _numbers(entry["bounds"]):
             raise ValueError("corrupt slot map")
-        width = len(entry["bounds"]) + 2
-        return at, width, range(at + width - 1, at + width)
+        return at, len(entry["bounds"]) + 2  # the counts, +Inf's, then the sum
     if "keys" in entry:
         keys = entry["keys"]
         if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
             raise ValueError("corrupt slot map")
-        return at, len(keys), range(0)
-    return at, 1, range(at, at + 1) if entry.get("float") is True else range(0)
+        return at, len(keys)
+    return at, 1
 
 
 FIELD_MAP = _describe()
-SHAPE = Shape.of(FIELD_MAP, max(_extent(e)[0] + _extent(e)[1] for e in FIELD_MAP.values()))
+SHAPE = Shape.of(FIELD_MAP, max(sum(_extent(e)) for e in FIELD_MAP.values()))
 SLOTS = SHAPE.slots
 FILE_BYTES = SHAPE.file_bytes
 OFFSETS = {name: entry["at"] for name, entry in FIELD_MAP.items()}
@@ -205,7 +200,7 @@ def parse_header(page: bytes) -> tuple[dict[str, Any], Shape]:
     old = released.FIELDS.get(str(meta.get("layout")))
     if old is None:
         raise ValueError("written by an unknown layout of pool-exporter")
-    return meta, Shape.of(old, max(_extent(e)[0] + _extent(e)[1] for e in old.values()))
+    return meta, Shape.of(old, max(sum(_extent(e)) for e in old.values()))
 
 
 def _depth(body: bytes) -> int:
@@ -348,7 +343,16 @@ def _at(ints: tuple[int, ...], at: int, keys: list[str], key: str) -> int:
 # -- a scrape's form: every slot of this version as a list, the same additions as PoolStats.add
 # done column by column (a host's live files are summed at every scrape) --
 
-_FLOAT_SLOTS = tuple(sorted(SHAPE.floats))
+
+def _doubles(fields: Mapping[str, Mapping[str, Any]]) -> tuple[int, ...]:
+    """The slots stored as doubles, as read() reads them: the `float` values and each
+    histogram's sum (after its counts, one more than its bounds)."""
+    out = {e["at"] for e in fields.values() if e.get("float") is True}
+    out |= {e["at"] + len(e["bounds"]) + 1 for e in fields.values() if "bounds" in e}
+    return tuple(sorted(out))
+
+
+_FLOAT_SLOTS = _doubles(FIELD_MAP)
 
 
 def read_values(fd: int, shape: Shape = SHAPE) -> list[float]:
@@ -358,17 +362,19 @@ def read_values(fd: int, shape: Shape = SHAPE) -> list[float]:
     if shape is not SHAPE and shape != SHAPE:
         stats, active = read_file(fd, shape)
         return of(stats, active)
-    at = HEADER_BYTES + 8 * CAPACITY_VERSION
+    size, at = 8 * SLOTS, 8 * CAPACITY_VERSION
     for _ in range(3):
-        data = os.pread(fd, FILE_BYTES + 1, 0)
-        if len(data) != FILE_BYTES:
+        # The slots only (the header was read when the file was opened), and one byte more:
+        # a file that is not exactly FILE_BYTES long is not read.
+        data = os.pread(fd, size + 1, HEADER_BYTES)
+        if len(data) != size:
             raise ValueError("truncated")
-        raw = memoryview(data)[HEADER_BYTES:]
+        raw = memoryview(data)
         out = cast("list[float]", raw.cast("q").tolist())  # ints stay ints
         floats = raw.cast("d")
         for i in _FLOAT_SLOTS:
             out[i] = floats[i]
-        if os.pread(fd, 8, at) == data[at : at + 8]:
+        if os.pread(fd, 8, HEADER_BYTES + at) == data[at : at + 8]:
             return out
     out[CAPACITY_VERSION] = 1
     return out
@@ -390,7 +396,7 @@ def of(stats: PoolStats, active: bool = True) -> list[float]:
 
 def from_values(slots: list[float]) -> PoolStats:
     """The PoolStats that `slots` (values(), of(), or a sum of them) hold."""
-    raw = b"".join(struct.pack("<d" if i in SHAPE.floats else "<q", v) for i, v in enumerate(slots))
+    raw = b"".join(struct.pack("<d" if i in _FLOAT_SLOTS else "<q", v) for i, v in enumerate(slots))
     return read(bytes(HEADER_BYTES) + raw)[0]
 
 

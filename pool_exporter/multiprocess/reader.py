@@ -1,10 +1,14 @@
 """Scrape-time view of a multiprocess directory: fold the exited workers, read the live ones.
 
 Per scrape, under the archive lock (archive.py): drop the prometheus-client gauges of dead
-processes (liveness.py), fold the stats files of exited workers into the archive and delete
-them, then read the live workers' stats files. Pool metrics are built by the same mapping the
+processes (liveness.py), remove the temporary files of exited writers, fold the stats files
+of exited workers into the archive and delete them, then read the live workers' stats files
+(with pread: a file truncated meanwhile is skipped, never a SIGBUS). A worker whose lock
+cannot be tried is neither live nor exited: its counters are read where they are, never
+folded. Pool metrics are built by the same mapping the
 in-process collector uses (collector.py): counters and histograms summed over the archive and
-every live worker, gauges one series per live worker (`pid`). The application's own
+every live worker, gauges one series per live worker (`worker`, its slot: slots.py; the
+per-worker families come as rendered.Rendered, see perworker.py). The application's own
 prometheus-client metrics (*.db) are merged by prometheus-client. The work is bounded by the
 live workers: an exited worker costs one fold, once.
 """
@@ -366,11 +370,12 @@ def _pool_families(view: View) -> Iterator[Metric | Rendered]:
         if metric.kind in ("gauge", "info")
     }
     now = time.time()
+    into = {name: family.rows.append for name, family in rendered.items()}
     for worker in sorted(view.workers, key=lambda w: (w.file.pool, w.file.pid)):
         if worker.active:
             rows = collector.worker_rows(worker.file.gauges(worker.values), now)
             for (metric, _, value), sample in zip(rows, worker.file.labelled(rows), strict=True):
-                rendered[metric.name].rows.append((sample, value))
+                into[metric.name]((sample, value))
     for pool in sorted(view.totals):
         collector.add_total_samples(found, pool, view.totals[pool])
     for name, family in found.items():
