@@ -42,7 +42,7 @@ EXTRAS: dict[str, frozenset[str]] = {
     "postgres": frozenset({"psycopg"}),  # first: the smallest extra that brings psycopg
     "demo": frozenset({"matplotlib"}),
     "alerts": frozenset({"yaml"}),
-    "dashboards": frozenset({"grafanalib", "attr"}),
+    "dashboards": frozenset({"grafanalib", "attr", "yaml"}),  # yaml: a --config file
     "sidecar": frozenset({"yaml", "bcrypt", "psycopg"}),
 }
 

@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import tomllib
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +20,13 @@ from prometheus_client import CollectorRegistry
 from pool_exporter.cli import main
 from pool_exporter.instrument import instrument
 from pool_exporter.mixin import alerts
-from pool_exporter.mixin.config import DEFAULT_RUNBOOK_URL, AlertConfig, load
+from pool_exporter.mixin.alerts import dump
+from pool_exporter.mixin.config import DEFAULT_RUNBOOK_URL, MixinConfig, load
+from pool_exporter.mixin.routing import alertmanager_config
+from pool_exporter.mixin.rules import groups
 from pool_exporter.sidecar.database import DatabaseCollector
 from pool_exporter.sidecar.pgbouncer import PgBouncerCollector, parse_poolers
-from tests.support import pgbouncer, promtool_cases
+from tests.support import pgbouncer, promtool_cases, promtool_series
 from tests.support.promtool_cases import alert_rules
 
 from .conftest import require_binary, scrape
@@ -46,8 +50,8 @@ RULE = committed_rules()
 
 def test_committed_files_are_exactly_what_the_generators_write() -> None:
     files = {
-        **alerts.generate(AlertConfig(), ALERTS_DIR),
-        **promtool_cases.generate(AlertConfig(), ALERTS_DIR),
+        **alerts.generate(MixinConfig(), ALERTS_DIR),
+        **promtool_cases.generate(MixinConfig(), ALERTS_DIR),
     }
     for path, text in files.items():
         assert path.is_file(), f"{path} is missing: run `make generate`"
@@ -156,6 +160,15 @@ def test_a_malformed_config_is_one_error_line_and_exit_code_2(
     assert not (tmp_path / alerts.RULES_FILE).exists()
 
 
+def test_a_binary_config_file_is_one_error_line_and_exit_code_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "mine.yml"
+    config.write_bytes(b"\xff\xfeselector: x\n")
+    code = main(["alerts", "generate", "--config", str(config), "--out-dir", str(tmp_path)])
+    assert code == 2 and capsys.readouterr().err == f"error: {config}: not UTF-8 text\n"
+
+
 def test_a_missing_config_file_is_one_error_line_and_exit_code_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -218,7 +231,7 @@ def test_alertmanager_example_groups_by_pool_and_a_page_inhibits_the_pools_warni
 # What each alert's description must name: where it fires (a pool in a worker, a pool on an
 # instance, a fleet, a scrape target, a pooler's pool, a pooler) and, where the state has a
 # number, the live value.
-WORKER = {"$labels.pool", "$labels.instance", "$labels.pid", "$value"}
+WORKER = {"$labels.pool", "$labels.instance", "$labels.worker", "$value"}
 POOL = {"$labels.pool", "$labels.instance", "$value"}
 FLEET = {"$labels.job", "$value"}
 TARGET = {"$labels.instance", "$labels.job"}
@@ -279,6 +292,77 @@ def test_the_default_runbook_url_is_the_runbooks_address_the_package_publishes()
         assert rule["annotations"]["runbook_url"] == f"{DEFAULT_RUNBOOK_URL}#{name.lower()}"
 
 
+# -- one config: a selector and several clusters -----------------------------------------------
+
+CLUSTERS = MixinConfig(
+    selector='env="prod"',
+    database_selector='env="prod"',
+    pgbouncer_selector='env="prod"',
+    cluster_label="cluster",
+)
+
+
+def test_with_a_selector_and_a_cluster_label_every_rule_narrows_and_keeps_the_cluster() -> None:
+    rules = [rule for group in groups(CLUSTERS) for rule in group["rules"]]
+    records = {r["record"] for r in rules if "record" in r}
+    selected, kept = 0, 0
+    for rule in rules:
+        where, expr = rule.get("alert") or rule["record"], rule["expr"]
+        for name in selected_metrics(expr) - records - {"up"}:
+            for matchers in re.findall(
+                rf"(?<![\w:]){re.escape(name)}(?![\w:])(\{{[^}}]*\}})?", expr
+            ):
+                assert 'env="prod"' in matchers, f"{where}: {name} without the selector"
+                selected += 1
+        for labels in re.findall(r"\b(?:by|on)\s*\(([^)]*)\)", expr):
+            assert "cluster" in labels.split(", "), f"{where}: ({labels}) drops the cluster"
+            kept += 1
+        if "alert" in rule:
+            assert "in cluster {{ $labels.cluster }}" in rule["annotations"]["description"]
+    assert selected > 40 and kept > 15
+    assert "cluster_job:sqlalchemy_pool_max_connections:sum" in records
+
+
+def test_the_cluster_label_changes_nothing_else_in_the_rules() -> None:
+    """Without the cluster in aggregations, record names and descriptions, the rules of a
+    config with a cluster label are the default rules."""
+    text = dump({"groups": groups(replace(MixinConfig(), cluster_label="cluster"))})
+    for added, was in (
+        ("cluster, ", ""),
+        (" in cluster {{ $labels.cluster }}", ""),
+        ("cluster_job:", "job:"),
+    ):
+        text = text.replace(added, was)
+    assert text == dump({"groups": groups(MixinConfig())})
+
+
+def test_a_cluster_label_already_among_the_fleet_labels_is_kept_and_named_once() -> None:
+    cfg = MixinConfig(fleet_labels=("job", "cluster"), cluster_label="cluster")
+    rules = {r.get("alert") or r["record"]: r for g in groups(cfg) for r in g["rules"]}
+    assert rules["job_cluster:sqlalchemy_pool_max_connections:sum"]["expr"] == (
+        "sum by (job, cluster) (sqlalchemy_pool_max_connections)"
+    )
+    description = rules["SQLAlchemyFleetExceedsDatabaseLimit"]["annotations"]["description"]
+    assert description.startswith("The pools of {{ $labels.job }} {{ $labels.cluster }} may")
+    assert description.count("$labels.cluster") == 1
+
+
+def test_with_a_cluster_label_alertmanager_groups_and_inhibits_per_cluster() -> None:
+    route = alertmanager_config(CLUSTERS)
+    assert route["route"]["group_by"] == ["cluster", "job", "pool"]
+    assert route["inhibit_rules"][0]["equal"] == ["cluster", "job", "pool"]
+    assert alertmanager_config(MixinConfig())["route"]["group_by"] == ["job", "pool"]
+
+
+def test_cluster_label_must_be_a_label_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "bad.yml"
+    config.write_text("cluster_label: my-cluster\n")
+    assert main(["alerts", "generate", "--config", str(config), "--out-dir", str(tmp_path)]) == 2
+    assert "cluster_label: 'my-cluster' is not a label name" in capsys.readouterr().err
+
+
 # -- every metric a rule reads exists in the exporter's real output --------------------------
 
 _KEYWORDS = {"and", "or", "unless", "by", "without", "on", "ignoring", "bool", "offset"}
@@ -297,7 +381,7 @@ def selected_metrics(expr: str) -> set[str]:
 
 def test_metric_name_extraction_finds_names_and_skips_functions_labels_and_keywords() -> None:
     expr = (
-        'sum without (pid, soft) (increase(sqlalchemy_pool_x_total{state="in_use"}[5m])) '
+        'sum without (worker, soft) (increase(sqlalchemy_pool_x_total{state="in_use"}[5m])) '
         "/ ignoring (state) group_left () job:y:ratio > 0 and on (job) up"
     )
     assert selected_metrics(expr) == {"sqlalchemy_pool_x_total", "job:y:ratio", "up"}
@@ -369,6 +453,7 @@ def test_the_committed_promtool_tests_pass_from_any_directory(
         "evaluation-15s.test.yml",
         "evaluation-5s.test.yml",
         "evaluation-60s.test.yml",
+        "several-clusters.test.yml",
     ]
     result = promtool_test(promtool, *TEST_FILES, cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -454,4 +539,4 @@ def test_promtool_fails_a_rule_that_says_or_routes_the_wrong_thing(
 def test_series_are_written_in_promtools_expanding_notation(
     values: list[float | None], text: str
 ) -> None:
-    assert promtool_cases.expanding(values) == text
+    assert promtool_series.expanding(values) == text

@@ -27,8 +27,10 @@ from pool_exporter.events import mark_event
 from pool_exporter.incident.promserver import PrometheusServer, QueryError
 from pool_exporter.mixin import dashboards as d
 from pool_exporter.mixin.alerts import RULES_FILE
-from pool_exporter.mixin.config import AlertConfig
-from pool_exporter.mixin.rules import record_names
+from pool_exporter.mixin.config import MixinConfig
+from pool_exporter.mixin.grafana import render, walk_panels
+from pool_exporter.mixin.promql import WORKER
+from pool_exporter.mixin.rulebase import record_names
 from pool_exporter.multiprocess.reader import WorkersCollector
 from pool_exporter.sidecar.database import DatabaseCollector
 from tests.support import dashboard_queries as dq
@@ -38,17 +40,46 @@ from .conftest import require_binary, scrape
 from .support.procs import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
-CONFIG = d.DashboardConfig()
-DASHBOARD = d.to_json_data(CONFIG)
-PANELS = [p for p in d._walk_panels(DASHBOARD["panels"]) if p["type"] != "row"]
+CONFIG = MixinConfig()
+DASHBOARD = d.dashboard(CONFIG)
+PANELS = [p for p in walk_panels(DASHBOARD["panels"]) if p["type"] != "row"]
 SELECTOR = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\{")
 DATABASE_NAMES = {metric.sample for metric in m.DATABASE}
 # Served by the sidecar from PgBouncer: tests/test_pgbouncer_end_to_end.py runs their panels.
 PGBOUNCER_NAMES = {metric.sample for metric in m.PGBOUNCER}
 
 
-def by_title(title: str) -> dict[str, Any]:
-    return next(p for p in PANELS if p["title"] == title)
+# Several clusters, as a scrape config that labels every target would show them: the
+# end-to-end checks below run for the default dashboard and for this one.
+TARGET_LABELS = {"cluster": "eu", "env": "test"}
+CLUSTERS = MixinConfig(
+    selector='env="test"',
+    database_selector='env="test"',
+    pgbouncer_selector='env="test"',
+    cluster_label="cluster",
+)
+
+
+def by_title(title: str, panels: list[dict[str, Any]] = PANELS) -> dict[str, Any]:
+    return next(p for p in panels if p["title"] == title)
+
+
+@dataclass(frozen=True)
+class Shown:
+    """A generated dashboard under test, and its panels."""
+
+    data: dict[str, Any]
+    panels: list[dict[str, Any]]
+
+    @classmethod
+    def of(cls, cfg: MixinConfig) -> Shown:
+        data = d.dashboard(cfg)
+        return cls(data, [p for p in walk_panels(data["panels"]) if p["type"] != "row"])
+
+
+@pytest.fixture(params=[CONFIG, CLUSTERS], ids=["one cluster", "several clusters"])
+def shown(request: pytest.FixtureRequest) -> Shown:
+    return Shown.of(request.param)
 
 
 def metric_names(expr: str) -> set[str]:
@@ -61,7 +92,8 @@ def metric_names(expr: str) -> set[str]:
 
 def concrete(expr: str, **values: str) -> str:
     """The query with Grafana's variables replaced as Grafana would, for Prometheus."""
-    chosen = {"job": ".*", "instance": ".*", "pool": ".*", "worker": ".*", **values}
+    chosen = {"cluster": "eu", "job": ".*", "instance": ".*", "pool": ".*", "worker": ".*"}
+    chosen.update(values)
     expr = expr.replace("$__rate_interval", "1m").replace("$__interval", "15s")
     for name in sorted(chosen, key=len, reverse=True):
         expr = expr.replace(f"${name}", chosen[name])
@@ -73,8 +105,8 @@ def concrete(expr: str, **values: str) -> str:
 
 
 def test_committed_json_is_what_the_generator_writes() -> None:
-    committed = ROOT / "dashboards" / CONFIG.filename
-    assert committed.read_text() == d.render(CONFIG), (
+    committed = ROOT / "dashboards" / CONFIG.dashboard_file
+    assert committed.read_text() == render(DASHBOARD), (
         "dashboards/ is stale: run `pool-exporter dashboards generate`"
     )
 
@@ -86,7 +118,7 @@ def test_generate_check_fails_on_a_stale_file_and_passes_after_generate(
     assert cli.main([*out, "--check"]) == 1  # missing
     assert cli.main(out) == 0
     assert cli.main([*out, "--check"]) == 0
-    (tmp_path / CONFIG.filename).write_text("{}\n")
+    (tmp_path / CONFIG.dashboard_file).write_text("{}\n")
     assert cli.main([*out, "--check"]) == 1
     assert "stale" in capsys.readouterr().out
 
@@ -101,9 +133,22 @@ def test_unwritable_out_dir_is_one_error_line_and_exit_2(
     assert code == 2 and err.startswith("error: ") and err.count("\n") == 1
 
 
-def test_json_is_sorted_and_has_a_modern_schema_and_stable_uid() -> None:
-    text = d.render(CONFIG)
-    assert text == d.json.dumps(d.json.loads(text), sort_keys=True, indent=2) + "\n"
+def _sorted_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [k for k, _ in pairs]
+    assert keys == sorted(keys), f"keys out of order: {keys}"
+    return dict(pairs)
+
+
+def test_json_is_sorted_indented_by_two_and_has_a_modern_schema_and_stable_uid() -> None:
+    # Read back as a diff tool would see it: every object's keys in order, nested lines
+    # indented two spaces a level, one newline at the end.
+    text = (ROOT / "dashboards" / CONFIG.dashboard_file).read_text()
+    json.loads(text, object_pairs_hook=_sorted_keys)
+    lines = text.split("\n")
+    assert lines[0] == "{" and lines[-2:] == ["}", ""]
+    assert re.match(r'^  "\w', lines[1]) and all(
+        (len(line) - len(line.lstrip(" "))) % 2 == 0 for line in lines
+    )
     assert DASHBOARD["uid"] == "pool-exporter"
     assert DASHBOARD["id"] is None  # an import creates it
     assert DASHBOARD["schemaVersion"] >= 36  # datasource references as objects
@@ -112,13 +157,13 @@ def test_json_is_sorted_and_has_a_modern_schema_and_stable_uid() -> None:
 
 
 def test_panel_ids_are_unique() -> None:
-    ids = [p["id"] for p in d._walk_panels(DASHBOARD["panels"])]
+    ids = [p["id"] for p in walk_panels(DASHBOARD["panels"])]
     assert len(ids) == len(set(ids)) and all(isinstance(i, int) and i > 0 for i in ids)
 
 
 def test_grid_positions_do_not_overlap_and_fit_24_columns() -> None:
     cells: dict[tuple[int, int], str] = {}
-    for panel in d._walk_panels(DASHBOARD["panels"]):
+    for panel in walk_panels(DASHBOARD["panels"]):
         pos = panel["gridPos"]
         assert pos["w"] > 0 and pos["h"] > 0 and pos["x"] >= 0 and pos["x"] + pos["w"] <= 24
         for x in range(pos["x"], pos["x"] + pos["w"]):
@@ -127,22 +172,24 @@ def test_grid_positions_do_not_overlap_and_fit_24_columns() -> None:
                 cells[(x, y)] = panel["title"]
 
 
-def test_every_panel_target_and_query_variable_uses_the_datasource_variable() -> None:
+def test_every_panel_target_and_query_variable_uses_the_datasource_variable(
+    shown: Shown,
+) -> None:
     expected = {"type": "prometheus", "uid": "${datasource}"}
-    for panel in PANELS:
+    for panel in shown.panels:
         assert panel["datasource"] == expected, panel["title"]
         assert panel["targets"], panel["title"]
         ref_ids = [t["refId"] for t in panel["targets"]]
         assert all(ref_ids) and len(set(ref_ids)) == len(ref_ids), panel["title"]
         for target in panel["targets"]:
             assert target["datasource"] == expected, (panel["title"], target["refId"])
-    variables = {v["name"]: v for v in DASHBOARD["templating"]["list"]}
+    variables = {v["name"]: v for v in shown.data["templating"]["list"]}
     assert variables["datasource"]["type"] == "datasource"
     assert variables["datasource"]["query"] == "prometheus"
     for v in variables.values():
         if v["type"] == "query":
             assert v["datasource"] == expected, v["name"]
-    for annotation in DASHBOARD["annotations"]["list"]:
+    for annotation in shown.data["annotations"]["list"]:
         if "expr" in annotation:
             assert annotation["datasource"] == expected, annotation["name"]
 
@@ -155,7 +202,7 @@ def test_template_variables_are_datasource_job_instance_pool_worker() -> None:
         _, label = dq.label_values(v["query"])
         assert v["definition"] == v["query"]
         assert v["includeAll"] and v["allValue"] == ".*"
-        assert label == {"worker": "pid"}.get(name, name)
+        assert label == name  # the worker variable lists the worker slots: label `worker`
 
 
 def test_every_panel_has_a_unit_and_a_one_line_description() -> None:
@@ -167,17 +214,16 @@ def test_every_panel_has_a_unit_and_a_one_line_description() -> None:
 
 
 def test_utilisation_draws_the_configured_thresholds() -> None:
-    loose = replace(CONFIG, thresholds=replace(CONFIG.thresholds, utilisation_warning=0.5))
+    loose = replace(CONFIG, utilisation_warning=0.5)
     for cfg in (CONFIG, loose):
         panel = next(
             p
-            for p in d._walk_panels(d.to_json_data(cfg)["panels"])
+            for p in walk_panels(d.dashboard(cfg)["panels"])
             if p["title"] == "Pool utilisation per worker"
         )
         defaults = panel["fieldConfig"]["defaults"]
         steps = [s["value"] for s in defaults["thresholds"]["steps"]]
-        t = cfg.thresholds
-        assert steps == [None, t.utilisation_warning, t.utilisation_critical]
+        assert steps == [None, cfg.utilisation_warning, 1.0]
         assert defaults["custom"]["thresholdsStyle"]["mode"] != "off"
         assert defaults["unit"] == "percentunit"
 
@@ -212,6 +258,56 @@ def test_every_query_selects_only_contract_names() -> None:
         assert names <= contract, f"{where}: {names - contract} not in metrics.py"
 
 
+# -- one config for the rules and the dashboard: selectors and several clusters --------------
+
+SELECTED = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\{([^}]*)\}")
+KEPT = re.compile(r"\b(?:by|on)\s*\(([^)]*)\)")
+CLUSTER_MATCHER = 'cluster=~"$cluster"'
+
+
+def test_without_a_cluster_label_there_is_no_cluster_variable_or_matcher() -> None:
+    assert "cluster" not in json.dumps(DASHBOARD)
+
+
+def test_a_selector_and_a_cluster_label_narrow_and_group_every_query() -> None:
+    data = d.dashboard(CLUSTERS)
+    variables = {v["name"]: v for v in data["templating"]["list"]}
+    assert list(variables) == ["datasource", "cluster", "job", "instance", "pool", "worker"]
+    cluster = variables["cluster"]
+    assert dq.label_values(cluster["query"]) == ('sqlalchemy_pool_info{env="test"}', "cluster")
+    assert not cluster["includeAll"] and not cluster["multi"]  # one cluster at a time
+    selected, kept = 0, 0
+    for where, query in dq.queries(data):
+        expr = dq.label_values(query)[0] if where.startswith("variable") else query
+        bare = re.findall(r"\b(?:sqlalchemy_pool|pool_exporter)_\w+\b(?!\{)", expr)
+        assert not bare, f"{where}: {bare} selected without the matchers"
+        for name, matchers in SELECTED.findall(expr):
+            found = matchers.split(",")
+            if where != "variable cluster":
+                assert CLUSTER_MATCHER in found, f"{where}: {name} not narrowed to the cluster"
+            if name != "ALERTS":
+                assert 'env="test"' in found, f"{where}: {name} without the selector"
+            selected += 1
+        for labels in KEPT.findall(expr):
+            assert "cluster" in labels.split(", "), f"{where}: by ({labels}) drops the cluster"
+            kept += 1
+    assert selected > 50 and kept > 30
+
+
+def test_the_cluster_settings_change_nothing_else_in_the_dashboard() -> None:
+    """Without its cluster variable, cluster matchers and selector, the several-cluster
+    dashboard is the default one, query for query."""
+
+    def without_clusters(expr: str) -> str:
+        for added in (CLUSTER_MATCHER + ",", ',env="test"', 'env="test"', "cluster, "):
+            expr = expr.replace(added, "")
+        return re.sub(r" by \(cluster\) \(", "(", expr).replace("{}", "")
+
+    found = {w: without_clusters(q) for w, q in dq.queries(d.dashboard(CLUSTERS))}
+    assert found.pop("variable cluster") == "label_values(sqlalchemy_pool_info, cluster)"
+    assert found == dict(dq.queries(DASHBOARD))
+
+
 # -- against a real Prometheus scraping real instrumented engines ---------------------------
 
 WORKER_SCRIPT = textwrap.dedent(
@@ -237,8 +333,19 @@ WORKER_SCRIPT = textwrap.dedent(
 class Live:
     prom: PrometheusServer
     emitted: set[str]
-    worker_pid: str
+    worker: str  # the worker slot of the multiprocess worker
     marked_at: float
+
+
+class LabelledPrometheus(PrometheusServer):
+    """A Prometheus that adds TARGET_LABELS to every target, as a scrape config does."""
+
+    def config(self) -> dict[str, Any]:
+        config = super().config()
+        for job in config["scrape_configs"]:
+            for static in job["static_configs"]:
+                static["labels"] = TARGET_LABELS
+        return config
 
 
 def _serve(registry: CollectorRegistry) -> tuple[str, Any]:
@@ -292,7 +399,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     binary = require_binary("prometheus")
     directory = tmp_path_factory.mktemp("dashboards")
     registry = CollectorRegistry()
-    # A gunicorn-like worker in multiprocess mode, so gauges carry `pid`.
+    # A gunicorn-like worker in multiprocess mode, so gauges carry the worker slot.
     multiproc = directory / "multiproc"
     multiproc.mkdir()
     worker = subprocess.Popen(
@@ -308,14 +415,14 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     merged.register(WorkersCollector(str(multiproc)))
     app_target, app_server = _serve(registry)
     worker_target, worker_server = _serve(merged)
-    with PrometheusServer([app_target, worker_target], interval=0.5, binary=binary) as prom:
+    with LabelledPrometheus([app_target, worker_target], interval=0.5, binary=binary) as prom:
         wait_until(lambda: prom.query("count(up == 1) == 2"), timeout=30, what="two targets up")
         marked_at = _workload(registry, directory)
         time.sleep(1.5)  # three more scrapes: the workload's increases are in the TSDB
         emitted = {name for name, _ in scrape(registry)} | {name for name, _ in scrape(merged)}
-        pids = {dict(labels).get("pid") for name, labels in scrape(merged)} - {None}
-        assert len(pids) == 1, pids
-        yield Live(prom, emitted, pids.pop() or "", marked_at)
+        workers = {dict(labels).get(WORKER) for name, labels in scrape(merged)} - {None}
+        assert len(workers) == 1, workers
+        yield Live(prom, emitted, workers.pop() or "", marked_at)
     for server, thread in (app_server, worker_server):
         server.shutdown()
         thread.join()
@@ -323,8 +430,8 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     worker.wait(10)
 
 
-def test_every_query_parses_in_prometheus(live: Live) -> None:
-    for where, query in dq.queries(DASHBOARD):
+def test_every_query_parses_in_prometheus(live: Live, shown: Shown) -> None:
+    for where, query in dq.queries(shown.data):
         expr = dq.label_values(query)[0] if where.startswith("variable") else query
         try:
             live.prom.query(concrete(expr))
@@ -337,8 +444,8 @@ def test_a_bad_query_would_be_caught(live: Live) -> None:
         live.prom.query(concrete("sum by (pool) (rate(sqlalchemy_pool_checkouts_total))"))
 
 
-def test_every_pool_side_name_is_emitted_by_the_exporter(live: Live) -> None:
-    for where, expr in dq.queries(DASHBOARD):
+def test_every_pool_side_name_is_emitted_by_the_exporter(live: Live, shown: Shown) -> None:
+    for where, expr in dq.queries(shown.data):
         names = metric_names(expr) - DATABASE_NAMES - PGBOUNCER_NAMES - {"ALERTS"}
         missing = names - live.emitted
         assert not missing, f"{where}: the exporter never emitted {missing}"
@@ -354,22 +461,22 @@ def _waits_for_data(prom: PrometheusServer, where: str, expr: str) -> list[dict[
         time.sleep(0.25)
 
 
-def test_every_pool_panel_returns_data_for_all_and_for_one_worker(live: Live) -> None:
-    for panel in PANELS:
+def test_every_pool_panel_returns_data_for_all_and_for_one_worker(live: Live, shown: Shown) -> None:
+    for panel in shown.panels:
         for target in panel["targets"]:
             expr = target["expr"]
             if metric_names(expr) & (DATABASE_NAMES | PGBOUNCER_NAMES):
                 continue  # the SQLite app has no sidecar: see the PostgreSQL tests
             where = f"{panel['title']!r} {target['refId']}"
             _waits_for_data(live.prom, where, concrete(expr))
-            if 'pid=~"$worker"' in expr:
-                one = concrete(expr, worker=live.worker_pid, pool="worker-pool")
+            if d.WORKER_MATCHER in expr:
+                one = concrete(expr, worker=live.worker, pool="worker-pool")
                 for series in _waits_for_data(live.prom, where + " (one worker)", one):
-                    assert series["metric"].get("pid", live.worker_pid) == live.worker_pid
+                    assert series["metric"].get(WORKER, live.worker) == live.worker
 
 
-def test_variables_list_the_jobs_instances_pools_and_workers(live: Live) -> None:
-    variables = {v["name"]: v for v in DASHBOARD["templating"]["list"] if v["type"] == "query"}
+def test_variables_list_the_jobs_instances_pools_and_workers(live: Live, shown: Shown) -> None:
+    variables = {v["name"]: v for v in shown.data["templating"]["list"] if v["type"] == "query"}
     listed = {}
     for name, v in variables.items():
         selector, label = dq.label_values(v["query"])
@@ -378,19 +485,20 @@ def test_variables_list_the_jobs_instances_pools_and_workers(live: Live) -> None
     assert listed["job"] == {"pool-exporter"}
     assert len(listed["instance"]) == 2
     assert listed["pool"] == {"app", "broken", "hooked", "worker-pool"}
-    assert listed["worker"] == {live.worker_pid}
+    assert listed["worker"] == {live.worker}
+    assert listed.get("cluster", {"eu"}) == {"eu"}
 
 
-def test_utilisation_is_per_worker_and_within_0_and_1(live: Live) -> None:
-    expr = by_title("Pool utilisation per worker")["targets"][0]["expr"]
+def test_utilisation_is_per_worker_and_within_0_and_1(live: Live, shown: Shown) -> None:
+    expr = by_title("Pool utilisation per worker", shown.panels)["targets"][0]["expr"]
     result = _waits_for_data(live.prom, "utilisation", concrete(expr))
-    pools = {(s["metric"]["pool"], s["metric"].get("pid")) for s in result}
-    assert ("worker-pool", live.worker_pid) in pools and ("app", None) in pools
+    pools = {(s["metric"]["pool"], s["metric"].get(WORKER)) for s in result}
+    assert ("worker-pool", live.worker) in pools and ("app", None) in pools
     assert all(0 <= float(s["value"][1]) <= 1 for s in result)
 
 
 def test_error_panels_show_the_timeout_connect_error_invalidation_and_hook_error(
-    live: Live,
+    live: Live, shown: Shown
 ) -> None:
     for title, label in (
         ("Checkout timeouts and failures", "app"),
@@ -398,13 +506,15 @@ def test_error_panels_show_the_timeout_connect_error_invalidation_and_hook_error
         ("Invalidations", "app"),
         ("Exporter hook errors", "hooked"),
     ):
-        expr = concrete(by_title(title)["targets"][0]["expr"].replace("rate(", "increase("))
+        expr = by_title(title, shown.panels)["targets"][0]["expr"]
+        expr = concrete(expr.replace("rate(", "increase("))
         result = _waits_for_data(live.prom, title, f"{expr} > 0")
         assert label in {s["metric"]["pool"] for s in result}, title
 
 
-def test_marked_event_annotation_sits_at_the_time_it_was_marked(live: Live) -> None:
-    (annotation,) = [a for a in DASHBOARD["annotations"]["list"] if a["name"] == "Marked events"]
+def test_marked_event_annotation_sits_at_the_time_it_was_marked(live: Live, shown: Shown) -> None:
+    annotations = shown.data["annotations"]["list"]
+    (annotation,) = [a for a in annotations if a["name"] == "Marked events"]
     result = _waits_for_data(live.prom, "events", concrete(annotation["expr"]))
     at = {s["metric"]["event"]: float(s["value"][1]) / 1000 for s in result}
     assert set(at) == {"push", "deploy"}
@@ -412,7 +522,7 @@ def test_marked_event_annotation_sits_at_the_time_it_was_marked(live: Live) -> N
 
 
 @pytest.mark.postgres
-def test_database_panels_return_data_from_a_real_sidecar_view(pg_url: str, tmp_path: Path) -> None:
+def test_database_panels_return_data_from_a_real_sidecar_view(pg_url: str, shown: Shown) -> None:
     binary = require_binary("prometheus")
     registry = CollectorRegistry()
     collector = DatabaseCollector(pg_url)
@@ -423,18 +533,18 @@ def test_database_panels_return_data_from_a_real_sidecar_view(pg_url: str, tmp_p
     try:
         with (
             engine.connect() as conn,
-            PrometheusServer([target], interval=0.5, binary=binary) as prom,
+            LabelledPrometheus([target], interval=0.5, binary=binary) as prom,
         ):
             conn.exec_driver_sql("select 1")
             emitted = {name for name, _ in scrape(registry)}
-            for panel in PANELS:
+            for panel in shown.panels:
                 for t in panel["targets"]:
                     names = metric_names(t["expr"])
                     if not names & DATABASE_NAMES or names & PGBOUNCER_NAMES:
                         continue
                     assert names <= emitted, f"{panel['title']!r}: {names - emitted}"
                     _waits_for_data(prom, panel["title"], concrete(t["expr"]))
-            share = by_title("Fleet's share of the database")["targets"][0]["expr"]
+            share = by_title("Fleet's share of the database", shown.panels)["targets"][0]["expr"]
             (value,) = _waits_for_data(prom, "share", concrete(share))
             assert 0 < float(value["value"][1]) < 1  # 5 possible connections of many
     finally:
@@ -449,7 +559,7 @@ def _thresholds(rules_dir: Path) -> dict[str, float]:
     their records with, read from the rule file's expressions."""
     groups = yaml.safe_load((rules_dir / RULES_FILE).read_text())["groups"]
     rules = {rule["alert"]: rule for rule in alert_rules(groups)}
-    names = record_names(AlertConfig())
+    names = record_names(MixinConfig())
     found = {}
     for alert, record in (
         ("SQLAlchemyPoolNearlyFull", names.utilisation),
@@ -462,8 +572,8 @@ def _thresholds(rules_dir: Path) -> dict[str, float]:
 
 
 def _bands(dashboards_dir: Path, title: str) -> list[tuple[str, float]]:
-    written = json.loads((dashboards_dir / CONFIG.filename).read_text())
-    panel = next(p for p in d._walk_panels(written["panels"]) if p["title"] == title)
+    written = json.loads((dashboards_dir / CONFIG.dashboard_file).read_text())
+    panel = next(p for p in walk_panels(written["panels"]) if p["title"] == title)
     steps = panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
     assert steps[0] == {"color": "green", "value": None}
     return [(step["color"], step["value"]) for step in steps[1:]]
@@ -499,6 +609,38 @@ def test_one_config_file_moves_the_alert_thresholds_and_the_dashboard_bands_toge
     _assert_bands_where_the_alerts_fire(tmp_path / "alerts", tmp_path / "dashboards")
 
 
+def _cli_without(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """`pool-exporter ARGS` in a process where `module` cannot be imported."""
+    code = (
+        f"import sys; sys.modules[{module!r}] = None\n"
+        "from pool_exporter.cli import main\n"
+        f"sys.exit(main({list(args)!r}))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=cwd, env=env, check=False
+    )
+
+
+def test_a_cluster_label_from_a_json_config_needs_no_yaml_and_a_yaml_one_names_the_extra(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "mine.json").write_text('{"cluster_label": "cluster"}')
+    (tmp_path / "mine.yml").write_text("cluster_label: cluster\n")
+    out = ["--out-dir", str(tmp_path / "out")]
+    args = ["dashboards", "generate", "--config"]
+    ok = _cli_without("yaml", *args, str(tmp_path / "mine.json"), *out, cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    written = json.loads((tmp_path / "out" / CONFIG.dashboard_file).read_text())
+    assert "cluster" in [v["name"] for v in written["templating"]["list"]]
+    refused = _cli_without("yaml", *args, str(tmp_path / "mine.yml"), *out, cwd=tmp_path)
+    assert refused.returncode == 2
+    assert refused.stderr == (
+        "error: pool-exporter dashboards needs yaml, which is not installed: "
+        "pip install 'pool-exporter[dashboards]'\n"
+    )
+
+
 def test_dashboards_generate_refuses_a_bad_config_with_one_error_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -508,4 +650,4 @@ def test_dashboards_generate_refuses_a_bad_config_with_one_error_line(
     assert cli.main(["dashboards", "generate", "--config", str(config), *out]) == 2
     err = capsys.readouterr().err
     assert err == f"error: {config}: fleet_share: expected a number, got 'lots'\n"
-    assert not (tmp_path / CONFIG.filename).exists()
+    assert not (tmp_path / CONFIG.dashboard_file).exists()

@@ -28,6 +28,7 @@ from pool_exporter.incident import replay as rp
 from pool_exporter.incident.promserver import PrometheusServer
 from pool_exporter.instrument import instrument
 from pool_exporter.mixin import dashboards as d
+from pool_exporter.mixin.config import MixinConfig
 
 from .conftest import require_binary
 from .support import cli
@@ -82,7 +83,7 @@ class Run:
 
 def pooler_row_queries() -> dict[str, str]:
     """Every query of the dashboard's pooler row, with $job filled in as Grafana would."""
-    _, panels = d.through_the_pooler(d.DashboardConfig())
+    _, panels = d.through_the_pooler(d.builder(MixinConfig()))
     found = {}
     for panel, _, _ in panels:
         for target in panel.targets:

@@ -1,7 +1,9 @@
 """The rule files and the Alertmanager example, from one config (`pool-exporter alerts generate`).
 
-The recording rule names below are what dashboards and other tools import, so that a panel
-and an alert read the same series.
+The recording rule names below (with the default settings) are for panels and tools of your
+own that read the records: import them rather than writing them again. The shipped dashboard
+does not read the records; it builds the same expressions with `promql.Builder`, so that it
+works where the rules are not loaded.
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ from typing import Any
 import yaml
 
 from . import shipped
-from .config import AlertConfig
+from .config import MixinConfig
 from .routing import alertmanager_config
-from .rules import RecordNames, groups, record_names
+from .rulebase import RecordNames, record_names
+from .rules import groups
 
 __all__ = [
     "DATABASE_AVAILABLE",
@@ -27,13 +30,13 @@ __all__ = [
     "UTILISATION",
     "UTILISATION_AVG",
     "WAIT_P99",
-    "AlertConfig",
+    "MixinConfig",
     "RecordNames",
     "generate",
     "record_names",
 ]
 
-RECORDS = record_names(AlertConfig())
+RECORDS = record_names(MixinConfig())
 UTILISATION = RECORDS.utilisation  # in use / max connections, per pool and worker
 UTILISATION_AVG = RECORDS.utilisation_avg
 HOLD_MEAN = RECORDS.hold_mean
@@ -69,7 +72,7 @@ def dump(data: Any) -> str:
     return text
 
 
-def prometheus_rule(cfg: AlertConfig) -> dict[str, Any]:
+def prometheus_rule(cfg: MixinConfig) -> dict[str, Any]:
     return {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "PrometheusRule",
@@ -81,7 +84,7 @@ def prometheus_rule(cfg: AlertConfig) -> dict[str, Any]:
     }
 
 
-def generate(cfg: AlertConfig, out_dir: Path) -> dict[Path, str]:
+def generate(cfg: MixinConfig, out_dir: Path) -> dict[Path, str]:
     """{path: text} of every file the config produces."""
     return {
         out_dir / RULES_FILE: HEADER + dump({"groups": groups(cfg)}),

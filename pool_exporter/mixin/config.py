@@ -1,4 +1,5 @@
-"""The one config object the alert rules are generated from, and reading a user's overrides."""
+"""The one config the rules, their routing and the dashboard are generated from, and reading a
+user's overrides."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from pool_exporter.durations import is_duration
+
+from .shipped import DASHBOARD_FILE
 
 # docs/runbooks.md in the project's repository: pyproject.toml's [project.urls] Runbooks, the
 # address PyPI lists. Each alert links to its section, `runbook_url#<alert name in lowercase>`.
@@ -25,18 +28,27 @@ class ConfigError(ValueError):
     """A config file or value that cannot be used; the message says which and why."""
 
 
-@dataclass(frozen=True)
-class AlertConfig:
-    """Selectors, thresholds, `for` durations, severities and the runbook address.
+_LABEL = re.compile(r"[A-Za-z_]\w*")
 
-    Ratios are 0-1. The dashboard draws its threshold bands from these same fields
-    (`dashboards.Thresholds.from_alerts`): `utilisation_warning` and `fleet_share`.
+
+@dataclass(frozen=True)
+class MixinConfig:
+    """Selectors, the cluster label, thresholds, `for` durations, severities, the runbook
+    address and the dashboard's identity: one object for the rules, the routing and the
+    dashboard, so that a selector or a threshold moves all three together.
+
+    Ratios are 0-1. The dashboard draws its threshold bands at `utilisation_warning` and
+    `fleet_share`, where the rules fire.
     """
 
     # Extra label matchers for every pool series, e.g. 'job="shop"'; and for the sidecar's
-    # database series.
+    # database series. The rules and every dashboard query carry them alike.
     selector: str = ""
     database_selector: str = ""
+    # The label that names a cluster where one Prometheus (or a Thanos/Mimir ruler) sees
+    # several, e.g. "cluster". Set, every aggregation of the rules keeps it, the alerts name it,
+    # the routing groups by it and the dashboard gets a variable for it. Empty: one cluster.
+    cluster_label: str = ""
     # Labels that the pools' series and the sidecar's database series share and that name
     # one database's fleet of clients. Every sidecar of a job reports the same server.
     fleet_labels: tuple[str, ...] = ("job",)
@@ -108,6 +120,14 @@ class AlertConfig:
     runbook_url: str = DEFAULT_RUNBOOK_URL
     prometheusrule_name: str = "pool-exporter"
 
+    # -- the dashboard -----------------------------------------------------------------------
+    dashboard_uid: str = "pool-exporter"
+    dashboard_title: str = "SQLAlchemy connection pools"
+    dashboard_refresh: str = "30s"
+    dashboard_time_from: str = "now-3h"
+    dashboard_tags: tuple[str, ...] = ("pool-exporter", "sqlalchemy", "connection-pool")
+    dashboard_file: str = DASHBOARD_FILE
+
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
@@ -119,10 +139,12 @@ class AlertConfig:
             if not _SELECTOR.match(getattr(self, name)):
                 value = getattr(self, name)
                 raise ConfigError(f'{name}: {value!r} is not a list of matchers like job="shop"')
-        if not self.fleet_labels or not all(
-            re.fullmatch(r"[A-Za-z_]\w*", label) for label in self.fleet_labels
-        ):
+        if not self.fleet_labels or not all(_LABEL.fullmatch(x) for x in self.fleet_labels):
             raise ConfigError(f"fleet_labels: {self.fleet_labels!r} must be label names")
+        if self.cluster_label and not _LABEL.fullmatch(self.cluster_label):
+            raise ConfigError(f"cluster_label: {self.cluster_label!r} is not a label name")
+        if not re.fullmatch(r"[\w.-]+\.json", self.dashboard_file):
+            raise ConfigError(f"dashboard_file: {self.dashboard_file!r} is not a .json file name")
         if self.utilisation_warning > 1:
             raise ConfigError("utilisation_warning: a share of capacity, at most 1")
 
@@ -143,37 +165,50 @@ def _coerce(name: str, kind: str, value: Any) -> Any:
     raise ConfigError(f"{name}: expected {wanted.get(kind, kind)}, got {value!r}")
 
 
-def from_mapping(overrides: dict[str, Any], base: AlertConfig | None = None) -> AlertConfig:
+# The name the rules' settings had before the dashboard's joined them, for existing imports.
+AlertConfig = MixinConfig
+
+
+def from_mapping(overrides: dict[str, Any], base: MixinConfig | None = None) -> MixinConfig:
     """`base` (the defaults) with `overrides` applied; unknown keys are an error."""
-    fields = {f.name: str(f.type) for f in dataclasses.fields(AlertConfig)}
+    fields = {f.name: str(f.type) for f in dataclasses.fields(MixinConfig)}
     unknown = sorted(set(overrides) - set(fields))
     if unknown:
         raise ConfigError(f"unknown setting {', '.join(unknown)} (known: {', '.join(fields)})")
     values = {k: _coerce(k, fields[k], v) for k, v in overrides.items()}
-    return dataclasses.replace(base or AlertConfig(), **values)
+    return dataclasses.replace(base or MixinConfig(), **values)
 
 
 def _one_line(exc: Exception) -> str:
-    import yaml
-
-    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
-        return f"{exc.problem} at line {exc.problem_mark.line + 1}"
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
-def load(path: Path) -> AlertConfig:
-    """The defaults with the overrides of a YAML or JSON file (a mapping of settings)."""
+def _parse(path: Path, text: str) -> Any:
+    """A JSON file needs no PyYAML; a YAML one does (the `alerts` and `dashboards` extras)."""
+    if path.suffix == ".json":
+        try:
+            return json.loads(text)
+        except ValueError as exc:
+            raise ConfigError(f"{path}: not valid JSON: {_one_line(exc)}") from None
     import yaml
 
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{getattr(exc, 'problem', '')} at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML: {where or _one_line(exc)}") from None
+
+
+def load(path: Path) -> MixinConfig:
+    """The defaults with the overrides of a YAML or JSON file (a mapping of settings)."""
     try:
         text = path.read_text()
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
-    try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (ValueError, yaml.YAMLError) as exc:
-        kind = "JSON" if path.suffix == ".json" else "YAML"
-        raise ConfigError(f"{path}: not valid {kind}: {_one_line(exc)}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    data = _parse(path, text)
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -189,10 +224,11 @@ def add_config_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config",
         type=Path,
-        help="YAML or JSON file of settings overriding the defaults (see docs/alerts.md)",
+        help="YAML or JSON file of settings overriding the defaults, the same for the rules and "
+        "the dashboard (see docs/alerts.md)",
     )
 
 
-def from_args(args: argparse.Namespace) -> AlertConfig:
+def from_args(args: argparse.Namespace) -> MixinConfig:
     """The config `--config` names, or the defaults."""
-    return load(args.config) if args.config else AlertConfig()
+    return load(args.config) if args.config else MixinConfig()

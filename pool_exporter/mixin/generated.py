@@ -1,14 +1,19 @@
-"""Files a generator commits: print the shipped copies, write new ones, or check them."""
+"""Files a generator commits: print the shipped copies, write new ones, or check them; the one
+flow `alerts` and `dashboards` share."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from pool_exporter.errors import CliError
 
 from . import shipped
+from .config import ConfigError, MixinConfig, add_config_argument, from_args
+
+Generator = Callable[[MixinConfig, Path], dict[Path, str]]
 
 
 def add_actions(
@@ -21,7 +26,7 @@ def add_actions(
 ) -> argparse.ArgumentParser:
     """`<command> show [FILE]` (a file of `directory` as shipped with the package, or one of
     `also`, {name: shipped path}; no extra needed) and `<command> generate [--out-dir DIR]
-    [--check]`; returns the `generate` parser."""
+    [--check] [--config FILE]`; returns the `generate` parser."""
     sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     files = shipped.listing(directory)
     for name, relative in (also or {}).items():
@@ -41,7 +46,7 @@ def add_actions(
         choices=sorted(files) or None,
         help="which file (default: %(default)s)",
     )
-    show.set_defaults(shipped=files, directory=directory)
+    parser.set_defaults(shipped=files, directory=directory)
     gen = sub.add_parser("generate", help=f"write {what} from the generator")
     gen.add_argument(
         "--out-dir",
@@ -54,7 +59,28 @@ def add_actions(
         action="store_true",
         help="write nothing; exit 1 if a file is missing or differs from the generator",
     )
+    # One settings file for the rules and the dashboard: the panels narrow and group their
+    # queries as the rules do, and draw their bands where the rules fire.
+    add_config_argument(gen)
     return gen
+
+
+def run(args: argparse.Namespace, generator: Callable[[], Generator]) -> int:
+    """`show`, or `generate` with the files of `generator()` (imported only then: it needs
+    the command's extra) from the config `--config` names. A bad config or an unwritable
+    directory is one error line."""
+    if args.action == "show":
+        return show(args)
+    generate = generator()
+    try:
+        cfg = from_args(args)
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
+    command = f"pool-exporter {args.directory} generate"
+    try:
+        return write_or_check(generate(cfg, args.out_dir), check=args.check, command=command)
+    except OSError as exc:
+        raise CliError(f"cannot write {args.out_dir}: {exc.strerror or exc}") from None
 
 
 def show(args: argparse.Namespace) -> int:

@@ -1,22 +1,28 @@
 """The example Alertmanager configuration: pages to the pager, warnings to chat, grouped by
-pool, a pool's warnings held back while a page for the same pool fires."""
+pool (and cluster, where there is a cluster label), a pool's warnings held back while a page
+for the same pool fires."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from .config import AlertConfig
+from .config import MixinConfig
 
 PAGER, CHAT, TICKETS = "pager", "chat", "tickets"
-# `job` with `pool`: two services may both name their pool "default".
+# `job` with `pool`: two services may both name their pool "default"; and two clusters may both
+# run the same service.
 GROUP_BY = ["job", "pool"]
 
 
-def alertmanager_config(cfg: AlertConfig) -> dict[str, Any]:
+def group_by(cfg: MixinConfig) -> list[str]:
+    return [cfg.cluster_label, *GROUP_BY] if cfg.cluster_label else GROUP_BY
+
+
+def alertmanager_config(cfg: MixinConfig) -> dict[str, Any]:
     return {
         "route": {
             "receiver": CHAT,
-            "group_by": GROUP_BY,
+            "group_by": group_by(cfg),
             # A push saturates a pool within seconds: every second of group_wait comes off
             # the lead time the rules bought.
             "group_wait": "10s",
@@ -42,7 +48,7 @@ def alertmanager_config(cfg: AlertConfig) -> dict[str, Any]:
             {
                 "source_matchers": [f'severity="{cfg.severity_page}"'],
                 "target_matchers": [f'severity=~"{cfg.severity_warning}|{cfg.severity_ticket}"'],
-                "equal": GROUP_BY,
+                "equal": group_by(cfg),
             }
         ],
         "receivers": [
