@@ -15,20 +15,8 @@ from typing import Any
 from pool_exporter import metrics as m
 from pool_exporter.mixin.config import MixinConfig
 
-from .promtool_series import (
-    INSTANCE,
-    JOB,
-    RUNBOOKS,
-    Case,
-    Pool,
-    Presented,
-    Series,
-    UnitTest,
-    between,
-    database,
-    labels,
-    one,
-)
+from . import promtool_series as ps
+from .promtool_series import Pool, Series, labels, one
 
 CLUSTER = "cluster"
 RULES = "several-clusters.rules.yml"
@@ -57,12 +45,12 @@ def exhausted_in_eu() -> Series:
     """eu's pool full with 200 callers queued from 300 s to 600 s; us at a steady 70 %."""
 
     def eu(s: Series) -> None:
-        Pool(in_use=between(300, 600, 15, STEADY), waiting=between(300, 600, 200, 0)).add(s)
-        database(s, lambda k: 50.0)
+        Pool(in_use=ps.between(300, 600, 15, STEADY), waiting=ps.between(300, 600, 200, 0)).add(s)
+        ps.database(s, lambda k: 50.0)
 
     def us(s: Series) -> None:
         Pool(in_use=lambda k: STEADY).add(s)
-        database(s, lambda k: 50.0)
+        ps.database(s, lambda k: 50.0)
 
     return two_clusters(900, eu, us)
 
@@ -78,8 +66,8 @@ def fleet_grows_in_eu() -> Series:
             if grows:
                 for slot in ("4", "5", "6", "7"):
                     worker = labels(**{m.WORKER_LABEL: slot})
-                    s.gauge(m.MAX_CONNECTIONS.name, worker, between(300, 1500, 15.0, None))
-            database(s, lambda k: 50.0)
+                    s.gauge(m.MAX_CONNECTIONS.name, worker, ps.between(300, 1500, 15.0, None))
+            ps.database(s, lambda k: 50.0)
 
         return add
 
@@ -93,8 +81,8 @@ def absent_in_eu() -> Series:
 
     def reporting(stops: bool) -> Callable[[Series], None]:
         def add(s: Series) -> None:
-            s.gauge(m.INFO.sample, info, between(300, 1500, None, 1.0) if stops else one)
-            s.gauge("up", {"job": JOB, "instance": INSTANCE}, one)
+            s.gauge(m.INFO.sample, info, ps.between(300, 1500, None, 1.0) if stops else one)
+            s.gauge("up", {"job": ps.JOB, "instance": ps.INSTANCE}, one)
 
         return add
 
@@ -103,12 +91,12 @@ def absent_in_eu() -> Series:
 
 EU = {CLUSTER: "eu"}
 CASES = [
-    Case(
+    ps.Case(
         "SQLAlchemyPoolExhausted",
         exhausted_in_eu,
         severity="warning",
         summary="A connection pool is exhausted: callers are queueing for a connection.",
-        runbook_url=f"{RUNBOOKS}#sqlalchemypoolexhausted",
+        runbook_url=f"{ps.RUNBOOKS}#sqlalchemypoolexhausted",
         before=285,
         firing=300,
         labels={**labels(**{m.WORKER_LABEL: "0"}), **EU},
@@ -116,29 +104,29 @@ CASES = [
         "queued for a connection need about 2s to be served at the recent hold time.",
         resolved=600,
     ),
-    Case(
+    ps.Case(
         "SQLAlchemyFleetExceedsDatabaseLimit",
         fleet_grows_in_eu,
         severity="warning",
         summary="The pools together may open more connections than the database allows.",
-        runbook_url=f"{RUNBOOKS}#sqlalchemyfleetexceedsdatabaselimit",
+        runbook_url=f"{ps.RUNBOOKS}#sqlalchemyfleetexceedsdatabaselimit",
         before=1185,
         firing=1200,
-        labels={"job": JOB, **EU},
+        labels={"job": ps.JOB, **EU},
         description="The pools of app in cluster eu may open 120% of the connections the "
         "database allows ordinary roles (max_connections minus reserved): under load, new "
         "connections will be refused.",
         resolved=1500,
     ),
-    Case(
+    ps.Case(
         "SQLAlchemyPoolMetricsAbsent",
         absent_in_eu,
         severity="warning",
         summary="Pool metrics have disappeared.",
-        runbook_url=f"{RUNBOOKS}#sqlalchemypoolmetricsabsent",
+        runbook_url=f"{ps.RUNBOOKS}#sqlalchemypoolmetricsabsent",
         before=885,
         firing=900,
-        labels={"job": JOB, "instance": INSTANCE, **EU},
+        labels={"job": ps.JOB, "instance": ps.INSTANCE, **EU},
         description="web-1:8000 of app in cluster eu reported connection pool metrics in the "
         "last 1h and has reported none for 10m: the pools are not watched.",
         resolved=1500,
@@ -148,8 +136,8 @@ CASES = [
 
 def promtool_file(cfg: MixinConfig) -> dict[str, Any]:
     """The promtool test file of the several-cluster rules (in the same directory)."""
-    shown = Presented.of(cfg)
-    tests: list[UnitTest] = [
+    shown = ps.Presented.of(cfg)
+    tests: list[ps.UnitTest] = [
         dataclasses.replace(test, name=f"two clusters, trouble in eu only: {test.name}")
         for test in (case.unit_test(shown) for case in CASES)
     ]
