@@ -152,29 +152,34 @@ def incident(shown: Presented, interval: int, push: Incident) -> UnitTest:
     the timeout counter first moves (TROUBLE + 30 s); the page at once when the queue needs
     the whole pool timeout, one evaluation later when it needs half of it."""
     hold, share, certain = push.hold, push.share, push.certain
-    warning = CASE["SQLAlchemyPoolExhausted"].expected(
-        shown,
-        WORKER,
-        f"{WHERE} is full and the callers queued for a connection need about {push.queue} "
-        "to be served at the recent hold time.",
-    )
-    exceeds = CASE["SQLAlchemyPoolQueueExceedsTimeout"].expected(
-        shown,
-        WORKER,
-        f"{WHERE} is full and its queue needs {share} of the pool timeout to drain: its last "
-        "callers will fail with TimeoutError.",
-    )
-    near = CASE["SQLAlchemyPoolQueueNearTimeout"].expected(
-        shown,
-        WORKER,
-        f"{WHERE} is full and its queue needs {share} of the pool timeout to drain: checkouts "
-        "will fail with TimeoutError unless load drops.",
-    )
-    timeouts = CASE["SQLAlchemyPoolCheckoutTimeouts"].expected(
-        shown,
-        labels(),
-        "pool main on web-1:8000: 833.3m checkouts/s timed out over the last 1m; the "
-        "application is returning errors.",
+    warning, exceeds, near, timeouts = (
+        CASE[name].expected(shown, where, description)
+        for name, where, description in (
+            (
+                "SQLAlchemyPoolExhausted",
+                WORKER,
+                f"{WHERE} is full and the callers queued for a connection need about "
+                f"{push.queue} to be served at the recent hold time.",
+            ),
+            (
+                "SQLAlchemyPoolQueueExceedsTimeout",
+                WORKER,
+                f"{WHERE} is full and its queue needs {share} of the pool timeout to drain: "
+                "its last callers will fail with TimeoutError.",
+            ),
+            (
+                "SQLAlchemyPoolQueueNearTimeout",
+                WORKER,
+                f"{WHERE} is full and its queue needs {share} of the pool timeout to drain: "
+                "checkouts will fail with TimeoutError unless load drops.",
+            ),
+            (
+                "SQLAlchemyPoolCheckoutTimeouts",
+                labels(),
+                "pool main on web-1:8000: 833.3m checkouts/s timed out over the last 1m; the "
+                "application is returning errors.",
+            ),
+        )
     )
     counted = TROUBLE + 30
     checks: list[tuple[int, str, list[Expected]]] = [
