@@ -193,6 +193,18 @@ def test_a_reused_pid_neither_resets_nor_doubles_the_dead_workers_counts(
     assert len(stats_files(tmp_path)) == 1
 
 
+WRITE_FORTY_POOLS = """
+import sys
+from pool_exporter.multiprocess.store import MultiprocessPoolStats
+pools = [MultiprocessPoolStats(f"p{n}", {"dialect": "x"}, sys.argv[1]) for n in range(40)]
+for n, stats in enumerate(pools):
+    for _ in range(n + 1):
+        stats.enter()
+        stats.checked_out(0.001, True, False)
+print("ready", flush=True)
+sys.stdin.read()  # a live worker until the test closes its input
+"""
+
 READ_WITH_FEW_DESCRIPTORS = """
 import resource, sys
 from prometheus_client import CollectorRegistry, generate_latest
@@ -213,17 +225,20 @@ print(collector._kept, sum(
 
 
 def test_a_reader_with_fewer_descriptors_than_live_files_reads_every_file(tmp_path: Path) -> None:
-    # 40 live pool files (this process holds their worker's liveness lock); the reader may keep
-    # 10 open (half its limit of 20 descriptors) and opens the other 30 for each read.
-    pools = [MultiprocessPoolStats(f"p{n}", {"dialect": "x"}, str(tmp_path)) for n in range(40)]
-    for n, stats in enumerate(pools):
-        for _ in range(n + 1):
-            stats.enter()
-            stats.checked_out(0.001, True, False)
-    done = subprocess.run(
-        [sys.executable, "-c", READ_WITH_FEW_DESCRIPTORS, str(tmp_path), "20"],
-        capture_output=True, text=True, timeout=60, check=False,
+    # A live worker with 40 pool files; the reader may keep 10 open (half its limit of 20
+    # descriptors) and opens the other 30 for each read.
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITE_FORTY_POOLS, str(tmp_path)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
+    try:
+        assert writer.stdout is not None and writer.stdout.readline() == "ready\n"
+        done = subprocess.run(
+            [sys.executable, "-c", READ_WITH_FEW_DESCRIPTORS, str(tmp_path), "20"],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    finally:
+        writer.communicate("", timeout=30)
     assert done.returncode == 0, done.stderr
     kept, checkouts = done.stdout.split()
     assert int(kept) == 10
