@@ -14,7 +14,7 @@ from pool_exporter import metrics as m
 from pool_exporter.sidecar.database import DatabaseCollector, fold_applications
 
 from .support import procs as p
-from .support.cli import assert_refused_quietly, run
+from .support.cli import assert_sidecar_refuses_quietly
 from .support.procs import Procs, Samples, procs
 
 __all__ = ["procs"]
@@ -300,21 +300,22 @@ def test_a_database_url_that_cannot_be_used_is_refused_without_echoing_it(
 ) -> None:
     secret_url = f"postgresql://postgres:{PASSWORD}@127.0.0.1:5432/test"
     url_file = tmp_path / "url"
-    env: dict[str, str] = {}
-    args: list[str] = []
-    if case == "on the command line":
-        args = [f"--database-url={secret_url}"]
-    elif case == "not postgres":
-        url_file.write_text(f"mysql://root:{PASSWORD}@127.0.0.1/test")
-        args = [f"--database-url-file={url_file}"]
-    elif case == "not a URL":
-        env = {"POOL_EXPORTER_DATABASE_URL": f"host=127.0.0.1 password={PASSWORD}"}
-    elif case == "file and environment":
-        url_file.write_text(secret_url)
-        env = {"POOL_EXPORTER_DATABASE_URL": secret_url}
-        args = [f"--database-url-file={url_file}"]
-    else:
-        url_file.write_text("\n")
-        args = [f"--database-url-file={url_file}"]
-    result = run("sidecar", f"--multiproc-dir={tmp_path}", *args, env=env)
-    assert_refused_quietly(result, PASSWORD)
+    from_file = [f"--database-url-file={url_file}"]
+    contents, args, env = {
+        "on the command line": (None, [f"--database-url={secret_url}"], {}),
+        "not postgres": (f"mysql://root:{PASSWORD}@127.0.0.1/test", from_file, {}),
+        "not a URL": (
+            None,
+            [],
+            {"POOL_EXPORTER_DATABASE_URL": f"host=127.0.0.1 password={PASSWORD}"},
+        ),
+        "file and environment": (
+            secret_url,
+            from_file,
+            {"POOL_EXPORTER_DATABASE_URL": secret_url},
+        ),
+        "empty file": ("\n", from_file, {}),
+    }[case]
+    assert_sidecar_refuses_quietly(
+        tmp_path, PASSWORD, args, env, url_file=url_file, contents=contents
+    )

@@ -23,7 +23,7 @@ from pool_exporter.sidecar.pgbouncer import (
 
 from .conftest import scrape, value
 from .support import pgbouncer as pgb
-from .support.cli import assert_refused_quietly, run
+from .support.cli import assert_sidecar_refuses_quietly
 from .support.procs import Procs, procs, start_sidecar, total
 
 __all__ = ["procs"]
@@ -207,17 +207,14 @@ def test_a_pooler_list_that_cannot_be_used_is_refused_without_echoing_it(
 ) -> None:
     secret = f"postgresql://stats:{PASSWORD}@127.0.0.1:6432/pgbouncer"
     url_file = tmp_path / "poolers"
-    env: dict[str, str] = {}
-    args: list[str] = [f"--pgbouncer-url-file={url_file}"]
-    if case == "on the command line":
-        args = [f"--pgbouncer-url={secret}"]
-    elif case == "not the admin database":
-        env = {"POOL_EXPORTER_PGBOUNCER_URL": f"edge={secret.replace('/pgbouncer', '/app')}"}
-        args = []
-    elif case == "file and environment":
-        url_file.write_text(secret)
-        env = {"POOL_EXPORTER_PGBOUNCER_URL": secret}
-    else:
-        url_file.write_text("# none yet\n")
-    result = run("sidecar", f"--multiproc-dir={tmp_path}", *args, env=env)
-    assert_refused_quietly(result, PASSWORD)
+    from_file = [f"--pgbouncer-url-file={url_file}"]
+    not_admin = f"edge={secret.replace('/pgbouncer', '/app')}"
+    contents, args, env = {
+        "on the command line": (None, [f"--pgbouncer-url={secret}"], {}),
+        "not the admin database": (None, [], {"POOL_EXPORTER_PGBOUNCER_URL": not_admin}),
+        "file and environment": (secret, from_file, {"POOL_EXPORTER_PGBOUNCER_URL": secret}),
+        "empty": ("# none yet\n", from_file, {}),
+    }[case]
+    assert_sidecar_refuses_quietly(
+        tmp_path, PASSWORD, args, env, url_file=url_file, contents=contents
+    )

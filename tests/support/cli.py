@@ -29,3 +29,20 @@ def assert_refused_quietly(result: subprocess.CompletedProcess[str], secret: str
     assert secret not in result.stderr + result.stdout
     assert "Traceback" not in result.stderr
     assert len([line for line in result.stderr.splitlines() if "error:" in line]) == 1
+
+
+def assert_sidecar_refuses_quietly(
+    tmp: Path,
+    secret: str,
+    args: list[str],
+    env: dict[str, str],
+    *,
+    url_file: Path,
+    contents: str | None,
+) -> None:
+    """`pool-exporter sidecar ARGS` over `tmp`, with `contents` (if any) written to `url_file`
+    first, is a quiet usage error that never shows `secret`."""
+    if contents is not None:
+        url_file.write_text(contents)
+    result = run("sidecar", f"--multiproc-dir={tmp}", *args, env=env)
+    assert_refused_quietly(result, secret)
