@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 import pool_exporter
+from pool_exporter.instrument import PoolInstrumentation
 from tests.conftest import value
 
 
@@ -21,6 +22,14 @@ def async_url(request: pytest.FixtureRequest, aiosqlite_url: str) -> str:
     if request.param == "aiosqlite":
         return aiosqlite_url
     return str(request.getfixturevalue("pg_url"))
+
+
+def instrumented(
+    registry: CollectorRegistry, url: str, name: str, **engine_options: int
+) -> tuple[AsyncEngine, PoolInstrumentation]:
+    """An async engine on `url`, instrumented as pool `name`, and its handle."""
+    engine = create_async_engine(url, **engine_options)
+    return engine, pool_exporter.instrument(engine, name=name, registry=registry)
 
 
 def assert_quiescent(registry: CollectorRegistry, pool: str, engine: AsyncEngine) -> None:
@@ -39,8 +48,9 @@ def test_contending_tasks_are_counted_exactly(registry: CollectorRegistry, async
 
     async def main() -> None:
         nonlocal ok, timeouts, lowest, peak_waiting
-        engine = create_async_engine(async_url, pool_size=2, max_overflow=1, pool_timeout=0.3)
-        handle = pool_exporter.instrument(engine, name="tasks", registry=registry)
+        engine, handle = instrumented(
+            registry, async_url, "tasks", pool_size=2, max_overflow=1, pool_timeout=0.3
+        )
         rng = random.Random(3)
 
         async def user() -> None:
@@ -82,8 +92,9 @@ def test_cancellation_while_waiting_is_counted_and_leaves_nobody_waiting(
     registry: CollectorRegistry, async_url: str
 ) -> None:
     async def main() -> None:
-        engine = create_async_engine(async_url, pool_size=1, max_overflow=0, pool_timeout=5)
-        handle = pool_exporter.instrument(engine, name="cancel", registry=registry)
+        engine, handle = instrumented(
+            registry, async_url, "cancel", pool_size=1, max_overflow=0, pool_timeout=5
+        )
         async with engine.connect():
             waiter = asyncio.create_task(engine.connect().start())
             await asyncio.sleep(0.2)
@@ -107,8 +118,9 @@ def test_dispose_mid_run_keeps_async_gauges_sane(
     registry: CollectorRegistry, async_url: str
 ) -> None:
     async def main() -> None:
-        engine = create_async_engine(async_url, pool_size=2, max_overflow=2, pool_timeout=3)
-        handle = pool_exporter.instrument(engine, name="adispose", registry=registry)
+        engine, handle = instrumented(
+            registry, async_url, "adispose", pool_size=2, max_overflow=2, pool_timeout=3
+        )
         done = 0
 
         async def user() -> None:
@@ -138,8 +150,7 @@ def test_garbage_collected_async_connection_is_released(
     registry: CollectorRegistry, aiosqlite_url: str
 ) -> None:
     async def main() -> None:
-        engine = create_async_engine(aiosqlite_url, pool_size=2)
-        pool_exporter.instrument(engine, name="agc", registry=registry)
+        engine, _ = instrumented(registry, aiosqlite_url, "agc", pool_size=2)
         conn = await engine.connect().start()
         await conn.exec_driver_sql("select 1")
         assert value(registry, "sqlalchemy_pool_connections", pool="agc", state="in_use") == 1
