@@ -49,6 +49,17 @@ def advise(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, li
     return code, text, json.loads("[" + data) if data else []
 
 
+def advise_fleet(
+    capsys: pytest.CaptureFixture[str], burst_json: Path, *args: str
+) -> tuple[int, str, list[dict]]:
+    """`advise` from the burst's replay for 4 workers on each of 3 instances, 20000 users in
+    5 s, against a database of 100 connections."""
+    return advise(
+        capsys, "--from-replay", str(burst_json), "--database-max-connections", "100",
+        "--workers", "4", "--instances", "3", "--users", "20000", "--ramp", "5", *args,
+    )  # fmt: skip
+
+
 def test_advice_from_a_replay_shows_its_working_and_fits_the_database(
     burst_json: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -81,10 +92,7 @@ def test_replaying_the_burst_with_the_advised_settings_has_no_timeouts(
 def test_advice_warns_when_the_fleet_would_exhaust_the_database(
     burst_json: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, text, report = advise(
-        capsys, "--from-replay", str(burst_json), "--database-max-connections", "100",
-        "--workers", "4", "--instances", "3", "--users", "20000", "--ramp", "5",
-    )  # fmt: skip
+    code, text, report = advise_fleet(capsys, burst_json)
     assert code == 0
     a = report[0]["advice"]
     assert a["pools"] == 12 and a["exhausts_database"]
@@ -333,9 +341,8 @@ def test_advice_from_prometheus_without_the_pool_is_an_error(
 def test_behind_a_transaction_pooler_the_database_sees_the_poolers_pool_not_the_fleet(
     burst_json: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    fleet = ("--workers", "4", "--instances", "3", "--users", "20000", "--ramp", "5")
-    code, text, report = advise(
-        capsys, "--from-replay", str(burst_json), "--database-max-connections", "100", *fleet,
+    code, text, report = advise_fleet(
+        capsys, burst_json,
         "--pooler-mode", "transaction", "--pooler-pool-size", "40",
         "--pooler-max-client-conn", "2000",
     )  # fmt: skip
@@ -348,10 +355,9 @@ def test_behind_a_transaction_pooler_the_database_sees_the_poolers_pool_not_the_
     assert f"pooler   {a['fleet_connections']} of max_client_conn 2000" in text
 
     # A pooler accepting fewer clients than the fleet opens, and a pool the database cannot hold.
-    code, text, report = advise(
-        capsys, "--from-replay", str(burst_json), "--database-max-connections", "100", *fleet,
-        "--pooler-pool-size", "150", "--pooler-max-client-conn", "50",
-    )  # fmt: skip
+    code, text, report = advise_fleet(
+        capsys, burst_json, "--pooler-pool-size", "150", "--pooler-max-client-conn", "50"
+    )
     a = report[0]["advice"]
     assert a["exceeds_pooler"] and a["exhausts_database"]
     assert "exceed the pooler's max_client_conn 50" in text
@@ -361,9 +367,8 @@ def test_behind_a_transaction_pooler_the_database_sees_the_poolers_pool_not_the_
 def test_behind_a_session_pooler_the_fleet_must_still_fit_the_database(
     burst_json: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, text, report = advise(
-        capsys, "--from-replay", str(burst_json), "--database-max-connections", "100",
-        "--workers", "4", "--instances", "3", "--users", "20000", "--ramp", "5",
+    code, text, report = advise_fleet(
+        capsys, burst_json,
         "--pooler-mode", "session", "--pooler-pool-size", "500",
         "--pooler-max-client-conn", "2000",
     )  # fmt: skip
