@@ -60,6 +60,19 @@ def advise_fleet(
     )  # fmt: skip
 
 
+def advise_pooler(
+    capsys: pytest.CaptureFixture[str], burst_json: Path, mode: str, pool_size: str
+) -> tuple[str, dict]:
+    """`advise_fleet` behind a pooler in `mode` with `pool_size` server connections and a
+    max_client_conn of 2000: it must succeed; its text and its advice."""
+    code, text, report = advise_fleet(
+        capsys, burst_json, "--pooler-mode", mode, "--pooler-pool-size", pool_size,
+        "--pooler-max-client-conn", "2000",
+    )  # fmt: skip
+    assert code == 0, text
+    return text, report[0]["advice"]
+
+
 def test_advice_from_a_replay_shows_its_working_and_fits_the_database(
     burst_json: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -341,13 +354,7 @@ def test_advice_from_prometheus_without_the_pool_is_an_error(
 def test_behind_a_transaction_pooler_the_database_sees_the_poolers_pool_not_the_fleet(
     burst_json: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, text, report = advise_fleet(
-        capsys, burst_json,
-        "--pooler-mode", "transaction", "--pooler-pool-size", "40",
-        "--pooler-max-client-conn", "2000",
-    )  # fmt: skip
-    assert code == 0, text
-    a = report[0]["advice"]
+    text, a = advise_pooler(capsys, burst_json, "transaction", "40")
     # The same fleet exhausts the database without a pooler (the test above).
     assert not a["exhausts_database"] and not a["exceeds_pooler"]
     assert "pooler   transaction mode: the database sees the pooler's 40 server" in text
@@ -355,7 +362,7 @@ def test_behind_a_transaction_pooler_the_database_sees_the_poolers_pool_not_the_
     assert f"pooler   {a['fleet_connections']} of max_client_conn 2000" in text
 
     # A pooler accepting fewer clients than the fleet opens, and a pool the database cannot hold.
-    code, text, report = advise_fleet(
+    _, text, report = advise_fleet(
         capsys, burst_json, "--pooler-pool-size", "150", "--pooler-max-client-conn", "50"
     )
     a = report[0]["advice"]
@@ -367,12 +374,6 @@ def test_behind_a_transaction_pooler_the_database_sees_the_poolers_pool_not_the_
 def test_behind_a_session_pooler_the_fleet_must_still_fit_the_database(
     burst_json: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, text, report = advise_fleet(
-        capsys, burst_json,
-        "--pooler-mode", "session", "--pooler-pool-size", "500",
-        "--pooler-max-client-conn", "2000",
-    )  # fmt: skip
-    assert code == 0, text
-    a = report[0]["advice"]
+    text, a = advise_pooler(capsys, burst_json, "session", "500")
     assert a["exhausts_database"] and "exhaust the database (100 available)" in text
     assert "pooler   session mode: each client connection keeps a server connection" in text
