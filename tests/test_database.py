@@ -291,31 +291,31 @@ def test_an_unreachable_database_is_up_0_and_the_pool_metrics_are_still_served(
     assert "pool_exporter_database_up 0" in errors[0]
 
 
+SECRET_URL = f"postgresql://postgres:{PASSWORD}@127.0.0.1:5432/test"
+FROM_FILE = ["--database-url-file={url_file}"]
+
+
 @pytest.mark.parametrize(
-    "case",
-    ["on the command line", "not postgres", "not a URL", "file and environment", "empty file"],
-)
-def test_a_database_url_that_cannot_be_used_is_refused_without_echoing_it(
-    tmp_path: Path, case: str
-) -> None:
-    secret_url = f"postgresql://postgres:{PASSWORD}@127.0.0.1:5432/test"
-    url_file = tmp_path / "url"
-    from_file = [f"--database-url-file={url_file}"]
-    contents, args, env = {
-        "on the command line": (None, [f"--database-url={secret_url}"], {}),
-        "not postgres": (f"mysql://root:{PASSWORD}@127.0.0.1/test", from_file, {}),
-        "not a URL": (
+    ("contents", "args", "env"),
+    [
+        pytest.param(None, [f"--database-url={SECRET_URL}"], {}, id="on the command line"),
+        pytest.param(f"mysql://root:{PASSWORD}@127.0.0.1/test", FROM_FILE, {}, id="not postgres"),
+        pytest.param(
             None,
             [],
             {"POOL_EXPORTER_DATABASE_URL": f"host=127.0.0.1 password={PASSWORD}"},
+            id="not a URL",
         ),
-        "file and environment": (
-            secret_url,
-            from_file,
-            {"POOL_EXPORTER_DATABASE_URL": secret_url},
+        pytest.param(
+            SECRET_URL,
+            FROM_FILE,
+            {"POOL_EXPORTER_DATABASE_URL": SECRET_URL},
+            id="file and environment",
         ),
-        "empty file": ("\n", from_file, {}),
-    }[case]
-    assert_sidecar_refuses_quietly(
-        tmp_path, PASSWORD, args, env, url_file=url_file, contents=contents
-    )
+        pytest.param("\n", FROM_FILE, {}, id="empty file"),
+    ],
+)
+def test_a_database_url_that_cannot_be_used_is_refused_without_echoing_it(
+    tmp_path: Path, contents: str | None, args: list[str], env: dict[str, str]
+) -> None:
+    assert_sidecar_refuses_quietly(tmp_path, PASSWORD, args, env, contents)

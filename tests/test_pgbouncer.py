@@ -199,22 +199,25 @@ def test_the_sidecar_serves_each_pooler_under_its_name(
     assert PASSWORD not in log
 
 
+SECRET = f"postgresql://stats:{PASSWORD}@127.0.0.1:6432/pgbouncer"
+POOLER_FILE = ["--pgbouncer-url-file={url_file}"]
+NOT_ADMIN = f"edge={SECRET.replace('/pgbouncer', '/app')}"
+
+
 @pytest.mark.parametrize(
-    "case", ["on the command line", "not the admin database", "file and environment", "empty"]
+    ("contents", "args", "env"),
+    [
+        pytest.param(None, [f"--pgbouncer-url={SECRET}"], {}, id="on the command line"),
+        pytest.param(
+            None, [], {"POOL_EXPORTER_PGBOUNCER_URL": NOT_ADMIN}, id="not the admin database"
+        ),
+        pytest.param(
+            SECRET, POOLER_FILE, {"POOL_EXPORTER_PGBOUNCER_URL": SECRET}, id="file and environment"
+        ),
+        pytest.param("# none yet\n", POOLER_FILE, {}, id="empty"),
+    ],
 )
 def test_a_pooler_list_that_cannot_be_used_is_refused_without_echoing_it(
-    tmp_path: Path, case: str
+    tmp_path: Path, contents: str | None, args: list[str], env: dict[str, str]
 ) -> None:
-    secret = f"postgresql://stats:{PASSWORD}@127.0.0.1:6432/pgbouncer"
-    url_file = tmp_path / "poolers"
-    from_file = [f"--pgbouncer-url-file={url_file}"]
-    not_admin = f"edge={secret.replace('/pgbouncer', '/app')}"
-    contents, args, env = {
-        "on the command line": (None, [f"--pgbouncer-url={secret}"], {}),
-        "not the admin database": (None, [], {"POOL_EXPORTER_PGBOUNCER_URL": not_admin}),
-        "file and environment": (secret, from_file, {"POOL_EXPORTER_PGBOUNCER_URL": secret}),
-        "empty": ("# none yet\n", from_file, {}),
-    }[case]
-    assert_sidecar_refuses_quietly(
-        tmp_path, PASSWORD, args, env, url_file=url_file, contents=contents
-    )
+    assert_sidecar_refuses_quietly(tmp_path, PASSWORD, args, env, contents)

@@ -32,17 +32,13 @@ def assert_refused_quietly(result: subprocess.CompletedProcess[str], secret: str
 
 
 def assert_sidecar_refuses_quietly(
-    tmp: Path,
-    secret: str,
-    args: list[str],
-    env: dict[str, str],
-    *,
-    url_file: Path,
-    contents: str | None,
+    tmp: Path, secret: str, args: list[str], env: dict[str, str], contents: str | None
 ) -> None:
-    """`pool-exporter sidecar ARGS` over `tmp`, with `contents` (if any) written to `url_file`
-    first, is a quiet usage error that never shows `secret`."""
+    """`pool-exporter sidecar ARGS` over `tmp` is a quiet usage error that never shows `secret`;
+    `{url_file}` in ARGS is a file in `tmp` that holds `contents` (if any)."""
+    url_file = tmp / "url"
     if contents is not None:
         url_file.write_text(contents)
+    args = [arg.format(url_file=url_file) for arg in args]
     result = run("sidecar", f"--multiproc-dir={tmp}", *args, env=env)
     assert_refused_quietly(result, secret)
