@@ -104,13 +104,17 @@ def instrumented(
     return engine, pool_exporter.instrument(engine, name=name, registry=registry)
 
 
-def assert_quiescent(registry: CollectorRegistry, pool: str, engine: sa.Engine) -> None:
-    """Nothing out, nobody waiting, and idle is what the pool really holds."""
+def assert_quiescent(
+    registry: CollectorRegistry, pool: str, engine: sa.Engine, idle: int | None = None
+) -> None:
+    """Nothing out, nobody waiting, and idle is what the pool really holds (and `idle`, if
+    given)."""
     assert value(registry, "sqlalchemy_pool_connections", pool=pool, state="in_use") == 0
     assert value(registry, "sqlalchemy_pool_waiting_checkouts", pool=pool) == 0
     assert value(registry, "sqlalchemy_pool_overflow_connections", pool=pool) == 0
     live = [r for r in list(engine.pool._pool.queue) if r.dbapi_connection is not None]  # type: ignore[attr-defined]
     assert value(registry, "sqlalchemy_pool_connections", pool=pool, state="idle") == len(live)
+    assert idle is None or len(live) == idle, (len(live), idle)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -210,8 +214,7 @@ def test_invalidation_of_a_checked_out_connection(
         conn.exec_driver_sql("select 1")
     conn.close()
     assert value(registry, "sqlalchemy_pool_invalidations_total", pool="inv", soft="false") == 1
-    assert_quiescent(registry, "inv", engine)
-    assert value(registry, "sqlalchemy_pool_connections", pool="inv", state="idle") == 0
+    assert_quiescent(registry, "inv", engine, idle=0)
     with engine.connect() as conn:  # the empty record reconnects
         conn.exec_driver_sql("select 1")
     assert value(registry, "sqlalchemy_pool_connections", pool="inv", state="idle") == 1
@@ -241,8 +244,7 @@ def test_recycle_closes_and_reconnects_without_drift(
     engine.connect().close()
     assert value(registry, "sqlalchemy_pool_connects_total", pool="r") == 2
     assert value(registry, "sqlalchemy_pool_closes_total", pool="r") == 1
-    assert_quiescent(registry, "r", engine)
-    assert value(registry, "sqlalchemy_pool_connections", pool="r", state="idle") == 1
+    assert_quiescent(registry, "r", engine, idle=1)
 
 
 def test_detached_connection_leaves_the_pool(registry: CollectorRegistry, sqlite_url: str) -> None:
@@ -369,8 +371,7 @@ def test_old_pool_connections_returned_after_dispose_are_not_idle(
     engine.dispose()
     assert value(registry, "sqlalchemy_pool_connections", pool="old", state="in_use") == 1
     held.close()  # goes back to the discarded pool
-    assert_quiescent(registry, "old", engine)
-    assert value(registry, "sqlalchemy_pool_connections", pool="old", state="idle") == 0
+    assert_quiescent(registry, "old", engine, idle=0)
 
 
 def test_dispose_through_an_option_engine_counts_the_first_checkout(
@@ -385,8 +386,7 @@ def test_dispose_through_an_option_engine_counts_the_first_checkout(
         assert value(registry, "sqlalchemy_pool_connections", pool="opt", state="in_use") == 1
     assert value(registry, "sqlalchemy_pool_checkouts_total", pool="opt") == 2
     assert value(registry, "sqlalchemy_pool_checkout_wait_seconds_count", pool="opt") == 2
-    assert_quiescent(registry, "opt", engine)
-    assert value(registry, "sqlalchemy_pool_connections", pool="opt", state="idle") == 1
+    assert_quiescent(registry, "opt", engine, idle=1)
 
 
 def test_dispose_without_close_abandons_the_idle_connections(
@@ -403,8 +403,7 @@ def test_dispose_without_close_abandons_the_idle_connections(
     assert value(registry, "sqlalchemy_pool_connections", pool="abandon", state="idle") == 1
     old.dispose()  # their close events come from a pool that is no longer counted
     assert handle.stats.closes == 2
-    assert_quiescent(registry, "abandon", engine)
-    assert value(registry, "sqlalchemy_pool_connections", pool="abandon", state="idle") == 1
+    assert_quiescent(registry, "abandon", engine, idle=1)
 
 
 def test_a_connect_on_the_old_pool_during_dispose_keeps_counting_the_new_one(
@@ -449,8 +448,7 @@ def test_instrumenting_while_connections_are_out_never_goes_negative_and_converg
     c.close()
     d.close()
     # every connection has now been through a checkin the exporter saw: exact again
-    assert_quiescent(registry, "late", engine)
-    assert value(registry, "sqlalchemy_pool_connections", pool="late", state="idle") == 2
+    assert_quiescent(registry, "late", engine, idle=2)
     engine.dispose()
 
 
