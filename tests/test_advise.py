@@ -283,14 +283,22 @@ def measured_prometheus() -> Iterator[tuple[PrometheusServer, rp.Result]]:
         http.shutdown()
 
 
+def advise_measured(
+    capsys: pytest.CaptureFixture[str],
+    measured: tuple[PrometheusServer, rp.Result],
+    *args: str,
+) -> tuple[int, str, list[dict]]:
+    """`advise` from what the `measured_prometheus` server measured over the last 10 s."""
+    return advise(capsys, "--prometheus", measured[0].url, "--window", "10s", *args)
+
+
 def test_advice_from_prometheus_measures_rate_hold_and_settings(
     measured_prometheus: tuple[PrometheusServer, rp.Result], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    prom, result = measured_prometheus
-    code, text, report = advise(
-        capsys, "--prometheus", prom.url, "--window", "10s", "--rate", "100",
-        "--database-max-connections", "100",
-    )  # fmt: skip
+    _, result = measured_prometheus
+    code, text, report = advise_measured(
+        capsys, measured_prometheus, "--rate", "100", "--database-max-connections", "100"
+    )
     assert code == 0, text
     assert "pool 'steady' from Prometheus" in text
     assert "running  pool_size 3, max_overflow 2, pool_timeout 1 s" in text
@@ -322,10 +330,10 @@ def test_the_database_budget_comes_from_the_selected_server_alone(
     prom, _ = measured_prometheus
     instance = {float(s["value"][1]): s["metric"]["instance"] for s in prom.query(DB_MAX)}
     for limit, budget in ((100, 97), (500, 490)):
-        code, text, report = advise(
-            capsys, "--prometheus", prom.url, "--window", "10s", "--rate", "100",
-            "--database-selector", f'instance="{instance[limit]}"',
-        )  # fmt: skip
+        selector = f'instance="{instance[limit]}"'
+        code, text, report = advise_measured(
+            capsys, measured_prometheus, "--rate", "100", "--database-selector", selector
+        )
         assert code == 0, text
         assert report[0]["advice"]["database_budget"] == budget, text
 
@@ -333,11 +341,9 @@ def test_the_database_budget_comes_from_the_selected_server_alone(
 def test_preflight_from_prometheus_reads_the_settings_in_force(
     measured_prometheus: tuple[PrometheusServer, rp.Result], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    prom, _ = measured_prometheus
-    code, text, _ = advise(
-        capsys, "--prometheus", prom.url, "--window", "10s", "--preflight", "--push-users",
-        "500",
-    )  # fmt: skip
+    code, text, _ = advise_measured(
+        capsys, measured_prometheus, "--preflight", "--push-users", "500"
+    )
     assert code == 1, text
     assert "now      1 pools x (pool_size 3 + max_overflow 2) = 5 connections" in text
 
