@@ -47,6 +47,15 @@ def instrumented(
     return engine, pool_exporter.instrument(engine, name=name, registry=registry)
 
 
+NewEngine = Callable[..., tuple[AsyncEngine, PoolInstrumentation]]
+
+
+@pytest.fixture
+def new_engine(registry: CollectorRegistry, async_url: str) -> NewEngine:
+    """`instrumented` on `async_url` into `registry`: takes the pool's name and engine options."""
+    return functools.partial(instrumented, registry, async_url)
+
+
 def assert_quiescent(registry: CollectorRegistry, pool: str, engine: AsyncEngine) -> None:
     assert value(registry, "sqlalchemy_pool_connections", pool=pool, state="in_use") == 0
     assert value(registry, "sqlalchemy_pool_waiting_checkouts", pool=pool) == 0
@@ -105,11 +114,9 @@ def test_contending_tasks_are_counted_exactly(registry: CollectorRegistry, async
 
 @run_async
 async def test_cancellation_while_waiting_is_counted_and_leaves_nobody_waiting(
-    registry: CollectorRegistry, async_url: str
+    registry: CollectorRegistry, new_engine: NewEngine
 ) -> None:
-    engine, handle = instrumented(
-        registry, async_url, "cancel", pool_size=1, max_overflow=0, pool_timeout=5
-    )
+    engine, handle = new_engine("cancel", pool_size=1, max_overflow=0, pool_timeout=5)
     async with engine.connect():
         waiter = asyncio.create_task(engine.connect().start())
         await asyncio.sleep(0.2)
@@ -129,11 +136,9 @@ async def test_cancellation_while_waiting_is_counted_and_leaves_nobody_waiting(
 
 @run_async
 async def test_dispose_mid_run_keeps_async_gauges_sane(
-    registry: CollectorRegistry, async_url: str
+    registry: CollectorRegistry, new_engine: NewEngine
 ) -> None:
-    engine, handle = instrumented(
-        registry, async_url, "adispose", pool_size=2, max_overflow=2, pool_timeout=3
-    )
+    engine, handle = new_engine("adispose", pool_size=2, max_overflow=2, pool_timeout=3)
     done = 0
 
     async def user() -> None:
