@@ -49,6 +49,30 @@ def advise(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, li
     return code, text, json.loads("[" + data) if data else []
 
 
+def advise_fleet(
+    capsys: pytest.CaptureFixture[str], burst_json: Path, *args: str
+) -> tuple[int, str, list[dict]]:
+    """`advise` from the burst's replay for 4 workers on each of 3 instances, 20000 users in
+    5 s, against a database of 100 connections."""
+    return advise(
+        capsys, "--from-replay", str(burst_json), "--database-max-connections", "100",
+        "--workers", "4", "--instances", "3", "--users", "20000", "--ramp", "5", *args,
+    )  # fmt: skip
+
+
+def advise_pooler(
+    capsys: pytest.CaptureFixture[str], burst_json: Path, mode: str, pool_size: str
+) -> tuple[str, dict]:
+    """`advise_fleet` behind a pooler in `mode` with `pool_size` server connections and a
+    max_client_conn of 2000: it must succeed; its text and its advice."""
+    code, text, report = advise_fleet(
+        capsys, burst_json, "--pooler-mode", mode, "--pooler-pool-size", pool_size,
+        "--pooler-max-client-conn", "2000",
+    )  # fmt: skip
+    assert code == 0, text
+    return text, report[0]["advice"]
+
+
 def test_advice_from_a_replay_shows_its_working_and_fits_the_database(
     burst_json: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -81,10 +105,7 @@ def test_replaying_the_burst_with_the_advised_settings_has_no_timeouts(
 def test_advice_warns_when_the_fleet_would_exhaust_the_database(
     burst_json: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, text, report = advise(
-        capsys, "--from-replay", str(burst_json), "--database-max-connections", "100",
-        "--workers", "4", "--instances", "3", "--users", "20000", "--ramp", "5",
-    )  # fmt: skip
+    code, text, report = advise_fleet(capsys, burst_json)
     assert code == 0
     a = report[0]["advice"]
     assert a["pools"] == 12 and a["exhausts_database"]
@@ -262,14 +283,22 @@ def measured_prometheus() -> Iterator[tuple[PrometheusServer, rp.Result]]:
         http.shutdown()
 
 
+def advise_measured(
+    capsys: pytest.CaptureFixture[str],
+    measured: tuple[PrometheusServer, rp.Result],
+    *args: str,
+) -> tuple[int, str, list[dict]]:
+    """`advise` from what the `measured_prometheus` server measured over the last 10 s."""
+    return advise(capsys, "--prometheus", measured[0].url, "--window", "10s", *args)
+
+
 def test_advice_from_prometheus_measures_rate_hold_and_settings(
     measured_prometheus: tuple[PrometheusServer, rp.Result], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    prom, result = measured_prometheus
-    code, text, report = advise(
-        capsys, "--prometheus", prom.url, "--window", "10s", "--rate", "100",
-        "--database-max-connections", "100",
-    )  # fmt: skip
+    _, result = measured_prometheus
+    code, text, report = advise_measured(
+        capsys, measured_prometheus, "--rate", "100", "--database-max-connections", "100"
+    )
     assert code == 0, text
     assert "pool 'steady' from Prometheus" in text
     assert "running  pool_size 3, max_overflow 2, pool_timeout 1 s" in text
@@ -301,10 +330,10 @@ def test_the_database_budget_comes_from_the_selected_server_alone(
     prom, _ = measured_prometheus
     instance = {float(s["value"][1]): s["metric"]["instance"] for s in prom.query(DB_MAX)}
     for limit, budget in ((100, 97), (500, 490)):
-        code, text, report = advise(
-            capsys, "--prometheus", prom.url, "--window", "10s", "--rate", "100",
-            "--database-selector", f'instance="{instance[limit]}"',
-        )  # fmt: skip
+        selector = f'instance="{instance[limit]}"'
+        code, text, report = advise_measured(
+            capsys, measured_prometheus, "--rate", "100", "--database-selector", selector
+        )
         assert code == 0, text
         assert report[0]["advice"]["database_budget"] == budget, text
 
@@ -312,11 +341,9 @@ def test_the_database_budget_comes_from_the_selected_server_alone(
 def test_preflight_from_prometheus_reads_the_settings_in_force(
     measured_prometheus: tuple[PrometheusServer, rp.Result], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    prom, _ = measured_prometheus
-    code, text, _ = advise(
-        capsys, "--prometheus", prom.url, "--window", "10s", "--preflight", "--push-users",
-        "500",
-    )  # fmt: skip
+    code, text, _ = advise_measured(
+        capsys, measured_prometheus, "--preflight", "--push-users", "500"
+    )
     assert code == 1, text
     assert "now      1 pools x (pool_size 3 + max_overflow 2) = 5 connections" in text
 
@@ -333,14 +360,7 @@ def test_advice_from_prometheus_without_the_pool_is_an_error(
 def test_behind_a_transaction_pooler_the_database_sees_the_poolers_pool_not_the_fleet(
     burst_json: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    fleet = ("--workers", "4", "--instances", "3", "--users", "20000", "--ramp", "5")
-    code, text, report = advise(
-        capsys, "--from-replay", str(burst_json), "--database-max-connections", "100", *fleet,
-        "--pooler-mode", "transaction", "--pooler-pool-size", "40",
-        "--pooler-max-client-conn", "2000",
-    )  # fmt: skip
-    assert code == 0, text
-    a = report[0]["advice"]
+    text, a = advise_pooler(capsys, burst_json, "transaction", "40")
     # The same fleet exhausts the database without a pooler (the test above).
     assert not a["exhausts_database"] and not a["exceeds_pooler"]
     assert "pooler   transaction mode: the database sees the pooler's 40 server" in text
@@ -348,10 +368,9 @@ def test_behind_a_transaction_pooler_the_database_sees_the_poolers_pool_not_the_
     assert f"pooler   {a['fleet_connections']} of max_client_conn 2000" in text
 
     # A pooler accepting fewer clients than the fleet opens, and a pool the database cannot hold.
-    code, text, report = advise(
-        capsys, "--from-replay", str(burst_json), "--database-max-connections", "100", *fleet,
-        "--pooler-pool-size", "150", "--pooler-max-client-conn", "50",
-    )  # fmt: skip
+    _, text, report = advise_fleet(
+        capsys, burst_json, "--pooler-pool-size", "150", "--pooler-max-client-conn", "50"
+    )
     a = report[0]["advice"]
     assert a["exceeds_pooler"] and a["exhausts_database"]
     assert "exceed the pooler's max_client_conn 50" in text
@@ -361,13 +380,6 @@ def test_behind_a_transaction_pooler_the_database_sees_the_poolers_pool_not_the_
 def test_behind_a_session_pooler_the_fleet_must_still_fit_the_database(
     burst_json: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, text, report = advise(
-        capsys, "--from-replay", str(burst_json), "--database-max-connections", "100",
-        "--workers", "4", "--instances", "3", "--users", "20000", "--ramp", "5",
-        "--pooler-mode", "session", "--pooler-pool-size", "500",
-        "--pooler-max-client-conn", "2000",
-    )  # fmt: skip
-    assert code == 0, text
-    a = report[0]["advice"]
+    text, a = advise_pooler(capsys, burst_json, "session", "500")
     assert a["exhausts_database"] and "exhaust the database (100 available)" in text
     assert "pooler   session mode: each client connection keeps a server connection" in text

@@ -96,13 +96,25 @@ def hammer(
     return tally
 
 
-def assert_quiescent(registry: CollectorRegistry, pool: str, engine: sa.Engine) -> None:
-    """Nothing out, nobody waiting, and idle is what the pool really holds."""
+def instrumented(
+    registry: CollectorRegistry, sqlite_url: str, name: str, **engine_options: int
+) -> tuple[sa.Engine, PoolInstrumentation]:
+    """An engine on `sqlite_url`, instrumented as pool `name`, and its handle."""
+    engine = sa.create_engine(sqlite_url, **engine_options)
+    return engine, pool_exporter.instrument(engine, name=name, registry=registry)
+
+
+def assert_quiescent(
+    registry: CollectorRegistry, pool: str, engine: sa.Engine, idle: int | None = None
+) -> None:
+    """Nothing out, nobody waiting, and idle is what the pool really holds (and `idle`, if
+    given)."""
     assert value(registry, "sqlalchemy_pool_connections", pool=pool, state="in_use") == 0
     assert value(registry, "sqlalchemy_pool_waiting_checkouts", pool=pool) == 0
     assert value(registry, "sqlalchemy_pool_overflow_connections", pool=pool) == 0
     live = [r for r in list(engine.pool._pool.queue) if r.dbapi_connection is not None]  # type: ignore[attr-defined]
     assert value(registry, "sqlalchemy_pool_connections", pool=pool, state="idle") == len(live)
+    assert idle is None or len(live) == idle, (len(live), idle)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -202,8 +214,7 @@ def test_invalidation_of_a_checked_out_connection(
         conn.exec_driver_sql("select 1")
     conn.close()
     assert value(registry, "sqlalchemy_pool_invalidations_total", pool="inv", soft="false") == 1
-    assert_quiescent(registry, "inv", engine)
-    assert value(registry, "sqlalchemy_pool_connections", pool="inv", state="idle") == 0
+    assert_quiescent(registry, "inv", engine, idle=0)
     with engine.connect() as conn:  # the empty record reconnects
         conn.exec_driver_sql("select 1")
     assert value(registry, "sqlalchemy_pool_connections", pool="inv", state="idle") == 1
@@ -214,8 +225,7 @@ def test_invalidation_of_a_checked_out_connection(
 def test_soft_invalidation_is_counted_and_replaced_at_next_checkout(
     registry: CollectorRegistry, sqlite_url: str
 ) -> None:
-    engine = sa.create_engine(sqlite_url, pool_size=1)
-    pool_exporter.instrument(engine, name="soft", registry=registry)
+    engine, _ = instrumented(registry, sqlite_url, "soft", pool_size=1)
     with engine.connect() as conn:
         conn.connection.invalidate(soft=True)
     assert value(registry, "sqlalchemy_pool_invalidations_total", pool="soft", soft="true") == 1
@@ -228,20 +238,17 @@ def test_soft_invalidation_is_counted_and_replaced_at_next_checkout(
 def test_recycle_closes_and_reconnects_without_drift(
     registry: CollectorRegistry, sqlite_url: str
 ) -> None:
-    engine = sa.create_engine(sqlite_url, pool_size=1, pool_recycle=1)
-    pool_exporter.instrument(engine, name="r", registry=registry)
+    engine, _ = instrumented(registry, sqlite_url, "r", pool_size=1, pool_recycle=1)
     engine.connect().close()
     time.sleep(1.1)
     engine.connect().close()
     assert value(registry, "sqlalchemy_pool_connects_total", pool="r") == 2
     assert value(registry, "sqlalchemy_pool_closes_total", pool="r") == 1
-    assert_quiescent(registry, "r", engine)
-    assert value(registry, "sqlalchemy_pool_connections", pool="r", state="idle") == 1
+    assert_quiescent(registry, "r", engine, idle=1)
 
 
 def test_detached_connection_leaves_the_pool(registry: CollectorRegistry, sqlite_url: str) -> None:
-    engine = sa.create_engine(sqlite_url, pool_size=2)
-    pool_exporter.instrument(engine, name="det", registry=registry)
+    engine, _ = instrumented(registry, sqlite_url, "det", pool_size=2)
     conn = engine.connect()
     conn.detach()
     assert value(registry, "sqlalchemy_pool_connections", pool="det", state="in_use") == 0
@@ -296,8 +303,7 @@ def test_refused_reconnects_count_as_connect_errors_and_never_go_negative(
 def test_a_failing_hook_leaves_checkout_working_and_is_counted(
     registry: CollectorRegistry, sqlite_url: str
 ) -> None:
-    engine = sa.create_engine(sqlite_url, pool_size=1)
-    handle = pool_exporter.instrument(engine, name="f", registry=registry)
+    engine, handle = instrumented(registry, sqlite_url, "f", pool_size=1)
     handle.stats.wait = None  # type: ignore[assignment]  # observe() now raises AttributeError
     handle.stats.hold = None  # type: ignore[assignment]
     for _ in range(3):
@@ -312,8 +318,7 @@ def test_a_failing_hook_leaves_checkout_working_and_is_counted(
 def test_a_failing_hook_is_logged_once_with_its_traceback_then_at_debug_level(
     registry: CollectorRegistry, sqlite_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    engine = sa.create_engine(sqlite_url, pool_size=1)
-    handle = pool_exporter.instrument(engine, name="logged", registry=registry)
+    engine, handle = instrumented(registry, sqlite_url, "logged", pool_size=1)
     handle.stats.hold = None  # type: ignore[assignment]  # every checkin now fails
     caplog.set_level(logging.DEBUG, logger="pool_exporter")
     for _ in range(3):
@@ -328,8 +333,7 @@ def test_a_failing_hook_is_logged_once_with_its_traceback_then_at_debug_level(
 def test_checkout_retried_after_disconnection_error_counts_once(
     registry: CollectorRegistry, sqlite_url: str
 ) -> None:
-    engine = sa.create_engine(sqlite_url, pool_size=1)
-    pool_exporter.instrument(engine, name="retry", registry=registry)
+    engine, _ = instrumented(registry, sqlite_url, "retry", pool_size=1)
     raised = []
 
     @sa.event.listens_for(engine, "checkout")
@@ -362,21 +366,18 @@ def test_pools_that_share_a_connection_count_it_once(registry: CollectorRegistry
 def test_old_pool_connections_returned_after_dispose_are_not_idle(
     registry: CollectorRegistry, sqlite_url: str
 ) -> None:
-    engine = sa.create_engine(sqlite_url, pool_size=2)
-    pool_exporter.instrument(engine, name="old", registry=registry)
+    engine, _ = instrumented(registry, sqlite_url, "old", pool_size=2)
     held = engine.connect()
     engine.dispose()
     assert value(registry, "sqlalchemy_pool_connections", pool="old", state="in_use") == 1
     held.close()  # goes back to the discarded pool
-    assert_quiescent(registry, "old", engine)
-    assert value(registry, "sqlalchemy_pool_connections", pool="old", state="idle") == 0
+    assert_quiescent(registry, "old", engine, idle=0)
 
 
 def test_dispose_through_an_option_engine_counts_the_first_checkout(
     registry: CollectorRegistry, sqlite_url: str
 ) -> None:
-    engine = sa.create_engine(sqlite_url, pool_size=2)
-    pool_exporter.instrument(engine, name="opt", registry=registry)
+    engine, _ = instrumented(registry, sqlite_url, "opt", pool_size=2)
     engine.connect().close()
     # An OptionEngine shares its parent's pool; its dispose() bypasses anything patched onto the
     # parent engine instance, but not the pool's recreate().
@@ -385,15 +386,13 @@ def test_dispose_through_an_option_engine_counts_the_first_checkout(
         assert value(registry, "sqlalchemy_pool_connections", pool="opt", state="in_use") == 1
     assert value(registry, "sqlalchemy_pool_checkouts_total", pool="opt") == 2
     assert value(registry, "sqlalchemy_pool_checkout_wait_seconds_count", pool="opt") == 2
-    assert_quiescent(registry, "opt", engine)
-    assert value(registry, "sqlalchemy_pool_connections", pool="opt", state="idle") == 1
+    assert_quiescent(registry, "opt", engine, idle=1)
 
 
 def test_dispose_without_close_abandons_the_idle_connections(
     registry: CollectorRegistry, sqlite_url: str
 ) -> None:
-    engine = sa.create_engine(sqlite_url, pool_size=3)
-    handle = pool_exporter.instrument(engine, name="abandon", registry=registry)
+    engine, handle = instrumented(registry, sqlite_url, "abandon", pool_size=3)
     a, b = engine.connect(), engine.connect()
     a.close()
     b.close()
@@ -404,15 +403,13 @@ def test_dispose_without_close_abandons_the_idle_connections(
     assert value(registry, "sqlalchemy_pool_connections", pool="abandon", state="idle") == 1
     old.dispose()  # their close events come from a pool that is no longer counted
     assert handle.stats.closes == 2
-    assert_quiescent(registry, "abandon", engine)
-    assert value(registry, "sqlalchemy_pool_connections", pool="abandon", state="idle") == 1
+    assert_quiescent(registry, "abandon", engine, idle=1)
 
 
 def test_a_connect_on_the_old_pool_during_dispose_keeps_counting_the_new_one(
     registry: CollectorRegistry, sqlite_url: str
 ) -> None:
-    engine = sa.create_engine(sqlite_url, pool_size=2)
-    pool_exporter.instrument(engine, name="window", registry=registry)
+    engine, _ = instrumented(registry, sqlite_url, "window", pool_size=2)
     # Engine.dispose(close=False) step by step, with another thread's checkout from the old
     # pool (a new connection) landing between recreate() and the assignment.
     old = engine.pool
@@ -427,8 +424,7 @@ def test_a_connect_on_the_old_pool_during_dispose_keeps_counting_the_new_one(
 def test_a_failure_while_adopting_a_new_pool_leaves_dispose_working(
     registry: CollectorRegistry, sqlite_url: str
 ) -> None:
-    engine = sa.create_engine(sqlite_url, pool_size=1)
-    handle = pool_exporter.instrument(engine, name="adopt", registry=registry)
+    engine, handle = instrumented(registry, sqlite_url, "adopt", pool_size=1)
     handle.stats.configure = None  # type: ignore[assignment,method-assign]  # now raises
     engine.dispose()
     with engine.connect() as conn:
@@ -452,16 +448,14 @@ def test_instrumenting_while_connections_are_out_never_goes_negative_and_converg
     c.close()
     d.close()
     # every connection has now been through a checkin the exporter saw: exact again
-    assert_quiescent(registry, "late", engine)
-    assert value(registry, "sqlalchemy_pool_connections", pool="late", state="idle") == 2
+    assert_quiescent(registry, "late", engine, idle=2)
     engine.dispose()
 
 
 def test_forked_child_reports_its_own_numbers_not_its_parents(
     registry: CollectorRegistry, sqlite_url: str
 ) -> None:
-    engine = sa.create_engine(sqlite_url, pool_size=3)
-    handle = pool_exporter.instrument(engine, name="fork", registry=registry)
+    engine, handle = instrumented(registry, sqlite_url, "fork", pool_size=3)
     for _ in range(4):
         engine.connect().close()
     held = engine.connect()  # out in the parent across the fork
@@ -485,8 +479,7 @@ def test_forked_child_reports_its_own_numbers_not_its_parents(
 def test_a_failure_after_fork_is_counted_under_its_own_hook_and_the_child_goes_on(
     registry: CollectorRegistry, sqlite_url: str
 ) -> None:
-    engine = sa.create_engine(sqlite_url, pool_size=1)
-    handle = pool_exporter.instrument(engine, name="forkfail", registry=registry)
+    engine, handle = instrumented(registry, sqlite_url, "forkfail", pool_size=1)
     handle.stats.reset = None  # type: ignore[assignment,method-assign]  # now raises in the child
 
     def child() -> object:
@@ -538,8 +531,7 @@ def test_a_fork_while_another_thread_instruments_leaves_the_child_able_to_instru
     registry: CollectorRegistry, sqlite_url: str
 ) -> None:
     def child() -> object:
-        engine = sa.create_engine(sqlite_url)
-        handle = pool_exporter.instrument(engine, name="after", registry=registry)
+        engine, handle = instrumented(registry, sqlite_url, "after")
         engine.connect().close()
         return handle.stats.checkouts
 
@@ -596,8 +588,7 @@ def _backends(pg_url: str, app_name: str) -> int:
 def test_garbage_collected_connection_is_returned(
     registry: CollectorRegistry, sqlite_url: str
 ) -> None:
-    engine = sa.create_engine(sqlite_url, pool_size=1)
-    pool_exporter.instrument(engine, name="gc", registry=registry)
+    engine, _ = instrumented(registry, sqlite_url, "gc", pool_size=1)
     conn = engine.connect()
     del conn
     gc.collect()

@@ -13,18 +13,9 @@ import pytest
 from pool_exporter import metrics as m
 from pool_exporter.sidecar.database import DatabaseCollector, fold_applications
 
-from .support.cli import assert_refused_quietly, run
-from .support.procs import (
-    Procs,
-    Samples,
-    free_port,
-    parse,
-    procs,
-    select,
-    start_sidecar,
-    total,
-    wait_until,
-)
+from .support import procs as p
+from .support.cli import assert_sidecar_refuses_quietly
+from .support.procs import Procs, Samples, procs
 
 __all__ = ["procs"]
 
@@ -76,22 +67,22 @@ def test_database_view_agrees_with_pg_stat_activity(
     url_file = tmp_path / "database-url"
     url_file.write_text(pg_url + f"?application_name={pg_app_name}-sidecar\n")
     # Every name gets a series here, however many other clients the server has.
-    sidecar = start_sidecar(
+    sidecar = p.start_sidecar(
         procs, tmp_path, f"--database-url-file={url_file}", "--database-max-applications=1000"
     )
 
     def ours(samples: list[tuple[str, dict[str, str], float]]) -> dict[str, int]:
         return {
             s[1]["state"]: int(s[2])
-            for s in select(samples, "pool_exporter_database_connections")
+            for s in p.select(samples, "pool_exporter_database_connections")
             if s[1]["application_name"] == pg_app_name
         }
 
     samples = sidecar.scrape()
-    assert total(samples, "pool_exporter_database_up") == 1
+    assert p.total(samples, "pool_exporter_database_up") == 1
     assert ours(samples) == count_by_state(pg_url, pg_app_name)
     assert ours(samples) == {"idle": 3, "idle in transaction": 2}
-    assert {s[1]["database"] for s in select(samples, "pool_exporter_database_connections")} >= {
+    assert {s[1]["database"] for s in p.select(samples, "pool_exporter_database_connections")} >= {
         "test"
     }
     rows = query(
@@ -101,21 +92,21 @@ def test_database_view_agrees_with_pg_stat_activity(
     )
     settings = {str(name): int(str(value)) for name, value in rows}
     reserved = settings["superuser_reserved_connections"] + settings.get("reserved_connections", 0)
-    assert total(samples, "pool_exporter_database_max_connections") == settings["max_connections"]
-    assert total(samples, "pool_exporter_database_reserved_connections") == reserved
-    used = total(samples, "pool_exporter_database_connections")
-    assert total(samples, "pool_exporter_database_free_connections") == max(
+    assert p.total(samples, "pool_exporter_database_max_connections") == settings["max_connections"]
+    assert p.total(samples, "pool_exporter_database_reserved_connections") == reserved
+    used = p.total(samples, "pool_exporter_database_connections")
+    assert p.total(samples, "pool_exporter_database_free_connections") == max(
         0, settings["max_connections"] - reserved - used
     )
 
     # Each scrape is a fresh look, on the connection the sidecar keeps.
     sessions.pop().close()
     sessions.pop().close()
-    samples = wait_until(
+    samples = p.wait_until(
         lambda: (s := sidecar.scrape()) and ours(s) == {"idle": 1, "idle in transaction": 2} and s
     )
     # The sidecar's one connection counts too: busy with the query while it scrapes.
-    own = select(samples, "pool_exporter_database_connections")
+    own = p.select(samples, "pool_exporter_database_connections")
     assert [
         (s[1]["state"], s[2]) for s in own if s[1]["application_name"] == f"{pg_app_name}-sidecar"
     ] == [("active", 1)]
@@ -145,7 +136,7 @@ def scraped(samples: Samples) -> Activity:
     return Counter(
         {
             (s[1]["database"], s[1]["state"], s[1]["application_name"]): int(s[2])
-            for s in select(samples, m.DATABASE_CONNECTIONS.name)
+            for s in p.select(samples, m.DATABASE_CONNECTIONS.name)
         }
     )
 
@@ -173,7 +164,7 @@ def test_only_the_busiest_application_names_get_series_and_the_sum_stays_exact(
         libpq(pg_url), application_name=f"{pg_app_name}-observer", autocommit=True
     )
     sessions.append(observer)
-    sidecar = start_sidecar(
+    sidecar = p.start_sidecar(
         procs,
         tmp_path,
         f"--database-max-applications={limit}",
@@ -188,14 +179,14 @@ def test_only_the_busiest_application_names_get_series_and_the_sum_stays_exact(
         after = activity(observer)
         return (before, text) if before == after else None
 
-    truth, text = wait_until(steady, 30, "pg_stat_activity to hold still across a scrape")
-    samples = parse(text)
+    truth, text = p.wait_until(steady, 30, "pg_stat_activity to hold still across a scrape")
+    samples = p.parse(text)
     names = per_name(truth)
     series = scraped(samples)
 
-    assert total(samples, m.DATABASE_UP.name) == 1
+    assert p.total(samples, m.DATABASE_UP.name) == 1
     assert sum(series.values()) == sum(truth.values())
-    assert total(samples, m.DATABASE_APPLICATION_NAMES.name) == len(names)
+    assert p.total(samples, m.DATABASE_APPLICATION_NAMES.name) == len(names)
     kept = {name for (_, _, name) in series} - {m.OTHER_APPLICATIONS}
     folded = set(names) - kept
     assert len(kept) == limit < len(names)
@@ -257,17 +248,17 @@ def test_a_terminated_sidecar_connection_is_replaced_within_the_same_scrape(
     tmp_path: Path, procs: Procs, pg_url: str, pg_app_name: str
 ) -> None:
     name = f"{pg_app_name}-sidecar"
-    sidecar = start_sidecar(
+    sidecar = p.start_sidecar(
         procs, tmp_path, env={"POOL_EXPORTER_DATABASE_URL": f"{pg_url}?application_name={name}"}
     )
-    assert total(sidecar.scrape(), "pool_exporter_database_up") == 1
+    assert p.total(sidecar.scrape(), "pool_exporter_database_up") == 1
     killed = query(
         pg_url,
         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = %s",
         name,
     )
     assert killed == [(1,)]
-    assert total(sidecar.scrape(), "pool_exporter_database_up") == 1
+    assert p.total(sidecar.scrape(), "pool_exporter_database_up") == 1
     assert "cannot be queried" not in sidecar.proc.output()
 
 
@@ -276,21 +267,21 @@ def test_an_unreachable_database_is_up_0_and_the_pool_metrics_are_still_served(
     tmp_path: Path, procs: Procs, pg_url: str, failure: str
 ) -> None:
     if failure == "closed port":
-        url = f"postgresql://postgres:{PASSWORD}@127.0.0.1:{free_port()}/test"
+        url = f"postgresql://postgres:{PASSWORD}@127.0.0.1:{p.free_port()}/test"
     else:
         url = f"postgresql+psycopg://nosuchrole:{PASSWORD}@127.0.0.1:5432/nosuchdb"
     procs.writer(tmp_path, "--checkouts", "4")
-    sidecar = start_sidecar(
+    sidecar = p.start_sidecar(
         procs, tmp_path, "--database-timeout=2", env={"POOL_EXPORTER_DATABASE_URL": url}
     )
     texts = [sidecar.text() for _ in range(3)]
     for text in texts:
         assert PASSWORD not in text
     samples = sidecar.scrape()
-    assert total(samples, "pool_exporter_database_up") == 0
-    assert not select(samples, "pool_exporter_database_max_connections")
-    assert total(samples, "pool_exporter_multiprocess_up") == 1
-    assert total(samples, "sqlalchemy_pool_checkouts_total", pool="pool0") == 4
+    assert p.total(samples, "pool_exporter_database_up") == 0
+    assert not p.select(samples, "pool_exporter_database_max_connections")
+    assert p.total(samples, "pool_exporter_multiprocess_up") == 1
+    assert p.total(samples, "sqlalchemy_pool_checkouts_total", pool="pool0") == 4
 
     log = sidecar.proc.output()
     assert PASSWORD not in log
@@ -300,30 +291,31 @@ def test_an_unreachable_database_is_up_0_and_the_pool_metrics_are_still_served(
     assert "pool_exporter_database_up 0" in errors[0]
 
 
+SECRET_URL = f"postgresql://postgres:{PASSWORD}@127.0.0.1:5432/test"
+FROM_FILE = ["--database-url-file={url_file}"]
+
+
 @pytest.mark.parametrize(
-    "case",
-    ["on the command line", "not postgres", "not a URL", "file and environment", "empty file"],
+    ("contents", "args", "env"),
+    [
+        pytest.param(None, [f"--database-url={SECRET_URL}"], {}, id="on the command line"),
+        pytest.param(f"mysql://root:{PASSWORD}@127.0.0.1/test", FROM_FILE, {}, id="not postgres"),
+        pytest.param(
+            None,
+            [],
+            {"POOL_EXPORTER_DATABASE_URL": f"host=127.0.0.1 password={PASSWORD}"},
+            id="not a URL",
+        ),
+        pytest.param(
+            SECRET_URL,
+            FROM_FILE,
+            {"POOL_EXPORTER_DATABASE_URL": SECRET_URL},
+            id="file and environment",
+        ),
+        pytest.param("\n", FROM_FILE, {}, id="empty file"),
+    ],
 )
 def test_a_database_url_that_cannot_be_used_is_refused_without_echoing_it(
-    tmp_path: Path, case: str
+    tmp_path: Path, contents: str | None, args: list[str], env: dict[str, str]
 ) -> None:
-    secret_url = f"postgresql://postgres:{PASSWORD}@127.0.0.1:5432/test"
-    url_file = tmp_path / "url"
-    env: dict[str, str] = {}
-    args: list[str] = []
-    if case == "on the command line":
-        args = [f"--database-url={secret_url}"]
-    elif case == "not postgres":
-        url_file.write_text(f"mysql://root:{PASSWORD}@127.0.0.1/test")
-        args = [f"--database-url-file={url_file}"]
-    elif case == "not a URL":
-        env = {"POOL_EXPORTER_DATABASE_URL": f"host=127.0.0.1 password={PASSWORD}"}
-    elif case == "file and environment":
-        url_file.write_text(secret_url)
-        env = {"POOL_EXPORTER_DATABASE_URL": secret_url}
-        args = [f"--database-url-file={url_file}"]
-    else:
-        url_file.write_text("\n")
-        args = [f"--database-url-file={url_file}"]
-    result = run("sidecar", f"--multiproc-dir={tmp_path}", *args, env=env)
-    assert_refused_quietly(result, PASSWORD)
+    assert_sidecar_refuses_quietly(tmp_path, PASSWORD, args, env, contents)

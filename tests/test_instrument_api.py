@@ -15,6 +15,20 @@ from pool_exporter import metrics as m
 from tests.conftest import scrape, value
 
 
+def info(
+    registry: CollectorRegistry, pool: str, pool_class: str, dialect: str, driver: str
+) -> float:
+    """The value of the pool's `sqlalchemy_pool_info` series with exactly these labels."""
+    return value(
+        registry,
+        "sqlalchemy_pool_info",
+        pool=pool,
+        pool_class=pool_class,
+        dialect=dialect,
+        driver=driver,
+    )
+
+
 def test_every_series_exists_at_zero_from_the_moment_of_instrumentation(
     registry: CollectorRegistry, sqlite_url: str, engines: list[sa.Engine]
 ) -> None:
@@ -40,17 +54,7 @@ def test_every_series_exists_at_zero_from_the_moment_of_instrumentation(
     assert value(registry, "sqlalchemy_pool_max_overflow", pool="app") == 4
     assert value(registry, "sqlalchemy_pool_max_connections", pool="app") == 7
     assert value(registry, "sqlalchemy_pool_timeout_seconds", pool="app") == 7
-    assert (
-        value(
-            registry,
-            "sqlalchemy_pool_info",
-            pool="app",
-            pool_class="QueuePool",
-            dialect="sqlite",
-            driver="pysqlite",
-        )
-        == 1
-    )
+    assert info(registry, "app", "QueuePool", "sqlite", "pysqlite") == 1
 
 
 @pytest.mark.parametrize(
@@ -104,17 +108,7 @@ def test_async_engine_is_instrumented_through_its_sync_engine(
 
     asyncio.run(main())
     assert value(registry, "sqlalchemy_pool_checkouts_total", pool="a") == 1
-    assert (
-        value(
-            registry,
-            "sqlalchemy_pool_info",
-            pool="a",
-            pool_class="AsyncAdaptedQueuePool",
-            dialect="sqlite",
-            driver="aiosqlite",
-        )
-        == 1
-    )
+    assert info(registry, "a", "AsyncAdaptedQueuePool", "sqlite", "aiosqlite") == 1
 
 
 def test_instrumenting_adds_no_connection_or_dialect_events(

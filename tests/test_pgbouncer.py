@@ -23,7 +23,7 @@ from pool_exporter.sidecar.pgbouncer import (
 
 from .conftest import scrape, value
 from .support import pgbouncer as pgb
-from .support.cli import assert_refused_quietly, run
+from .support.cli import assert_sidecar_refuses_quietly
 from .support.procs import Procs, procs, start_sidecar, total
 
 __all__ = ["procs"]
@@ -199,25 +199,25 @@ def test_the_sidecar_serves_each_pooler_under_its_name(
     assert PASSWORD not in log
 
 
+SECRET = f"postgresql://stats:{PASSWORD}@127.0.0.1:6432/pgbouncer"
+POOLER_FILE = ["--pgbouncer-url-file={url_file}"]
+NOT_ADMIN = f"edge={SECRET.replace('/pgbouncer', '/app')}"
+
+
 @pytest.mark.parametrize(
-    "case", ["on the command line", "not the admin database", "file and environment", "empty"]
+    ("contents", "args", "env"),
+    [
+        pytest.param(None, [f"--pgbouncer-url={SECRET}"], {}, id="on the command line"),
+        pytest.param(
+            None, [], {"POOL_EXPORTER_PGBOUNCER_URL": NOT_ADMIN}, id="not the admin database"
+        ),
+        pytest.param(
+            SECRET, POOLER_FILE, {"POOL_EXPORTER_PGBOUNCER_URL": SECRET}, id="file and environment"
+        ),
+        pytest.param("# none yet\n", POOLER_FILE, {}, id="empty"),
+    ],
 )
 def test_a_pooler_list_that_cannot_be_used_is_refused_without_echoing_it(
-    tmp_path: Path, case: str
+    tmp_path: Path, contents: str | None, args: list[str], env: dict[str, str]
 ) -> None:
-    secret = f"postgresql://stats:{PASSWORD}@127.0.0.1:6432/pgbouncer"
-    url_file = tmp_path / "poolers"
-    env: dict[str, str] = {}
-    args: list[str] = [f"--pgbouncer-url-file={url_file}"]
-    if case == "on the command line":
-        args = [f"--pgbouncer-url={secret}"]
-    elif case == "not the admin database":
-        env = {"POOL_EXPORTER_PGBOUNCER_URL": f"edge={secret.replace('/pgbouncer', '/app')}"}
-        args = []
-    elif case == "file and environment":
-        url_file.write_text(secret)
-        env = {"POOL_EXPORTER_PGBOUNCER_URL": secret}
-    else:
-        url_file.write_text("# none yet\n")
-    result = run("sidecar", f"--multiproc-dir={tmp_path}", *args, env=env)
-    assert_refused_quietly(result, PASSWORD)
+    assert_sidecar_refuses_quietly(tmp_path, PASSWORD, args, env, contents)

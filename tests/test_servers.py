@@ -23,21 +23,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .support.procs import (
-    APPS,
-    BIN,
-    ROOT,
-    Procs,
-    Samples,
-    Sidecar,
-    free_port,
-    pid_of,
-    procs,
-    select,
-    start_sidecar,
-    total,
-    wait_until,
-)
+from .support import procs as p
+from .support.procs import APPS, BIN, ROOT, Procs, Samples, Sidecar, procs
 from .support.workers import alive
 
 __all__ = ["procs"]
@@ -144,7 +131,7 @@ def prepare(procs: Procs, tmp_path: Path, pg_url: str, name: str) -> Run:
         "APP_NAME": name,
         "APP_SERVED_FILE": str(served_file),
     }
-    return Run(directory, start_sidecar(procs, directory), served_file, env)
+    return Run(directory, p.start_sidecar(procs, directory), served_file, env)
 
 
 def start_web(procs: Procs, run: Run, kind: str, **env: str) -> str:
@@ -152,12 +139,12 @@ def start_web(procs: Procs, run: Run, kind: str, **env: str) -> str:
 
 
 def start_server(procs: Procs, run: Run, server: Server, kind: str, **env: str) -> str:
-    port = free_port()
+    port = p.free_port()
     procs.start(
         server.argv(run.directory.parent, port), {**run.env, **env}, name=kind.split(maxsplit=1)[0]
     )
     url = f"http://127.0.0.1:{port}"
-    wait_until(lambda: httpx.get(url + "/pid").status_code == 200, 30, f"{kind} to serve")
+    p.wait_until(lambda: httpx.get(url + "/pid").status_code == 200, 30, f"{kind} to serve")
     return url
 
 
@@ -165,12 +152,12 @@ def worker_series(samples: Samples) -> set[tuple[tuple[str, str], ...]]:
     """One label set per worker's pool: the in-use gauge's labels besides pool and state."""
     return {
         tuple(sorted((k, v) for k, v in s[1].items() if k not in ("pool", "state")))
-        for s in select(samples, "sqlalchemy_pool_connections", pool="app", state="in_use")
+        for s in p.select(samples, "sqlalchemy_pool_connections", pool="app", state="in_use")
     }
 
 
 def checkouts(samples: Samples) -> float:
-    return total(samples, "sqlalchemy_pool_checkouts_total", pool="app")
+    return p.total(samples, "sqlalchemy_pool_checkouts_total", pool="app")
 
 
 def load(run: Run, work: Callable[[int], None], count: int) -> list[float]:
@@ -202,27 +189,29 @@ def assert_exact_and_live(run: Run, seen: list[float], sent: int, live_series: i
     served = len(run.served())
     assert served >= sent
     try:
-        final = wait_until(lambda: (s := run.sidecar.scrape()) and checkouts(s) == served and s, 10)
+        final = p.wait_until(
+            lambda: (s := run.sidecar.scrape()) and checkouts(s) == served and s, 10
+        )
     except pytest.fail.Exception:
         final = run.sidecar.scrape()
     assert checkouts(final) == served, f"{checkouts(final)} checkouts counted, {served} served"
     seen.append(checkouts(final))
     assert seen == sorted(seen), f"the total went backwards: {seen}"
-    assert total(final, "sqlalchemy_pool_connection_hold_seconds_count", pool="app") == served
+    assert p.total(final, "sqlalchemy_pool_connection_hold_seconds_count", pool="app") == served
 
     served_by = set(run.served())
     assert len(served_by) > WORKERS, f"no worker was recycled: {sorted(served_by)}"
 
     def settled() -> Samples | None:
         samples = run.sidecar.scrape()
-        gauges = select(samples, "sqlalchemy_pool_connections", pool="app", state="in_use")
-        live = all(alive(pid_of(samples, gauge)) for gauge in gauges)
+        gauges = p.select(samples, "sqlalchemy_pool_connections", pool="app", state="in_use")
+        live = all(alive(p.pid_of(samples, gauge)) for gauge in gauges)
         return samples if len(worker_series(samples)) == live_series and live else None
 
-    samples = wait_until(settled, 30, f"gauges for the {live_series} live processes only")
+    samples = p.wait_until(settled, 30, f"gauges for the {live_series} live processes only")
     assert samples is not None
     for labels in worker_series(samples):
-        assert select(samples, "sqlalchemy_pool_connections", pool="app", state="idle",
+        assert p.select(samples, "sqlalchemy_pool_connections", pool="app", state="idle",
                       **dict(labels)), labels  # fmt: skip
 
 
@@ -294,18 +283,18 @@ def test_under_gevent_the_watcher_reports_a_connection_held_past_the_threshold(
 
         def reported() -> Samples | None:
             samples = run.sidecar.scrape()
-            return samples if total(samples, "sqlalchemy_pool_long_checkouts_total") else None
+            return samples if p.total(samples, "sqlalchemy_pool_long_checkouts_total") else None
 
         # Reported by the watcher while the connection is still out, not at its return: the
         # scrape that first shows it also shows a checkout out for a second or more.
-        during = wait_until(reported, 10, "the held connection to be reported")
-        assert total(during, "sqlalchemy_pool_long_checkouts_total", pool="app") == 1
-        oldest = select(during, "sqlalchemy_pool_oldest_checkout_seconds", pool="app")
+        during = p.wait_until(reported, 10, "the held connection to be reported")
+        assert p.total(during, "sqlalchemy_pool_long_checkouts_total", pool="app") == 1
+        oldest = p.select(during, "sqlalchemy_pool_oldest_checkout_seconds", pool="app")
         assert max(s[2] for s in oldest) >= 1, "reported only after the connection came back"
         held.result().raise_for_status()
     final = run.sidecar.scrape()
-    assert total(final, "sqlalchemy_pool_long_checkouts_total", pool="app") == 1
-    assert {s[2] for s in select(final, "sqlalchemy_pool_oldest_checkout_seconds")} == {0}
+    assert p.total(final, "sqlalchemy_pool_long_checkouts_total", pool="app") == 1
+    assert {s[2] for s in p.select(final, "sqlalchemy_pool_oldest_checkout_seconds")} == {0}
 
 
 @pytest.mark.slow
@@ -332,7 +321,7 @@ def test_celery_prefork_children_replaced_after_max_tasks_keep_every_checkout(
     procs.start(argv, env, name="celery")
     # The main worker process instruments at import and stays: one series, plus its children.
     live = WORKERS + 1
-    wait_until(lambda: len(worker_series(run.sidecar.scrape())) == live, 30, "celery to start")
+    p.wait_until(lambda: len(worker_series(run.sidecar.scrape())) == live, 30, "celery to start")
     # Sent from here without importing the app, so this process instruments nothing.
     producer = Celery("producer", broker=broker)
     try:
@@ -342,7 +331,7 @@ def test_celery_prefork_children_replaced_after_max_tasks_keep_every_checkout(
             seen.append(checkouts(run.sidecar.scrape()))
             return len(run.served()) == REQUESTS
 
-        wait_until(all_served, 60, "every task to be served")
+        p.wait_until(all_served, 60, "every task to be served")
     finally:
         producer.close()
     assert_exact_and_live(run, seen, REQUESTS, live)

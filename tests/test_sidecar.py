@@ -88,16 +88,22 @@ def in_use_by_pid(samples: Samples) -> dict[int, float]:
     return by_pid(samples, "sqlalchemy_pool_connections", pool="app", state="in_use")
 
 
+@pytest.fixture
+def multiproc(tmp_path: Path) -> Path:
+    """An empty multiprocess directory for the application and its sidecar."""
+    directory = tmp_path / "multiproc"
+    directory.mkdir()
+    return directory
+
+
 @pytest.mark.slow
 @pytest.mark.postgres
 @pytest.mark.parametrize("kind", ["gunicorn", "gunicorn+config", "uvicorn"])
 def test_sidecar_merges_every_worker_and_drops_a_killed_one(
-    kind: str, tmp_path: Path, procs: Procs, pg_url: str, pg_app_name: str
+    kind: str, multiproc: Path, procs: Procs, pg_url: str, pg_app_name: str
 ) -> None:
-    directory = tmp_path / "multiproc"
-    directory.mkdir()
-    base = start_app(procs, kind, directory, pg_url, pg_app_name)
-    sidecar = start_sidecar(procs, directory)
+    base = start_app(procs, kind, multiproc, pg_url, pg_app_name)
+    sidecar = start_sidecar(procs, multiproc)
     # The preloaded gunicorn master instrumented the engine too and stays alive: one series
     # for it, at zero, beside one per worker.
     expected_series = WORKERS + (1 if kind.startswith("gunicorn") else 0)
@@ -148,7 +154,7 @@ def test_sidecar_merges_every_worker_and_drops_a_killed_one(
     assert total(final, "sqlalchemy_pool_checkouts_total", pool="app") == REQUESTS
     # The sidecar wrote nothing of its own into the application's directory.
     sidecar_pid = str(sidecar.proc.popen.pid)
-    assert not [p for p in os.listdir(directory) if sidecar_pid in p]
+    assert not [p for p in os.listdir(multiproc) if sidecar_pid in p]
 
 
 def counted(sidecar: Sidecar, requests: int) -> Samples:
@@ -168,13 +174,11 @@ def counted(sidecar: Sidecar, requests: int) -> Samples:
 @pytest.mark.slow
 @pytest.mark.postgres
 def test_gunicorn_recycling_workers_keeps_totals_exact_and_files_bounded(
-    tmp_path: Path, procs: Procs, pg_url: str, pg_app_name: str
+    multiproc: Path, procs: Procs, pg_url: str, pg_app_name: str
 ) -> None:
-    directory = tmp_path / "multiproc"
-    directory.mkdir()
     recycle = ["--max-requests", "5", "--max-requests-jitter", "0"]
-    base = start_app(procs, "gunicorn", directory, pg_url, pg_app_name, *recycle)
-    sidecar = start_sidecar(procs, directory)
+    base = start_app(procs, "gunicorn", multiproc, pg_url, pg_app_name, *recycle)
+    sidecar = start_sidecar(procs, multiproc)
     requests = 60
     totals: list[float] = []
     served: set[int] = set()
@@ -197,7 +201,7 @@ def test_gunicorn_recycling_workers_keeps_totals_exact_and_files_bounded(
     # that agree.
     def settled() -> tuple[Samples, list[str]] | None:
         scraped = sidecar.scrape()
-        stats = [p for p in os.listdir(directory) if p.endswith(".stats")]
+        stats = [p for p in os.listdir(multiproc) if p.endswith(".stats")]
         live = pids(scraped)
         return (scraped, stats) if len(live) == WORKERS + 1 == len(stats) else None
 
@@ -213,14 +217,12 @@ def test_gunicorn_recycling_workers_keeps_totals_exact_and_files_bounded(
 @pytest.mark.slow
 @pytest.mark.postgres
 def test_recycled_gunicorn_workers_hand_on_their_worker_labels_and_totals_stay_exact(
-    tmp_path: Path, procs: Procs, pg_url: str, pg_app_name: str
+    multiproc: Path, procs: Procs, pg_url: str, pg_app_name: str
 ) -> None:
-    directory = tmp_path / "multiproc"
-    directory.mkdir()
     workers, lifetimes, per_life = 4, 40, 5
     recycle = ["--max-requests", str(per_life), "--max-requests-jitter", "0"]
-    base = start_app(procs, "gunicorn", directory, pg_url, pg_app_name, *recycle, workers=workers)
-    sidecar = start_sidecar(procs, directory)
+    base = start_app(procs, "gunicorn", multiproc, pg_url, pg_app_name, *recycle, workers=workers)
+    sidecar = start_sidecar(procs, multiproc)
     requests = lifetimes * per_life
     label_sets: set[tuple[tuple[str, str], ...]] = set()
     seen_pids: set[int] = set()

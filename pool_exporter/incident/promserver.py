@@ -94,13 +94,8 @@ class ServerProcess:
         raise PrometheusError(f"{self.name} did not become ready within {self.startup_timeout} s")
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        if self.process is not None:
+            stop_process(self.process, 10)
         shutil.rmtree(self.work_dir, ignore_errors=True)
 
     def logs(self) -> str:
@@ -204,3 +199,15 @@ class PrometheusServer(ServerProcess):
             if time.monotonic() > deadline:
                 raise PrometheusError(f"Prometheus did not scrape {self.targets} in {timeout} s")
             time.sleep(0.2)
+
+
+def stop_process(process: subprocess.Popen[Any], grace: float) -> None:
+    """End `process` if it still runs: SIGTERM, then SIGKILL after `grace` seconds."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(5)

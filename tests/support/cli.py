@@ -29,3 +29,16 @@ def assert_refused_quietly(result: subprocess.CompletedProcess[str], secret: str
     assert secret not in result.stderr + result.stdout
     assert "Traceback" not in result.stderr
     assert len([line for line in result.stderr.splitlines() if "error:" in line]) == 1
+
+
+def assert_sidecar_refuses_quietly(
+    tmp: Path, secret: str, args: list[str], env: dict[str, str], contents: str | None
+) -> None:
+    """`pool-exporter sidecar ARGS` over `tmp` is a quiet usage error that never shows `secret`;
+    `{url_file}` in ARGS is a file in `tmp` that holds `contents` (if any)."""
+    url_file = tmp / "url"
+    if contents is not None:
+        url_file.write_text(contents)
+    args = [arg.format(url_file=url_file) for arg in args]
+    result = run("sidecar", f"--multiproc-dir={tmp}", *args, env=env)
+    assert_refused_quietly(result, secret)

@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from pool_exporter.incident.promserver import free_port
+from pool_exporter.incident.promserver import free_port, stop_process
 
 INSTALL_HINT = "apt-get install pgbouncer"
 
@@ -74,13 +74,8 @@ class PgBouncer:
         return path.read_text(errors="replace") if path.exists() else ""
 
     def stop(self) -> None:
-        if self.popen is not None and self.popen.poll() is None:
-            self.popen.terminate()
-            try:
-                self.popen.wait(5)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(5)
+        if self.popen is not None:
+            stop_process(self.popen, 5)
 
 
 def binary() -> str | None:
