@@ -17,9 +17,11 @@ Each variant runs in a process of its own (the older package first on PYTHONPATH
 from __future__ import annotations
 
 import argparse
+import atexit
 import collections
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -42,6 +44,8 @@ def count(variant: str) -> dict[str, float]:
     import sqlalchemy as sa
 
     workdir = tempfile.mkdtemp(prefix="pool-exporter-bench-")
+
+    atexit.register(shutil.rmtree, workdir, True)  # the SQLite file and stats files
     engine = sa.create_engine(f"sqlite:///{workdir}/bench.db", pool_size=5)
     if variant != "baseline":
         import pool_exporter

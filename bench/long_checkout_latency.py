@@ -10,7 +10,9 @@ figure you want (a busy interpreter or machine delays the watcher thread).
 from __future__ import annotations
 
 import argparse
+import atexit
 import logging
+import shutil
 import statistics
 import tempfile
 import threading
@@ -44,6 +46,7 @@ def main() -> int:
     logger.setLevel(logging.INFO)
     logger.propagate = False
     workdir = tempfile.mkdtemp(prefix="pool-exporter-latency-")
+    atexit.register(shutil.rmtree, workdir, True)  # the SQLite file and stats files
     engine = sa.create_engine(f"sqlite:///{workdir}/l.db", pool_size=args.threads)
     pool_exporter.instrument(engine, name="latency", long_checkout_threshold=THRESHOLD)
     due: list[float] = []

@@ -17,8 +17,10 @@ the machine does hits the three alike, turn by turn. Medians over the turns.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -41,6 +43,8 @@ def measure(variant: str, cycles: int, repeats: int) -> tuple[float, float]:
     import sqlalchemy as sa
 
     workdir = tempfile.mkdtemp(prefix="pool-exporter-bench-")
+
+    atexit.register(shutil.rmtree, workdir, True)  # the SQLite file and stats files
     engine = sa.create_engine(f"sqlite:///{workdir}/bench.db", pool_size=5)
     if variant.startswith("pool-exporter"):
         import pool_exporter
@@ -131,6 +135,8 @@ def interleaved(cycles: int, turns: int) -> dict[str, float]:
     import pool_exporter
 
     workdir = tempfile.mkdtemp(prefix="pool-exporter-bench-")
+
+    atexit.register(shutil.rmtree, workdir, True)  # the SQLite file and stats files
     engines = {}
     for variant in INTERLEAVED:
         engine = sa.create_engine(f"sqlite:///{workdir}/{variant}.db", pool_size=5)
