@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pool_exporter.durations import is_duration, seconds, text
-from pool_exporter.mixin.config import AlertConfig, ConfigError
+from pool_exporter.mixin.config import ConfigError, MixinConfig
 
 VALID = {
     "0": 0.0,
@@ -60,6 +60,6 @@ def test_seconds_are_written_as_a_duration_that_reads_back(value: float, expecte
 
 
 def test_alert_config_takes_combined_durations_and_refuses_misordered_ones() -> None:
-    assert AlertConfig(page_for="1m30s").page_for == "1m30s"
+    assert MixinConfig(page_for="1m30s").page_for == "1m30s"
     with pytest.raises(ConfigError, match="page_for: '30s1m' is not a Prometheus duration"):
-        AlertConfig(page_for="30s1m")
+        MixinConfig(page_for="30s1m")
