@@ -200,7 +200,7 @@ def invalidation_storm(t: PoolTerms) -> Rule:
     return alert(
         cfg,
         "SQLAlchemyPoolInvalidationStorm",
-        f"sum without ({WORKER}, soft) ({invalidated}) "
+        f"sum without (soft) ({invalidated}) "
         f"/ sum without ({WORKER}) {t.capacity} >= {cfg.invalidation_share:g}",
         cfg.severity_warning,
         "A connection pool is invalidating many connections.",
@@ -234,8 +234,8 @@ def pool_group(cfg: MixinConfig) -> Group:
 
 @dataclass(frozen=True)
 class HeldTerms:
-    """What the long-checkout alerts share: the pool's own series, summed over workers where
-    an alert is about the pool rather than one worker."""
+    """What the long-checkout alerts share: the pool's own series; per worker for the oldest
+    checkout (a gauge), per pool for the counters (served summed over the workers)."""
 
     cfg: MixinConfig
     build: Builder
@@ -247,7 +247,7 @@ class HeldTerms:
 
     def increased(self, metric: m.Metric) -> str:
         window = self.cfg.error_window
-        return f"sum without ({WORKER}) (increase({self.build.pool(metric)}[{window}])) > 0"
+        return f"increase({self.build.pool(metric)}[{window}]) > 0"
 
 
 def checkout_held_past_timeout(t: HeldTerms) -> Rule:

@@ -69,9 +69,9 @@ class Builder:
         return self.labels(*self.cfg.fleet_labels)
 
     def rate(self, metric: m.Metric, window: str, suffix: str = "") -> str:
-        # prometheus-client sums counters across workers; the `without (worker)` keeps this
-        # right should a deployment's exporter not.
-        return f"sum without ({WORKER}) (rate({self.pool(metric, suffix=suffix)}[{window}]))"
+        """Per second over `window`, per pool: counters and histograms carry no worker label
+        (the multiprocess reader sums them over every worker, exited ones included)."""
+        return f"rate({self.pool(metric, suffix=suffix)}[{window}])"
 
     # -- what the rules record and the dashboard draws --------------------------------------
 
