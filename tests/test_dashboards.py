@@ -26,11 +26,11 @@ from pool_exporter import metrics as m
 from pool_exporter.events import mark_event
 from pool_exporter.incident.promserver import PrometheusServer, QueryError
 from pool_exporter.mixin import dashboards as d
-from pool_exporter.mixin.alerts import RULES_FILE
 from pool_exporter.mixin.config import MixinConfig
 from pool_exporter.mixin.grafana import render, walk_panels
 from pool_exporter.mixin.promql import WORKER
-from pool_exporter.mixin.rulebase import record_names
+from pool_exporter.mixin.records import record_names
+from pool_exporter.mixin.rule_files import RULES_FILE
 from pool_exporter.multiprocess.reader import WorkersCollector
 from pool_exporter.sidecar.database import DatabaseCollector
 from tests.support import dashboard_queries as dq

@@ -7,13 +7,14 @@ import argparse
 import dataclasses
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pool_exporter.durations import is_duration
 
-from .shipped import DASHBOARD_FILE
+from .data_files import DASHBOARD_FILE
 
 # docs/runbooks.md in the project's repository: pyproject.toml's [project.urls] Runbooks, the
 # address PyPI lists. Each alert links to its section, `runbook_url#<alert name in lowercase>`.
@@ -147,6 +148,17 @@ class MixinConfig:
             raise ConfigError(f"dashboard_file: {self.dashboard_file!r} is not a .json file name")
         if self.utilisation_warning > 1:
             raise ConfigError("utilisation_warning: a share of capacity, at most 1")
+
+    def cluster_beside(self, names: Sequence[str]) -> tuple[str, ...]:
+        """The cluster label, when there is one and `names` lack it; else nothing. The one
+        place that decides where the cluster goes: first, and once."""
+        label = self.cluster_label
+        return (label,) if label and label not in names else ()
+
+    def with_cluster(self, *names: str) -> tuple[str, ...]:
+        """`names` with the cluster label first (`cluster_beside`): what an aggregation, a
+        record's level and an Alertmanager group keep, so that two clusters never add up."""
+        return (*self.cluster_beside(names), *names)
 
 
 def _coerce(name: str, kind: str, value: Any) -> Any:

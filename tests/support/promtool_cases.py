@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pool_exporter.mixin.alerts import RULES_FILE, dump
 from pool_exporter.mixin.config import MixinConfig
-from pool_exporter.mixin.generated import write_or_check
+from pool_exporter.mixin.file_commands import write_or_check
+from pool_exporter.mixin.rule_files import RULES_FILE, dump
 from pool_exporter.mixin.rulebase import Group, Rule
 from pool_exporter.mixin.rules import groups
 
