@@ -28,7 +28,7 @@ from pool_exporter.mixin.rule_files import dump
 from pool_exporter.mixin.rules import groups
 from pool_exporter.sidecar.database import DatabaseCollector
 from pool_exporter.sidecar.pgbouncer import PgBouncerCollector, parse_poolers
-from tests.support import pgbouncer, promtool_cases, promtool_series
+from tests.support import pg_limits, pgbouncer, promtool_cases, promtool_series
 from tests.support.promtool_cases import alert_rules
 
 from .conftest import require_binary, scrape
@@ -231,8 +231,8 @@ def test_alertmanager_example_groups_by_pool_and_a_page_inhibits_the_pools_warni
 
 
 # What each alert's description must name: where it fires (a pool in a worker, a pool on an
-# instance, a fleet, a scrape target, a pooler's pool, a pooler) and, where the state has a
-# number, the live value.
+# instance, a fleet, a scrape target, a pooler's pool, a pooler, an application's sessions on a
+# database, a role, a database) and, where the state has a number, the live value.
 WORKER = {"$labels.pool", "$labels.instance", "$labels.worker", "$value"}
 POOL = {"$labels.pool", "$labels.instance", "$value"}
 FLEET = {"$labels.job", "$value"}
@@ -240,6 +240,9 @@ TARGET = {"$labels.instance", "$labels.job"}
 POOLER_POOL = {"$labels.pooler", "$labels.database", "$labels.user", "$value"}
 POOLER = {"$labels.pooler", "$labels.instance", "$value"}
 EVENTS = {"$labels.pool", "$labels.instance"}  # something happened in the window: no number
+SESSION = {"$labels.application_name", "$labels.database", "$labels.job", "$value"}
+ROLE = {"$labels.role", "$labels.job", "$value"}
+DATABASE = {"$labels.database", "$labels.job", "$value"}
 SAYS = {
     "SQLAlchemyPoolNearlyFull": ("warning", WORKER),
     "SQLAlchemyPoolExhausted": ("warning", WORKER),
@@ -264,6 +267,9 @@ SAYS = {
     "SQLAlchemyPoolCheckoutHeldPastTimeout": ("warning", WORKER),
     "SQLAlchemyPoolLongCheckouts": ("info", EVENTS),
     "SQLAlchemyPoolConnectionsLeaked": ("info", EVENTS),
+    "PoolExporterSessionIdleInTransaction": ("warning", SESSION),
+    "PoolExporterRoleNearConnectionLimit": ("warning", ROLE),
+    "PoolExporterDatabaseNearConnectionLimit": ("warning", DATABASE),
 }
 
 
@@ -397,7 +403,14 @@ def exporter_sample_names(sqlite_url: str, pg_url: str) -> set[str]:
     registry.register(database)
     pgbouncer.require()
     try:
-        with pgbouncer.running() as bouncer:
+        # A role and a database with limits (and a connection to the database): the series of
+        # limits exist only where there is one.
+        with (
+            pg_limits.limited_role(pg_url),
+            pg_limits.limited_database(pg_url) as limited,
+            pg_limits.connect(pg_url, dbname=limited),
+            pgbouncer.running() as bouncer,
+        ):
             collector = PgBouncerCollector(parse_poolers(bouncer.admin_url))
             registry.register(collector)
             # A client through the pooler, so that it has a pool and a database to show.

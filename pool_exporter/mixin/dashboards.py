@@ -291,6 +291,61 @@ def database_and_fleet(b: Builder) -> Row:
     return "Database and fleet", [(by_state, 12, 9), (capacity, 12, 9), (share, 18, 7), (up, 6, 7)]
 
 
+def stuck(b: Builder) -> Row:
+    """What the database is stuck on: transactions left open, and the limits of roles and
+    databases that refuse connections before max_connections does."""
+    cfg = b.cfg
+    per_application = ("database", "application_name")
+    ages = timeseries(
+        "Oldest transaction and idle-in-transaction session",
+        "Per application_name and database: how long the session idle in a transaction longest "
+        "has been idle, and the age of the oldest open transaction; the band is where the "
+        "idle-in-transaction alert fires. An idle one keeps its locks and a pool connection.",
+        "s",
+        [
+            Query(
+                b.agg("max", b.database(m.DATABASE_OLDEST_IDLE_IN_TRANSACTION), *per_application),
+                "idle in transaction {{application_name}} ({{database}})",
+            ),
+            Query(
+                b.agg("max", b.database(m.DATABASE_OLDEST_TRANSACTION), *per_application),
+                "transaction {{application_name}} ({{database}})",
+            ),
+        ],
+        bands=steps(None, cfg.idle_in_transaction_seconds),
+        threshold_style="line",
+        overrides=[override("^idle in transaction .*", "orange")],
+    )
+    roles = timeseries(
+        "Connections per role vs its connection limit",
+        "Client connections each role holds, against its CONNECTION LIMIT (dashed) where it "
+        "has one: a role's limit refuses its connections before max_connections does.",
+        "short",
+        [
+            Query(b.agg("max", b.database(m.DATABASE_ROLE_CONNECTIONS), "role"), "{{role}}"),
+            Query(
+                b.agg("max", b.database(m.DATABASE_ROLE_CONNECTION_LIMIT), "role"),
+                "{{role}} limit",
+            ),
+        ],
+        overrides=[override(".* limit$", "red", dashed=True)],
+    )
+    share = timeseries(
+        "Share of each connection limit in use",
+        "Connections / CONNECTION LIMIT for every role and database that has a limit; the "
+        "band is where the limit alerts fire.",
+        "percentunit",
+        # the rules' own definitions
+        [
+            Query(b.role_limit_share(by=TOTAL), "role {{role}}"),
+            Query(b.database_limit_share(by=TOTAL), "database {{database}}"),
+        ],
+        bands=steps(cfg.connection_limit_warning, 1.0),
+        threshold_style="line+area",
+    )
+    return "What the database is stuck on", [(ages, 8, 8), (roles, 8, 8), (share, 8, 8)]
+
+
 def through_the_pooler(b: Builder) -> Row:
     """Left to right as a request goes: the fleet's pools, the pooler's clients, the pooler's
     server connections, the database's connections."""
@@ -425,7 +480,7 @@ def held(b: Builder) -> Row:
     return "Held connections", [(oldest, 12, 8), (long, 12, 8)]
 
 
-ROWS = (saturation, latency, errors, churn, held, database_and_fleet, through_the_pooler)
+ROWS = (saturation, latency, errors, churn, held, database_and_fleet, stuck, through_the_pooler)
 
 
 def fleet_legend(b: Builder) -> str:

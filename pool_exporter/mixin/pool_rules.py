@@ -11,7 +11,7 @@ from pool_exporter import metrics as m
 from .config import MixinConfig
 from .promql import WORKER, Builder
 from .records import RecordNames, record_names
-from .rulebase import Group, Rule, Where, alert
+from .rulebase import Group, Rule, Terms, Where, alert
 
 # -- one pool in one worker ------------------------------------------------------------------
 # An alert is a small function of the shared terms, listed in its group's tuple: a new alert
@@ -235,17 +235,9 @@ def pool_group(cfg: MixinConfig) -> Group:
 
 
 @dataclass(frozen=True)
-class HeldTerms:
+class HeldTerms(Terms):
     """What the long-checkout alerts share: the pool's own series; per worker for the oldest
     checkout (a gauge), per pool for the counters (served summed over the workers)."""
-
-    cfg: MixinConfig
-    build: Builder
-    where: Where
-
-    @classmethod
-    def of(cls, cfg: MixinConfig) -> HeldTerms:
-        return cls(cfg=cfg, build=Builder(cfg), where=Where(cfg))
 
     def increased(self, metric: m.Metric) -> str:
         return f"{self.build.increase(metric, self.cfg.error_window)} > 0"

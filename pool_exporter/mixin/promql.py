@@ -142,3 +142,20 @@ class Builder:
         dropped = [x for x in m.DATABASE_CONNECTIONS.labels if x not in kept]
         summed = self.without("sum", series, *dropped) if dropped else series
         return self.agg("max", summed, *self._by(by), *kept)
+
+    def limit_share(self, held: str, limit: m.Metric, label: str, by: Sequence[str] | None) -> str:
+        """`held` (connections, max by `label` and `by`) over the CONNECTION LIMIT `limit` of
+        the same `label`, where there is one above 0: what a role or a database uses of its
+        own limit. A limit of 0 refuses every connection and is no "near"."""
+        most = self.agg("max", f"{self.database(limit)} > 0", *self._by(by), label)
+        return f"{held} / {most}"
+
+    def role_limit_share(self, by: Sequence[str] | None = None) -> str:
+        """Each role's connections over its CONNECTION LIMIT (roles with one)."""
+        held = self.agg("max", self.database(m.DATABASE_ROLE_CONNECTIONS), *self._by(by), "role")
+        return self.limit_share(held, m.DATABASE_ROLE_CONNECTION_LIMIT, "role", by)
+
+    def database_limit_share(self, by: Sequence[str] | None = None) -> str:
+        """Each database's client connections over its CONNECTION LIMIT (databases with one)."""
+        held = self.database_connections("database", by=by)
+        return self.limit_share(held, m.DATABASE_CONNECTION_LIMIT, "database", by)

@@ -1,13 +1,13 @@
-"""What every rule group shares: the rule's shape, and the words an alert's description uses to
-say where it fires."""
+"""What every rule group shares: the rule's shape, the words an alert's description uses to say
+where it fires, and the terms the simplest groups' alerts are written with."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 from .config import MixinConfig
-from .promql import WORKER
+from .promql import WORKER, Builder
 
 Rule = dict[str, Any]
 Group = dict[str, Any]
@@ -66,3 +66,17 @@ class Where:
     @property
     def target(self) -> str:
         return f"{{{{ $labels.instance }}}} of {{{{ $labels.job }}}}{self.cluster}"
+
+
+@dataclass(frozen=True)
+class Terms:
+    """What a group's alerts are written with: the config, its PromQL builder, and the words
+    for where an alert fires. Groups that share more extend it."""
+
+    cfg: MixinConfig
+    build: Builder
+    where: Where
+
+    @classmethod
+    def of(cls, cfg: MixinConfig) -> Self:
+        return cls(cfg=cfg, build=Builder(cfg), where=Where(cfg))
