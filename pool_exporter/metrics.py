@@ -311,6 +311,54 @@ DATABASE_FREE_CONNECTIONS = ExporterMetric(
     "Connection slots still open to ordinary roles: max_connections minus reserved minus the "
     "client connections open now (not below 0).",
 )
+# -- what the database is stuck on: open transactions and connection limits --------------------
+
+DATABASE_OLDEST_IDLE_IN_TRANSACTION = ExporterMetric(
+    "pool_exporter_database_oldest_idle_in_transaction_seconds",
+    "gauge",
+    "How long the session idle in a transaction longest has been idle (since its last "
+    "statement ended), by database and application_name (the busiest names; the rest as "
+    f"{OTHER_APPLICATIONS}); 0 when none is.",
+    ("database", "application_name"),
+)
+DATABASE_OLDEST_TRANSACTION = ExporterMetric(
+    "pool_exporter_database_oldest_transaction_seconds",
+    "gauge",
+    "Age of the oldest open transaction, by database and application_name (the busiest "
+    f"names; the rest as {OTHER_APPLICATIONS}); 0 when none is open.",
+    ("database", "application_name"),
+)
+DATABASE_CONNECTION_LIMIT = ExporterMetric(
+    "pool_exporter_database_connection_limit",
+    "gauge",
+    "A database's CONNECTION LIMIT (pg_database.datconnlimit), for the databases with client "
+    "connections; no series for a database without a limit.",
+    ("database",),
+)
+# The role under which the sidecar counts every role beyond its cap (--database-max-roles),
+# as application_name's "(other)": never the name of a series of its own.
+OTHER_ROLES = "(other)"
+DATABASE_ROLE_CONNECTIONS = ExporterMetric(
+    "pool_exporter_database_role_connections",
+    "gauge",
+    "Client connections by role (the session's login role), for the roles that log in and have "
+    "connections or a CONNECTION LIMIT: those nearest their limit, then the busiest; the rest "
+    f"as {OTHER_ROLES}.",
+    ("role",),
+)
+DATABASE_ROLE_CONNECTION_LIMIT = ExporterMetric(
+    "pool_exporter_database_role_connection_limit",
+    "gauge",
+    "A role's CONNECTION LIMIT (pg_roles.rolconnlimit), for the roles of "
+    f"{DATABASE_ROLE_CONNECTIONS.name} that have one; no series for a role without a limit.",
+    ("role",),
+)
+DATABASE_ROLES = ExporterMetric(
+    "pool_exporter_database_roles",
+    "gauge",
+    "Roles that log in and have client connections or a CONNECTION LIMIT; beyond the sidecar's "
+    f"--database-max-roles, the rest are counted as {OTHER_ROLES}.",
+)
 
 MULTIPROCESS: tuple[Metric, ...] = (
     MULTIPROCESS_UP,
@@ -328,6 +376,12 @@ DATABASE: tuple[Metric, ...] = (
     DATABASE_MAX_CONNECTIONS,
     DATABASE_RESERVED_CONNECTIONS,
     DATABASE_FREE_CONNECTIONS,
+    DATABASE_OLDEST_IDLE_IN_TRANSACTION,
+    DATABASE_OLDEST_TRANSACTION,
+    DATABASE_CONNECTION_LIMIT,
+    DATABASE_ROLE_CONNECTIONS,
+    DATABASE_ROLE_CONNECTION_LIMIT,
+    DATABASE_ROLES,
 )
 
 

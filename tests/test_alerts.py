@@ -19,21 +19,23 @@ from prometheus_client import CollectorRegistry
 
 from pool_exporter.cli import main
 from pool_exporter.instrument import instrument
-from pool_exporter.mixin import alerts
-from pool_exporter.mixin.alerts import dump
+from pool_exporter.mixin import rule_files
 from pool_exporter.mixin.config import DEFAULT_RUNBOOK_URL, MixinConfig, load
+from pool_exporter.mixin.promql import Builder
+from pool_exporter.mixin.records import UTILISATION
 from pool_exporter.mixin.routing import alertmanager_config
+from pool_exporter.mixin.rule_files import dump
 from pool_exporter.mixin.rules import groups
 from pool_exporter.sidecar.database import DatabaseCollector
 from pool_exporter.sidecar.pgbouncer import PgBouncerCollector, parse_poolers
-from tests.support import pgbouncer, promtool_cases, promtool_series
+from tests.support import pg_limits, pgbouncer, promtool_cases, promtool_series
 from tests.support.promtool_cases import alert_rules
 
 from .conftest import require_binary, scrape
 
 ROOT = Path(__file__).resolve().parent.parent
 ALERTS_DIR = ROOT / "alerts"
-RULES = ALERTS_DIR / alerts.RULES_FILE
+RULES = ALERTS_DIR / rule_files.RULES_FILE
 RUNBOOKS = ROOT / "docs" / "runbooks.md"
 RUNBOOK_PAGE = "https://github.com/pool-exporter/pool-exporter/blob/main/docs/runbooks.md"
 
@@ -50,7 +52,7 @@ RULE = committed_rules()
 
 def test_committed_files_are_exactly_what_the_generators_write() -> None:
     files = {
-        **alerts.generate(MixinConfig(), ALERTS_DIR),
+        **rule_files.generate(MixinConfig(), ALERTS_DIR),
         **promtool_cases.generate(MixinConfig(), ALERTS_DIR),
     }
     for path, text in files.items():
@@ -76,7 +78,7 @@ def test_generate_check_exits_1_for_a_stale_file_and_0_once_regenerated(
     check = ["alerts", "generate", "--out-dir", str(tmp_path), "--check"]
     assert main(check) == 0
     assert promtool_cases.main(["--out-dir", str(tmp_path), "--check"]) == 0
-    rules = tmp_path / alerts.RULES_FILE
+    rules = tmp_path / rule_files.RULES_FILE
     rules.write_text(rules.read_text().replace(">= 0.8", ">= 0.85", 1))
     tests = tmp_path / promtool_cases.TESTS_DIR / "evaluation-5s.test.yml"
     tests.write_text(tests.read_text().replace("eval_time: 300s", "eval_time: 301s", 1))
@@ -101,7 +103,7 @@ def test_a_users_config_file_changes_thresholds_durations_and_runbook_url(
     assert main(["alerts", "generate", "--config", str(config), "--out-dir", str(tmp_path)]) == 0
     # the promtool cases are written for the default thresholds: none for these rules
     assert promtool_cases.generate(load(config), tmp_path) == {}
-    groups = yaml.safe_load((tmp_path / alerts.RULES_FILE).read_text())["groups"]
+    groups = yaml.safe_load((tmp_path / rule_files.RULES_FILE).read_text())["groups"]
     rules = {r["alert"]: r for r in alert_rules(groups)}
     nearly = rules["SQLAlchemyPoolNearlyFull"]
     assert nearly["expr"] == "pool:sqlalchemy_pool_utilisation:ratio >= 0.7"
@@ -110,7 +112,7 @@ def test_a_users_config_file_changes_thresholds_durations_and_runbook_url(
         "https://wiki.example/pools#sqlalchemypoolnearlyfull"
     )
     records = {r["record"]: r["expr"] for g in groups for r in g["rules"] if "record" in r}
-    assert 'sqlalchemy_pool_connections{state="in_use",job="shop"}' in records[alerts.UTILISATION]
+    assert 'sqlalchemy_pool_connections{state="in_use",job="shop"}' in records[UTILISATION]
     assert records["job_cluster:sqlalchemy_pool_max_connections:sum"] == (
         'sum by (job, cluster) (sqlalchemy_pool_max_connections{job="shop"})'
     )
@@ -157,7 +159,7 @@ def test_a_malformed_config_is_one_error_line_and_exit_code_2(
     assert code == 2
     assert err.startswith("error: ") and err.count("\n") == 1, err
     assert message in err
-    assert not (tmp_path / alerts.RULES_FILE).exists()
+    assert not (tmp_path / rule_files.RULES_FILE).exists()
 
 
 def test_a_binary_config_file_is_one_error_line_and_exit_code_2(
@@ -180,7 +182,7 @@ def test_a_missing_config_file_is_one_error_line_and_exit_code_2(
 def test_promtool_accepts_the_rule_file_and_the_prometheusrule_spec(
     promtool: str, tmp_path: Path
 ) -> None:
-    resource = yaml.safe_load((ALERTS_DIR / alerts.PROMETHEUSRULE_FILE).read_text())
+    resource = yaml.safe_load((ALERTS_DIR / rule_files.PROMETHEUSRULE_FILE).read_text())
     assert resource["kind"] == "PrometheusRule"
     assert resource["apiVersion"] == "monitoring.coreos.com/v1"
     spec = tmp_path / "spec.yml"
@@ -203,7 +205,7 @@ def amtool(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_amtool_accepts_the_alertmanager_example() -> None:
-    result = amtool("check-config", str(ALERTS_DIR / alerts.ALERTMANAGER_FILE))
+    result = amtool("check-config", str(ALERTS_DIR / rule_files.ALERTMANAGER_FILE))
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -213,14 +215,14 @@ def test_amtool_accepts_the_alertmanager_example() -> None:
 def test_alertmanager_example_routes_pages_to_the_pager_and_warnings_to_chat(
     severity: str, receiver: str
 ) -> None:
-    config = f"--config.file={ALERTS_DIR / alerts.ALERTMANAGER_FILE}"
+    config = f"--config.file={ALERTS_DIR / rule_files.ALERTMANAGER_FILE}"
     result = amtool("config", "routes", "test", config, f"severity={severity}", "pool=main")
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.split() == [receiver]
 
 
 def test_alertmanager_example_groups_by_pool_and_a_page_inhibits_the_pools_warnings() -> None:
-    config = yaml.safe_load((ALERTS_DIR / alerts.ALERTMANAGER_FILE).read_text())
+    config = yaml.safe_load((ALERTS_DIR / rule_files.ALERTMANAGER_FILE).read_text())
     assert "pool" in config["route"]["group_by"]
     [inhibit] = config["inhibit_rules"]
     assert inhibit["source_matchers"] == ['severity="critical"']
@@ -229,8 +231,8 @@ def test_alertmanager_example_groups_by_pool_and_a_page_inhibits_the_pools_warni
 
 
 # What each alert's description must name: where it fires (a pool in a worker, a pool on an
-# instance, a fleet, a scrape target, a pooler's pool, a pooler) and, where the state has a
-# number, the live value.
+# instance, a fleet, a scrape target, a pooler's pool, a pooler, an application's sessions on a
+# database, a role, a database) and, where the state has a number, the live value.
 WORKER = {"$labels.pool", "$labels.instance", "$labels.worker", "$value"}
 POOL = {"$labels.pool", "$labels.instance", "$value"}
 FLEET = {"$labels.job", "$value"}
@@ -238,6 +240,9 @@ TARGET = {"$labels.instance", "$labels.job"}
 POOLER_POOL = {"$labels.pooler", "$labels.database", "$labels.user", "$value"}
 POOLER = {"$labels.pooler", "$labels.instance", "$value"}
 EVENTS = {"$labels.pool", "$labels.instance"}  # something happened in the window: no number
+SESSION = {"$labels.application_name", "$labels.database", "$labels.job", "$value"}
+ROLE = {"$labels.role", "$labels.job", "$value"}
+DATABASE = {"$labels.database", "$labels.job", "$value"}
 SAYS = {
     "SQLAlchemyPoolNearlyFull": ("warning", WORKER),
     "SQLAlchemyPoolExhausted": ("warning", WORKER),
@@ -262,6 +267,9 @@ SAYS = {
     "SQLAlchemyPoolCheckoutHeldPastTimeout": ("warning", WORKER),
     "SQLAlchemyPoolLongCheckouts": ("info", EVENTS),
     "SQLAlchemyPoolConnectionsLeaked": ("info", EVENTS),
+    "PoolExporterSessionIdleInTransaction": ("warning", SESSION),
+    "PoolExporterRoleNearConnectionLimit": ("warning", ROLE),
+    "PoolExporterDatabaseNearConnectionLimit": ("warning", DATABASE),
 }
 
 
@@ -395,7 +403,14 @@ def exporter_sample_names(sqlite_url: str, pg_url: str) -> set[str]:
     registry.register(database)
     pgbouncer.require()
     try:
-        with pgbouncer.running() as bouncer:
+        # A role and a database with limits (and a connection to the database): the series of
+        # limits exist only where there is one.
+        with (
+            pg_limits.limited_role(pg_url),
+            pg_limits.limited_database(pg_url) as limited,
+            pg_limits.connect(pg_url, dbname=limited),
+            pgbouncer.running() as bouncer,
+        ):
             collector = PgBouncerCollector(parse_poolers(bouncer.admin_url))
             registry.register(collector)
             # A client through the pooler, so that it has a pool and a database to show.
@@ -540,3 +555,30 @@ def test_series_are_written_in_promtools_expanding_notation(
     values: list[float | None], text: str
 ) -> None:
     assert promtool_series.expanding(values) == text
+
+
+# -- the builder's pieces ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("expr", "written"),
+    [
+        ("x > 0", "sum without (worker) (x > 0)"),
+        ("(x > 0)", "sum without (worker) (x > 0)"),
+        ("(x) / (y)", "sum without (worker) ((x) / (y))"),
+        ('(x{job=~"a\\\\)"} > 0)', 'sum without (worker) (x{job=~"a\\\\)"} > 0)'),
+    ],
+)
+def test_an_aggregation_puts_its_expression_in_parentheses_once(expr: str, written: str) -> None:
+    assert Builder(MixinConfig()).across_workers("sum", expr) == written
+
+
+@pytest.mark.parametrize(
+    ("cluster", "kept"), [("", ["job", "pool"]), ("cluster", ["cluster", "job", "pool"])]
+)
+def test_the_cluster_label_is_kept_first_and_once(cluster: str, kept: list[str]) -> None:
+    cfg = MixinConfig(cluster_label=cluster)
+    assert alertmanager_config(cfg)["route"]["group_by"] == kept
+    assert Builder(cfg).labels("job", "pool") == ", ".join(kept)
+    # a cluster label that is already among the kept labels is not added again
+    assert MixinConfig(cluster_label="pool").with_cluster("job", "pool") == ("job", "pool")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from pool_exporter import cli
-from pool_exporter.mixin import shipped
+from pool_exporter.mixin import data_files
 
 from .support.cli import run
 
@@ -175,7 +175,7 @@ def test_a_missing_extra_is_one_line_naming_it_and_exit_2(
 
 
 def test_show_works_without_the_generators_extras() -> None:
-    assert without("yaml", "alerts", "show").stdout == (ROOT / shipped.RULES).read_text()
+    assert without("yaml", "alerts", "show").stdout == (ROOT / data_files.RULES).read_text()
     result = without("grafanalib", "dashboards", "show")
     assert json.loads(result.stdout)["uid"] == "pool-exporter"
 

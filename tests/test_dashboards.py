@@ -26,14 +26,15 @@ from pool_exporter import metrics as m
 from pool_exporter.events import mark_event
 from pool_exporter.incident.promserver import PrometheusServer, QueryError
 from pool_exporter.mixin import dashboards as d
-from pool_exporter.mixin.alerts import RULES_FILE
 from pool_exporter.mixin.config import MixinConfig
 from pool_exporter.mixin.grafana import render, walk_panels
 from pool_exporter.mixin.promql import WORKER
-from pool_exporter.mixin.rulebase import record_names
+from pool_exporter.mixin.records import record_names
+from pool_exporter.mixin.rule_files import RULES_FILE
 from pool_exporter.multiprocess.reader import WorkersCollector
 from pool_exporter.sidecar.database import DatabaseCollector
 from tests.support import dashboard_queries as dq
+from tests.support import pg_limits
 from tests.support.promtool_cases import alert_rules
 
 from .conftest import require_binary, scrape
@@ -531,7 +532,12 @@ def test_database_panels_return_data_from_a_real_sidecar_view(pg_url: str, shown
     pool_exporter.instrument(engine, name="pg", registry=registry)
     target, (server, thread) = _serve(registry)
     try:
+        # A role and a database with limits, the database with a connection: the limits'
+        # panels have something to show only where there is a limit.
         with (
+            pg_limits.limited_role(pg_url),
+            pg_limits.limited_database(pg_url) as limited,
+            pg_limits.connect(pg_url, dbname=limited),
             engine.connect() as conn,
             LabelledPrometheus([target], interval=0.5, binary=binary) as prom,
         ):

@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import subprocess
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
 
 from pool_exporter import metrics as m
-from pool_exporter.sidecar.database import DatabaseCollector, fold_applications
+from pool_exporter.sidecar.database import (
+    DatabaseCollector,
+    fold_ages,
+    fold_applications,
+    fold_roles,
+)
 
+from .support import pg_limits
 from .support import procs as p
 from .support.cli import assert_sidecar_refuses_quietly
 from .support.procs import Procs, Samples, procs
@@ -319,3 +327,147 @@ def test_a_database_url_that_cannot_be_used_is_refused_without_echoing_it(
     tmp_path: Path, contents: str | None, args: list[str], env: dict[str, str]
 ) -> None:
     assert_sidecar_refuses_quietly(tmp_path, PASSWORD, args, env, contents)
+
+
+# -- what the database is stuck on: open transactions and connection limits --------------------
+
+
+def collected(collector: DatabaseCollector) -> Samples:
+    """One scrape of the collector, in process, parsed as Prometheus would read it."""
+    registry = CollectorRegistry()
+    registry.register(collector)
+    return p.parse(generate_latest(registry).decode())
+
+
+def by_label(samples: Samples, metric: m.Metric, label: str, **where: str) -> dict[str, float]:
+    return {s[1][label]: s[2] for s in p.select(samples, metric.name, **where)}
+
+
+def test_a_session_idle_in_a_transaction_for_3_s_shows_its_age_under_its_application_name(
+    pg_url: str, pg_app_name: str, sessions: list[psycopg.Connection]
+) -> None:
+    stuck, idle = f"{pg_app_name}-stuck", f"{pg_app_name}-idle"
+    began = time.monotonic()
+    conn = psycopg.connect(libpq(pg_url), application_name=stuck)
+    sessions.append(conn)
+    conn.execute("SELECT 1")  # opens a transaction and leaves it idle
+    sessions.append(psycopg.connect(libpq(pg_url), application_name=idle, autocommit=True))
+    every_name = DatabaseCollector(pg_url, max_applications=1000)
+    folded = DatabaseCollector(pg_url, max_applications=0)
+    try:
+        time.sleep(3)  # the time the session is left idle in its transaction: what is measured
+        samples = collected(every_name)
+        elapsed = time.monotonic() - began
+        samples_folded = collected(folded)
+    finally:
+        every_name.close()
+        folded.close()
+
+    idle_age = by_label(samples, m.DATABASE_OLDEST_IDLE_IN_TRANSACTION, "application_name")
+    open_age = by_label(samples, m.DATABASE_OLDEST_TRANSACTION, "application_name")
+    assert 2 <= idle_age[stuck] <= elapsed
+    # The transaction began with its statement, before the session went idle.
+    assert idle_age[stuck] <= open_age[stuck] <= elapsed
+    # A session with no transaction open has its series, at 0: none is stuck.
+    assert idle_age[idle] == open_age[idle] == 0
+    # Folded into (other), the oldest is still the oldest: maxima stay exact.
+    other = by_label(
+        samples_folded,
+        m.DATABASE_OLDEST_IDLE_IN_TRANSACTION,
+        "database",
+        application_name=m.OTHER_APPLICATIONS,
+    )
+    assert other["test"] >= idle_age[stuck]
+
+
+@pytest.fixture
+def limited_role(pg_url: str) -> Iterator[str]:
+    """A login role with CONNECTION LIMIT 5, of a unique name; dropped at the end."""
+    with pg_limits.limited_role(pg_url, 5) as role:
+        yield role
+
+
+def test_a_role_with_connection_limit_5_shows_its_limit_and_its_connections(
+    pg_url: str, limited_role: str, sessions: list[psycopg.Connection]
+) -> None:
+    sessions.extend(pg_limits.connect(pg_url, user=limited_role) for _ in range(2))
+    collector = DatabaseCollector(pg_url, max_roles=1000)
+    try:
+        samples = collected(collector)
+    finally:
+        collector.close()
+    connections = by_label(samples, m.DATABASE_ROLE_CONNECTIONS, "role")
+    limits = by_label(samples, m.DATABASE_ROLE_CONNECTION_LIMIT, "role")
+    assert connections[limited_role] == 2
+    assert limits[limited_role] == 5
+    # postgres has no limit (-1): its connections, and no limit series, not a made-up number.
+    assert connections["postgres"] >= 1 and "postgres" not in limits
+    assert p.total(samples, m.DATABASE_ROLES.name) == len(connections)
+    # Every client connection has a role: the two views count the same sessions.
+    assert sum(connections.values()) == p.total(samples, m.DATABASE_CONNECTIONS.name)
+
+
+def test_roles_beyond_the_sidecars_cap_are_counted_as_other_and_the_sum_stays_exact(
+    tmp_path: Path,
+    procs: Procs,
+    pg_url: str,
+    limited_role: str,
+    sessions: list[psycopg.Connection],
+) -> None:
+    sessions.append(pg_limits.connect(pg_url, user=limited_role))
+    env = {"POOL_EXPORTER_DATABASE_URL": pg_url}
+    samples = p.start_sidecar(procs, tmp_path, "--database-max-roles=0", env=env).scrape()
+    connections = by_label(samples, m.DATABASE_ROLE_CONNECTIONS, "role")
+    assert list(connections) == [m.OTHER_ROLES]
+    assert not p.select(samples, m.DATABASE_ROLE_CONNECTION_LIMIT.name)
+    assert connections[m.OTHER_ROLES] == p.total(samples, m.DATABASE_CONNECTIONS.name)
+    assert p.total(samples, m.DATABASE_ROLES.name) >= 2  # postgres and the limited role
+
+
+def test_a_database_with_a_connection_limit_shows_it_and_one_without_shows_none(
+    pg_url: str, sessions: list[psycopg.Connection]
+) -> None:
+    with pg_limits.limited_database(pg_url, 3) as database:
+        sessions.append(pg_limits.connect(pg_url, dbname=database))
+        collector = DatabaseCollector(pg_url)
+        try:
+            samples = collected(collector)
+        finally:
+            collector.close()
+    limits = by_label(samples, m.DATABASE_CONNECTION_LIMIT, "database")
+    assert limits[database] == 3
+    assert "test" not in limits  # no limit (-1): no series
+    held = sum(s[2] for s in p.select(samples, m.DATABASE_CONNECTIONS.name, database=database))
+    assert held == 1
+
+
+def test_roles_nearest_their_limit_are_kept_before_busier_ones_without() -> None:
+    roles = [
+        ("web", -1, 40),
+        ("batch", 10, 9),  # 90 % of its limit
+        ("report", 100, 50),  # 50 %
+        ("admin", -1, 3),
+        ("locked", 0, 0),  # CONNECTION LIMIT 0: a limit, never "near" it
+        (m.OTHER_ROLES, -1, 99),  # a role really called so is always folded
+    ]
+    assert fold_roles(roles, 3) == (
+        [("batch", 10, 9), ("locked", 0, 0), ("report", 100, 50)],
+        40 + 3 + 99,
+    )
+    assert fold_roles(roles, 4)[0] == sorted([*fold_roles(roles, 3)[0], ("web", -1, 40)])
+    assert fold_roles(roles[:5], 5) == (sorted(roles[:5]), None)
+    assert fold_roles(roles, 0) == ([], 40 + 9 + 50 + 3 + 0 + 99)
+
+
+def test_ages_folded_into_other_keep_the_oldest_per_database() -> None:
+    ages = [
+        ("shop", "web", 0.0, 1.5),
+        ("shop", "cron", 7.0, 9.0),
+        ("shop", "api", 2.0, 30.0),
+        ("audit", "cron", 0.0, 0.0),
+    ]
+    assert fold_ages(ages, {"web"}) == [
+        ("audit", m.OTHER_APPLICATIONS, 0.0, 0.0),
+        ("shop", m.OTHER_APPLICATIONS, 7.0, 30.0),
+        ("shop", "web", 0.0, 1.5),
+    ]

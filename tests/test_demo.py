@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pool_exporter.mixin import shipped
+from pool_exporter.mixin import data_files
 
 from .conftest import require_binary
 from .support.procs import free_port, parse, select, wait_until
@@ -90,13 +90,13 @@ def test_without_rules_in_the_directory_the_demo_evaluates_the_shipped_ones(
 ) -> None:
     require_binary("prometheus")
     # here the checkout's alerts/; installed from the wheel, the package's copy (test_wheel.py)
-    assert rules_used(tmp_path) == shipped.find(shipped.RULES)
+    assert rules_used(tmp_path) == data_files.find(data_files.RULES)
 
 
 def test_rules_in_the_directory_are_what_the_demo_evaluates(tmp_path: Path) -> None:
     # where `pool-exporter alerts generate` writes rules with a user's own settings
     require_binary("prometheus")
-    mine = tmp_path / shipped.RULES
+    mine = tmp_path / data_files.RULES
     mine.parent.mkdir()
     mine.write_text(RULES)
     assert rules_used(tmp_path) == mine

@@ -32,6 +32,7 @@ from pool_exporter.incident.promserver import PrometheusServer
 from pool_exporter.instrument import instrument
 from pool_exporter.sidecar.database import DatabaseCollector
 from tests.support import dashboard_queries as dq
+from tests.support import pg_limits
 from tests.support.alertmanager import AlertmanagerServer, WebhookReceiver, route_to_webhook
 
 from .conftest import require_binary
@@ -133,6 +134,10 @@ def run(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     database = DatabaseCollector(pg_url)
     registry.register(database)
     with (
+        # a role and a database with connection limits, for the limits' panels to show
+        pg_limits.limited_role(pg_url),
+        pg_limits.limited_database(pg_url) as limited,
+        pg_limits.connect(pg_url, dbname=limited),
         rp.pool_engine(pg_url, INCIDENT) as (engine, _),
         WebhookReceiver() as webhook,
         AlertmanagerServer(alertmanager_config(tmp, webhook.url)) as am,

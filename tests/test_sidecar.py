@@ -326,6 +326,7 @@ def _bad_configs(tmp_path: Path) -> dict[str, str]:
         "--database-timeout=-1",
         "--database-max-applications=-1",
         "--database-max-applications=2.5",
+        "--database-max-roles=-1",
         "--no-such-flag",
         "missing dir",
         "dir is a file",

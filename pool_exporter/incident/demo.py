@@ -27,7 +27,7 @@ from pool_exporter import redact
 from pool_exporter.errors import CliError
 from pool_exporter.exposition import start_http_server
 from pool_exporter.instrument import instrument
-from pool_exporter.mixin import shipped
+from pool_exporter.mixin import data_files
 
 from . import replay as rp
 from .alertwatch import AlertTimes, AlertWatch
@@ -199,7 +199,7 @@ def start_alerting(
         return None
     rules = rules or rules_file()
     if rules is None:
-        print(f"alerts: no alert rules found ({shipped.RULES}); not evaluated")
+        print(f"alerts: no alert rules found ({data_files.RULES}); not evaluated")
         return None
     try:
         prom = stack.enter_context(
@@ -216,8 +216,8 @@ def start_alerting(
 def rules_file() -> Path | None:
     """./alerts (where `alerts generate` writes, a checkout of the project), else the default
     rules shipped with the package, which need no PyYAML to read."""
-    here = Path.cwd() / shipped.RULES
-    return here if here.is_file() else shipped.find(shipped.RULES)
+    here = Path.cwd() / data_files.RULES
+    return here if here.is_file() else data_files.find(data_files.RULES)
 
 
 def alert_lines(alerts: list[AlertTimes], result: Result, offset: float) -> list[str]:

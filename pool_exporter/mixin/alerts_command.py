@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from . import generated
-from .shipped import RULES_FILE, RUNBOOKS
+from . import file_commands
+from .data_files import RULES_FILE, RUNBOOKS
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    generated.add_actions(
+    file_commands.add_actions(
         parser,
         what="the rule files and the Alertmanager example",
         directory="alerts",
@@ -19,12 +19,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _generator() -> generated.Generator:
+def _generator() -> file_commands.Generator:
     # PyYAML comes with the `alerts` extra; without it the CLI names the extra and exits 2.
-    from .alerts import generate
+    from .rule_files import generate
 
     return generate
 
 
 def run(args: argparse.Namespace) -> int:
-    return generated.run(args, _generator)
+    return file_commands.run(args, _generator)

@@ -7,13 +7,14 @@ import argparse
 import dataclasses
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pool_exporter.durations import is_duration
 
-from .shipped import DASHBOARD_FILE
+from .data_files import DASHBOARD_FILE
 
 # docs/runbooks.md in the project's repository: pyproject.toml's [project.urls] Runbooks, the
 # address PyPI lists. Each alert links to its section, `runbook_url#<alert name in lowercase>`.
@@ -99,6 +100,17 @@ class MixinConfig:
     absent_lookback: str = "1h"
     absent_for: str = "10m"
 
+    # -- what the database is stuck on ---------------------------------------------------------
+    # A session idle in a transaction keeps its locks, keeps vacuum from removing the rows its
+    # snapshot can see, and holds a connection of its pool: a warning once one has been idle
+    # this long, for `idle_in_transaction_for`.
+    idle_in_transaction_seconds: float = 60.0
+    idle_in_transaction_for: str = "1m"
+    # A role's or a database's CONNECTION LIMIT refuses its connections before max_connections
+    # does: a warning at this share of the limit in use.
+    connection_limit_warning: float = 0.8
+    connection_limit_for: str = "5m"
+
     # -- PgBouncer between the pools and the database ----------------------------------------
     # Extra label matchers for the sidecar's pool_exporter_pgbouncer_* series.
     pgbouncer_selector: str = ""
@@ -145,8 +157,20 @@ class MixinConfig:
             raise ConfigError(f"cluster_label: {self.cluster_label!r} is not a label name")
         if not re.fullmatch(r"[\w.-]+\.json", self.dashboard_file):
             raise ConfigError(f"dashboard_file: {self.dashboard_file!r} is not a .json file name")
-        if self.utilisation_warning > 1:
-            raise ConfigError("utilisation_warning: a share of capacity, at most 1")
+        for name in ("utilisation_warning", "connection_limit_warning"):
+            if getattr(self, name) > 1:
+                raise ConfigError(f"{name}: a share of capacity, at most 1")
+
+    def cluster_beside(self, names: Sequence[str]) -> tuple[str, ...]:
+        """The cluster label, when there is one and `names` lack it; else nothing. The one
+        place that decides where the cluster goes: first, and once."""
+        label = self.cluster_label
+        return (label,) if label and label not in names else ()
+
+    def with_cluster(self, *names: str) -> tuple[str, ...]:
+        """`names` with the cluster label first (`cluster_beside`): what an aggregation, a
+        record's level and an Alertmanager group keep, so that two clusters never add up."""
+        return (*self.cluster_beside(names), *names)
 
 
 def _coerce(name: str, kind: str, value: Any) -> Any:

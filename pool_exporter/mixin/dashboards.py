@@ -30,27 +30,34 @@ from .grafana import (
     timeseries,
     to_json_data,
 )
-from .promql import WORKER, Builder, selector
+from .promql import WORKER, Builder
 
 # The pages are about the queue, which only forms at capacity: the red band starts where
 # callers wait.
 UTILISATION_CRITICAL = 1.0
 CLUSTER_VARIABLE = "cluster"
 WORKER_MATCHER = f'{WORKER}=~"$worker"'
+JOB, INSTANCE, POOL = 'job=~"$job"', 'instance=~"$instance"', 'pool=~"$pool"'
+WINDOW = "$__rate_interval"  # Grafana's: at least four scrape intervals
+# What a panel of the database or the fleet groups by: nothing but the cluster, the total of
+# the jobs chosen (the rules group by each fleet).
+TOTAL: tuple[str, ...] = ()
+
+
+def cluster_matchers(cfg: MixinConfig) -> tuple[str, ...]:
+    """The cluster variable's matcher, when the config names a cluster label."""
+    return (f'{cfg.cluster_label}=~"${CLUSTER_VARIABLE}"',) if cfg.cluster_label else ()
 
 
 def builder(cfg: MixinConfig) -> Builder:
     """The rules' builder with the dashboard's variables as matchers: the cluster (when there
     is a cluster label) and the job narrow everything; instance and pool the pool series."""
-    cluster = (f'{cfg.cluster_label}=~"${CLUSTER_VARIABLE}"',) if cfg.cluster_label else ()
-    fleet = (*cluster, 'job=~"$job"')
-    return Builder(
-        cfg, pool_scope=(*fleet, 'instance=~"$instance"', 'pool=~"$pool"'), fleet_scope=fleet
-    )
+    fleet = (*cluster_matchers(cfg), JOB)
+    return Builder(cfg, pool_scope=(*fleet, INSTANCE, POOL), fleet_scope=fleet)
 
 
 def _quantiles(metric: m.Metric, b: Builder) -> list[Query]:
-    rate = f"rate({b.pool(metric, suffix='_bucket')}[$__rate_interval])"
+    rate = b.rate(metric, WINDOW, "_bucket")
     return [
         Query(
             f"histogram_quantile({q}, {b.agg('sum', rate, 'le', 'pool')})",
@@ -60,9 +67,9 @@ def _quantiles(metric: m.Metric, b: Builder) -> list[Query]:
     ]
 
 
-def _rate(b: Builder, metric: m.Metric, *by: str) -> str:
-    """Per second, summed by pool (and `by`): counters carry no worker."""
-    return b.agg("sum", f"rate({b.pool(metric)}[$__rate_interval])", "pool", *by)
+def per_pool(b: Builder, metric: m.Metric, *by: str) -> str:
+    """A counter per second, summed by pool (and `by`) over the chosen instances."""
+    return b.agg("sum", b.rate(metric, WINDOW), "pool", *by)
 
 
 def gauge(b: Builder, metric: m.Metric, *matchers: str) -> str:
@@ -127,13 +134,12 @@ def saturation(b: Builder) -> Row:
 
 
 def latency(b: Builder) -> Row:
-    wait_buckets = b.pool(m.CHECKOUT_WAIT, suffix="_bucket")
     wait_map = heatmap(
         "Checkout wait (heatmap)",
         "How many checkouts waited how long (successful ones), per interval: a band rising "
         "toward the pool timeout is a pool running dry.",
         Query(
-            b.agg("sum", f"increase({wait_buckets}[$__rate_interval])", "le"),
+            b.agg("sum", b.increase(m.CHECKOUT_WAIT, WINDOW, "_bucket"), "le"),
             "{{le}}",
             heatmap=True,
         ),
@@ -160,7 +166,7 @@ def latency(b: Builder) -> Row:
         "Checkouts per second",
         "Successful checkouts per second per pool: the demand the pool serves.",
         "ops",
-        [Query(_rate(b, m.CHECKOUTS), "{{pool}}")],
+        [Query(per_pool(b, m.CHECKOUTS), "{{pool}}")],
     )
     return "Latency", [(wait_map, 12, 9), (wait, 12, 9), (hold, 12, 8), (checkouts, 12, 8)]
 
@@ -172,9 +178,9 @@ def errors(b: Builder) -> Row:
         "otherwise: every timeout is a request that failed for want of a connection.",
         "ops",
         [
-            Query(_rate(b, m.CHECKOUT_TIMEOUTS), "timeouts {{pool}}"),
-            Query(_rate(b, m.CHECKOUT_CANCELLATIONS), "cancelled {{pool}}"),
-            Query(_rate(b, m.CHECKOUT_ERRORS), "errors {{pool}}"),
+            Query(per_pool(b, m.CHECKOUT_TIMEOUTS), "timeouts {{pool}}"),
+            Query(per_pool(b, m.CHECKOUT_CANCELLATIONS), "cancelled {{pool}}"),
+            Query(per_pool(b, m.CHECKOUT_ERRORS), "errors {{pool}}"),
         ],
         bands=steps(None, 0.001),
         threshold_style="line",
@@ -184,21 +190,21 @@ def errors(b: Builder) -> Row:
         "Failed attempts per second to open a database connection: the database refused "
         "(often: too many connections) or could not be reached.",
         "ops",
-        [Query(_rate(b, m.CONNECT_ERRORS), "{{pool}}")],
+        [Query(per_pool(b, m.CONNECT_ERRORS), "{{pool}}")],
     )
     invalidations = timeseries(
         "Invalidations",
         "Connections invalidated per second (soft: replaced at the next checkout); a burst "
         "usually follows a database restart or failover.",
         "ops",
-        [Query(_rate(b, m.INVALIDATIONS, "soft"), "{{pool}} soft={{soft}}")],
+        [Query(per_pool(b, m.INVALIDATIONS, "soft"), "{{pool}} soft={{soft}}")],
     )
     hooks = timeseries(
         "Exporter hook errors",
         "Exceptions inside pool-exporter's own hooks, swallowed so the application goes on: "
         "anything but 0 means the pool metrics may be off; see the application log.",
         "ops",
-        [Query(_rate(b, m.HOOK_ERRORS, "hook"), "{{pool}} {{hook}}")],
+        [Query(per_pool(b, m.HOOK_ERRORS, "hook"), "{{pool}} {{hook}}")],
     )
     return "Errors", [(p, 6, 8) for p in (timeouts, connect_errors, invalidations, hooks)]
 
@@ -210,9 +216,9 @@ def churn(b: Builder) -> Row:
         "traffic means the pool is too small or recycles too often.",
         "ops",
         [
-            Query(_rate(b, m.CONNECTS), "opened {{pool}}"),
-            Query(_rate(b, m.CLOSES), "closed {{pool}}"),
-            Query(_rate(b, m.DETACHES), "detached {{pool}}"),
+            Query(per_pool(b, m.CONNECTS), "opened {{pool}}"),
+            Query(per_pool(b, m.CLOSES), "closed {{pool}}"),
+            Query(per_pool(b, m.DETACHES), "detached {{pool}}"),
         ],
     )
     connect = timeseries(
@@ -225,11 +231,8 @@ def churn(b: Builder) -> Row:
 
 
 def database_and_fleet(b: Builder) -> Row:
-    # Every sidecar reports the same server: max, not sum, across sidecars.
-    max_conn = b.agg("max", b.database(m.DATABASE_MAX_CONNECTIONS))
-    reserved = b.agg("max", b.database(m.DATABASE_RESERVED_CONNECTIONS))
-    available = f"({max_conn} - {reserved})"
-    fleet_capacity = b.agg("sum", b.fleet_pool(m.MAX_CONNECTIONS))
+    max_conn = b.database_setting(m.DATABASE_MAX_CONNECTIONS, by=TOTAL)
+    available = f"({b.database_available(by=TOTAL)})"
     by_state = timeseries(
         "Database connections by state and application",
         "Client connections open on the database (stacked, by state and application_name, "
@@ -238,13 +241,7 @@ def database_and_fleet(b: Builder) -> Row:
         "short",
         [
             Query(
-                b.agg(
-                    "max",
-                    b.database(m.DATABASE_CONNECTIONS),
-                    "database",
-                    "state",
-                    "application_name",
-                ),
+                b.database_connections("database", "state", "application_name", by=TOTAL),
                 "{{application_name}} {{state}} ({{database}})",
             ),
             Query(max_conn, "max_connections"),
@@ -263,7 +260,7 @@ def database_and_fleet(b: Builder) -> Row:
         "than the database accepts fails under load, whatever each pool's own utilisation.",
         "short",
         [
-            Query(fleet_capacity, "fleet can open"),
+            Query(b.fleet_capacity(by=TOTAL), "fleet can open"),
             Query(b.agg("sum", b.fleet_pool(m.CONNECTIONS)), "fleet has open"),
             Query(max_conn, "max_connections"),
             Query(available, "available to applications"),
@@ -294,6 +291,61 @@ def database_and_fleet(b: Builder) -> Row:
     return "Database and fleet", [(by_state, 12, 9), (capacity, 12, 9), (share, 18, 7), (up, 6, 7)]
 
 
+def stuck(b: Builder) -> Row:
+    """What the database is stuck on: transactions left open, and the limits of roles and
+    databases that refuse connections before max_connections does."""
+    cfg = b.cfg
+    per_application = ("database", "application_name")
+    ages = timeseries(
+        "Oldest transaction and idle-in-transaction session",
+        "Per application_name and database: how long the session idle in a transaction longest "
+        "has been idle, and the age of the oldest open transaction; the band is where the "
+        "idle-in-transaction alert fires. An idle one keeps its locks and a pool connection.",
+        "s",
+        [
+            Query(
+                b.agg("max", b.database(m.DATABASE_OLDEST_IDLE_IN_TRANSACTION), *per_application),
+                "idle in transaction {{application_name}} ({{database}})",
+            ),
+            Query(
+                b.agg("max", b.database(m.DATABASE_OLDEST_TRANSACTION), *per_application),
+                "transaction {{application_name}} ({{database}})",
+            ),
+        ],
+        bands=steps(None, cfg.idle_in_transaction_seconds),
+        threshold_style="line",
+        overrides=[override("^idle in transaction .*", "orange")],
+    )
+    roles = timeseries(
+        "Connections per role vs its connection limit",
+        "Client connections each role holds, against its CONNECTION LIMIT (dashed) where it "
+        "has one: a role's limit refuses its connections before max_connections does.",
+        "short",
+        [
+            Query(b.agg("max", b.database(m.DATABASE_ROLE_CONNECTIONS), "role"), "{{role}}"),
+            Query(
+                b.agg("max", b.database(m.DATABASE_ROLE_CONNECTION_LIMIT), "role"),
+                "{{role}} limit",
+            ),
+        ],
+        overrides=[override(".* limit$", "red", dashed=True)],
+    )
+    share = timeseries(
+        "Share of each connection limit in use",
+        "Connections / CONNECTION LIMIT for every role and database that has a limit; the "
+        "band is where the limit alerts fire.",
+        "percentunit",
+        # the rules' own definitions
+        [
+            Query(b.role_limit_share(by=TOTAL), "role {{role}}"),
+            Query(b.database_limit_share(by=TOTAL), "database {{database}}"),
+        ],
+        bands=steps(cfg.connection_limit_warning, 1.0),
+        threshold_style="line+area",
+    )
+    return "What the database is stuck on", [(ages, 8, 8), (roles, 8, 8), (share, 8, 8)]
+
+
 def through_the_pooler(b: Builder) -> Row:
     """Left to right as a request goes: the fleet's pools, the pooler's clients, the pooler's
     server connections, the database's connections."""
@@ -306,7 +358,7 @@ def through_the_pooler(b: Builder) -> Row:
         [
             Query(pools_in_use, "pools in use"),
             Query(b.agg("sum", b.fleet_pool(m.WAITING)), "callers waiting in the pools"),
-            Query(b.agg("sum", b.fleet_pool(m.MAX_CONNECTIONS)), "pools can open"),
+            Query(b.fleet_capacity(by=TOTAL), "pools can open"),
         ],
         overrides=[override("^pools can open$", "red", dashed=True)],
     )
@@ -351,7 +403,6 @@ def through_the_pooler(b: Builder) -> Row:
         stacked=True,
         overrides=[override(".* pool_size$", "red", dashed=True)],
     )
-    max_conn = b.agg("max", b.database(m.DATABASE_MAX_CONNECTIONS))
     db = timeseries(
         "4. Database: connections by state",
         "What reaches the database: its client connections by state against max_connections. "
@@ -360,15 +411,10 @@ def through_the_pooler(b: Builder) -> Row:
         "short",
         [
             Query(
-                b.agg(
-                    "max",
-                    f"sum without (application_name) ({b.database(m.DATABASE_CONNECTIONS)})",
-                    "database",
-                    "state",
-                ),
+                b.database_connections("database", "state", by=TOTAL),
                 "{{database}} {{state}}",
             ),
-            Query(max_conn, "max_connections"),
+            Query(b.database_setting(m.DATABASE_MAX_CONNECTIONS, by=TOTAL), "max_connections"),
         ],
         stacked=True,
         overrides=[override("^max_connections$", "red", dashed=True)],
@@ -425,8 +471,8 @@ def held(b: Builder) -> Row:
         "the application log names where they were borrowed.",
         "ops",
         [
-            Query(_rate(b, m.LONG_CHECKOUTS), "long {{pool}}"),
-            Query(_rate(b, m.GC_RETURNED), "leaked {{pool}}"),
+            Query(per_pool(b, m.LONG_CHECKOUTS), "long {{pool}}"),
+            Query(per_pool(b, m.GC_RETURNED), "leaked {{pool}}"),
         ],
         bands=steps(None, 0.001),
         threshold_style="line",
@@ -434,7 +480,7 @@ def held(b: Builder) -> Row:
     return "Held connections", [(oldest, 12, 8), (long, 12, 8)]
 
 
-ROWS = (saturation, latency, errors, churn, held, database_and_fleet, through_the_pooler)
+ROWS = (saturation, latency, errors, churn, held, database_and_fleet, stuck, through_the_pooler)
 
 
 def fleet_legend(b: Builder) -> str:
@@ -448,11 +494,14 @@ def fleet_legend(b: Builder) -> str:
 def variables(b: Builder) -> list[g.Template]:
     cfg = b.cfg
 
+    # Each variable lists the values left by the ones before it: the rules' builder, bare.
+    bare = Builder(cfg)
+
     def values_of(label: str, *matchers: str) -> str:
-        return f"label_values({selector(m.INFO.sample, *matchers, cfg.selector)}, {label})"
+        return f"label_values({bare.pool(m.INFO, *matchers)}, {label})"
 
     found = [datasource_variable()]
-    cluster: tuple[str, ...] = ()
+    cluster = cluster_matchers(cfg)
     if cfg.cluster_label:
         # One cluster at a time, as the monitoring mixins show it; only there when the
         # config names a cluster label.
@@ -461,23 +510,17 @@ def variables(b: Builder) -> list[g.Template]:
                 CLUSTER_VARIABLE, "Cluster", values_of(cfg.cluster_label), include_all=False
             )
         )
-        cluster = b.fleet_scope[:1]
-    job = 'job=~"$job"'
-    instance = 'instance=~"$instance"'
     return [
         *found,
         query_variable("job", "Job", values_of("job", *cluster)),
-        query_variable("instance", "Instance", values_of("instance", *cluster, job)),
-        query_variable("pool", "Pool", values_of("pool", *cluster, job, instance)),
-        query_variable(
-            "worker", "Worker", values_of(WORKER, *cluster, job, instance, 'pool=~"$pool"')
-        ),
+        query_variable("instance", "Instance", values_of("instance", *cluster, JOB)),
+        query_variable("pool", "Pool", values_of("pool", *cluster, JOB, INSTANCE)),
+        query_variable("worker", "Worker", values_of(WORKER, *cluster, JOB, INSTANCE, POOL)),
     ]
 
 
 def annotation_queries(b: Builder) -> list[dict[str, Any]]:
-    events = b.fleet_pool(m.EVENT_LAST_TIMESTAMP, 'instance=~"$instance"')
-    alerts = selector("ALERTS", 'alertstate="firing"', *b.fleet_scope)
+    events = b.fleet_pool(m.EVENT_LAST_TIMESTAMP, INSTANCE)
     return [
         {
             "builtIn": 1,
@@ -506,7 +549,7 @@ def annotation_queries(b: Builder) -> list[dict[str, Any]]:
         {
             "datasource": DATASOURCE,
             "enable": True,
-            "expr": alerts,
+            "expr": b.firing_alerts(),
             "hide": False,
             "iconColor": "red",
             "name": "Alerts firing",

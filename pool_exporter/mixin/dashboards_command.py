@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import argparse
 
-from . import generated
-from .shipped import DASHBOARD_FILE
+from . import file_commands
+from .data_files import DASHBOARD_FILE
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    generated.add_actions(
+    file_commands.add_actions(
         parser, what="the dashboard JSON files", directory="dashboards", default=DASHBOARD_FILE
     )
 
 
-def _generator() -> generated.Generator:
+def _generator() -> file_commands.Generator:
     # grafanalib comes with the `dashboards` extra; without it the CLI names the extra.
     from .dashboards import generate
 
@@ -23,4 +23,4 @@ def _generator() -> generated.Generator:
 
 
 def run(args: argparse.Namespace) -> int:
-    return generated.run(args, _generator)
+    return file_commands.run(args, _generator)

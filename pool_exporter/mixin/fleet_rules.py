@@ -10,7 +10,8 @@ from pool_exporter import metrics as m
 
 from .config import MixinConfig
 from .promql import Builder
-from .rulebase import Group, RecordNames, Rule, Where, alert, record_names
+from .records import RecordNames, record_names
+from .rulebase import Group, Rule, Where, alert
 
 # -- the fleet of pools against the database they share -------------------------------------
 
@@ -32,15 +33,13 @@ class FleetTerms:
 
 def fleet_records(t: FleetTerms) -> list[Rule]:
     b, r = t.build, t.names
-    conn_labels = ", ".join(m.DATABASE_CONNECTIONS.labels)
-    used = f"sum without ({conn_labels}) ({b.database(m.DATABASE_CONNECTIONS)})"
     return [
         {"record": r.fleet_capacity, "expr": b.fleet_capacity()},
         {"record": r.database_available, "expr": b.database_available()},
         {"record": r.fleet_database_ratio, "expr": f"{r.fleet_capacity} / {r.database_available}"},
         {
             "record": r.database_used_ratio,
-            "expr": f"{b.agg('max', used, *t.cfg.fleet_labels)} / {r.database_available}",
+            "expr": f"{b.database_connections()} / {r.database_available}",
         },
     ]
 
@@ -121,14 +120,13 @@ def fleet_group(cfg: MixinConfig) -> Group:
 def absent_group(cfg: MixinConfig) -> Group:
     b = Builder(cfg)
     info = b.pool(m.INFO)
-    target = b.labels("job", "instance")
+    target = ("job", "instance")
+    lately = b.agg("group", f"max_over_time({info}[{cfg.absent_lookback}])", *target)
+    on = f"on ({b.labels(*target)})"
     # A target still in service discovery (it has `up`) that reported pools within the
     # lookback and reports none now: down, or no longer instrumented. A target that was
     # removed (scaled down, replaced) has no `up` and stays quiet.
-    expr = (
-        f"(group by ({target}) (max_over_time({info}[{cfg.absent_lookback}])) "
-        f"unless on ({target}) {info}) and on ({target}) up"
-    )
+    expr = f"({lately} unless {on} {info}) and {on} up"
     rule = alert(
         cfg,
         "SQLAlchemyPoolMetricsAbsent",

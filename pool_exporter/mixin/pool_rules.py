@@ -10,7 +10,8 @@ from pool_exporter import metrics as m
 
 from .config import MixinConfig
 from .promql import WORKER, Builder
-from .rulebase import Group, RecordNames, Rule, Where, alert, record_names
+from .records import RecordNames, record_names
+from .rulebase import Group, Rule, Terms, Where, alert
 
 # -- one pool in one worker ------------------------------------------------------------------
 # An alert is a small function of the shared terms, listed in its group's tuple: a new alert
@@ -139,7 +140,8 @@ def checkout_wait_near_timeout(t: PoolTerms) -> Rule:
     return alert(
         cfg,
         "SQLAlchemyPoolCheckoutWaitNearTimeout",
-        f"{t.names.wait_p99} / max without ({WORKER}) {t.timeout} >= {cfg.wait_page_share:g} "
+        f"{t.names.wait_p99} / {t.build.across_workers('max', t.timeout)} "
+        f">= {cfg.wait_page_share:g} "
         f"and ignoring ({WORKER}) {t.waiting} > 0",
         cfg.severity_page,
         "Checkouts wait a large share of the pool timeout.",
@@ -165,11 +167,11 @@ def checkout_timeouts(t: PoolTerms) -> Rule:
 
 def headroom_low(t: PoolTerms) -> Rule:
     cfg = t.cfg
+    busiest = f"max_over_time({t.names.utilisation_avg}[{cfg.headroom_window}])"
     return alert(
         cfg,
         "SQLAlchemyPoolHeadroomLow",
-        f"max without ({WORKER}) (max_over_time({t.names.utilisation_avg}[{cfg.headroom_window}])) "
-        f">= {cfg.headroom_threshold:g}",
+        f"{t.build.across_workers('max', busiest)} >= {cfg.headroom_threshold:g}",
         cfg.severity_ticket,
         "A connection pool has little headroom for the next burst.",
         f"{t.where.pool}: its busiest {cfg.rate_window} in the last {cfg.headroom_window} "
@@ -196,12 +198,12 @@ def connect_errors(t: PoolTerms) -> Rule:
 
 def invalidation_storm(t: PoolTerms) -> Rule:
     cfg = t.cfg
-    invalidated = f"increase({t.build.pool(m.INVALIDATIONS)}[{cfg.error_window}])"
+    b = t.build
+    invalidated = b.without("sum", b.increase(m.INVALIDATIONS, cfg.error_window), "soft")
     return alert(
         cfg,
         "SQLAlchemyPoolInvalidationStorm",
-        f"sum without ({WORKER}, soft) ({invalidated}) "
-        f"/ sum without ({WORKER}) {t.capacity} >= {cfg.invalidation_share:g}",
+        f"{invalidated} / {b.across_workers('sum', t.capacity)} >= {cfg.invalidation_share:g}",
         cfg.severity_warning,
         "A connection pool is invalidating many connections.",
         f"{t.where.pool}: connections amounting to {{{{ $value | humanizePercentage }}}} "
@@ -233,21 +235,12 @@ def pool_group(cfg: MixinConfig) -> Group:
 
 
 @dataclass(frozen=True)
-class HeldTerms:
-    """What the long-checkout alerts share: the pool's own series, summed over workers where
-    an alert is about the pool rather than one worker."""
-
-    cfg: MixinConfig
-    build: Builder
-    where: Where
-
-    @classmethod
-    def of(cls, cfg: MixinConfig) -> HeldTerms:
-        return cls(cfg=cfg, build=Builder(cfg), where=Where(cfg))
+class HeldTerms(Terms):
+    """What the long-checkout alerts share: the pool's own series; per worker for the oldest
+    checkout (a gauge), per pool for the counters (served summed over the workers)."""
 
     def increased(self, metric: m.Metric) -> str:
-        window = self.cfg.error_window
-        return f"sum without ({WORKER}) (increase({self.build.pool(metric)}[{window}])) > 0"
+        return f"{self.build.increase(metric, self.cfg.error_window)} > 0"
 
 
 def checkout_held_past_timeout(t: HeldTerms) -> Rule:

@@ -22,7 +22,7 @@ class PoolerTerms:
 
     cfg: MixinConfig
     build: Builder
-    fleet: str  # the fleet labels (and the cluster's), for `by (...)` and `on (...)`
+    fleet: str  # the fleet labels (and the cluster's), for `on (...)`
     where: Where
     pool: str  # one pooler pool, for descriptions
     maxwait: str
@@ -51,9 +51,9 @@ class PoolerTerms:
             waiting=bouncer(m.PGBOUNCER_CLIENTS, 'state="waiting"'),
             # Every server connection the pool has, whatever it is doing: `used` and `tested`
             # ones are being reset or checked and serve no client either.
-            servers=f"sum without (state) ({bouncer(m.PGBOUNCER_SERVERS)})",
+            servers=b.without("sum", bouncer(m.PGBOUNCER_SERVERS), "state"),
             pool_size=bouncer(m.PGBOUNCER_DB_POOL_SIZE),
-            timeout=f"min by ({fleet}) ({b.pool(m.TIMEOUT)} > 0)",
+            timeout=b.agg("min", f"{b.pool(m.TIMEOUT)} > 0", *cfg.fleet_labels),
             used=bouncer(m.PGBOUNCER_LIST_ITEMS, 'list="used_clients"'),
             max_client_conn=bouncer(m.PGBOUNCER_MAX_CLIENT_CONN),
             session=bouncer(m.PGBOUNCER_DB_INFO, 'pool_mode="session"'),
@@ -87,7 +87,7 @@ def pooler_wait_near_pool_timeout(t: PoolerTerms) -> Rule:
     return alert(
         cfg,
         "PgBouncerWaitNearPoolTimeout",
-        f"{t.build.agg('max', t.maxwait, *t.cfg.fleet_labels, 'pooler', 'database', 'user')} "
+        f"{t.build.agg('max', t.maxwait, *cfg.fleet_labels, 'pooler', 'database', 'user')} "
         f"/ on ({t.fleet}) group_left () {t.timeout} >= {cfg.pooler_wait_page_share:g}",
         cfg.severity_page,
         "Clients wait in the pooler for a large share of the applications' pool timeout.",
@@ -119,7 +119,7 @@ def pooler_fleet_exceeds_max_client_conn(t: PoolerTerms) -> Rule:
         cfg,
         "PgBouncerFleetExceedsMaxClientConn",
         f"{t.capacity} / on ({t.fleet}) "
-        f"sum by ({t.fleet}) ({t.max_client_conn}) > {cfg.fleet_share:g}",
+        f"{t.build.agg('sum', t.max_client_conn, *cfg.fleet_labels)} > {cfg.fleet_share:g}",
         cfg.severity_warning,
         "The pools together may open more connections than the poolers accept.",
         f"The pools of {t.where.fleet} may open {{{{ $value | humanizePercentage }}}} of the "
@@ -135,7 +135,7 @@ def pooler_session_mode_fleet_exceeds_database(t: PoolerTerms) -> Rule:
         cfg,
         "PgBouncerSessionModeFleetExceedsDatabase",
         f"{t.capacity} / {t.available} > {cfg.fleet_share:g} "
-        f"and on ({t.fleet}) group by ({t.fleet}) ({t.session})",
+        f"and on ({t.fleet}) {t.build.agg('group', t.session, *cfg.fleet_labels)}",
         cfg.severity_warning,
         "A pooler in session mode does not protect the database from the fleet.",
         f"The pools of {t.where.fleet} may open {{{{ $value | humanizePercentage }}}} of the "

@@ -11,11 +11,11 @@ from .config import MixinConfig
 PAGER, CHAT, TICKETS = "pager", "chat", "tickets"
 # `job` with `pool`: two services may both name their pool "default"; and two clusters may both
 # run the same service.
-GROUP_BY = ["job", "pool"]
+GROUP_BY = ("job", "pool")
 
 
 def group_by(cfg: MixinConfig) -> list[str]:
-    return [cfg.cluster_label, *GROUP_BY] if cfg.cluster_label else GROUP_BY
+    return list(cfg.with_cluster(*GROUP_BY))
 
 
 def alertmanager_config(cfg: MixinConfig) -> dict[str, Any]:

@@ -1,51 +1,16 @@
-"""What every rule group shares: the rule's shape, the recording rules' names, and the words an
-alert's description uses to say where it fires."""
+"""What every rule group shares: the rule's shape, the words an alert's description uses to say
+where it fires, and the terms the simplest groups' alerts are written with."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
-
-from pool_exporter import metrics as m
+from typing import Any, Self
 
 from .config import MixinConfig
-from .promql import WORKER
+from .promql import WORKER, Builder
 
 Rule = dict[str, Any]
 Group = dict[str, Any]
-
-
-@dataclass(frozen=True)
-class RecordNames:
-    """Recording rule names (`level:metric:operations`), for the alerts that read them."""
-
-    utilisation: str
-    utilisation_avg: str
-    hold_mean: str
-    queue_drain: str
-    wait_p99: str
-    fleet_capacity: str
-    database_available: str
-    fleet_database_ratio: str
-    database_used_ratio: str
-
-
-def record_names(cfg: MixinConfig) -> RecordNames:
-    w = cfg.rate_window
-    # The level names the labels a record keeps: the cluster's too, where there is one.
-    kept = (cfg.cluster_label,) if cfg.cluster_label not in ("", *cfg.fleet_labels) else ()
-    fleet = "_".join((*kept, *cfg.fleet_labels))
-    return RecordNames(
-        utilisation="pool:sqlalchemy_pool_utilisation:ratio",
-        utilisation_avg=f"pool:sqlalchemy_pool_utilisation:avg_over_time{w}",
-        hold_mean=f"pool:{m.HOLD.name}:mean_rate{w}",
-        queue_drain=f"pool:{m.WAITING.name}:drain_seconds",
-        wait_p99=f"pool:{m.CHECKOUT_WAIT.name}:p99_rate{w}",
-        fleet_capacity=f"{fleet}:{m.MAX_CONNECTIONS.name}:sum",
-        database_available=f"{fleet}:pool_exporter_database_available_connections:max",
-        fleet_database_ratio=f"{fleet}:{m.MAX_CONNECTIONS.name}:database_ratio",
-        database_used_ratio=f"{fleet}:{m.DATABASE_CONNECTIONS.name}:ratio",
-    )
 
 
 def alert(  # noqa: PLR0917 - read as a table of rules, one argument a line
@@ -96,8 +61,22 @@ class Where:
     @property
     def fleet(self) -> str:
         values = " ".join(f"{{{{ $labels.{label} }}}}" for label in self.cfg.fleet_labels)
-        return values if self.cfg.cluster_label in self.cfg.fleet_labels else values + self.cluster
+        return values + self.cluster if self.cfg.cluster_beside(self.cfg.fleet_labels) else values
 
     @property
     def target(self) -> str:
         return f"{{{{ $labels.instance }}}} of {{{{ $labels.job }}}}{self.cluster}"
+
+
+@dataclass(frozen=True)
+class Terms:
+    """What a group's alerts are written with: the config, its PromQL builder, and the words
+    for where an alert fires. Groups that share more extend it."""
+
+    cfg: MixinConfig
+    build: Builder
+    where: Where
+
+    @classmethod
+    def of(cls, cfg: MixinConfig) -> Self:
+        return cls(cfg=cfg, build=Builder(cfg), where=Where(cfg))

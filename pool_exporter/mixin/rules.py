@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from .config import MixinConfig
+from .database_rules import database_group
 from .fleet_rules import absent_group, fleet_group
 from .pool_rules import long_checkout_group, pool_group
 from .pooler_rules import pgbouncer_group
@@ -22,6 +23,7 @@ GROUPS: tuple[Callable[[MixinConfig], Group], ...] = (
     absent_group,
     pgbouncer_group,
     long_checkout_group,
+    database_group,
 )
 
 

@@ -22,7 +22,7 @@ from pool_exporter.errors import CliError
 from pool_exporter.multiprocess.reader import WorkersCollector, check_directory
 from pool_exporter.rendered import Exposed
 
-from .database import DEFAULT_MAX_APPLICATIONS, DatabaseCollector
+from .database import DEFAULT_MAX_APPLICATIONS, DEFAULT_MAX_ROLES, DatabaseCollector
 from .httpserver import App, bind, parse_listen_address
 from .pgbouncer import DEFAULT_MAX_POOLS, PgBouncerCollector, PoolerListError, parse_poolers
 from .urls import DatabaseUrlError
@@ -90,6 +90,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="application_name values with the most connections that get series of their own; "
         f"the others are counted as application_name={m.OTHER_APPLICATIONS!r}, 0 counts every "
         f"connection there (default {DEFAULT_MAX_APPLICATIONS})",
+    )
+    parser.add_argument(
+        "--database-max-roles",
+        type=_count,
+        default=DEFAULT_MAX_ROLES,
+        metavar="N",
+        help="roles that get series of their own (connections, and the connection limit where "
+        "there is one): those nearest their limit first, then the busiest; the others are "
+        f"counted as role={m.OTHER_ROLES!r} (default {DEFAULT_MAX_ROLES})",
     )
     parser.add_argument(
         "--pgbouncer-url-file",
@@ -261,7 +270,10 @@ def _database(args: argparse.Namespace) -> DatabaseCollector | None:
     _require_psycopg()
     try:
         return DatabaseCollector(
-            url, timeout=args.database_timeout, max_applications=args.database_max_applications
+            url,
+            timeout=args.database_timeout,
+            max_applications=args.database_max_applications,
+            max_roles=args.database_max_roles,
         )
     except DatabaseUrlError as exc:
         raise CliError(str(exc)) from None

@@ -24,6 +24,7 @@ from .promtool_series import (
     labels,
     one,
     pooler,
+    stuck,
 )
 
 # -- one case per alert: not yet, firing with exact labels and annotations, resolved ----------
@@ -110,6 +111,31 @@ def metrics_absent() -> Series:
     s.gauge(m.INFO.sample, {**info_labels, "instance": "web-2:8000"}, between(0, 300, 1.0, None))
     s.gauge("up", {"job": JOB, "instance": "web-2:8000"}, between(0, 300, 1.0, None))
     return s
+
+
+def stuck_case(
+    *,
+    used: Fn = lambda k: 50.0,
+    idle: Fn = lambda k: 0.5,
+    role_connections: Fn = lambda k: 20.0,
+) -> Callable[[], Series]:
+    """A steady pool, `used` of the database's slots, a session idle in a transaction for
+    `idle` seconds and role web's `role_connections` (promtool_series.stuck)."""
+
+    def build() -> Series:
+        s = Series(15, 1201 // 15 + 1)
+        Pool(in_use=lambda k: STEADY).add(s)
+        database(s, used)
+        stuck(s, idle=idle, role_connections=role_connections)
+        return s
+
+    return build
+
+
+def idle_from(start: int, end: int) -> Fn:
+    """The longest idle-in-transaction session's age: one left idle from `start` to `end`
+    seconds, sessions idle for half a second otherwise."""
+    return lambda k: float(k * 15 - start) if start <= k * 15 < end else 0.5
 
 
 def pooler_queue(maxwait: float) -> Callable[[], Series]:
@@ -477,6 +503,52 @@ CASES = [
         "application never closed in the last 5m; the application's log names where they were "
         "borrowed when long_checkout_threshold is set.",
         resolved=615,
+    ),
+]
+CASES += [
+    Case(
+        "PoolExporterSessionIdleInTransaction",
+        # idle in its transaction from 300 s: past 60 s at 360 s, and 1m later it fires
+        stuck_case(idle=idle_from(300, 900)),
+        severity="warning",
+        summary="A database session has been left idle in a transaction.",
+        runbook_url=f"{RUNBOOKS}#poolexportersessionidleintransaction",
+        before=405,
+        firing=420,
+        labels={**DB, "database": "shop", "application_name": "web"},
+        description="A session of web on database shop of app has been idle in a transaction "
+        "for 2m 0s: it keeps its locks, keeps vacuum from removing the rows its snapshot can "
+        "see, and holds a connection of its pool.",
+        resolved=900,
+    ),
+    Case(
+        "PoolExporterRoleNearConnectionLimit",
+        # role web holds 45 of its 50 from 300 s to 900 s
+        stuck_case(role_connections=between(300, 900, 45.0, 20.0)),
+        severity="warning",
+        summary="A database role is near its own connection limit.",
+        runbook_url=f"{RUNBOOKS}#poolexporterrolenearconnectionlimit",
+        before=585,
+        firing=600,
+        labels={**DB, "role": "web"},
+        description="Role web on the database of app holds 90% of its CONNECTION LIMIT: past "
+        "it, its new connections are refused (too many connections for role), whatever "
+        "max_connections allows.",
+        resolved=900,
+    ),
+    Case(
+        "PoolExporterDatabaseNearConnectionLimit",
+        # database shop holds 85 of its 100 from 300 s to 900 s
+        stuck_case(used=between(300, 900, 85.0, 50.0)),
+        severity="warning",
+        summary="A database is near its own connection limit.",
+        runbook_url=f"{RUNBOOKS}#poolexporterdatabasenearconnectionlimit",
+        before=585,
+        firing=600,
+        labels={**DB, "database": "shop"},
+        description="Database shop of app holds 85% of its CONNECTION LIMIT: past it, new "
+        "connections to it are refused, whatever max_connections allows.",
+        resolved=900,
     ),
 ]
 CASE = {case.alert: case for case in CASES}

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pool_exporter.mixin.alerts import RULES_FILE, dump
 from pool_exporter.mixin.config import MixinConfig
-from pool_exporter.mixin.generated import write_or_check
+from pool_exporter.mixin.file_commands import write_or_check
+from pool_exporter.mixin.rule_files import RULES_FILE, dump
 from pool_exporter.mixin.rulebase import Group, Rule
 from pool_exporter.mixin.rules import groups
 
@@ -35,6 +35,7 @@ from .promtool_series import (
     database,
     labels,
     pooler,
+    stuck,
 )
 
 TESTS_DIR = "tests"  # beside the rules
@@ -64,6 +65,7 @@ def steady(rules: dict[str, Rule]) -> UnitTest:
     s = Series(60, 7 * 60 + 1)
     Pool(in_use=lambda k: STEADY, workers=("0", "1")).add(s)
     database(s, lambda k: 50.0)
+    stuck(s)  # sessions idle for half a second, roles and databases well below their limits
     pooler(s, pool_mode="session")  # session mode is fine for a fleet the database holds
     times = [60 * k for k in (2, 3, 5, 10, 30, 90, 240, 420)]
     return UnitTest(

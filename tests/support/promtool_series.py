@@ -202,6 +202,30 @@ def database(s: Series, used: Fn, up: Fn = one, max_connections: float = 103.0) 
         )
 
 
+def stuck(
+    s: Series,
+    *,
+    idle: Fn = lambda k: 0.5,
+    role_connections: Fn = lambda k: 20.0,
+    database_limit: float = 100.0,
+) -> None:
+    """What the sidecar sees the database stuck on: application web on database shop with a
+    session idle in a transaction for `idle` seconds (its oldest transaction 2 s older); role
+    web holding `role_connections` of its CONNECTION LIMIT of 50, role postgres 3 connections
+    and no limit; database shop's CONNECTION LIMIT."""
+    sidecar = {"job": JOB, "instance": SIDECAR}
+    application = {**sidecar, "database": "shop", "application_name": "web"}
+    s.gauge(m.DATABASE_OLDEST_IDLE_IN_TRANSACTION.name, application, idle)
+    oldest: Fn = lambda k: None if (i := idle(k)) is None else i + 2.0  # noqa: E731
+    s.gauge(m.DATABASE_OLDEST_TRANSACTION.name, application, oldest)
+    s.gauge(m.DATABASE_ROLE_CONNECTIONS.name, {**sidecar, "role": "web"}, role_connections)
+    s.gauge(m.DATABASE_ROLE_CONNECTION_LIMIT.name, {**sidecar, "role": "web"}, lambda k: 50.0)
+    s.gauge(m.DATABASE_ROLE_CONNECTIONS.name, {**sidecar, "role": "postgres"}, lambda k: 3.0)
+    s.gauge(
+        m.DATABASE_CONNECTION_LIMIT.name, {**sidecar, "database": "shop"}, lambda k: database_limit
+    )
+
+
 def between(start: float, end: float, inside: Value, outside: Value, interval: int = 15) -> Fn:
     """A value `inside` [start, end) seconds, `outside` elsewhere."""
     return lambda k: inside if start <= k * interval < end else outside

@@ -1,4 +1,5 @@
-"""The committed rules, dashboards and runbooks: in the installed package, or in a checkout."""
+"""Where the committed rules, dashboards and runbooks are: in the installed package's data, or
+in a checkout."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Files a generator commits: print the shipped copies, write new ones, or check them; the one
-flow `alerts` and `dashboards` share."""
+"""The `show` and `generate` actions the `alerts` and `dashboards` commands share: print a file
+as the package carries it, write a generator's files, or check the committed ones."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pool_exporter.errors import CliError
 
-from . import shipped
+from . import data_files
 from .config import ConfigError, MixinConfig, add_config_argument, from_args
 
 Generator = Callable[[MixinConfig, Path], dict[Path, str]]
@@ -28,9 +28,9 @@ def add_actions(
     `also`, {name: shipped path}; no extra needed) and `<command> generate [--out-dir DIR]
     [--check] [--config FILE]`; returns the `generate` parser."""
     sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
-    files = shipped.listing(directory)
+    files = data_files.listing(directory)
     for name, relative in (also or {}).items():
-        found = shipped.find(relative)
+        found = data_files.find(relative)
         if found is not None:
             files[name] = found
     show = sub.add_parser(
