@@ -1,5 +1,13 @@
-"""Issue 28 on real parts, part one: the load generator. locust sends the push, every user
-once and none before its moment (tests/support/stack_load.py)."""
+"""Issue 28 on real parts: PostgreSQL behind a real PgBouncer, the incident's Flask app under
+gunicorn gthread workers, the sidecar, Prometheus with the shipped rules, and locust sending the
+push (tests/support/stack.py). Scaled to run in seconds with the incident's ratios of work to
+capacity at every layer (stack.SCALED says how).
+
+The "before" half: at SQLAlchemy's defaults the push times out in the app pools, counted alike
+by the app, the exporter and Prometheus; the app-pool-only recommendations of the issue move
+the queue into PgBouncer. And the load generator on its own: locust sends every user once, none
+before its moment.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +19,112 @@ from pathlib import Path
 
 import pytest
 
+from .support import stack as st
+from .support.procs import Procs, procs
 from .support.stack_load import Push, send
+
+__all__ = ["procs"]
+
+S = st.SCALED
+PUSH = Push(S.users, S.hold)
+
+
+# The issue's two app-pool-only answers of today's advise, scaled as SCALED scales the push
+# (users and timeouts by a fifth). "24 + 626, pool_timeout 3 s": app pools for 1,300 of the
+# 2,000 users, here 2 x (5 + 125) = 260 of 400, with a 0.6 s timeout. "23 + 1,009": app pools
+# for every user; gunicorn does not split a push evenly between its workers (231 and 169 of
+# 400 in one run), so here each worker's pool takes the whole push, 5 + 395: no request can
+# wait in an app pool, and whatever waits, waits in PgBouncer.
+FIX_ONE = st.AppPools(5, 125, 0.6)
+FIX_TWO = st.AppPools(5, 395, 0.6)
+
+
+def test_the_scaled_stack_keeps_the_incidents_load_at_every_layer() -> None:
+    incident, scaled = st.INCIDENT, st.SCALED
+    for layer in ("app_connections", "pooler", "budget"):
+        assert scaled.load(getattr(scaled, layer)) == pytest.approx(
+            incident.load(getattr(incident, layer))
+        ), layer
+    # Where the push queues: the app pools time out, a queue in the pooler waits past the
+    # timeout, the database's budget would serve it in time.
+    assert scaled.load(scaled.app_connections) > scaled.load(scaled.pooler) > 1
+    assert scaled.load(scaled.budget) < 1
+    assert scaled.max_client_conn / scaled.users == incident.max_client_conn / incident.users
+    assert scaled.scrape / scaled.pool_timeout == incident.scrape / incident.pool_timeout
+
+
+def assert_counted_alike(out: st.Outcome) -> None:
+    """The app, the exporter (the sidecar) and Prometheus count every request as locust saw
+    it: served and timed out, exactly."""
+    seen = st.Counts(out.served, out.pool_timeouts, out.errors)
+    assert out.served + out.pool_timeouts + out.errors == out.push.users, out.summary()
+    assert out.app == seen, out.summary()
+    assert out.exporter == out.prometheus == st.Counts(out.served, out.pool_timeouts, 0), (
+        out.summary()
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_at_the_defaults_the_push_times_out_in_the_app_pools_counted_alike_everywhere(
+    tmp_path: Path, procs: Procs, pg_url: str
+) -> None:
+    with st.running(tmp_path, procs, pg_url) as stack:
+        out = stack.burst(PUSH)
+    print(f"\n{out.summary()}")
+    assert_counted_alike(out)
+    assert out.errors == 0
+    # The app pools serve 30 at once for the 6 s timeout: about 7 rounds of 0.86 s, 30 each.
+    assert 150 <= out.served <= 300, out.summary()
+    assert out.first_timeout_at is not None and out.first_timeout_at >= S.pool_timeout
+    # The queue is in the app pools: the database sees their 30 connections at most, below
+    # the pooler's 40, and no client waits in PgBouncer for more than a fraction of the
+    # timeout (the first ones wait while it opens its server connections one at a time).
+    assert out.database_peak <= S.app_connections < S.pooler
+    assert out.pooler_longest_wait < S.pool_timeout / 2, out.summary()
+    # The page comes before the first timeout (the incident's lead: 24 s of 30).
+    paged = out.alerts_at.get("SQLAlchemyPoolQueueExceedsTimeout")
+    assert paged is not None and paged < out.first_timeout_at, out.summary()
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_app_pools_for_most_of_the_push_still_time_out_and_queue_in_pgbouncer_past_the_timeout(
+    tmp_path: Path, procs: Procs, pg_url: str
+) -> None:
+    with st.running(tmp_path, procs, pg_url, pools=FIX_ONE) as stack:
+        out = stack.burst(PUSH)
+    print(f"\n{out.summary()}")
+    assert_counted_alike(out)
+    assert out.errors == 0
+    # Those the app pools could not take time out, as in the incident (508 of 2,000)...
+    assert out.pool_timeouts >= S.users - 2 * (FIX_ONE.pool_size + FIX_ONE.max_overflow)
+    # ... and those they took wait in PgBouncer, many times the pool timeout, behind its 40
+    # server connections: the database never sees more.
+    assert out.pooler_longest_wait > 3 * FIX_ONE.pool_timeout, out.summary()
+    assert out.slowest > out.pooler_longest_wait > FIX_ONE.pool_timeout
+    assert out.database_peak == S.pooler
+    assert "PgBouncerWaitNearPoolTimeout" in out.alerts_at, out.summary()
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_app_pools_for_the_whole_push_only_move_the_queue_into_pgbouncer(
+    tmp_path: Path, procs: Procs, pg_url: str
+) -> None:
+    with st.running(tmp_path, procs, pg_url, pools=FIX_TWO) as stack:
+        out = stack.burst(PUSH)
+    print(f"\n{out.summary()}")
+    assert_counted_alike(out)
+    # No pool timeouts, and no errors ...
+    assert (out.pool_timeouts, out.errors) == (0, 0), out.summary()
+    # ... because the queue is in PgBouncer: clients wait there past the 6 s the users waited
+    # at the defaults, and the slowest request takes longer than that too (the incident: 40 s
+    # and 41 s against 30 s).
+    assert out.pooler_longest_wait > S.pool_timeout, out.summary()
+    assert out.slowest > S.pool_timeout, out.summary()
+    assert out.pooler_waiting_peak >= S.users // 2, out.summary()
+    assert out.database_peak == S.pooler
 
 
 class _Answer(BaseHTTPRequestHandler):
