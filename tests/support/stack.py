@@ -13,7 +13,8 @@ The parts, each a real process or server:
 - locust sending the push (tests/support/stack_load.py).
 
 `running()` starts them and removes them all, the database and role too, however the test
-ends. `Stack.burst(push)` sends a push and returns its `Outcome`.
+ends. `Stack.burst(push)` sends a push and returns its `Outcome`; `Stack.apply()` applies a
+recommendation in the shape of issue 28's `advise --json` and returns the push to send.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
@@ -44,6 +46,7 @@ from pool_exporter.incident.promserver import (
 
 from . import pgbouncer as pgb
 from . import procs as p
+from .stack_advice import Recommendation
 from .stack_load import Load, Push, send
 from .stack_watch import Watch
 
@@ -255,6 +258,25 @@ class Stack:
         infos = p.select(self.sidecar.scrape(), "sqlalchemy_pool_info", pool=POOL)
         workers = {int(s[1]["pid"]) for s in infos} & _children(app.popen.pid)
         return len(workers) == WORKERS
+
+    # -- a recommendation ----------------------------------------------------------------
+
+    def apply(self, recommendation: Recommendation, push: Push) -> Push:
+        """Every setting the recommendation names, applied as an operator would: PgBouncer's
+        files rewritten and RELOADed, the app redeployed with its new pools. Returns `push`
+        paced as recommended."""
+        changes: dict[str, Any] = {}
+        if recommendation.pooler_pool_size is not None:
+            changes["pool_size"] = recommendation.pooler_pool_size
+        if recommendation.pooler_max_client_conn is not None:
+            changes["max_client_conn"] = recommendation.pooler_max_client_conn
+        if changes:
+            self.bouncer.reload(**changes)
+        r = recommendation
+        self.start_app(AppPools(r.pool_size, r.max_overflow, r.pool_timeout))
+        if recommendation.push_rate is None:
+            return push
+        return Push(push.users, push.hold, rate=recommendation.push_rate)
 
     # -- a push --------------------------------------------------------------------------
 
