@@ -141,7 +141,6 @@ class Outcome:
     prometheus: Counts  # the same counters as Prometheus has them after the push
     alerts_at: dict[str, float]  # alertname: first seen firing
     load: Load = field(repr=False)
-    watch_failures: list[str] = field(default_factory=list, repr=False)
 
     def summary(self) -> str:
         pace = f"{self.push.rate:g}/s" if self.push.rate else "at once"
@@ -296,8 +295,11 @@ class Stack:
             # Watched until Prometheus has scraped the push's end: the alerts of its last
             # samples are seen too.
             prometheus = self._prometheus_counts(exporter)
-        if not watch.peaks.samples:
-            raise RuntimeError(f"the watch took no sample: {watch.peaks.failures}")
+        # A lost sample could hide a peak: the push's figures are only taken whole.
+        if watch.peaks.failures or not watch.peaks.samples:
+            raise RuntimeError(
+                f"the watch lost samples ({watch.peaks.samples} taken): {watch.peaks.failures}"
+            )
         requests = load.requests
         start = min(r.start for r in requests)
         timeouts = load.status(503)
@@ -322,7 +324,6 @@ class Stack:
             prometheus=prometheus - prometheus_before,
             alerts_at={a: t - start for a, t in watch.peaks.alerts.items()},
             load=load,
-            watch_failures=watch.peaks.failures,
         )
 
     def _app_counts(self) -> Counts:

@@ -81,7 +81,7 @@ class Watch:
                     if self.prometheus is not None and time.monotonic() >= next_alerts:
                         next_alerts = time.monotonic() + ALERTS_EVERY
                         self._alerts(self.prometheus)
-                except Exception as exc:  # a lost sample is reported, not fatal to the push
+                except Exception as exc:  # the push goes on; the burst reports the loss
                     self.peaks.failures.append(f"{type(exc).__name__}: {exc}")
                 if stopping:
                     return
