@@ -15,7 +15,7 @@ COMPAT_TESTS := tests/test_instrument_api.py tests/test_correctness.py tests/tes
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev,servers]'
+	$(BIN)/python -m pip install -q -e '.[dev,servers,load]'
 	touch $@
 
 demo: $(BIN)/.installed
