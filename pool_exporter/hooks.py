@@ -12,7 +12,7 @@ How the numbers stay exact (docs/internals.md has the evidence, each point with 
   garbage-collected async connection never gets `checkin`, and pools hand out one record twice.
 - Every hook body is guarded: a failure is counted in `pool_exporter_hook_errors_total` and
   logged, never raised into the application's checkout.
-- The checkouts still out are kept by holders.CheckoutTracker, whose dicts the wrapper and the
+- The checkouts still out are kept by checkouts.CheckoutTracker, whose dicts the wrapper and the
   checkin listener write directly.
 """
 
@@ -30,7 +30,7 @@ from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 
-from .holders import NOT_OUT, Borrow, CheckoutTracker
+from .checkouts import NOT_OUT, Borrow, CheckoutTracker
 from .stats import CANCELLED, CONNECT_ERROR, ERROR, TIMEOUT, PoolStats
 
 if TYPE_CHECKING:
