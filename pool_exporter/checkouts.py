@@ -1,10 +1,10 @@
-"""The checkouts still out: who holds each connection, since when, and one watcher per process.
+"""One pool's checkouts: the marker that says whether each connection is in use or idle, the
+checkouts still out (who holds each, since when), and the one watcher thread per process.
 
-`CheckoutTracker` is the bookkeeping of one pool's outstanding checkouts (the oldest one, long
-checkouts with their borrow sites, connections the garbage collector returned); the checkout
-wrapper and the checkin listener in hooks.py write its dicts directly, and call its methods
-only off the common path. `Borrow` is what a checkout records about its borrower, and
-`Watcher` the one thread per process that finds checkouts held past their threshold.
+`CheckoutTracker` turns what the hooks (hooks.py) report into marker changes and tells the
+stats what changed state; it keeps the checkouts out, the oldest, the long ones with their
+borrow sites and the ones the garbage collector returned. `Borrow` is what a checkout records
+about its borrower, and `Watcher` the thread that finds checkouts held past their threshold.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from time import perf_counter
 from types import CodeType, FrameType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, TypeAlias
 
 import sqlalchemy
 
@@ -29,6 +29,25 @@ if TYPE_CHECKING:
     from .stats import PoolStats
 
 log = logging.getLogger("pool_exporter")
+
+# -- The marker -------------------------------------------------------------------------------
+# Each connection of an instrumented pool carries one marker in its
+# `ConnectionPoolEntry.record_info` (a dict SQLAlchemy keeps with the pool's entry, across
+# reconnects), under the tracker's `key`. Only CheckoutTracker reads or writes it.
+#
+# - absent: not counted, neither in use nor idle. A new connection before its first checkout,
+#   one closed or detached, one out when `instrument()` was called, and every connection a
+#   forked child inherited (the child's tracker has a new key, so the parent's markers are
+#   absent to it).
+# - IDLE: idle in the pool counted now.
+# - a float: out since that perf_counter().
+#
+# In use and idle are counts of markers in the last two states: the stats move only when a
+# marker changes state, never once per event, because the events do not pair up
+# (docs/internals.md shows each trap).
+IDLE: Final = "idle"
+Marker: TypeAlias = float | Literal["idle"]
+"""A marker present in `record_info`: IDLE, or the perf_counter() of the checkout."""
 
 # Frames in these directories and files are the machinery between the application and the
 # pool: contextlib's because `with engine.begin()` checks out inside its __enter__, and the
@@ -42,9 +61,6 @@ _SKIP = (
     "<string>",
 )
 _skipped: dict[str, bool] = {}  # filename -> whether it is in _SKIP
-
-# What popping a record from `out` gives when it was not there.
-NOT_OUT = object()
 
 
 @dataclass(frozen=True)
@@ -91,8 +107,9 @@ class Borrow:
         self.long = False
         self.ident = threading.get_ident()
         # sys._getframe walks frame objects without formatting them, unlike traceback's
-        # extract_stack, which reads source lines for the whole stack.
-        frame: FrameType | None = sys._getframe(2)
+        # extract_stack, which reads source lines for the whole stack. It starts past this
+        # frame, CheckoutTracker.checked_out's and the checkout wrapper's.
+        frame: FrameType | None = sys._getframe(3)
         skipped = _skipped
         while frame is not None:
             filename = frame.f_code.co_filename
@@ -143,90 +160,126 @@ def _innermost_awaiting(task: asyncio.Task[Any]) -> FrameType | None:
 
 
 class CheckoutTracker:
-    """The checkouts of one pool still out: the oldest, the long ones, the ones the garbage
-    collector returned, and `checkouts()`, the list of them.
+    """One pool's checkouts: the marker on each of its connections, and the checkouts still
+    out (the oldest, the ones the garbage collector returned, and `checkouts()`, the list of
+    them). LongCheckoutTracker adds borrow sites and the threshold.
 
-    A checkout's start is its marker in `record.record_info[key]`, a perf_counter() float the
-    checkout wrapper sets; `key` is replaced after a fork, so that markers the parent left on
-    its connections mean nothing in the child. `out` maps each record out now to its fairy's
-    weakref, in checkout order, so its first item is the oldest; the weakref tells a checkin
-    the garbage collector made (the fairy is gone) from a close. `borrows` maps a record to
-    its `Borrow`, with a threshold only. The hooks write both dicts themselves, so that the
-    common checkout and checkin make no call into this class; the rest goes through the
-    methods here.
+    The hooks report what SQLAlchemy did, one method per event: `checked_out`, `checked_in`,
+    `detached`, `closed`. Each moves the connection's marker and tells the stats what changed
+    state (a connection in use or idle, or no longer), with the wait or the hold.
+
+    `out` maps each record out now to its fairy's weakref, in checkout order, so its first item
+    is the oldest; the weakref tells a checkin the garbage collector made (the fairy is gone)
+    from a close. A record is in `out` while its marker is a start time. `key` is the marker's
+    key, replaced after a fork.
+
+    `checked_out` and `checked_in` run on every checkout and checkin: the hooks take them as
+    bound methods once, and each keeps its common case straight-line (one checkout out at a
+    time, closed by its borrower); `_ended` does the rest.
     """
 
     def __init__(
-        self,
-        name: str,
-        stats: PoolStats,
-        threshold: float | None,
-        hook_failed: Callable[[str, BaseException], None],
+        self, name: str, stats: PoolStats, hook_failed: Callable[[str, BaseException], None]
     ) -> None:
         self.name = name
         self.stats = stats
-        self.threshold = threshold
         self._hook_failed = hook_failed
         self.key: object = object()
         self.out: dict[Any, Any] = {}
-        self.borrows: dict[Any, Borrow] = {}
-        self.oldest: Any = None  # the record whose start is published
+        self.oldest: Any = None  # the record whose start is published; None while none is out
         self._gc_logged: set[object] = set()
-        self._long_lock = threading.RLock()  # reentrant: a GC checkin can run inside it
-        self.active = True
 
-    def watch(self) -> None:
-        """Have this process's watcher thread look for long checkouts, with a threshold."""
-        if self.threshold is not None:
-            watcher.add(self)
+    # -- what the hooks report: the two on every checkout and checkin first ------------------
 
-    def stop(self) -> None:
-        """No more long checkouts are looked for (the pool is no longer instrumented)."""
-        self.active = False
-        watcher.discard(self)
+    def checked_out(self, record: Any, waiting_since: float) -> bool:
+        """A caller that began waiting at perf_counter() `waiting_since` got `record`; whether
+        that made it out (False: the pool handed out a connection already out)."""
+        now = perf_counter()
+        prev = record.record_info.get(self.key)
+        if prev is IDLE or prev is None:
+            record.record_info[self.key] = now
+            self.out[record] = record.fairy_ref
+            # None: nothing else was out, so this one is the oldest (only its borrower can
+            # return it). A checkin racing this on another thread publishes again after it.
+            if self.oldest is None:
+                self.oldest = record
+                self.stats.oldest_changed(time.time())
+            self.stats.checked_out(now - waiting_since, True, prev is IDLE)
+            return True
+        # StaticPool shares one connection between checkouts, SingletonThreadPool within a thread
+        self.stats.checked_out(now - waiting_since, False, False)
+        return False
 
-    def forget(self) -> None:
-        """Start again with nothing out, a new key and a new lock (a forked child, which must
-        not count its parent's checkouts). The dicts are cleared, not replaced: the hooks hold
-        them."""
-        self.key = object()
-        self.out.clear()
-        self.borrows.clear()
-        self.oldest = None
-        self._gc_logged = set()
-        # A thread of the parent may have held it at the fork; that thread is gone.
-        self._long_lock = threading.RLock()
+    def checked_in(self, record: Any, to_idle: bool) -> float | None:
+        """`record` came back to the pool; `to_idle`: with its connection, to the pool counted
+        now, where it is idle from here on (not to one that `dispose()` replaced). Returns how
+        long it was out, if it was."""
+        prev = record.record_info.pop(self.key, None)
+        if prev.__class__ is not float:  # no checkout counted: a failed reconnect's checkin, or
+            # a connection out since before instrument() or the fork
+            if to_idle:
+                record.record_info[self.key] = IDLE
+            # A failed reconnect's checkin finds the connection idle already.
+            self.stats.checked_in(None, to_idle and prev is not IDLE)
+            return None
+        hold = perf_counter() - prev
+        out = self.out
+        ref = out.pop(record, None)
+        if out or ref is None or ref() is None:
+            self._ended(record, ref)
+        else:  # the common case: the only one out came back, closed by its borrower
+            self.oldest = None
+            self.stats.oldest_changed(0.0)
+            if out:  # another thread checked out meanwhile
+                self.publish_oldest()
+        if to_idle:
+            record.record_info[self.key] = IDLE
+        self.stats.checked_in(hold, to_idle)
+        return hold
 
-    def ended(self, record: Any, hold: float | None) -> None:
-        """A checkout ended: its connection came back or was detached. The checkin listener
-        inlines this for the last one out coming back normally, its most common case."""
-        ref = self.out.pop(record, NOT_OUT)
-        if ref is NOT_OUT:
-            return
-        self.released(record, ref)
-        borrow = self.borrows.pop(record, None)
-        if borrow is not None:
-            self.long_returned(borrow, hold)
+    def detached(self, record: Any) -> float | None:
+        """`record`'s connection left the pool for good (`Connection.detach()`, or an async
+        connection the garbage collector found): SQLAlchemy returns the record without it and
+        fires no checkin, so the checkout ends here, and it is idle nowhere. Returns how long
+        it was out, if it was."""
+        prev = record.record_info.pop(self.key, None)
+        hold = None
+        if prev.__class__ is float:
+            hold = perf_counter() - prev
+            self._ended(record, self.out.pop(record, None))
+        self.stats.detached(hold)
+        return hold
 
-    def released(self, record: Any, ref: Any) -> None:
-        """`record` left `out`, other than the last one out closing normally."""
+    def closed(self, record: Any, counted: bool) -> None:
+        """`record`'s connection is being closed; `counted`: it belongs to the pool counted
+        now. An idle one leaves the pool; one still out keeps its marker until its checkin or
+        detach ends the checkout (an invalidated connection is closed before its checkin)."""
+        info = record.record_info
+        was_idle = info.get(self.key) is IDLE
+        if was_idle:
+            del info[self.key]
+        # idle restarted at 0 when the pool was replaced: its connections no longer count
+        self.stats.closed(was_idle and counted)
+
+    def marker(self, record: Any) -> Marker | None:
+        """`record`'s marker (None: absent)."""
+        found: Marker | None = record.record_info.get(self.key)
+        return found
+
+    def started(self, record: Any) -> float | None:
+        """The perf_counter() of `record`'s checkout, while it is out."""
+        start = self.marker(record)
+        return start if isinstance(start, float) else None
+
+    # -- the rest of a checkout's end --------------------------------------------------------
+
+    def _ended(self, record: Any, ref: Any) -> None:
+        """`record`'s checkout ended, other than the only one out coming back closed by its
+        borrower; `ref` is what `out` held for it."""
         if ref is not None and ref() is None:  # the fairy is gone: the GC is returning it
             self._collected(record)
         if record is self.oldest or not self.out:
             self.publish_oldest()
-
-    def long_returned(self, borrow: Borrow, hold: float | None) -> None:
-        """A checkout with a borrow site came back: count it if the watcher has not yet."""
-        threshold = self.threshold
-        if threshold is not None and hold is not None and hold >= threshold:
-            self._report_long(borrow, hold)  # came back before the watcher woke
-        if borrow.long:
-            log.info(
-                "pool %r: the long checkout borrowed at %s came back after %.1f s",
-                self.name,
-                borrow.site or "an unknown site",
-                hold if hold is not None else float("nan"),
-            )
 
     def publish_oldest(self) -> None:
         """Write the start of the first checkout out (0 when none is) to the stats."""
@@ -238,13 +291,13 @@ class CheckoutTracker:
                 record = next(iter(out), None)
             except RuntimeError:  # the dict changed size between iter() and next()
                 continue
-            start = None if record is None else record.record_info.get(self.key)
+            start = None if record is None else self.started(record)
             self.oldest = record
             # Unix time, for a sidecar in another process; converted from the hooks'
             # perf_counter() now rather than with an offset kept since start-up, so a step of
             # the wall clock cannot shift every later age.
             self.stats.oldest_changed(
-                time.time() - (perf_counter() - start) if start.__class__ is float else 0.0
+                time.time() - (perf_counter() - start) if start is not None else 0.0
             )
             try:
                 if next(iter(out), None) is record:
@@ -254,8 +307,7 @@ class CheckoutTracker:
 
     def _collected(self, record: Any) -> None:
         self.stats.collected()
-        borrow = self.borrows.get(record)
-        site = borrow.site if borrow is not None else None
+        site = self._site(record)
         first = site not in self._gc_logged
         self._gc_logged.add(site)
         log.log(
@@ -264,6 +316,112 @@ class CheckoutTracker:
             "closed (counted in sqlalchemy_pool_gc_returned_connections_total), borrowed at %s",
             self.name,
             site or "an unknown site (set long_checkout_threshold to record it)",
+        )
+
+    def _site(self, record: Any) -> BorrowSite | None:
+        """Where `record`'s checkout was borrowed, if known."""
+        return None
+
+    # -- the list of those out ---------------------------------------------------------------
+
+    def checkouts(self) -> list[Checkout]:
+        """The connections out now, oldest first (`PoolInstrumentation.checkouts()`)."""
+        now = perf_counter()
+        found = [self._checkout(record, now - start) for record, start in self._started()]
+        found.sort(key=lambda c: -c.age)
+        return found
+
+    def _checkout(self, record: Any, age: float) -> Checkout:
+        return Checkout(age=age, site=None, thread=None, task=None, long=False)
+
+    def _started(self) -> Iterator[tuple[Any, float]]:
+        """Each record out now, oldest first, with the perf_counter() of its checkout."""
+        for record in list(self.out):
+            start = self.started(record)
+            if start is not None:
+                yield record, start
+
+    # -- this process: a fork, uninstrument() ------------------------------------------------
+
+    def watch(self) -> None:
+        """Have this process's watcher thread look for long checkouts (with a threshold)."""
+
+    def stop(self) -> None:
+        """The pool is no longer instrumented: no more long checkouts are looked for."""
+
+    def forget(self) -> None:
+        """Start again with nothing out and a new key (a forked child, which must not count
+        its parent's checkouts: their markers are under the old key)."""
+        self.key = object()
+        self.out.clear()
+        self.oldest = None
+        self._gc_logged = set()
+
+
+class LongCheckoutTracker(CheckoutTracker):
+    """A CheckoutTracker that also records where each checkout was borrowed (`Borrow`), and
+    counts and logs the checkouts held past `threshold`: found by the watcher thread while
+    still out, or at their checkin if it comes first.
+
+    A subclass rather than a test of the threshold in CheckoutTracker: without a threshold,
+    the checkout and the checkin do not pay for it.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        stats: PoolStats,
+        threshold: float,
+        hook_failed: Callable[[str, BaseException], None],
+    ) -> None:
+        super().__init__(name, stats, hook_failed)
+        self.threshold = threshold
+        self.borrows: dict[Any, Borrow] = {}  # each record out, its Borrow
+        self._long_lock = threading.RLock()  # reentrant: a GC checkin can run inside it
+        self.active = True
+
+    def checked_out(self, record: Any, waiting_since: float) -> bool:
+        if not super().checked_out(record, waiting_since):
+            return False
+        self.borrows[record] = Borrow()
+        return True
+
+    def checked_in(self, record: Any, to_idle: bool) -> float | None:
+        hold = super().checked_in(record, to_idle)  # a GC checkin reads the borrow site
+        self._returned(record, hold)
+        return hold
+
+    def detached(self, record: Any) -> float | None:
+        hold = super().detached(record)
+        self._returned(record, hold)
+        return hold
+
+    def _returned(self, record: Any, hold: float | None) -> None:
+        """`record`'s checkout ended after `hold` seconds: count it long if the watcher has
+        not yet, and log a long one's return."""
+        borrow = self.borrows.pop(record, None)
+        if borrow is None:
+            return
+        if hold is not None and hold >= self.threshold:
+            self._report_long(borrow, hold)  # came back before the watcher woke
+        if borrow.long:
+            log.info(
+                "pool %r: the long checkout borrowed at %s came back after %.1f s",
+                self.name,
+                borrow.site or "an unknown site",
+                hold if hold is not None else float("nan"),
+            )
+
+    def _site(self, record: Any) -> BorrowSite | None:
+        borrow = self.borrows.get(record)
+        return borrow.site if borrow is not None else None
+
+    def _checkout(self, record: Any, age: float) -> Checkout:
+        borrow = self.borrows.get(record)
+        if borrow is None:  # out before the checkout wrapper took its site
+            return super()._checkout(record, age)
+        return Checkout(
+            age=age, site=borrow.site, thread=borrow.thread, task=borrow.task, long=borrow.long
         )
 
     def _report_long(self, borrow: Borrow, age: float) -> None:
@@ -286,12 +444,11 @@ class CheckoutTracker:
     def check_long(self, now: float) -> float | None:
         """Report the checkouts held past the threshold (the watcher thread calls this);
         returns the perf_counter() at which the next one is due, if any is out."""
-        threshold = self.threshold
-        if threshold is None or not self.active:
+        if not self.active:
             return None
         try:
             for record, start in self._started():
-                due = start + threshold
+                due = start + self.threshold
                 if due > now:
                     return due
                 borrow = self.borrows.get(record)
@@ -301,35 +458,34 @@ class CheckoutTracker:
             self._hook_failed("long_checkout", exc)
         return None
 
-    def _started(self) -> Iterator[tuple[Any, float]]:
-        """Each record out now, oldest first, with the perf_counter() of its checkout."""
-        key = self.key
-        for record in list(self.out):
-            start = record.record_info.get(key)
-            if start.__class__ is float:
-                yield record, start
+    def watch(self) -> None:
+        watcher.add(self)
 
-    def checkouts(self) -> list[Checkout]:
-        """The connections out now, oldest first (`PoolInstrumentation.checkouts()`)."""
-        now = perf_counter()
-        found = []
-        for record, start in self._started():
-            borrow = self.borrows.get(record)
-            found.append(
-                Checkout(
-                    age=now - start,
-                    site=borrow.site if borrow else None,
-                    thread=borrow.thread if borrow else None,
-                    task=borrow.task if borrow else None,
-                    long=borrow.long if borrow else False,
-                )
-            )
-        found.sort(key=lambda c: -c.age)
-        return found
+    def stop(self) -> None:
+        self.active = False
+        watcher.discard(self)
+
+    def forget(self) -> None:
+        super().forget()
+        self.borrows.clear()
+        # A thread of the parent may have held it at the fork; that thread is gone.
+        self._long_lock = threading.RLock()
+
+
+def new_tracker(
+    name: str,
+    stats: PoolStats,
+    threshold: float | None,
+    hook_failed: Callable[[str, BaseException], None],
+) -> CheckoutTracker:
+    """The tracker of one pool: with a long-checkout threshold, one that watches for them."""
+    if threshold is None:
+        return CheckoutTracker(name, stats, hook_failed)
+    return LongCheckoutTracker(name, stats, threshold, hook_failed)
 
 
 class Watched(Protocol):
-    threshold: float | None
+    threshold: float
 
     def check_long(self, now: float) -> float | None:
         """Report checkouts past the threshold; the perf_counter() of the next one due."""
@@ -371,8 +527,7 @@ class Watcher:
             now = perf_counter()
             # Nothing out: sleep one threshold at most, so a checkout made meanwhile is found
             # before it is due and the sleep after that ends exactly at its due time.
-            thresholds = [t.threshold or 60.0 for t in trackers]
-            wake = now + min(thresholds, default=60.0)
+            wake = now + min((t.threshold for t in trackers), default=60.0)
             for tracker in trackers:
                 try:
                     due = tracker.check_long(now)

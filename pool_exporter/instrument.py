@@ -19,7 +19,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.pool import Pool
 
 from . import fork, multiprocess, uwsgi_fork
-from .checkouts import Checkout, CheckoutTracker
+from .checkouts import Checkout, new_tracker
 from .collector import PoolSource, collector_for
 from .follow import PoolFollower
 from .hooks import HookErrors, Hooks
@@ -170,9 +170,7 @@ class PoolInstrumentation:
         info = {"pool_class": type(engine.pool).__name__, **_dialect_info(engine)}
         self.stats = _new_stats(self.name, info)
         self.hook_failed = HookErrors(self.name, self.stats)
-        self.tracker = CheckoutTracker(
-            self.name, self.stats, long_checkout_threshold, self.hook_failed
-        )
+        self.tracker = new_tracker(self.name, self.stats, long_checkout_threshold, self.hook_failed)
         self.follower = PoolFollower(self.stats, self.hook_failed)
         self.hooks = Hooks(engine, self.stats, self.tracker, self.follower, self.hook_failed)
         self.follower.start(engine.pool, self.hooks.wrap_connect)
