@@ -2,9 +2,10 @@
 checkouts still out (who holds each, since when), and the one watcher thread per process.
 
 `CheckoutTracker` turns what the hooks (hooks.py) report into marker changes and tells the
-stats what changed state; it keeps the checkouts out, the oldest, the long ones with their
-borrow sites and the ones the garbage collector returned. `Borrow` is what a checkout records
-about its borrower, and `Watcher` the thread that finds checkouts held past their threshold.
+stats what changed state; it keeps the checkouts out, the oldest and the ones the garbage
+collector returned. With a threshold, `LongCheckoutTracker` also keeps each checkout's
+`Borrow` (what it records about its borrower) and reports the long ones; `Watcher` is the
+thread that finds those held past their threshold.
 """
 
 from __future__ import annotations
