@@ -86,7 +86,8 @@ class PoolCollector(Collector):
             sources = sorted(self._sources.values(), key=lambda s: s.name)
         found = families()
         for source in sources:
-            stats = source.stats.snapshot()  # one consistent reading of the pool
+            # a copy, so the families below agree; not atomic (see PoolStats.snapshot)
+            stats = source.stats.snapshot()
             add_worker_samples(found, source.name, stats, source.info)
             add_total_samples(found, source.name, stats)
         yield from found.values()

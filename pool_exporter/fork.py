@@ -13,7 +13,7 @@ import threading
 import weakref
 from typing import TYPE_CHECKING
 
-from . import holders
+from . import checkouts
 
 if TYPE_CHECKING:
     from .instrument import PoolInstrumentation
@@ -49,7 +49,7 @@ def reset_as_forked_child() -> None:
     directly): once, in the child, before it checks out. Each call forgets everything counted
     before it. A failure is counted under `hook="fork"` and the child goes on.
     """
-    holders.watcher.after_fork()
+    checkouts.watcher.after_fork()
     for handle in list(_instrumented):
         try:
             _reset(handle)

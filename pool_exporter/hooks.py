@@ -7,13 +7,12 @@ How the numbers stay exact (docs/internals.md has the evidence, each point with 
   instance's `connect()`: no pool event fires while a caller waits or when QueuePool raises its
   TimeoutError. follow.py puts the wrapper on every pool the engine gets through `dispose()`.
 - Whether a connection is in use or idle is a marker in its `ConnectionPoolEntry.record_info`,
-  set by the wrapper and cleared by `checkin`/`detach`/`close`. Counting each event as +1/-1
-  drifts: `checkin` fires without a checkout when a reconnect fails, a detached or
-  garbage-collected async connection never gets `checkin`, and pools hand out one record twice.
+  kept by checkouts.CheckoutTracker: the hooks report each event to it, and it tells the stats
+  what changed state. Counting each event as +1/-1 drifts: `checkin` fires without a checkout
+  when a reconnect fails, a detached or garbage-collected async connection never gets
+  `checkin`, and pools hand out one record twice.
 - Every hook body is guarded: a failure is counted in `pool_exporter_hook_errors_total` and
   logged, never raised into the application's checkout.
-- The checkouts still out are kept by holders.CheckoutTracker, whose dicts the wrapper and the
-  checkin listener write directly.
 """
 
 from __future__ import annotations
@@ -30,7 +29,7 @@ from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 
-from .holders import NOT_OUT, Borrow, CheckoutTracker
+from .checkouts import CheckoutTracker
 from .stats import CANCELLED, CONNECT_ERROR, ERROR, TIMEOUT, PoolStats
 
 if TYPE_CHECKING:
@@ -41,10 +40,6 @@ log = logging.getLogger("pool_exporter")
 # The pool a ConnectionPoolEntry belongs to: SQLAlchemy keeps it in a private attribute, and
 # a connection returned to a pool that dispose() replaced is not idle in ours.
 RECORD_POOL = "_ConnectionRecord__pool"
-
-# The record_info marker of a connection that sits idle in the pool. A checked-out one holds
-# the perf_counter() of its checkout instead.
-IDLE = "idle"
 
 
 class HookErrors:
@@ -100,8 +95,9 @@ class Hooks:
     """The checkout wrapper and the pool event listeners of one instrumented engine.
 
     The wrapper and the checkin listener run on every checkout and checkin: they are closures
-    over locals rather than bound methods, and write the tracker's dicts directly. The other
-    listeners run when connections open, close, detach or are invalidated.
+    holding the bound methods they call (the tracker's and the stats'), each read from a cell
+    rather than looked up as an attribute at every call. The other listeners run when
+    connections open, close, detach or are invalidated.
     """
 
     def __init__(
@@ -154,15 +150,12 @@ class Hooks:
 
     def wrap_connect(self, original: Callable[[], Any]) -> Callable[[], Any]:
         """A pool's `connect()` that counts the caller waiting, the wait and the outcome."""
-        stats = self.stats
-        enter, checked_out, failed = stats.enter, stats.checked_out, stats.failed
+        enter, failed = self.stats.enter, self.stats.failed
+        checked_out = self.tracker.checked_out
         hook_failed, reason = self.hook_failed, self.reason
-        tracker = self.tracker
-        out, borrows = tracker.out, tracker.borrows
-        watch = tracker.threshold is not None
 
         def connect() -> Any:
-            t0 = perf_counter()
+            since = perf_counter()
             try:
                 enter()
             except Exception as exc:
@@ -177,24 +170,9 @@ class Hooks:
                     hook_failed("checkout", hook_exc)
                 raise
             try:
-                t1 = perf_counter()
                 # the public fairy.record_info is a property chain that costs a tenth of the
                 # exporter's budget per checkout; the record it reads is this attribute
-                record = fairy._connection_record
-                info = record.record_info
-                key = tracker.key
-                prev = info.get(key)
-                if prev is None or prev is IDLE:
-                    info[key] = t1
-                    out[record] = record.fairy_ref
-                    if len(out) == 1:  # then it is this one: only its borrower can return it
-                        tracker.oldest = record
-                        stats.oldest_changed(time.time())
-                    if watch:
-                        borrows[record] = Borrow()
-                    checked_out(t1 - t0, True, prev is IDLE)
-                else:  # the pool handed out a connection that is already checked out
-                    checked_out(t1 - t0, False, False)
+                checked_out(fairy._connection_record, since)
             except Exception as exc:
                 hook_failed("checkout", exc)
             return fairy
@@ -203,45 +181,20 @@ class Hooks:
         return connect
 
     def _checkin_listener(self) -> Callable[[Any, Any], None]:
-        stats = self.stats
-        checked_in = stats.checked_in
+        checked_in = self.tracker.checked_in
         hook_failed = self.hook_failed
         follower = self.follower
         record_pool = RECORD_POOL
-        tracker = self.tracker
-        out, borrows = tracker.out, tracker.borrows
-        threshold = tracker.threshold
-        not_out = NOT_OUT
 
         def on_checkin(dbapi_connection: Any, record: Any) -> None:
             try:
-                info = record.record_info
-                key = tracker.key
-                prev = info.pop(key, None)
-                hold = perf_counter() - prev if prev.__class__ is float else None
-                # tracker.ended(record, hold), with its most common case inlined
-                ref = out.pop(record, not_out)
-                if ref is not not_out:
-                    if out or ref is None or ref() is None:
-                        tracker.released(record, ref)
-                    else:  # the common case: the last one out came back
-                        tracker.oldest = None
-                        stats.oldest_changed(0.0)
-                        if out:  # another thread checked out meanwhile
-                            tracker.publish_oldest()
-                    if threshold is not None:
-                        borrow = borrows.pop(record, None)
-                        if borrow is not None and (
-                            borrow.long or (hold is not None and hold >= threshold)
-                        ):
-                            tracker.long_returned(borrow, hold)
+                # Idle only with its connection (an invalidated one comes back without), and
+                # only in the pool counted now: one out across dispose() returns to the old one.
                 pool = follower.pool
-                now_idle = dbapi_connection is not None and (
-                    getattr(record, record_pool, pool) is pool
+                checked_in(
+                    record,
+                    dbapi_connection is not None and getattr(record, record_pool, pool) is pool,
                 )
-                if now_idle:
-                    info[key] = IDLE
-                checked_in(hold, now_idle and prev is not IDLE)
             except Exception as exc:
                 hook_failed("checkin", exc)
 
@@ -261,10 +214,7 @@ class Hooks:
         return listener
 
     def _on_detach(self, dbapi_connection: Any, record: Any) -> None:
-        prev = record.record_info.pop(self.tracker.key, None)
-        hold = perf_counter() - prev if prev.__class__ is float else None
-        self.tracker.ended(record, hold)
-        self.stats.detached(hold)
+        self.tracker.detached(record)
 
     def _on_connect(self, dbapi_connection: Any, record: Any) -> None:
         # A no-op for the pools recreate() made; a safety net for one made another way.
@@ -276,14 +226,8 @@ class Hooks:
         self.stats.connected(seconds)
 
     def _on_close(self, dbapi_connection: Any, record: Any) -> None:
-        info = record.record_info
-        key = self.tracker.key
-        was_idle = info.get(key) is IDLE
-        if was_idle:  # a checked-out connection keeps its marker until checkin or detach
-            del info[key]
-        # idle restarted at 0 when a pool was replaced: its connections no longer count
         pool = self.follower.pool
-        self.stats.closed(was_idle and getattr(record, RECORD_POOL, pool) is pool)
+        self.tracker.closed(record, getattr(record, RECORD_POOL, pool) is pool)
 
     def _on_close_detached(self, dbapi_connection: Any) -> None:
         self.stats.closed(False)

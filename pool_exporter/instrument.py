@@ -1,7 +1,7 @@
 """`instrument()`: set up, name and take down the instrumentation of one engine.
 
 The work is done in rooms of its own: hooks.py (the checkout wrapper and the pool event
-listeners, and how a failure in them is handled), holders.py (the checkouts still out),
+listeners, and how a failure in them is handled), checkouts.py (the checkouts still out),
 follow.py (the engine's pool through `dispose()`) and fork.py (a forked child's reset).
 docs/internals.md explains how the numbers stay exact, each point with its test.
 """
@@ -19,9 +19,9 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.pool import Pool
 
 from . import fork, multiprocess, uwsgi_fork
+from .checkouts import Checkout, new_tracker
 from .collector import PoolSource, collector_for
 from .follow import PoolFollower
-from .holders import Checkout, CheckoutTracker
 from .hooks import HookErrors, Hooks
 from .stats import PoolStats, new_stats
 
@@ -147,7 +147,7 @@ class PoolInstrumentation:
     `uninstrument()`.
 
     It sets up and takes down the rooms that do the work: `hooks` (hooks.py: the checkout
-    wrapper and the pool event listeners), `tracker` (holders.py: the checkouts still out),
+    wrapper and the pool event listeners), `tracker` (checkouts.py: the checkouts still out),
     `follower` (follow.py: the pool through `dispose()`), `hook_failed` (hooks.py: a failure
     inside any of them), and fork.py's reset of all of them in a forked child.
     """
@@ -170,9 +170,7 @@ class PoolInstrumentation:
         info = {"pool_class": type(engine.pool).__name__, **_dialect_info(engine)}
         self.stats = _new_stats(self.name, info)
         self.hook_failed = HookErrors(self.name, self.stats)
-        self.tracker = CheckoutTracker(
-            self.name, self.stats, long_checkout_threshold, self.hook_failed
-        )
+        self.tracker = new_tracker(self.name, self.stats, long_checkout_threshold, self.hook_failed)
         self.follower = PoolFollower(self.stats, self.hook_failed)
         self.hooks = Hooks(engine, self.stats, self.tracker, self.follower, self.hook_failed)
         self.follower.start(engine.pool, self.hooks.wrap_connect)

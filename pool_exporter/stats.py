@@ -77,9 +77,10 @@ class Field:
 
 # Every number PoolStats keeps, in storage order. A new PoolStats attribute is added here (and
 # written in reset()); the multiprocess store, its archive and the reader follow this list.
-# Multiprocess mode stores every field after each rare update; its three hot-path methods
-# (multiprocess/store.py) store only what they change, so one that changes a new field stores
-# it there too (tests/test_multiprocess_store.py compares every field after every update).
+# Multiprocess mode stores every field after each rare update; its four hot-path methods
+# (enter, checked_out, checked_in and oldest_changed in multiprocess/store.py) store only what
+# they change, so one that changes a new field stores it there too
+# (tests/test_multiprocess_store.py compares every field after every update).
 FIELDS: tuple[Field, ...] = (
     Field("in_use", "gauge"),
     Field("idle", "gauge"),
@@ -139,7 +140,8 @@ class PoolStats:
     could deadlock when the garbage collector returns a forgotten connection (its checkin
     listener runs inside whatever code triggered the collection). Free-threaded builds get
     LockedPoolStats instead. Each method updates the gauges before it observes a histogram, so
-    a failure half-way leaves the gauges consistent with the markers the hooks keep.
+    a failure half-way leaves the gauges consistent with the markers the checkout tracker
+    keeps (checkouts.py).
     """
 
     def __init__(self) -> None:
@@ -263,8 +265,15 @@ class PoolStats:
     # -- reading --
 
     def snapshot(self) -> PoolStats:
-        """A plain copy of every value, taken as one: what a scrape reads (a locked variant
-        copies under its lock, so the copy never shows half an update)."""
+        """A plain copy of every value: what a scrape reads, so that every family it serves
+        comes from the same numbers (the overflow from the in-use and idle counts it shows).
+
+        Here the copy is not atomic: the hooks take no lock (see the class docstring), so an
+        update on another thread can land between two fields, or be half done when the copy is
+        taken: a scrape may show a checkout counted whose wait is not yet observed, or a
+        histogram's sum one observation ahead of its buckets. Each number is one the stats
+        held, and the next scrape has the rest. The locked variants copy under their lock,
+        between two updates."""
         out = PoolStats()
         out.capacity = self.capacity
         for f in FIELDS:
