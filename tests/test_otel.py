@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+import yaml
 from opentelemetry.metrics import (
     Counter,
     ObservableCounter,
@@ -459,3 +460,27 @@ def test_in_multiprocess_mode_each_process_reports_its_own_pools(tmp_path: Path)
     assert found["child"]["points"]["db.client.connection.count/idle"] == 0
     # The SDK gives the forked worker an instance id of its own, so the series stay apart.
     assert found["child"]["instance"] != found["parent"]["instance"]
+
+
+def test_the_collector_config_in_the_docs_scrapes_with_a_valid_prometheus_configuration(
+    promtool: str, tmp_path: Path
+) -> None:
+    page = (ROOT / "docs" / "opentelemetry.md").read_text()
+    section = page.split("## The Collector scraping the sidecar", 1)[1]
+    block = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    config = yaml.safe_load(block)
+    pipeline = config["service"]["pipelines"]["metrics"]
+    assert pipeline["receivers"] == ["prometheus"]
+    assert set(pipeline["exporters"]) <= set(config["exporters"])
+    assert set(pipeline["processors"]) <= set(config["processors"])
+    scrape = tmp_path / "prometheus.yml"
+    scrape.write_text(yaml.safe_dump(config["receivers"]["prometheus"]["config"]))
+    result = subprocess.run(
+        [promtool, "check", "config", "--syntax-only", str(scrape)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    [job] = config["receivers"]["prometheus"]["config"]["scrape_configs"]
+    assert job["static_configs"][0]["targets"] == ["127.0.0.1:9653"]
