@@ -323,6 +323,24 @@ def test_a_pool_that_cannot_be_read_is_left_out_and_logged_once_and_the_others_s
     assert len(debug) == 2 * len(otel.INSTRUMENTS) - 1
 
 
+def test_two_pools_of_one_name_in_different_registries_give_one_series_and_a_warning(
+    reader: InMemoryMetricReader,
+    sqlite_url: str,
+    caplog: pytest.LogCaptureFixture,
+    instrument: Callable[..., PoolInstrumentation],
+) -> None:
+    first = instrument(sa.create_engine(sqlite_url), "otel-twice")
+    other = sa.create_engine(sqlite_url.replace("app.db", "other.db"))
+    second = instrument(other, "otel-twice", CollectorRegistry())
+    assert first.name == second.name
+    with caplog.at_level(logging.WARNING, logger="pool_exporter"):
+        points = of_pool(collect(reader), "otel-twice")
+    # one series per instrument (two for count), not two pools' numbers under one attribute set
+    assert len(points) == len(otel.INSTRUMENTS) + 1
+    [warning] = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert "'otel-twice'" in warning.getMessage() and "distinct name=" in warning.getMessage()
+
+
 def run_python(code: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-c", code, *args],
