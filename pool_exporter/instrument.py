@@ -212,11 +212,17 @@ class PoolInstrumentation:
         return self.tracker.checkouts()
 
 
-def current_checkouts() -> dict[str, list[Checkout]]:
-    """Every instrumented pool of this process: the connections out now (`checkouts()`)."""
+def active_handles() -> list[PoolInstrumentation]:
+    """Every pool of this process instrumented now, by name: what `current_checkouts()` and
+    pool_exporter.otel read."""
     with _handles_lock:
         handles = sorted(_handles.values(), key=lambda h: h.name)
-    return {h.name: h.checkouts() for h in handles if h.active}
+    return [h for h in handles if h.active]
+
+
+def current_checkouts() -> dict[str, list[Checkout]]:
+    """Every instrumented pool of this process: the connections out now (`checkouts()`)."""
+    return {h.name: h.checkouts() for h in active_handles()}
 
 
 def _new_stats(name: str, info: dict[str, str]) -> PoolStats:

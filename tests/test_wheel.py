@@ -54,6 +54,15 @@ class Installed:
     cwd: Path
 
     def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        result = self.execute(str(self.venv / "bin" / "pool-exporter"), *args, timeout=timeout)
+        assert "Traceback" not in result.stdout + result.stderr, result
+        return result
+
+    def python(self, code: str) -> subprocess.CompletedProcess[str]:
+        """`code` run by the virtualenv's Python, from the empty directory."""
+        return self.execute(str(self.venv / "bin" / "python"), "-c", code, timeout=120)
+
+    def execute(self, *argv: str, timeout: float) -> subprocess.CompletedProcess[str]:
         env = {
             k: v
             for k, v in os.environ.items()
@@ -64,8 +73,8 @@ class Installed:
             POOL_EXPORTER_DATABASE_URL="",
             DATABASE_URL="",
         )
-        result = subprocess.run(
-            [str(self.venv / "bin" / "pool-exporter"), *args],
+        return subprocess.run(
+            list(argv),
             capture_output=True,
             text=True,
             cwd=self.cwd,
@@ -73,8 +82,6 @@ class Installed:
             timeout=timeout,
             check=False,
         )
-        assert "Traceback" not in result.stdout + result.stderr, result
-        return result
 
     def demo(self) -> subprocess.CompletedProcess[str]:
         return self.run(
@@ -180,6 +187,22 @@ def test_without_the_demo_extra_the_demo_fires_the_shipped_alerts_and_keeps_its_
     assert not (bare.cwd / "demo.png").exists()
 
 
+def test_without_extras_nothing_imports_opentelemetry_and_otel_names_its_extra(
+    bare: Installed,
+) -> None:
+    result = bare.python(
+        "import sys, pool_exporter, pool_exporter.cli\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'opentelemetry'))"
+    )
+    assert result.returncode == 0 and result.stdout.strip() == "[]", result
+    result = bare.python("import pool_exporter.otel")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "ImportError: pool_exporter.otel needs OpenTelemetry's API: "
+        "pip install 'pool-exporter[otel]'"
+    )
+
+
 # -- with every extra -----------------------------------------------------------------------
 
 
@@ -214,3 +237,25 @@ def test_with_every_extra_generating_writes_what_the_checkout_commits(full: Inst
     for path in written:
         assert (full.cwd / path).read_text() == (ROOT / path).read_text(), path
     assert full.run("sidecar", "--help").returncode == 0
+
+
+# The otel extra is the API alone; instruments made before the application installs an SDK
+# forward to it (tests/test_otel.py checks that with the SDK).
+OTEL_API_ONLY = """
+import importlib.util, tempfile
+import sqlalchemy as sa
+import pool_exporter
+from pool_exporter import otel
+engine = sa.create_engine(f"sqlite:///{tempfile.mkdtemp()}/w.db")
+pool_exporter.instrument(engine, name="wheel")
+enabled = otel.enable()
+print(importlib.util.find_spec("opentelemetry.sdk") is None, sorted(enabled.instruments))
+"""
+
+
+def test_with_every_extra_otel_enable_works_on_the_api_alone(full: Installed) -> None:
+    result = full.python(OTEL_API_ONLY)
+    assert result.returncode == 0, result
+    no_sdk, names = result.stdout.strip().split(" ", 1)
+    assert no_sdk == "True"
+    assert "'db.client.connection.count'" in names and "'db.client.connection.timeouts'" in names
