@@ -16,7 +16,9 @@ import errno
 import logging
 import os
 import stat
+import threading
 import uuid
+from collections.abc import Callable
 
 log = logging.getLogger("pool_exporter")
 
@@ -38,6 +40,40 @@ def create_temporary(directory: str, prefix: str) -> tuple[int, str]:
         remove(path)
         raise
     return fd, path
+
+
+class LockFile:
+    """A lock file this process holds for its life, and what it holds it as (a token, a
+    slot's label): the kernel drops the lock when the process exits, however it exits.
+
+    A forked child drops it (fork.py calls `drop_inherited`): the child's copy of the
+    descriptor would keep the lock after the parent exits. Closing the copy leaves the
+    parent's lock alone: a flock belongs to the open file description, which the parent
+    still has.
+    """
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self.fd: int | None = None
+        self.value: str | None = None
+
+    def held(self, take: Callable[[], tuple[int | None, str]]) -> str:
+        """What this process holds the lock as, taking it with `take` (a descriptor, or
+        None when it holds none, and the value) on first use; whatever `take` raises, it
+        is tried again at the next call."""
+        with self._mutex:
+            if self.value is None:
+                self.fd, self.value = take()
+            return self.value
+
+    def drop_inherited(self) -> None:
+        """In a forked child: forget the parent's lock and close the copy of its
+        descriptor (before anything in the child takes a lock of its own)."""
+        self._mutex = threading.Lock()  # another parent thread may have held it at the fork
+        fd, self.fd, self.value = self.fd, None, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 def write_all(fd: int, data: bytes, offset: int = 0) -> None:

@@ -24,7 +24,6 @@ import logging
 import os
 import re
 import stat
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,7 +31,7 @@ from dataclasses import dataclass, field
 from prometheus_client.multiprocess import mark_process_dead
 
 from . import directory as multiprocess_dir
-from .files import MODE, write_all
+from .files import MODE, LockFile, write_all
 
 log = logging.getLogger("pool_exporter")
 
@@ -47,85 +46,52 @@ _RETRIES = 50
 _RETRY_SECONDS = 0.01
 
 
+TOKEN_BYTES = 16  # hex characters
+
+# This process's lock, its token the value; a forked child lets its parent's go (fork.py).
+HELD = LockFile()
+_warned = False
+
+
 def lock_path(directory: str, pid: int) -> str:
     return os.path.join(directory, f"{PREFIX}{pid}{SUFFIX}")
 
 
-TOKEN_BYTES = 16  # hex characters
-
-
-class _Held:
-    """This process's lock: the pid that took it, so a forked child knows to take its own."""
-
-    lock = threading.Lock()
-    pid: int | None = None
-    fd: int | None = None
-    token: str | None = None
-    warned = False
-
-
-def _after_fork_in_child() -> None:
-    """A forked child does not hold its parent's lock: its copy of the descriptor would keep
-    the lock taken after the parent exits, and the parent's files would never be folded.
-    A child that instruments a pool takes a lock of its own (hold(): from instrument's
-    at-fork handler, which may run before this one)."""
-    if _Held.pid == os.getpid():
-        return  # the lock of this child, taken already
-    _Held.lock = threading.Lock()  # another parent thread may have held it at the fork
-    if _Held.fd is not None:
-        _close(_Held.fd)
-    _Held.fd, _Held.pid, _Held.token = None, None, None
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
 def token() -> str | None:
     """The token of this process's lock, None until it holds one."""
-    return _Held.token if _Held.pid == os.getpid() else None
+    return HELD.value
 
 
-def hold(directory: str | None = None) -> bool:
-    """Take this process's liveness lock unless it already holds it; True when held.
-
-    Called before the process writes its first gauge, and again in a forked child (which
-    inherited its parent's descriptor: closing that copy leaves the parent's lock alone, since
-    flock belongs to the open file description both share until one closes it)."""
-    directory = directory or multiprocess_dir()
-    if not directory:
+def hold(directory: str, pid: int) -> bool:
+    """Take this process's liveness lock unless it holds it already; True when held. `pid`
+    is this process (fork.this_process()). Called before the process writes its first stats
+    file; a forked child let its parent's lock go before (fork.py)."""
+    global _warned
+    try:
+        HELD.held(lambda: _take(lock_path(directory, pid)))
+    except Exception as exc:  # liveness is best effort; the application goes on
+        log.log(
+            logging.DEBUG if _warned else logging.WARNING,
+            "pool-exporter could not take its liveness lock in %s (%s): this process's "
+            "pool metrics are not written there until it can",
+            directory,
+            exc,
+        )
+        _warned = True
         return False
-    pid = os.getpid()
-    if _Held.pid is not None and _Held.pid != pid:
-        # A forked child, called from the at-fork reset before it can start a thread: a lock
-        # some other parent thread held at the fork would stay held here forever.
-        _Held.lock = threading.Lock()
-    with _Held.lock:
-        if _Held.pid == pid:
-            return True
-        if _Held.fd is not None:  # the parent's, inherited across fork
-            _close(_Held.fd)
-            _Held.fd, _Held.pid, _Held.token = None, None, None
-        try:
-            fd = _acquire(lock_path(directory, pid))
-            own = os.urandom(TOKEN_BYTES // 2).hex()
-            try:
-                # Same length every time, over whatever a dead process with this pid left.
-                write_all(fd, own.encode())
-            except BaseException:
-                _close(fd)
-                raise
-        except Exception as exc:  # liveness is best effort; the application goes on
-            log.log(
-                logging.DEBUG if _Held.warned else logging.WARNING,
-                "pool-exporter could not take its liveness lock in %s (%s): this process's "
-                "pool metrics are not written there until it can",
-                directory,
-                exc,
-            )
-            _Held.warned = True
-            return False
-        _Held.fd, _Held.pid, _Held.token = fd, pid, own
-        return True
+    return True
+
+
+def _take(path: str) -> tuple[int, str]:
+    fd = _acquire(path)
+    own = os.urandom(TOKEN_BYTES // 2).hex()
+    try:
+        # Same length every time, over whatever a dead process with this pid left.
+        write_all(fd, own.encode())
+    except BaseException:
+        _close(fd)
+        raise
+    return fd, own
 
 
 _OPEN = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK

@@ -6,9 +6,8 @@ on `pool_exporter_worker_<n>.lock` in the multiprocess directory, held until the
 exits, when the kernel drops it (SIGKILL included) and the next worker may take the number.
 So a host has at most as many worker label values as it ever had workers alive at once.
 
-A forked child does not inherit its parent's slot: the inherited descriptor is closed in the
-child at fork (which leaves the parent's lock alone: a flock belongs to the open file
-description, which the parent still has), and the child claims a slot of its own.
+A forked child does not inherit its parent's slot: it lets it go (fork.py) and claims one of
+its own.
 
 A worker that cannot claim a slot (the files cannot be created, are links or FIFOs someone
 planted, the directory is full) still counts: it is labelled `pid-<pid>`, which no slot
@@ -24,7 +23,8 @@ import logging
 import os
 import re
 import stat
-import threading
+
+from .files import LockFile
 
 log = logging.getLogger("pool_exporter")
 
@@ -49,57 +49,29 @@ def fallback(pid: int) -> str:
     return f"pid-{pid}"
 
 
-class _Claimed:
-    """This process's slot: the pid that claimed it, so a forked child claims its own."""
-
-    lock = threading.Lock()
-    pid: int | None = None
-    fd: int | None = None
-    label: str | None = None
+# This process's slot, its label the value; a forked child lets its parent's go (fork.py).
+CLAIMED = LockFile()
 
 
-def _drop_inherited() -> None:
-    """In a forked child: forget the parent's slot, closing the inherited descriptor (the
-    parent keeps its lock: it holds the same open file description)."""
-    if _Claimed.pid is None or _Claimed.pid == os.getpid():
-        return
-    if _Claimed.fd is not None:
-        with contextlib.suppress(OSError):
-            os.close(_Claimed.fd)
-    _Claimed.pid, _Claimed.fd, _Claimed.label = None, None, None
+def label(directory: str, pid: int) -> str:
+    """This process's worker label, claiming the lowest free slot on first use. `pid` is this
+    process (fork.this_process())."""
+    return CLAIMED.held(lambda: _claim_or_fall_back(directory, pid))
 
 
-def _after_fork_in_child() -> None:
-    _Claimed.lock = threading.Lock()  # another parent thread may have held it at the fork
-    _drop_inherited()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def label(directory: str) -> str:
-    """This process's worker label, claiming the lowest free slot on first use."""
-    pid = os.getpid()
-    if _Claimed.pid is not None and _Claimed.pid != pid:
-        # A forked child whose other at-fork handlers (the pool's reset) run before ours.
-        _after_fork_in_child()
-    with _Claimed.lock:
-        if _Claimed.pid == pid and _Claimed.label is not None:
-            return _Claimed.label
-        try:
-            slot, fd = claim(directory)
-        except OSError as exc:
-            log.warning(
-                "pool-exporter cannot claim a worker slot in %s (%s): this process's series are "
-                "labelled worker=%r",
-                directory,
-                exc,
-                fallback(pid),
-            )
-            slot, fd = None, None
-        _Claimed.pid, _Claimed.fd = pid, fd
-        _Claimed.label = fallback(pid) if slot is None else str(slot)
-        return _Claimed.label
+def _claim_or_fall_back(directory: str, pid: int) -> tuple[int | None, str]:
+    try:
+        slot, fd = claim(directory)
+    except OSError as exc:
+        log.warning(
+            "pool-exporter cannot claim a worker slot in %s (%s): this process's series are "
+            "labelled worker=%r",
+            directory,
+            exc,
+            fallback(pid),
+        )
+        return None, fallback(pid)
+    return fd, str(slot)
 
 
 def claim(directory: str) -> tuple[int, int]:
