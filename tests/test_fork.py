@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry
 import pool_exporter
 from pool_exporter import fork
 from pool_exporter.instrument import PoolInstrumentation
-from pool_exporter.multiprocess import layout, liveness
+from pool_exporter.multiprocess import layout, liveness, slots
 
 from .support.forking import in_child
 from .support.procs import Procs, procs
@@ -180,6 +180,7 @@ def test_a_forked_child_lets_its_parents_lock_and_slot_go_before_writing_files_o
             meta, _ = layout.parse_header((tmp_path / name).read_bytes()[: layout.HEADER_BYTES])
             # Taken after the parent's lock and slot were let go: this process's own.
             assert meta["token"] == token, role
+            assert token_in(Path(slots.path(str(tmp_path), int(meta["worker"])))) == token
             labels.setdefault(role, set()).add(meta["worker"])
     assert labels == {"parent": {"0"}, "child": {"1"}}
     kill9(found["parent"])  # the child kept no copy of the parent's lock

@@ -115,12 +115,13 @@ def test_files_of_the_previous_and_the_next_layout_are_read_and_folded_at_exit(
     assert stats_files(tmp_path) == []
 
 
-@pytest.mark.parametrize("free_pages", [0, 2])
+@pytest.mark.parametrize("free_pages", [0, 3])
 def test_a_full_filesystem_keeps_the_worker_alive_and_its_counts_for_later(
     tmp_path: Path, procs: Procs, free_pages: int
 ) -> None:
-    # Two free pages: the lock file takes one, the header page fits, the slots do not: the
-    # page a first store would have faulted on (SIGBUS) without the reservation.
+    # Three free pages: the lock file and the slot file take one each (their tokens), the
+    # header page fits, the slots do not: the page a first store would have faulted on
+    # (SIGBUS) without the reservation.
     with tmpfs(tmp_path / "shm", "1m") as directory:
         fillers = fill(directory)
         for path in fillers[:free_pages]:

@@ -112,7 +112,7 @@ class BadFiles:
         return collections.Counter(self.now.values())
 
 
-def open_regular(path: str, bad: BadFiles, max_bytes: int) -> int | None:
+def open_regular(path: str, bad: Callable[[str, str], None], max_bytes: int) -> int | None:
     """A read-only descriptor of `path` if it is a regular file of at most `max_bytes`."""
     try:
         fd = os.open(path, _FLAGS)
@@ -134,7 +134,7 @@ def open_regular(path: str, bad: BadFiles, max_bytes: int) -> int | None:
     return fd
 
 
-def read_regular(path: str, bad: BadFiles, max_bytes: int) -> bytes | None:
+def read_regular(path: str, bad: Callable[[str, str], None], max_bytes: int) -> bytes | None:
     """The whole content of `path` if it is a regular file of at most `max_bytes`."""
     fd = open_regular(path, bad, max_bytes)
     if fd is None:

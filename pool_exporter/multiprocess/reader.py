@@ -181,7 +181,7 @@ class WorkersCollector(Collector):
             # (never folded, so never twice), its gauges are not (it may have exited).
             self._read_live(unknown, view, gauges=False, keep=live)
             view.totals = _totals(store, view.workers)
-            perworker.unique_labels([w.file for w in view.workers if w.active])
+            perworker.unique_labels([w.file for w in view.workers if w.active], self.path)
         view.live_pids = len(reaped.live)
         view.merged, dbs = self._merge_db(names)
         view.files += dbs

@@ -9,6 +9,13 @@ So a host has at most as many worker label values as it ever had workers alive a
 A forked child does not inherit its parent's slot: it lets it go (fork.py) and claims one of
 its own.
 
+A slot file holds the token of the worker holding it (its liveness lock's, liveness.py, which
+is in its stats files' headers too). Two workers can claim one slot only when its file was
+removed while a worker held it: the next one creates the name anew. Then the one whose token
+is in the file under the slot's name now keeps the slot's label (`holder`), and the other
+takes its pid's label, at every scrape, whatever the pids. A slot file another user made
+is passed over: this worker could not write its token into it.
+
 A worker that cannot claim a slot (the files cannot be created, are links or FIFOs someone
 planted, the directory is full) still counts: it is labelled `pid-<pid>`, which no slot
 number and no other live process can have.
@@ -24,7 +31,8 @@ import os
 import re
 import stat
 
-from .files import LockFile
+from .files import LockFile, read_regular, write_all
+from .liveness import TOKEN_BYTES
 
 log = logging.getLogger("pool_exporter")
 
@@ -38,6 +46,7 @@ _GIVE_UP = 16
 
 # What a reader accepts as a worker label from a stats file's header.
 VALID = re.compile(r"^(0|[1-9][0-9]{0,8}|pid-[0-9]{1,10})$")
+_SLOT = re.compile(r"^(0|[1-9][0-9]{0,8})$")
 
 
 def path(directory: str, slot: int) -> str:
@@ -53,15 +62,15 @@ def fallback(pid: int) -> str:
 CLAIMED = LockFile()
 
 
-def label(directory: str, pid: int) -> str:
+def label(directory: str, pid: int, token: str) -> str:
     """This process's worker label, claiming the lowest free slot on first use. `pid` is this
-    process (fork.this_process())."""
-    return CLAIMED.held(lambda: _claim_or_fall_back(directory, pid))
+    process (fork.this_process()), `token` its liveness lock's, written into the slot file."""
+    return CLAIMED.held(lambda: _claim_or_fall_back(directory, pid, token))
 
 
-def _claim_or_fall_back(directory: str, pid: int) -> tuple[int | None, str]:
+def _claim_or_fall_back(directory: str, pid: int, token: str) -> tuple[int | None, str]:
     try:
-        slot, fd = claim(directory)
+        slot, fd = claim(directory, token)
     except OSError as exc:
         log.warning(
             "pool-exporter cannot claim a worker slot in %s (%s): this process's series are "
@@ -74,13 +83,13 @@ def _claim_or_fall_back(directory: str, pid: int) -> tuple[int | None, str]:
     return fd, str(slot)
 
 
-def claim(directory: str) -> tuple[int, int]:
+def claim(directory: str, token: str) -> tuple[int, int]:
     """The lowest slot whose lock this process could take, and the descriptor holding it;
     OSError when none can be taken."""
     failures: list[OSError] = []
     for slot in range(MAX_SLOTS):
         try:
-            fd = _try(path(directory, slot))
+            fd = _try(path(directory, slot), token)
         except OSError as exc:
             failures.append(exc)
             if len(failures) >= _GIVE_UP:
@@ -93,10 +102,11 @@ def claim(directory: str) -> tuple[int, int]:
     raise OSError(last.errno, f"no slot could be claimed (last: {last.strerror or last})")
 
 
-def _try(name: str) -> int | None:
-    """A descriptor holding `name`'s lock; None when a live worker holds it."""
+def _try(name: str, token: str) -> int | None:
+    """A descriptor holding `name`'s lock, `token` written in it; None when a live worker
+    holds it."""
     # Never a symlink (it could point anywhere), never blocking on a FIFO someone made.
-    flags = os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+    flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
     fd = os.open(name, flags, 0o644)
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
@@ -112,8 +122,22 @@ def _try(name: str) -> int | None:
         if (st.st_dev, st.st_ino) != (own.st_dev, own.st_ino):
             os.close(fd)
             return None
+        write_all(fd, token.encode())  # same length every time, over an earlier holder's
     except BaseException:
         with contextlib.suppress(OSError):
             os.close(fd)
         raise
     return fd
+
+
+def holder(directory: str, worker: str) -> str | None:
+    """The token of the worker holding the slot `worker` names, as its file under the slot's
+    name says now; None for a label that is no slot, or a file that is gone or not ours."""
+    if _SLOT.match(worker) is None:
+        return None
+    data = read_regular(path(directory, int(worker)), _unreported, 4096)
+    return None if data is None else data[:TOKEN_BYTES].decode("ascii", "replace")
+
+
+def _unreported(path: str, reason: str) -> None:
+    pass

@@ -104,7 +104,7 @@ class MultiprocessPoolStats(PoolStats):
         token = liveness.token()
         assert token is not None
         pid = fork.this_process()
-        worker = slots.label(self.directory, pid)  # under the liveness lock, held for life
+        worker = slots.label(self.directory, pid, token)  # under the liveness lock, for life
         path = os.path.join(self.directory, layout.file_name(pid, token, self._seq))
         # Not a stats file name: a reader never sees the file before it is complete.
         fd, tmp = files.create_temporary(self.directory, layout.temporary_prefix(pid, token))
