@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from pool_exporter.multiprocess import archive, layout, liveness
+from pool_exporter.multiprocess import archive, layout, liveness, slots
 from pool_exporter.multiprocess.reader import WorkersCollector
 from pool_exporter.multiprocess.store import MultiprocessPoolStats
 from pool_exporter.stats import Capacity
@@ -344,6 +344,7 @@ def test_files_are_readable_by_a_reader_of_another_user_whatever_the_umask(
     names = [
         *stats_files(tmp_path, found["parent"]),
         f"pool_exporter_{found['parent']}.lock",
+        os.path.basename(slots.path(str(tmp_path), 0)),
         archive.NAME,
         archive.LOCK,
     ]

@@ -207,9 +207,7 @@ class WorkersCollector(Collector):
         for name in dead:
             if name in store.folded:
                 try:
-                    os.unlink(os.path.join(self.path, name))
-                except FileNotFoundError:
-                    pass
+                    remove(os.path.join(self.path, name))
                 except OSError:  # the archive remembers it, so it is never counted twice
                     self._bad(os.path.join(self.path, name), "cannot_remove")
         # Not folded (an archive that cannot be read or replaced is never overwritten: its

@@ -23,15 +23,12 @@ number and no other live process can have.
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import fcntl
 import logging
 import os
 import re
-import stat
 
-from .files import LockFile, read_regular, write_all
+from . import files
 from .liveness import TOKEN_BYTES
 
 log = logging.getLogger("pool_exporter")
@@ -59,7 +56,7 @@ def fallback(pid: int) -> str:
 
 
 # This process's slot, its label the value; a forked child lets its parent's go (fork.py).
-CLAIMED = LockFile()
+CLAIMED = files.LockFile()
 
 
 def label(directory: str, pid: int, token: str) -> str:
@@ -89,7 +86,10 @@ def claim(directory: str, token: str) -> tuple[int, int]:
     failures: list[OSError] = []
     for slot in range(MAX_SLOTS):
         try:
-            fd = _try(path(directory, slot), token)
+            # Never a symlink (it could point anywhere), never blocking on a FIFO someone made;
+            # a file locked after it was removed or replaced is passed over: another worker
+            # could create the name again and hold the same slot.
+            fd = files.lock(path(directory, slot), token)
         except OSError as exc:
             failures.append(exc)
             if len(failures) >= _GIVE_UP:
@@ -102,42 +102,9 @@ def claim(directory: str, token: str) -> tuple[int, int]:
     raise OSError(last.errno, f"no slot could be claimed (last: {last.strerror or last})")
 
 
-def _try(name: str, token: str) -> int | None:
-    """A descriptor holding `name`'s lock, `token` written in it; None when a live worker
-    holds it."""
-    # Never a symlink (it could point anywhere), never blocking on a FIFO someone made.
-    flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
-    fd = os.open(name, flags, 0o644)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, f"{name} is not a regular file")
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return None
-        # Locked a file someone has since removed or replaced: another worker could create
-        # the name again and hold the same slot. Take the next one instead.
-        st, own = os.stat(name, follow_symlinks=False), os.fstat(fd)
-        if (st.st_dev, st.st_ino) != (own.st_dev, own.st_ino):
-            os.close(fd)
-            return None
-        write_all(fd, token.encode())  # same length every time, over an earlier holder's
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.close(fd)
-        raise
-    return fd
-
-
 def holder(directory: str, worker: str) -> str | None:
     """The token of the worker holding the slot `worker` names, as its file under the slot's
     name says now; None for a label that is no slot, or a file that is gone or not ours."""
     if _SLOT.match(worker) is None:
         return None
-    data = read_regular(path(directory, int(worker)), _unreported, 4096)
-    return None if data is None else data[:TOKEN_BYTES].decode("ascii", "replace")
-
-
-def _unreported(path: str, reason: str) -> None:
-    pass
+    return files.read_token(path(directory, int(worker)), TOKEN_BYTES)
