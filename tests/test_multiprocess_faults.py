@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from pool_exporter.multiprocess import archive, layout, liveness
+from pool_exporter.multiprocess import archive, filenames, layout, liveness
 from pool_exporter.multiprocess.reader import WorkersCollector
 from pool_exporter.multiprocess.store import MultiprocessPoolStats
 from pool_exporter.stats import Capacity
@@ -75,7 +75,7 @@ def as_worker(fixture: str, directory: Path, pid: int, seq: int) -> None:
     meta.update(pid=pid, token=token_of(directory, pid))
     body = json.dumps(meta).encode()
     page = (data[:8] + len(body).to_bytes(8, "little") + body).ljust(layout.HEADER_BYTES, b"\0")
-    name = layout.file_name(pid, meta["token"], seq)
+    name = filenames.stats_file(pid, meta["token"], seq)
     (directory / name).write_bytes(page + data[layout.HEADER_BYTES :])
 
 
@@ -351,10 +351,10 @@ def test_files_are_readable_by_a_reader_of_another_user_whatever_the_umask(
 
 
 # Another process watching a stats file as a reader would, as fast as it can: how often one
-# of the int64 `slots` (byte offsets) went back, or every capacity the reader's read_file saw.
+# of the int64 `slots` (byte offsets) went back, or every capacity the reader's read saw.
 WATCH = """
 import json, mmap, os, struct, sys, time
-from pool_exporter.multiprocess import layout
+from pool_exporter.multiprocess import filereader
 path, mode, seconds, slots = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4:]
 fd = os.open(path, os.O_RDONLY)
 m = mmap.mmap(fd, 0, prot=mmap.PROT_READ)
@@ -364,7 +364,7 @@ end = time.monotonic() + seconds
 while time.monotonic() < end:
     for _ in range(200):
         if mode == "capacity":
-            cap = layout.read_file(fd)[0].capacity
+            cap = filereader.capacity(filereader.read(fd))
             seen.add(None if cap is None else (cap.size, cap.max_overflow, cap.timeout))
             continue
         now = [struct.unpack_from("<q", m, int(at))[0] for at in slots]
@@ -428,7 +428,7 @@ def test_a_full_store_racing_the_hot_path_never_writes_back_an_older_value(
 
 
 def test_a_scrape_never_sees_half_of_a_new_capacity(tmp_path: Path) -> None:
-    # The reader's own read_file, in another process, while a thread switches the capacity.
+    # The reader's own read, in another process, while a thread switches the capacity.
     stats = MultiprocessPoolStats("p", {}, str(tmp_path))
     assert stats.path is not None
     either = (Capacity(5, 10, 30.0), Capacity(1, 2, 3.0))
@@ -442,5 +442,6 @@ def test_a_scrape_never_sees_half_of_a_new_capacity(tmp_path: Path) -> None:
         stats.checked_out(0.001, True, False)
 
     seen = watched(stats.path, "capacity", [], [reconfigure, hot])
+    assert seen["reads"] > 1000
     whole = {(c.size, c.max_overflow, c.timeout) for c in either}
     assert {tuple(s) for s in seen["seen"] if s is not None} == whole

@@ -23,10 +23,10 @@ import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
-from pool_exporter.stats import PoolStats
+from pool_exporter.stats import FIELDS, Histogram, PoolStats
 
-from . import layout
 from .files import MODE, BadFiles, create_temporary, read_regular, remove, write_all
 
 NAME = "pool_exporter_archive.json"
@@ -140,18 +140,72 @@ def _parse(data: bytes) -> Archive:
         if not all(isinstance(n, str) for n in names):
             raise ValueError("not an archive")
         return Archive(
-            totals={str(pool): layout.from_json(values) for pool, values in pools.items()},
+            totals={str(pool): _from_json(values) for pool, values in pools.items()},
             folded=set(names),
         )
     except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
         raise ValueError(f"not an archive: {type(exc).__name__}") from None
 
 
+# -- the archive's form: counters and histograms by field name, robust to a changed list --
+
+
+def _to_json(stats: PoolStats) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for spec in FIELDS:
+        value = getattr(stats, spec.name)
+        if spec.kind == "histogram":
+            out[spec.name] = {
+                "bounds": list(value.bounds),
+                "counts": value.counts,
+                "sum": value.sum,
+            }
+        elif spec.kind == "counter" and spec.keys:
+            out[spec.name] = {str(k): value.get(k, 0) for k in spec.keys}
+        elif spec.kind == "counter":
+            out[spec.name] = value
+    return out
+
+
+def _from_json(data: dict[str, Any]) -> PoolStats:
+    """The totals an archive holds; a field it lacks (added since) starts at 0, a histogram
+    whose buckets changed since is left at 0 rather than mixing two bucket sets. ValueError
+    when a value is not what its field holds."""
+    stats = PoolStats()
+    for spec in FIELDS:
+        value = data.get(spec.name)
+        if value is None:
+            continue
+        if spec.kind == "histogram":
+            hist: Histogram = getattr(stats, spec.name)
+            if value.get("bounds") == list(hist.bounds):
+                counts, total = value.get("counts"), value.get("sum")
+                if not (isinstance(counts, list) and len(counts) == len(hist.counts)):
+                    raise ValueError(f"{spec.name}: counts do not match its buckets")
+                hist.counts = [_natural(c) for c in counts]
+                if not isinstance(total, (int, float)) or isinstance(total, bool):
+                    raise ValueError(f"{spec.name}: sum is not a number")
+                hist.sum = float(total)
+        elif spec.kind == "counter" and spec.keys:
+            if not isinstance(value, dict):
+                raise ValueError(f"{spec.name}: not a mapping")
+            setattr(stats, spec.name, {k: _natural(value.get(str(k), 0)) for k in spec.keys})
+        elif spec.kind == "counter":
+            setattr(stats, spec.name, _natural(value))
+    return stats
+
+
+def _natural(value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"not a count: {value!r}")
+    return value
+
+
 def write(directory: str, archive: Archive) -> None:
     """Replace the archive atomically and durably (call with the lock held); OSError, and
     the old archive untouched, when the new one cannot be written whole."""
     body = {
-        "pools": {pool: layout.to_json(s) for pool, s in sorted(archive.totals.items())},
+        "pools": {pool: _to_json(s) for pool, s in sorted(archive.totals.items())},
         "folded": sorted(archive.folded),
     }
     data = json.dumps(body, separators=(",", ":")).encode()

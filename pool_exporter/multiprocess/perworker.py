@@ -16,7 +16,7 @@ from pool_exporter import metrics as m
 from pool_exporter.rendered import Labelled
 from pool_exporter.stats import Capacity, PoolStats
 
-from . import layout, slots
+from . import filereader, layout, slots
 
 # The info metric of a worker's pool carries its pid: the join from a log line to a series.
 PID_LABEL = "pid"
@@ -58,7 +58,7 @@ class WorkerFile:
         self._labelled: dict[tuple[int, str], list[Labelled]] = {}
 
     def gauges(self, values: list[float]) -> Gauges:
-        return Gauges(values, layout.capacity(values))
+        return Gauges(values, filereader.capacity(values))
 
     def labelled(self, rows: list[tuple[m.Metric, tuple[str, ...], float]]) -> list[Labelled]:
         """The Labelled sample of each of `rows` (collector.worker_rows of this file)."""
