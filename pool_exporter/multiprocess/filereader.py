@@ -130,6 +130,12 @@ def capacity(slots: Sequence[float]) -> Capacity | None:
     return Capacity(int(slots[SIZE]), int(slots[MAX_OVERFLOW]), slots[TIMEOUT])
 
 
+def summed(rows: list[list[float]]) -> list[float]:
+    """The slots of several workers added up, column by column (in C: a host's live files
+    are summed at every scrape). Only the counters' and histograms' sums mean something."""
+    return [sum(column) for column in zip(*rows, strict=True)]
+
+
 def to_stats(slots: Sequence[float]) -> PoolStats:
     """The PoolStats that `slots` (read(), or a sum of several) hold."""
     stats = PoolStats()

@@ -133,7 +133,10 @@ def _extent(entry: object) -> tuple[int, int]:
 
 
 SLOT_MAP = _describe()
+_EXTENTS = {name: _extent(entry) for name, entry in SLOT_MAP.items()}
 SHAPE = Shape.fitting(SLOT_MAP)
 SLOTS = SHAPE.slots
 FILE_BYTES = SHAPE.file_bytes
 OFFSETS = {name: entry["at"] for name, entry in SLOT_MAP.items()}
+# Every slot of each value, by name.
+SPANS = {name: range(at, at + width) for name, (at, width) in _EXTENTS.items()}

@@ -38,7 +38,6 @@ from pool_exporter.stats import PoolStats
 
 from . import archive, filenames, filereader, header, layout, liveness, perworker
 from .files import BadFiles, open_regular, remove
-from .storeall import of
 
 log = logging.getLogger("pool_exporter")
 
@@ -189,7 +188,7 @@ class WorkersCollector(Collector):
 
     def _fold(self, dead: list[str], present: set[str]) -> archive.Archive:
         store = self._archive.load(self._bad)
-        found: dict[str, tuple[str, PoolStats]] = {}
+        found: dict[str, tuple[str, list[float]]] = {}
         for name in dead:
             if name not in store.folded:
                 got = self._read_dead(name)
@@ -216,12 +215,12 @@ class WorkersCollector(Collector):
         # totals would be lost): the dead files stay, and count from where they are.
         return archive.folded(store, found, present) if found else store
 
-    def _read_dead(self, name: str) -> tuple[str, PoolStats] | None:
+    def _read_dead(self, name: str) -> tuple[str, list[float]] | None:
         got = self._read_one(name, cache=False)
         if got is None:
             return None
         known, values = got
-        return known.file.pool, filereader.to_stats(values)
+        return known.file.pool, values
 
     def _read_live(
         self, names: list[str], view: View, gauges: bool, keep: Iterable[str] = ()
@@ -370,16 +369,10 @@ def _remove_temporaries(directory: str, names: list[str], reaped: liveness.Reape
 def _totals(store: archive.Archive, workers: list[Worker]) -> dict[str, PoolStats]:
     """Per pool, the counters and histograms of the archive and of every worker read (only
     those of the PoolStats returned are meaningful: a sum of gauges is not one)."""
-    rows: dict[str, list[list[float]]] = {}
-    for pool, stats in store.totals.items():
-        rows[pool] = [of(stats)]
+    rows = {pool: [slots] for pool, slots in store.totals.items()}
     for worker in workers:
         rows.setdefault(worker.file.pool, []).append(worker.values)
-    # Column by column in C: the same additions, in the same order, as PoolStats.add.
-    return {
-        pool: filereader.to_stats([sum(col) for col in zip(*vs, strict=True)])
-        for pool, vs in rows.items()
-    }
+    return {pool: filereader.to_stats(filereader.summed(vs)) for pool, vs in rows.items()}
 
 
 def _pool_families(view: View) -> Iterator[Metric | Rendered]:

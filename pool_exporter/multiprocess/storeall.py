@@ -21,7 +21,6 @@ from .layout import (
     MAX_OVERFLOW,
     OFFSETS,
     SIZE,
-    SLOTS,
     TIMEOUT,
 )
 
@@ -83,13 +82,6 @@ store_all: Callable[[PoolStats, Values, Values, bool], None] = _compile_store_al
 store_all.__doc__ = (
     "Store every value of `stats` into `ints` and `floats` (views(), or one list for both)."
 )
-
-
-def of(stats: PoolStats, active: bool = True) -> list[float]:
-    """The slots that would hold `stats`, as a list."""
-    out: list[float] = [0] * SLOTS
-    store_all(stats, out, out, active)
-    return out
 
 
 def views(buffer: Any) -> tuple[Values, Values]:
