@@ -251,6 +251,29 @@ def test_a_lock_the_reader_cannot_open_is_unknown_and_never_folded(
     assert stats_files(tmp_path) == []
 
 
+def test_a_file_of_unknown_liveness_stays_parsed_and_open_between_scrapes(
+    tmp_path: Path, procs: Procs
+) -> None:
+    # The worker still holds its lock, but a link now stands at the lock's name: the reader
+    # cannot tell whether it lives, so it serves its counts (not its gauges) from its file.
+    _, found = procs.writer(tmp_path, "--checkouts", "3")
+    worker = found["parent"]
+    lock = tmp_path / f"pool_exporter_{worker}.lock"
+    lock.rename(tmp_path / "held")
+    lock.symlink_to(tmp_path / "held")
+    (name,) = stats_files(tmp_path, worker)
+    collector = WorkersCollector(str(tmp_path))
+    samples = scrape_within(collector)
+    assert total(samples, CHECKOUTS) == 3 and pids(samples) == set()
+    kept = collector._known[name]
+    assert kept.fd is not None
+    for _ in range(3):
+        samples = scrape_within(collector)
+        assert total(samples, CHECKOUTS) == 3 and pids(samples) == set()
+        # Neither parsed nor opened again (a new parse is a new object, with a new fd).
+        assert collector._known[name] is kept and collector._kept == 1
+
+
 @pytest.fixture
 def target(tmp_path: Path) -> Path:
     """The file a planted link points to: it must never be written."""

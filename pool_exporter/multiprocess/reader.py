@@ -172,13 +172,16 @@ class WorkersCollector(Collector):
                 more = f" and {len(reaped.dead) - 10} more" if len(reaped.dead) > 10 else ""
                 log.info("workers %s%s exited; their counts are kept", shown, more)
             live, dead, unknown = _split(names, reaped)
+            # What is read below stays parsed and open until the next scrape; the rest is
+            # dropped (an exited worker's file is read once more, to be folded).
+            self._forget_all_but({*live, *unknown})
             _remove_temporaries(self.path, names, reaped)
             archive.remove_temporaries(self.path, names)
             store = self._fold(dead, set(names))
             self._read_live(sorted(live), view, gauges=True)
             # A worker whose liveness cannot be told: its counts are served from its file
             # (never folded, so never twice), its gauges are not (it may have exited).
-            self._read_live(unknown, view, gauges=False, keep=live)
+            self._read_live(unknown, view, gauges=False)
             view.totals = _totals(store, view.workers)
             perworker.unique_labels([w.file for w in view.workers if w.active])
         view.live_pids = len(reaped.live)
@@ -222,12 +225,7 @@ class WorkersCollector(Collector):
         known, values = got
         return known.file.pool, values
 
-    def _read_live(
-        self, names: list[str], view: View, gauges: bool, keep: Iterable[str] = ()
-    ) -> None:
-        wanted = {*names, *keep}
-        for name in [n for n in self._known if n not in wanted]:
-            self._forget(name)
+    def _read_live(self, names: list[str], view: View, gauges: bool) -> None:
         for name in names:
             got = self._read_one(name)
             if got is None:
@@ -272,6 +270,10 @@ class WorkersCollector(Collector):
         else:
             os.close(fd)
         return known, values
+
+    def _forget_all_but(self, names: set[str]) -> None:
+        for name in [n for n in self._known if n not in names]:
+            self._forget(name)
 
     def _forget(self, name: str) -> None:
         known = self._known.pop(name, None)
