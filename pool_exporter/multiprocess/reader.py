@@ -8,7 +8,7 @@ cannot be tried is neither live nor exited: its counters are read where they are
 folded. Pool metrics are built by the same mapping the
 in-process collector uses (collector.py): counters and histograms summed over the archive and
 every live worker, gauges one series per live worker (`worker`, its slot: slots.py; the
-per-worker families come as rendered.Rendered, see perworker.py). The application's own
+per-worker families come as rendered.Rendered, see workergauges.py). The application's own
 prometheus-client metrics (*.db) are merged by prometheus-client. The work is bounded by the
 live workers: an exited worker costs one fold, once.
 """
@@ -36,7 +36,7 @@ from pool_exporter import metrics as m
 from pool_exporter.rendered import Rendered
 from pool_exporter.stats import PoolStats
 
-from . import archive, filenames, filereader, header, layout, liveness, perworker
+from . import archive, filenames, filereader, header, layout, liveness, workergauges
 from .files import BadFiles, open_regular, remove
 
 log = logging.getLogger("pool_exporter")
@@ -75,7 +75,7 @@ def check_directory(path: str) -> str:
 class Worker:
     """One live worker's pool: what its stats file's header says, its slots now."""
 
-    file: perworker.WorkerFile
+    file: workergauges.WorkerFile
     values: list[float]
     active: bool
 
@@ -94,7 +94,7 @@ class View:
 class _Known:
     """A stats file's header page and what it says, parsed once while it stays the same:
     how to decode its slots, and the worker's labels rendered for the scrape
-    (perworker.WorkerFile); and the file's descriptor while the reader keeps it open between
+    (workergauges.WorkerFile); and the file's descriptor while the reader keeps it open between
     scrapes."""
 
     def __init__(self, page: bytes) -> None:
@@ -102,7 +102,7 @@ class _Known:
         self.fd: int | None = None
         meta, shape = header.parse(page)
         self.decoder = filereader.decoder(shape)
-        self.file = perworker.WorkerFile(meta)
+        self.file = workergauges.WorkerFile(meta)
 
 
 class WorkersCollector(Collector):
@@ -183,7 +183,7 @@ class WorkersCollector(Collector):
             # (never folded, so never twice), its gauges are not (it may have exited).
             self._read_live(unknown, view, gauges=False)
             view.totals = _totals(store, view.workers)
-            perworker.unique_labels([w.file for w in view.workers if w.active])
+            workergauges.unique_labels([w.file for w in view.workers if w.active])
         view.live_pids = len(reaped.live)
         view.merged, dbs = self._merge_db(names)
         view.files += dbs
