@@ -45,7 +45,7 @@ class Decoder:
         self.current = shape == layout.SHAPE
         fields = shape.fields
         version = fields.get("capacity_version")
-        # The byte read again after the slots: see read().
+        # Where the capacity's version is among the slots, in bytes (read again: read()).
         self.version_at: int | None = None if version is None else 8 * version["at"]
         # (this version's slot, the file's slot, stored as a double) of each value.
         self._copies: list[tuple[int, int, bool]] = []

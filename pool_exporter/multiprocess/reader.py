@@ -92,10 +92,9 @@ class View:
 
 
 class _Known:
-    """A stats file's header page and what it says, parsed once while it stays the same:
-    how to decode its slots, and the worker's labels rendered for the scrape
-    (workergauges.WorkerFile); and the file's descriptor while the reader keeps it open between
-    scrapes."""
+    """A stats file's header page and what it says, parsed once while it stays the same: how
+    to decode its slots, and the worker's labels rendered for the scrape (WorkerFile); and the
+    file's descriptor while the reader keeps it open between scrapes."""
 
     def __init__(self, page: bytes) -> None:
         self.page = page
