@@ -1,21 +1,21 @@
-"""Shared fixtures: fresh registries, real databases, scraping and the promtool binary."""
+"""Shared fixtures: fresh registries, real databases, engines disposed, the promtool binary.
+Helpers live in tests/support/: no test module imports this one."""
 
 from __future__ import annotations
 
 import os
-import shutil
 import uuid
 from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client import CollectorRegistry
+
+from .support.binaries import require_binary
 
 PG_URL = os.environ.get(
     "POOL_EXPORTER_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
-PG_ASYNC_URL = PG_URL  # psycopg 3 serves both create_engine and create_async_engine
 
 
 @pytest.fixture
@@ -57,39 +57,9 @@ def pg_app_name() -> str:
     return f"pool-exporter-test-{uuid.uuid4().hex[:8]}"
 
 
-def require_binary(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        pytest.fail(
-            f"{name} is required: apt-get install prometheus prometheus-alertmanager",
-            pytrace=False,
-        )
-    return path
-
-
 @pytest.fixture(scope="session")
 def promtool() -> str:
     return require_binary("promtool")
-
-
-def scrape(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Every sample of the registry's exposition, parsed back with prometheus-client's parser."""
-    text = generate_latest(registry).decode()
-    samples = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return samples
-
-
-def value(registry: CollectorRegistry, name: str, **labels: str) -> float:
-    """One sample's value from the parsed exposition; fails if the series does not exist."""
-    key = (name, tuple(sorted(labels.items())))
-    samples = scrape(registry)
-    assert key in samples, (
-        f"no series {name}{labels}; have {sorted(k for k in samples if k[0] == name)}"
-    )
-    return samples[key]
 
 
 @pytest.fixture

@@ -29,7 +29,8 @@ from pool_exporter.sidecar.pgbouncer import PgBouncerCollector, parse_poolers
 from tests.support import pgbouncer, promtool_cases, promtool_series
 from tests.support.promtool_cases import alert_rules
 
-from .conftest import require_binary, scrape
+from .support.binaries import require_binary
+from .support.exposition import scrape
 
 ROOT = Path(__file__).resolve().parent.parent
 ALERTS_DIR = ROOT / "alerts"

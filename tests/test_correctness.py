@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry
 import pool_exporter
 import pool_exporter.fork
 from pool_exporter.instrument import PoolInstrumentation, _handles_lock
-from tests.conftest import value
+from tests.support.exposition import value
 from tests.support.forking import held_by_another_thread, in_child
 
 

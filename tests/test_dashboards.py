@@ -36,7 +36,8 @@ from pool_exporter.sidecar.database import DatabaseCollector
 from tests.support import dashboard_queries as dq
 from tests.support.promtool_cases import alert_rules
 
-from .conftest import require_binary, scrape
+from .support.binaries import require_binary
+from .support.exposition import scrape
 from .support.procs import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -14,7 +14,7 @@ import pytest
 
 from pool_exporter.mixin import shipped
 
-from .conftest import require_binary
+from .support.binaries import require_binary
 from .support.procs import free_port, parse, select, wait_until
 
 BIN = Path(sys.executable).parent

@@ -34,7 +34,7 @@ from pool_exporter.sidecar.database import DatabaseCollector
 from tests.support import dashboard_queries as dq
 from tests.support.alertmanager import AlertmanagerServer, WebhookReceiver, route_to_webhook
 
-from .conftest import require_binary
+from .support.binaries import require_binary
 from .support.project import ROOT, RULES, project_file
 
 AM_EXAMPLE = Path(

@@ -21,9 +21,9 @@ from pool_exporter.sidecar.pgbouncer import (
     parse_poolers,
 )
 
-from .conftest import scrape, value
 from .support import pgbouncer as pgb
 from .support.cli import assert_sidecar_refuses_quietly
+from .support.exposition import scrape, value
 from .support.procs import Procs, procs, start_sidecar, total
 
 __all__ = ["procs"]

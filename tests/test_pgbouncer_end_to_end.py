@@ -30,9 +30,9 @@ from pool_exporter.instrument import instrument
 from pool_exporter.mixin import dashboards as d
 from pool_exporter.mixin.config import MixinConfig
 
-from .conftest import require_binary
 from .support import cli
 from .support import pgbouncer as pgb
+from .support.binaries import require_binary
 from .support.procs import Procs, procs, start_sidecar
 
 __all__ = ["procs"]

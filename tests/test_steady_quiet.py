@@ -17,7 +17,7 @@ from pool_exporter.incident.alertwatch import AlertWatch
 from pool_exporter.incident.promserver import PrometheusServer
 from pool_exporter.instrument import instrument
 
-from .conftest import require_binary
+from .support.binaries import require_binary
 from .support.project import RULES, project_file
 
 SETTINGS = rp.PoolSettings(5, 10, 30.0)
