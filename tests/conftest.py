@@ -7,6 +7,7 @@ import os
 import uuid
 from collections.abc import Iterator
 
+import psycopg
 import pytest
 import sqlalchemy as sa
 from prometheus_client import CollectorRegistry
@@ -67,6 +68,22 @@ def pg_url() -> str:
 def pg_app_name() -> str:
     """A unique application_name, so a test can find its own backends in pg_stat_activity."""
     return f"pool-exporter-test-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def pg_database(pg_url: str) -> Iterator[str]:
+    """The name of a database of the test's own on the shared server, dropped (with any
+    connection left in it) at the end: what a test counts in it is only its own, whatever other
+    tests and other users of the server do meanwhile."""
+    name = f"pool_exporter_test_{uuid.uuid4().hex[:10]}"
+    admin = pg_url.replace("postgresql+psycopg://", "postgresql://").rsplit("/", 1)[0]
+    with psycopg.connect(f"{admin}/postgres", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield name
+    finally:
+        with psycopg.connect(f"{admin}/postgres", autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session")
