@@ -19,6 +19,20 @@ PG_URL = os.environ.get(
 )
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """In a parallel run (pytest-xdist, `--dist loadscope`: a module is one unit of work, so
+    a module-scoped fixture such as a Prometheus fed a workload or a built wheel is made once),
+    each worker takes the modules with slow tests first, so that no long module is left to run
+    alone at the end. A serial run keeps the modules' order."""
+    if hasattr(config, "workerinput"):
+        slow = {_module(item) for item in items if item.get_closest_marker("slow")}
+        items.sort(key=lambda item: _module(item) not in slow)  # stable: a module stays whole
+
+
+def _module(item: pytest.Item) -> str:
+    return item.nodeid.split("::")[0]
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """A test marked `root` fails at once, saying why, when the suite runs as another user:

@@ -30,6 +30,8 @@ BURST = rp.Scenario(
     push_at=1.0, seed=5,
 )  # fmt: skip
 INCIDENT = rp.PoolSettings(5, 10, 1.5)
+# The advice comes from a replay measured on this machine: tests beside it would change it.
+pytestmark = pytest.mark.serial
 DB_MAX = m.DATABASE_MAX_CONNECTIONS.name
 
 

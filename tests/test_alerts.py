@@ -117,6 +117,7 @@ def test_a_users_config_file_changes_thresholds_durations_and_runbook_url(
     )
 
 
+@pytest.mark.slow
 def test_a_config_changing_only_runbook_url_and_severities_keeps_passing_promtool_tests(
     tmp_path: Path, promtool: str
 ) -> None:
@@ -447,6 +448,7 @@ def promtool_test(promtool: str, *files: Path, cwd: Path) -> subprocess.Complete
     )
 
 
+@pytest.mark.slow
 def test_the_committed_promtool_tests_pass_from_any_directory(
     promtool: str, tmp_path: Path
 ) -> None:

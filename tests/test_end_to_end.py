@@ -42,6 +42,10 @@ AM_EXAMPLE = Path(
 )
 DASHBOARDS = sorted((ROOT / "dashboards").glob("*.json"))
 
+# The advised settings use nearly every connection the database allows, and the advice comes
+# from a replay measured on this machine: nothing else may run beside this module.
+pytestmark = [pytest.mark.slow, pytest.mark.serial]
+
 POOL = "e2e"
 SCRAPE = 1.0
 INCIDENT = rp.PoolSettings(5, 10, 8.0)

@@ -8,6 +8,7 @@ import threading
 import time
 from datetime import datetime
 
+import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
@@ -21,6 +22,8 @@ from pool_exporter.instrument import instrument
 from .support.binaries import require_binary
 from .support.procs import wait_until
 from .support.project import RULES, project_file
+
+pytestmark = pytest.mark.slow
 
 SETTINGS = rp.PoolSettings(5, 10, 30.0)
 HOLD = rp.HoldTime(0.1, 0.2)
