@@ -32,6 +32,7 @@ from .support import cli
 from .support import pgbouncer as pgb
 from .support.binaries import require_binary
 from .support.procs import Procs, procs, start_sidecar
+from .support.prometheus import wait_for_evaluation
 
 __all__ = ["procs"]
 
@@ -121,7 +122,7 @@ def burst_through(
                         watch(run, queries)
                         time.sleep(SCRAPE / 2)
                     thread.join(30)
-                    time.sleep(2 * SCRAPE)  # the last samples of the run are scraped
+                    wait_for_evaluation(prom)  # the last of the run is scraped and evaluated
                     watch(run, queries)
                     run.result = results[0]
                     yield run

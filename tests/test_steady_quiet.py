@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import statistics
 import threading
-import time
-from datetime import datetime
 
 import pytest
 import yaml
@@ -20,32 +18,14 @@ from pool_exporter.incident.promserver import PrometheusServer
 from pool_exporter.instrument import instrument
 
 from .support.binaries import require_binary
-from .support.procs import wait_until
 from .support.project import RULES, project_file
+from .support.prometheus import wait_for_evaluation
 
 pytestmark = pytest.mark.slow
 
 SETTINGS = rp.PoolSettings(5, 10, 30.0)
 HOLD = rp.HoldTime(0.1, 0.2)
 UTILISATION = 0.7
-
-
-def _unix(timestamp: str) -> float:
-    return datetime.fromisoformat(timestamp).timestamp()
-
-
-def evaluated_since(prom: PrometheusServer, moment: float) -> bool:
-    """Whether every target was scraped after `moment` (unix time) and every rule group
-    evaluated after that scrape had ended."""
-    targets = prom.api.get("/api/v1/targets")["activeTargets"]
-    started = [_unix(t["lastScrape"]) for t in targets]
-    ended = [_unix(t["lastScrape"]) + t["lastScrapeDuration"] for t in targets]
-    groups = prom.api.get("/api/v1/rules")["groups"]
-    return (
-        bool(targets and groups)
-        and min(started) > moment
-        and all(_unix(g["lastEvaluation"]) > max(ended) for g in groups)
-    )
 
 
 def test_no_alert_fires_during_a_steady_run_at_70_percent_utilisation() -> None:
@@ -76,9 +56,7 @@ def test_no_alert_fires_during_a_steady_run_at_70_percent_utilisation() -> None:
                     thread = threading.Thread(target=lambda: results.append(runner.run()))
                     thread.start()
                     thread.join(duration + 60)
-                    ended = time.time()
-                    last = "the rules evaluated on a scrape taken after the run"
-                    wait_until(lambda: evaluated_since(prom, ended), timeout=30, what=last)
+                    wait_for_evaluation(prom)  # the last of the run is scraped and evaluated
                     watch.poll()
                 fired = [a for a in watch.snapshot() if a.firing is not None]
         finally:
