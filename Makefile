@@ -31,9 +31,10 @@ typecheck: $(BIN)/.installed
 # The tests run in WORKERS processes (pytest-xdist), each taking a whole module at a time, so
 # that a module-scoped fixture is made once (loadscope; not loadgroup, which pytest 9.2 breaks:
 # pytest-xdist issue 1386), in the order tests/conftest.py gives: modules with slow tests first.
-# The few marked `serial` run afterwards, one at a time: they measure this machine, or take
-# nearly all of the database's connections. MARKS narrows both runs (MARKS="not root"); a run
-# that MARKS leaves empty (pytest's exit status 5) is not a failure.
+# The few marked `serial` run afterwards, in pytest's own process, one at a time: they measure
+# this machine, take nearly all of the database's connections, or fork past Python's fork
+# hooks. MARKS narrows both runs (MARKS="not root"); a run that MARKS leaves empty (pytest's
+# exit status 5) is not a failure.
 WORKERS ?= 4
 MARKS ?=
 and_marks = $(if $(MARKS), and ($(MARKS)))
