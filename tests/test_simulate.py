@@ -9,6 +9,7 @@ import random
 
 import pytest
 
+from pool_exporter.incident.holds import Holds, HoldTime
 from pool_exporter.incident.measured import Measured
 from pool_exporter.incident.model import (
     AT_RISK,
@@ -21,8 +22,9 @@ from pool_exporter.incident.model import (
     recommend,
     verdict,
 )
-from pool_exporter.incident.simulate import Holds, Prediction, Push, predict, simulate
+from pool_exporter.incident.simulate import Prediction, Push, predict, simulate
 from pool_exporter.incident.sizing import erlang_c
+from pool_exporter.metrics import HOLD_BUCKETS
 
 # The hold histogram of a replay of 600 users over 1 s (lognormal holds, median 0.05 s,
 # p95 0.2 s, measured mean 0.075 s with the query and the thread's overhead)
@@ -161,6 +163,20 @@ def test_results_without_a_hold_histogram_simulate_from_the_median_and_p95() -> 
     assert sum(xs) / len(xs) == pytest.approx(0.075, rel=0.03)
     assert xs[10000] == pytest.approx(0.05, rel=0.25)
     assert xs[19000] == pytest.approx(0.22, rel=0.25)
+
+
+def test_the_replay_and_the_simulation_draw_holds_from_one_lognormal() -> None:
+    # what a replay's requests hold, and what the simulation draws when it has only the
+    # median and p95: the same distribution, the second through the exporter's buckets
+    hold = HoldTime(0.05, 0.2)
+    rng = random.Random(6)
+    replayed = sorted(hold.sample(rng) for _ in range(20000))
+    draw = Holds.from_lognormal(hold, hold.mean, HOLD_BUCKETS).sampler(random.Random(6))
+    simulated = sorted(draw() for _ in range(20000))
+    assert sum(simulated) / 20000 == pytest.approx(sum(replayed) / 20000, rel=0.03)
+    assert simulated[10000] == pytest.approx(replayed[10000], rel=0.15)
+    assert simulated[19000] == pytest.approx(replayed[19000], rel=0.1)
+    assert hold.cdf(0.05) == pytest.approx(0.5) and hold.cdf(0.2) == pytest.approx(0.95)
 
 
 def test_one_pool_of_several_gets_its_share_of_a_push_at_random_times() -> None:

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from pool_exporter import metrics as m
 from pool_exporter.durations import seconds
 
+from .holds import Holds, HoldTime
 from .promapi import PrometheusAPI
 from .results import Result
-from .simulate import Holds
 
 
 class NoData(Exception):
@@ -53,7 +53,7 @@ class Measured:
             return Holds.from_buckets(self.hold_buckets, self.hold_mean)
         median = self.hold_median or self.hold_mean
         p95 = max(median, self.hold_p95 or median)
-        return Holds.lognormal(median, p95, self.hold_mean, m.HOLD_BUCKETS)
+        return Holds.from_lognormal(HoldTime(median, p95), self.hold_mean, m.HOLD_BUCKETS)
 
 
 @dataclass(frozen=True)

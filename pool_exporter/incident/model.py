@@ -16,8 +16,9 @@ import math
 from dataclasses import dataclass, field
 
 from . import simulate, sizing
+from .holds import Holds
 from .measured import Measured, PoolerLimits
-from .simulate import Holds, Prediction, Push
+from .simulate import Prediction, Push
 
 # A push is at risk when its longest predicted wait comes within this share of the timeout.
 MARGIN = 0.25

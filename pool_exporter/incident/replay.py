@@ -37,39 +37,12 @@ from pool_exporter.stats import CANCELLED, ERROR, TIMEOUT
 
 from . import arguments
 from .arguments import add_pool_arguments, add_push_arguments
+from .holds import HoldTime
 from .results import Result, Sample, percentiles
 
-Z95 = 1.6448536269514722  # the standard normal's 95th percentile
+DEFAULT_HOLD = HoldTime(0.1, 0.4)
 # A request that got its connection; the others end with the reason the stats count.
 OK = "ok"
-
-
-@dataclass(frozen=True)
-class HoldTime:
-    """How long a request keeps its connection: lognormal from its median and 95th
-    percentile, or fixed when the two are equal."""
-
-    median: float
-    p95: float
-
-    def __post_init__(self) -> None:
-        if self.median <= 0 or self.p95 < self.median:
-            raise ValueError(
-                f"hold time needs 0 < median <= p95, got median {self.median} p95 {self.p95}"
-            )
-
-    @property
-    def sigma(self) -> float:
-        return math.log(self.p95 / self.median) / Z95
-
-    @property
-    def mean(self) -> float:
-        return self.median * math.exp(self.sigma**2 / 2)
-
-    def sample(self, rng: random.Random) -> float:
-        # A lognormal's far tail would let one draw hold a connection for minutes; 10x p95
-        # keeps the tail long without one freak request deciding a run.
-        return min(self.median * math.exp(self.sigma * rng.gauss(0.0, 1.0)), 10 * self.p95)
 
 
 @dataclass(frozen=True)
@@ -79,7 +52,7 @@ class Scenario:
     users: int = arguments.USERS
     ramp: float = arguments.RAMP  # seconds over which the push's users arrive
     ramp_shape: str = "uniform"  # uniform: evenly spaced; poisson: random arrival times
-    hold: HoldTime = HoldTime(0.1, 0.4)
+    hold: HoldTime = DEFAULT_HOLD
     background_rate: float = 0.0  # steady requests per second besides the push
     duration: float = 0.0  # how long the steady traffic runs
     push_at: float = 0.0

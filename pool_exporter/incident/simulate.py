@@ -26,8 +26,9 @@ import math
 import random
 import statistics
 from collections import deque
-from collections.abc import Sequence
 from dataclasses import dataclass
+
+from .holds import Holds
 
 # The mean time a woken caller takes to run again and take the queue's lock: not measured
 # directly but chosen so that simulated timeouts match replayed ones (SQLite, threads, a
@@ -38,93 +39,6 @@ RUNS = 31
 # Steady traffic starts this many mean holds before the push (at least a second), so that
 # the push meets a pool already busy with it.
 WARM_HOLDS = 10
-
-
-@dataclass(frozen=True)
-class Holds:
-    """Hold times drawn from a histogram: cumulative shares at upper bounds (as Prometheus's
-    `le` buckets count them), uniform within a bucket, then scaled so that their mean is the
-    measured one (the histogram's sum / count, which the buckets only approximate)."""
-
-    bounds: tuple[float, ...]
-    shares: tuple[float, ...]
-    mean: float
-    floor: float = 0.0  # the lower edge of the first bucket
-
-    @classmethod
-    def fixed(cls, hold: float) -> Holds:
-        """Every hold exactly `hold` seconds."""
-        return cls((hold,), (1.0,), hold, floor=hold)
-
-    def __post_init__(self) -> None:
-        if self.mean <= 0:
-            raise ValueError("the mean hold time must be positive")
-        if not self.bounds or len(self.bounds) != len(self.shares):
-            raise ValueError("a hold histogram needs one share per bound")
-        if any(b <= a for a, b in zip(self.bounds, self.bounds[1:], strict=False)) or any(
-            b < a for a, b in zip(self.shares, self.shares[1:], strict=False)
-        ):
-            raise ValueError("hold buckets must grow")
-        if self.shares[-1] <= 0:
-            raise ValueError("the hold histogram is empty")
-
-    @classmethod
-    def from_buckets(cls, buckets: Sequence[tuple[float, float]], mean: float) -> Holds:
-        """From cumulative counts per upper bound; a count beyond the last finite bound (the
-        +Inf bucket) is spread up to twice that bound."""
-        finite = [(le, n) for le, n in buckets if math.isfinite(le)]
-        total = max(n for _, n in buckets)
-        if not finite or total <= 0:
-            raise ValueError("the hold histogram is empty")
-        bounds = [le for le, _ in finite]
-        counts = [n for _, n in finite]
-        if counts[-1] < total:
-            bounds.append(2 * bounds[-1])
-            counts.append(total)
-        return cls(tuple(bounds), tuple(n / total for n in counts), mean)
-
-    @classmethod
-    def lognormal(cls, median: float, p95: float, mean: float, bounds: Sequence[float]) -> Holds:
-        """A lognormal through the median and p95, counted into `bounds`: for figures that
-        came without a histogram."""
-        sigma = math.log(p95 / median) / 1.6448536269514722 if p95 > median else 0.0
-
-        def cdf(x: float) -> float:
-            if sigma == 0:
-                return 1.0 if x >= median else 0.0
-            return 0.5 * (1 + math.erf(math.log(x / median) / (sigma * math.sqrt(2))))
-
-        return cls.from_buckets([(b, cdf(b)) for b in bounds] + [(math.inf, 1.0)], mean)
-
-    @property
-    def _scale(self) -> float:
-        low, raw = self.floor, 0.0
-        previous = 0.0
-        for bound, share in zip(self.bounds, self.shares, strict=True):
-            raw += (share - previous) * (low + bound) / 2
-            low, previous = bound, share
-        return self.mean / raw * self.shares[-1] if raw > 0 else 1.0
-
-    def sampler(self, rng: random.Random, factor: float = 1.0) -> _Sampler:
-        return _Sampler(self, rng, self._scale * factor)
-
-
-class _Sampler:
-    def __init__(self, holds: Holds, rng: random.Random, scale: float) -> None:
-        self.bounds = holds.bounds
-        self.shares = holds.shares
-        self.floor = holds.floor
-        self.rng = rng
-        self.scale = scale
-
-    def __call__(self) -> float:
-        u = self.rng.random() * self.shares[-1]
-        low, previous = self.floor, 0.0
-        for bound, share in zip(self.bounds, self.shares, strict=True):
-            if u <= share and share > previous:
-                return (low + (bound - low) * (u - previous) / (share - previous)) * self.scale
-            low, previous = bound, share
-        return self.bounds[-1] * self.scale
 
 
 @dataclass(frozen=True)
