@@ -26,7 +26,8 @@ from pool_exporter.incident.model import (
     recommend,
 )
 from pool_exporter.incident.results import Result
-from pool_exporter.incident.simulate import Push, window
+from pool_exporter.incident.simulate import window
+from pool_exporter.incident.traffic import Push
 
 HOLD = rp.HoldTime(0.05, 0.2)
 STEADY = 20.0

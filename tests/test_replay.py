@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from prometheus_client import CollectorRegistry
 from pool_exporter.cli import main
 from pool_exporter.incident import replay as rp
 from pool_exporter.incident.results import SCHEMA, Result, Sample
+from pool_exporter.incident.traffic import POISSON, UNIFORM, Push
 from pool_exporter.metrics import HOLD_BUCKETS
 
 from .conftest import value
@@ -110,6 +112,17 @@ def test_background_traffic_runs_for_the_duration_besides_the_push() -> None:
     assert r.timeouts == 0
 
 
+def test_a_poisson_ramp_replays_the_arrivals_the_simulation_draws() -> None:
+    # one arrival model for both: the same seed gives the replay's push the simulation's times
+    scenario = rp.Scenario(users=50, ramp=2.0, ramp_shape=POISSON, push_at=1.0, seed=9)
+    pushed = [at - 1.0 for at, _, push in scenario.arrivals() if push]
+    assert pushed == pytest.approx(Push(50, 2.0, POISSON).arrivals(random.Random(9)))
+    assert pushed != pytest.approx(Push(50, 2.0, UNIFORM).arrivals(random.Random(9)))
+    assert all(0 <= at <= 2.0 for at in pushed)
+    with pytest.raises(ValueError, match="uniform or poisson"):
+        rp.Scenario(users=5, ramp_shape="random")
+
+
 def test_the_replayed_pool_is_exported_while_it_runs() -> None:
     registry = CollectorRegistry()
     seen: list[float] = []
@@ -130,8 +143,6 @@ def test_the_replayed_pool_is_exported_while_it_runs() -> None:
 
 
 def test_hold_times_follow_the_median_and_p95_asked_for() -> None:
-    import random
-
     hold = rp.HoldTime(0.2, 0.8)
     rng = random.Random(3)
     draws = sorted(hold.sample(rng) for _ in range(20000))

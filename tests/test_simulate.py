@@ -22,8 +22,9 @@ from pool_exporter.incident.model import (
     recommend,
     verdict,
 )
-from pool_exporter.incident.simulate import Prediction, Push, predict, simulate
+from pool_exporter.incident.simulate import Prediction, predict, simulate
 from pool_exporter.incident.sizing import erlang_c
+from pool_exporter.incident.traffic import POISSON, Push
 from pool_exporter.metrics import HOLD_BUCKETS
 
 # The hold histogram of a replay of 600 users over 1 s (lognormal holds, median 0.05 s,
@@ -185,9 +186,9 @@ def test_one_pool_of_several_gets_its_share_of_a_push_at_random_times() -> None:
     holds = Holds.fixed(0.1)
     assert per_pool_push(40, 2.8, 1).shape == "uniform"
     shared = per_pool_push(40, 2.8, 4)
-    assert (shared.users, shared.shape) == (40, "random")
+    assert (shared.users, shared.shape) == (40, POISSON)
     alone = simulate(Push(40, 2.8), holds, random.Random(5), servers=2, timeout=5, rate=0, wake=0)
     split = simulate(shared, holds, random.Random(5), servers=2, timeout=5, rate=0, wake=0)
     assert alone.waited == 0 and split.waited > 0.05
-    with pytest.raises(ValueError, match="uniform or random"):
+    with pytest.raises(ValueError, match="uniform or poisson"):
         Push(10, 1.0, "bursty")

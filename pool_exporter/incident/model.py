@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from . import simulate, sizing
 from .holds import Holds
 from .measured import Measured, PoolerLimits
-from .simulate import Prediction, Push
+from .simulate import Prediction
+from .traffic import POISSON, UNIFORM, Push
 
 # A push is at risk when its longest predicted wait comes within this share of the timeout.
 MARGIN = 0.25
@@ -459,7 +460,7 @@ class Preflight:
 def per_pool_push(users: float, ramp: float, pools: int) -> Push:
     """One pool's share of a push. Spread over several pools (a load balancer's choice per
     request), a pool's arrivals are no longer evenly spaced but fall at random in the ramp."""
-    return Push(max(1, round(users)), ramp, "uniform" if pools == 1 else "random")
+    return Push(max(1, round(users)), ramp, UNIFORM if pools == 1 else POISSON)
 
 
 def verdict(p: Prediction, *, margin: float = MARGIN) -> str:

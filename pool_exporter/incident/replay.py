@@ -39,6 +39,7 @@ from . import arguments
 from .arguments import add_pool_arguments, add_push_arguments
 from .holds import HoldTime
 from .results import Result, Sample, percentiles
+from .traffic import SHAPES, UNIFORM, Push, steady
 
 DEFAULT_HOLD = HoldTime(0.1, 0.4)
 # A request that got its connection; the others end with the reason the stats count.
@@ -51,7 +52,7 @@ class Scenario:
 
     users: int = arguments.USERS
     ramp: float = arguments.RAMP  # seconds over which the push's users arrive
-    ramp_shape: str = "uniform"  # uniform: evenly spaced; poisson: random arrival times
+    ramp_shape: str = UNIFORM  # UNIFORM: evenly spaced; POISSON: random arrival times
     hold: HoldTime = DEFAULT_HOLD
     background_rate: float = 0.0  # steady requests per second besides the push
     duration: float = 0.0  # how long the steady traffic runs
@@ -66,30 +67,21 @@ class Scenario:
             raise ValueError("users, ramp and background rate must not be negative")
         if self.duration < 0 or self.push_at < 0:
             raise ValueError("duration and push time must not be negative")
-        if self.ramp_shape not in RAMP_SHAPES:
-            raise ValueError(f"ramp shape must be one of {', '.join(RAMP_SHAPES)}")
+        Push(self.users, self.ramp, self.ramp_shape)  # an unknown shape: ValueError, here
+
+    @property
+    def push(self) -> Push:
+        return Push(self.users, self.ramp, self.ramp_shape)
 
     def arrivals(self) -> list[tuple[float, float, bool]]:
         """(arrival time, hold time, part of the push) for every request, in arrival order."""
         rng = random.Random(self.seed)
-        planned: list[tuple[float, float, bool]] = []
-        for i in range(self.users):
-            if self.ramp_shape == "uniform":
-                at = self.ramp * i / self.users
-            else:
-                at = rng.uniform(0.0, self.ramp)
-            planned.append((self.push_at + at, self.hold.sample(rng), True))
-        t = 0.0
-        while self.background_rate > 0:
-            t += rng.expovariate(self.background_rate)
-            if t >= self.duration:
-                break
-            planned.append((t, self.hold.sample(rng), False))
+        pushed = [self.push_at + at for at in self.push.arrivals(rng)]
+        background = steady(self.background_rate, 0.0, self.duration, rng)
+        planned = [(at, self.hold.sample(rng), True) for at in pushed]
+        planned += [(at, self.hold.sample(rng), False) for at in background]
         planned.sort(key=lambda p: p[0])
         return planned
-
-
-RAMP_SHAPES = ("uniform", "poisson")
 
 
 @dataclass(frozen=True)
@@ -465,7 +457,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     add_pool_arguments(parser)
     add_push_arguments(parser)
-    parser.add_argument("--ramp-shape", choices=RAMP_SHAPES, default="uniform")
+    parser.add_argument("--ramp-shape", choices=SHAPES, default=UNIFORM)
     parser.add_argument(
         "--hold-median", type=float, default=0.1, help="median hold time, seconds (0.1)"
     )

@@ -29,6 +29,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from .holds import Holds
+from .traffic import Push, steady
 
 # The mean time a woken caller takes to run again and take the queue's lock: not measured
 # directly but chosen so that simulated timeouts match replayed ones (SQLite, threads, a
@@ -39,25 +40,6 @@ RUNS = 31
 # Steady traffic starts this many mean holds before the push (at least a second), so that
 # the push meets a pool already busy with it.
 WARM_HOLDS = 10
-
-
-@dataclass(frozen=True)
-class Push:
-    """`users` arriving over `ramp` seconds (0: at once), evenly spaced ("uniform") or at
-    random times ("random")."""
-
-    users: int
-    ramp: float
-    shape: str = "uniform"
-
-    def __post_init__(self) -> None:
-        if self.users < 0 or self.ramp < 0 or self.shape not in ("uniform", "random"):
-            raise ValueError(f"a push needs users, ramp >= 0 and a shape uniform or random: {self}")
-
-    def arrivals(self, rng: random.Random) -> list[float]:
-        if self.shape == "uniform" or not self.users:
-            return [self.ramp * i / self.users for i in range(self.users)]
-        return sorted(rng.uniform(0.0, self.ramp) for _ in range(self.users))
 
 
 @dataclass(frozen=True)
@@ -100,14 +82,7 @@ def simulate(
         raise ValueError("a pool needs at least one connection, a positive timeout, rate >= 0")
     draw = holds.sampler(rng, hold_factor)
     start, end = window(push, timeout, holds.mean * hold_factor)
-    arrivals = push.arrivals(rng)
-    t = start
-    while rate > 0:
-        t += rng.expovariate(rate)
-        if t >= end:
-            break
-        arrivals.append(t)
-    arrivals.sort()
+    arrivals = sorted(push.arrivals(rng) + steady(rate, start, end, rng))
     events = [(at, i, _ARRIVE, i) for i, at in enumerate(arrivals)]
     heapq.heapify(events)
     seq = len(arrivals)
