@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry
 
 from pool_exporter.cli import main
 from pool_exporter.incident import replay as rp
+from pool_exporter.incident.percentiles import nearest_rank, percentiles
 from pool_exporter.incident.results import SCHEMA, Result, Sample
 from pool_exporter.incident.traffic import POISSON, UNIFORM, Push
 from pool_exporter.metrics import HOLD_BUCKETS
@@ -150,6 +151,15 @@ def test_hold_times_follow_the_median_and_p95_asked_for() -> None:
     assert draws[19000] == pytest.approx(0.8, rel=0.08)
     assert hold.mean == pytest.approx(sum(draws) / len(draws), rel=0.05)
     assert rp.HoldTime(0.3, 0.3).sample(rng) == 0.3
+
+
+def test_percentiles_are_by_nearest_rank_for_replay_and_simulation_alike() -> None:
+    # one function for both: each percentile a value that was measured
+    values = [float(k) for k in range(100, 0, -1)]
+    p = percentiles(values)
+    assert (p["p50"], p["p90"], p["p99"], p["max"], p["mean"]) == (50, 90, 99, 100, 50.5)
+    assert nearest_rank([0.1, 0.2, 0.4], 0.5) == 0.2 and nearest_rank([], 0.5) == 0.0
+    assert percentiles([]) == {}
 
 
 def test_replay_writes_json_results_that_read_back(

@@ -38,7 +38,8 @@ from pool_exporter.stats import CANCELLED, ERROR, TIMEOUT
 from . import arguments
 from .arguments import add_pool_arguments, add_push_arguments
 from .holds import HoldTime
-from .results import Result, Sample, percentiles
+from .percentiles import percentiles
+from .results import Result, Sample
 from .traffic import SHAPES, UNIFORM, Push, steady
 
 DEFAULT_HOLD = HoldTime(0.1, 0.4)

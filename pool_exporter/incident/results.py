@@ -7,8 +7,6 @@ needs neither SQLAlchemy nor threads to do so.
 from __future__ import annotations
 
 import dataclasses
-import math
-import statistics
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -86,21 +84,3 @@ class Result:
             for s in fields.get("timeline", [])
         ]
         return cls(**fields)
-
-
-def percentiles(values: list[float]) -> dict[str, float]:
-    if not values:
-        return {}
-    ordered = sorted(values)
-
-    def rank(q: float) -> float:  # nearest rank: a value that was actually measured
-        return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
-
-    return {
-        "p50": rank(0.5),
-        "p90": rank(0.9),
-        "p95": rank(0.95),
-        "p99": rank(0.99),
-        "max": ordered[-1],
-        "mean": statistics.fmean(ordered),
-    }

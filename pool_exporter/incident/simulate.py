@@ -22,13 +22,13 @@ and the range.
 from __future__ import annotations
 
 import heapq
-import math
 import random
 import statistics
 from collections import deque
 from dataclasses import dataclass
 
 from .holds import Holds
+from .percentiles import nearest_rank
 from .traffic import Push, steady
 
 # The mean time a woken caller takes to run again and take the queue's lock: not measured
@@ -144,16 +144,10 @@ def simulate(
         timeouts=timeouts,
         requests=len(arrivals),
         waited=queued / len(arrivals) if arrivals else 0.0,
-        wait_p50=_rank(ordered, 0.5),
-        wait_p99=_rank(ordered, 0.99),
+        wait_p50=nearest_rank(ordered, 0.5),
+        wait_p99=nearest_rank(ordered, 0.99),
         longest_wait=max(served, default=0.0),
     )
-
-
-def _rank(ordered: list[float], q: float) -> float:
-    if not ordered:
-        return 0.0
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
 @dataclass(frozen=True)
