@@ -19,8 +19,8 @@ from prometheus_client.registry import CollectorRegistry
 
 from pool_exporter.incident import replay as rp
 from pool_exporter.incident.measured import from_replay
-from pool_exporter.incident.model import Goals, preflight
 from pool_exporter.incident.simulate import window
+from pool_exporter.incident.sizing import Goals, preflight
 from pool_exporter.incident.traffic import Push
 
 HOLD = rp.HoldTime(0.05, 0.2)

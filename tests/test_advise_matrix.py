@@ -15,7 +15,9 @@ from prometheus_client import CollectorRegistry
 
 from pool_exporter.incident import replay as rp
 from pool_exporter.incident.measured import Measured, from_replay
-from pool_exporter.incident.model import (
+from pool_exporter.incident.results import Result
+from pool_exporter.incident.simulate import window
+from pool_exporter.incident.sizing import (
     AT_RISK,
     MARGIN,
     SAFE,
@@ -25,8 +27,6 @@ from pool_exporter.incident.model import (
     preflight,
     recommend,
 )
-from pool_exporter.incident.results import Result
-from pool_exporter.incident.simulate import window
 from pool_exporter.incident.traffic import Push
 
 HOLD = rp.HoldTime(0.05, 0.2)

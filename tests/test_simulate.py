@@ -11,7 +11,9 @@ import pytest
 
 from pool_exporter.incident.holds import Holds, HoldTime
 from pool_exporter.incident.measured import Measured
-from pool_exporter.incident.model import (
+from pool_exporter.incident.queueing import erlang_c
+from pool_exporter.incident.simulate import Prediction, predict, simulate
+from pool_exporter.incident.sizing import (
     AT_RISK,
     SAFE,
     TIMES_OUT,
@@ -22,8 +24,6 @@ from pool_exporter.incident.model import (
     recommend,
     verdict,
 )
-from pool_exporter.incident.simulate import Prediction, predict, simulate
-from pool_exporter.incident.sizing import erlang_c
 from pool_exporter.incident.traffic import POISSON, Push
 from pool_exporter.metrics import HOLD_BUCKETS
 

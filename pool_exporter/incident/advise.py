@@ -1,4 +1,4 @@
-"""`pool-exporter advise`: the command of the sizing model (model.py), with the working shown.
+"""`pool-exporter advise`: the command of the sizing model (sizing.py), with the working shown.
 
 Exit code 1 from `--preflight` when the push would time out (or is at risk), so a pipeline's
 job stops before sending.
@@ -18,7 +18,9 @@ from pool_exporter.errors import CliError
 
 from .arguments import add_pool_arguments
 from .measured import Measured, NoData, PoolerLimits, from_prometheus, from_replay
-from .model import (
+from .promapi import PrometheusAPI, PrometheusError
+from .results import Result
+from .sizing import (
     AT_RISK,
     TIMES_OUT,
     Advice,
@@ -29,8 +31,6 @@ from .model import (
     preflight,
     recommend,
 )
-from .promapi import PrometheusAPI, PrometheusError
-from .results import Result
 
 EXIT_PUSH_UNSAFE = 1
 
