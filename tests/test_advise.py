@@ -218,6 +218,10 @@ def test_a_replay_result_with_a_broken_hold_histogram_is_one_error_line(
             "error: --requests-per-user must be above 0, got 0",
         ),
         (["--from-replay", "{replay}", "--p-wait", "0"], "--p-wait must be between 0 and 1"),
+        (
+            ["--from-replay", "{replay}", "--burst-wait", "0"],
+            "--burst-wait must be positive, got 0",
+        ),
         (["--from-replay", "{replay}", "--preflight"], "--preflight needs --push-users"),
         (["--from-replay", "{replay}", "--workers", "0"], "--workers must be at least 1"),
         (["--from-replay", "{notreplay}"], "is not a replay result"),

@@ -17,6 +17,7 @@ from pool_exporter.incident.sizing import (
     AT_RISK,
     SAFE,
     TIMES_OUT,
+    BadGoal,
     Goals,
     Target,
     per_pool_push,
@@ -119,6 +120,18 @@ def test_preflight_shows_the_prediction_either_side_of_the_mean_hold() -> None:
     assert p.shorter.timeouts < p.prediction.timeouts < p.longer.timeouts
     assert any(line.startswith("hold ±10%") for line in p.working)
     assert p.fluid_longest_wait < 2.0  # first come, first served would have called it safe
+
+
+@pytest.mark.parametrize(
+    ("goals", "goal"),
+    [(Goals(p_wait=1.0), "p_wait"), (Goals(request_timeout=0), "request_timeout")],
+)
+def test_a_goal_out_of_range_is_named_in_the_models_words(goals: Goals, goal: str) -> None:
+    # the model has no flags: the command translates the goal's name into its own
+    with pytest.raises(BadGoal) as raised:
+        recommend(MEASURED, Target(users=10), 1, goals)
+    assert raised.value.goal == goal and str(raised.value).startswith(f"{goal} must be")
+    assert "--" not in str(raised.value)
 
 
 @pytest.mark.parametrize(

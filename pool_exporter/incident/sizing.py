@@ -29,6 +29,15 @@ HOLD_DRIFT = 0.10
 SAFE, AT_RISK, TIMES_OUT = "safe", "at risk", "would time out"
 
 
+class BadGoal(ValueError):
+    """A goal out of its range: `goal` names the field of Goals, `problem` says what is wrong
+    (the command says it in the words of its own flags)."""
+
+    def __init__(self, goal: str, problem: str) -> None:
+        super().__init__(f"{goal} {problem}")
+        self.goal, self.problem = goal, problem
+
+
 @dataclass(frozen=True)
 class Goals:
     p_wait: float = 0.05  # the share of requests that may wait at all
@@ -38,9 +47,10 @@ class Goals:
 
     def check(self) -> None:
         if not 0 < self.p_wait < 1:
-            raise ValueError(f"--p-wait must be between 0 and 1, got {self.p_wait:g}")
-        if self.mean_wait <= 0 or self.burst_wait <= 0 or self.request_timeout <= 0:
-            raise ValueError("--max-wait, --burst-wait and --request-timeout must be positive")
+            raise BadGoal("p_wait", f"must be between 0 and 1, got {self.p_wait:g}")
+        for goal in ("mean_wait", "burst_wait", "request_timeout"):
+            if getattr(self, goal) <= 0:
+                raise BadGoal(goal, f"must be positive, got {getattr(self, goal):g}")
 
 
 @dataclass(frozen=True)
@@ -94,50 +104,52 @@ def fig(x: float) -> str:
     return f"{x:.3g}" if abs(x) < 1000 else f"{x:,.0f}"
 
 
-def database_budget(m: Measured, flag: int | None) -> int | None:
-    limit = flag if flag is not None else m.db_max_connections
+def database_budget(measured: Measured, given: int | None) -> int | None:
+    """The connections the database has for the fleet: `given` (the user's figure, taken as
+    it is) or the measured max_connections less its reserved slots; None when unknown."""
+    limit = given if given is not None else measured.db_max_connections
     if limit is None:
         return None
-    reserved = m.db_reserved if flag is None and m.db_reserved is not None else 0
+    reserved = measured.db_reserved if given is None and measured.db_reserved is not None else 0
     return limit - reserved
 
 
 def recommend(
-    m: Measured, target: Target, pools: int, goals: Goals, *, db_max: int | None = None
+    measured: Measured, target: Target, pools: int, goals: Goals, *, db_max: int | None = None
 ) -> Advice:
     """Settings per worker for `pools` pools (workers x instances) sharing the traffic: a
     pool_size for the steady traffic, overflow for the target (served without a queue, or a
     push ridden out where that does not fit), and a timeout above the longest predicted wait."""
     goals.check()
-    if m.hold_mean <= 0:
+    if measured.hold_mean <= 0:
         raise ValueError("the measured mean hold time is 0: no checkouts to size from")
     plan = _Plan(
-        s=m.hold_mean,
-        base=m.peak_rate / pools,
+        s=measured.hold_mean,
+        base=measured.peak_rate / pools,
         pools=pools,
         goals=goals,
-        holds=m.holds(),
-        hold_p95=m.hold_p95,
+        holds=measured.holds(),
+        hold_p95=measured.hold_p95,
     )
-    pool_size = plan.steady(m.peak_rate)
+    pool_size = plan.steady(measured.peak_rate)
     extra, servers = plan.no_wait(target, pool_size)
-    budget = database_budget(m, db_max)
+    budget = database_budget(measured, db_max)
     # What bounds the fleet's connections: the database's slots, or behind a pooler in
     # transaction mode the pooler's max_client_conn (the database then sees the pooler's
     # server connections, whatever the fleet opens).
-    fleet_limit, pooler_notes = _behind_pooler(m.pooler, budget, plan.work)
+    fleet_limit, pooler_notes = _behind_pooler(measured.pooler, budget, plan.work)
     limit, what = (budget, "the database")
-    if m.pooler:
+    if measured.pooler:
         limit, what = fleet_limit, "the pooler's max_client_conn"
     no_wait = servers
     servers, chosen_by = plan.push(target, pool_size, servers, extra, limit=limit, what=what)
-    exceeds_pooler, exhausts = plan.limits(m.pooler, servers, budget, pooler_notes)
+    exceeds_pooler, exhausts = plan.limits(measured.pooler, servers, budget, pooler_notes)
     worst = plan.longest_wait(target, servers, extra)
     plan.work.append(
         f"chosen   {chosen_by}: c = {servers} = pool_size {pool_size} (steady) + max_overflow "
         f"{servers - pool_size} (the burst)"
     )
-    timeout = plan.timeout(m.hold_p95, worst)
+    timeout = plan.timeout(measured.hold_p95, worst)
     if chosen_by == "ride-out" and timeout < plan.ride_timeout():
         # the size was found safe at that timeout, not at a shorter one
         timeout = plan.ride_timeout()
@@ -149,7 +161,7 @@ def recommend(
         if other != servers and math.isfinite(extra):
             alternative = plan.cost(target, other, timeout, "other")
     return Advice(
-        pool=m.pool,
+        pool=measured.pool,
         pools=pools,
         pool_size=pool_size,
         max_overflow=servers - pool_size,
@@ -162,7 +174,7 @@ def recommend(
         no_wait_servers=no_wait if math.isfinite(extra) else None,
         ride_out_servers=plan.ride,
         alternative=alternative,
-        pooler_max_client_conn=m.pooler.max_client_conn if m.pooler else None,
+        pooler_max_client_conn=measured.pooler.max_client_conn if measured.pooler else None,
         exceeds_pooler=exceeds_pooler,
         working=plan.work,
         warnings=plan.warn,
@@ -478,7 +490,7 @@ def verdict(p: Prediction, *, margin: float = MARGIN) -> str:
 
 
 def preflight(
-    m: Measured,
+    measured: Measured,
     pools: int,
     goals: Goals,
     *,
@@ -491,13 +503,13 @@ def preflight(
     goals.check()
     size, overflow, timeout = settings
     c = size + overflow
-    s = m.hold_mean
-    base = m.peak_rate / pools
+    s = measured.hold_mean
+    base = measured.peak_rate / pools
     work = [
         f"now      {pools} pools x (pool_size {size} + max_overflow {overflow}) = "
         f"{pools * c} connections, pool_timeout {timeout:g} s",
-        f"steady   λ = {fig(m.peak_rate)} req/s / {pools} = {fig(base)} per pool; S = {fig(s)} s; "
-        f"Little's law A = λ·S = {fig(base * s)} of {c} connections busy",
+        f"steady   λ = {fig(measured.peak_rate)} req/s / {pools} = {fig(base)} per pool; "
+        f"S = {fig(s)} s; Little's law A = λ·S = {fig(base * s)} of {c} connections busy",
     ]
     extra = queueing.max_rate(c, s, p_wait=goals.p_wait, base_rate=base)
     safe_rate = extra * pools / requests_per_user
@@ -508,7 +520,7 @@ def preflight(
     )
     per_pool = users * requests_per_user / pools
     push = per_pool_push(per_pool, ramp, pools)
-    holds = m.holds()
+    holds = measured.holds()
 
     def run(drift: float) -> Prediction:
         return simulate.predict(
@@ -545,7 +557,7 @@ def preflight(
         f"{batches} batches of {batch_users} users, one every {fig(interval)} s"
     )
     return Preflight(
-        pool=m.pool,
+        pool=measured.pool,
         safe_rate=safe_rate,
         verdict=verdict(p),
         predicted_timeouts=p.timeouts * pools,
