@@ -113,15 +113,30 @@ def test_background_traffic_runs_for_the_duration_besides_the_push() -> None:
     assert r.timeouts == 0
 
 
-def test_a_poisson_ramp_replays_the_arrivals_the_simulation_draws() -> None:
-    # one arrival model for both: the same seed gives the replay's push the simulation's times
-    scenario = rp.Scenario(users=50, ramp=2.0, ramp_shape=POISSON, push_at=1.0, seed=9)
-    pushed = [at - 1.0 for at, _, push in scenario.arrivals() if push]
-    assert pushed == pytest.approx(Push(50, 2.0, POISSON).arrivals(random.Random(9)))
-    assert pushed != pytest.approx(Push(50, 2.0, UNIFORM).arrivals(random.Random(9)))
-    assert all(0 <= at <= 2.0 for at in pushed)
+def test_the_replay_draws_its_arrivals_from_the_simulations_model() -> None:
+    # one arrival model for both: evenly spaced, the same times; at random, within the ramp
+    uniform = rp.Scenario(users=50, ramp=2.0, push_at=1.0, seed=9)
+    pushed = [at - 1.0 for at, _, push in uniform.arrivals() if push]
+    assert pushed == pytest.approx(Push(50, 2.0, UNIFORM).arrivals(random.Random(9)))
+    poisson = rp.Scenario(users=50, ramp=2.0, ramp_shape=POISSON, push_at=1.0, seed=9)
+    drawn = [at - 1.0 for at, _, push in poisson.arrivals() if push]
+    assert all(0 <= at <= 2.0 for at in drawn) and drawn != pytest.approx(pushed)
     with pytest.raises(ValueError, match="uniform or poisson"):
         rp.Scenario(users=5, ramp_shape="random")
+
+
+def test_a_seed_replays_the_requests_it_always_did() -> None:
+    # each request's hold drawn right after its time: the draws of every earlier version, so
+    # that a seed's results stay comparable with those written down before
+    scenario = rp.Scenario(
+        users=3, ramp=1.0, ramp_shape=POISSON, hold=rp.HoldTime(0.05, 0.2), background_rate=2.0,
+        duration=1.0, seed=1,
+    )  # fmt: skip
+    planned = [(round(at, 4), round(hold, 4), push) for at, hold, push in scenario.arrivals()]
+    assert planned == [
+        (0.1344, 0.1138, True), (0.2551, 0.0155, True), (0.4954, 0.0156, True),
+        (0.7773, 0.0733, False), (0.8266, 0.2419, False),
+    ]  # fmt: skip
 
 
 def test_the_replayed_pool_is_exported_while_it_runs() -> None:

@@ -82,7 +82,7 @@ def simulate(
         raise ValueError("a pool needs at least one connection, a positive timeout, rate >= 0")
     draw = holds.sampler(rng, hold_factor)
     start, end = window(push, timeout, holds.mean * hold_factor)
-    arrivals = sorted(push.arrivals(rng) + steady(rate, start, end, rng))
+    arrivals = sorted([*push.arrivals(rng), *steady(rate, start, end, rng)])
     events = [(at, i, _ARRIVE, i) for i, at in enumerate(arrivals)]
     heapq.heapify(events)
     seq = len(arrivals)

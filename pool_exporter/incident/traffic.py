@@ -4,6 +4,7 @@ ramp, and steady traffic around it."""
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 # The arrival shapes of a push. "poisson": each user at an independent, uniformly drawn time
@@ -28,20 +29,23 @@ class Push:
         if self.shape not in SHAPES:
             raise ValueError(f"the arrival shape must be {' or '.join(SHAPES)}, got {self.shape!r}")
 
+    def times(self, rng: random.Random) -> Iterator[float]:
+        """Seconds from the push's start, user by user (at random: not in order), each drawn
+        when it is asked for: a caller may draw more per user in between."""
+        for i in range(self.users):
+            yield self.ramp * i / self.users if self.shape == UNIFORM else rng.uniform(0, self.ramp)
+
     def arrivals(self, rng: random.Random) -> list[float]:
         """Seconds from the push's start, in order."""
-        if self.shape == UNIFORM or not self.users:
-            return [self.ramp * i / self.users for i in range(self.users)]
-        return sorted(rng.uniform(0.0, self.ramp) for _ in range(self.users))
+        return sorted(self.times(rng))
 
 
-def steady(rate: float, start: float, end: float, rng: random.Random) -> list[float]:
-    """Poisson arrivals at `rate` per second from `start` until before `end`, in order."""
-    times: list[float] = []
+def steady(rate: float, start: float, end: float, rng: random.Random) -> Iterator[float]:
+    """Poisson arrivals at `rate` per second from `start` until before `end`, in order, each
+    drawn when it is asked for."""
     t = start
     while rate > 0:
         t += rng.expovariate(rate)
         if t >= end:
-            break
-        times.append(t)
-    return times
+            return
+        yield t

@@ -42,9 +42,10 @@ class Scenario:
     def arrivals(self) -> list[tuple[float, float, bool]]:
         """(arrival time, hold time, part of the push) for every request, in arrival order."""
         rng = random.Random(self.seed)
-        pushed = [self.push_at + at for at in self.push.arrivals(rng)]
+        # each request's hold drawn right after its time, as the replay always drew them: a
+        # seed replays the same requests as it did before the arrival model was shared
+        planned = [(self.push_at + at, self.hold.sample(rng), True) for at in self.push.times(rng)]
         background = steady(self.background_rate, 0.0, self.duration, rng)
-        planned = [(at, self.hold.sample(rng), True) for at in pushed]
         planned += [(at, self.hold.sample(rng), False) for at in background]
         planned.sort(key=lambda p: p[0])
         return planned
