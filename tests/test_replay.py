@@ -46,6 +46,7 @@ TOP_LEVEL_KEYS = {
     "peak_waiting": int,
     "arrival_rate": float,
     "max_start_lag": float,
+    "hold_overhead": float,
     "hold_buckets": list,
     "error_types": dict,
     "timeline": list,
@@ -92,6 +93,9 @@ def test_a_burst_the_pool_can_absorb_has_no_timeouts() -> None:
     assert r.time_to_saturation is None
     assert r.first_timeout is None
     assert r.hold["p50"] == pytest.approx(0.02, abs=0.01)
+    # every hold planned 0.02 s: what the replay measured beyond that is its own overhead
+    assert r.hold_overhead == pytest.approx(r.hold["mean"] - 0.02, abs=1e-4)
+    assert r.hold_overhead > 0
 
 
 def test_background_traffic_runs_for_the_duration_besides_the_push() -> None:

@@ -63,6 +63,9 @@ class Result:
     peak_waiting: int = 0
     arrival_rate: float = 0.0  # the push's users per second
     max_start_lag: float = 0.0  # how late the latest request started (thread pool too small)
+    # how much longer than planned the successful requests held their connections, on
+    # average (s): the replay's own query, and a busy machine's late wake-ups
+    hold_overhead: float = 0.0
     error_types: dict[str, int] = field(default_factory=dict)
     timeline: list[Sample] = field(default_factory=list)
 

@@ -11,6 +11,7 @@ a scrape would show.
 from __future__ import annotations
 
 import math
+import statistics
 import tempfile
 import threading
 import time
@@ -131,8 +132,8 @@ class Replay:
         # updates between threads without one, and free-threaded builds have no GIL that
         # would make even a list.append atomic.
         self._lock = threading.Lock()
-        # (arrival offset, start, wait, hold, outcome) per finished request
-        self._done: list[tuple[float, float, float, float, str]] = []
+        # (arrival offset, start, wait, hold, outcome, planned hold) per finished request
+        self._done: list[tuple[float, float, float, float, str, float]] = []
         self._error_types: dict[str, int] = {}
         self._arrived = 0
         self._t0 = 0.0
@@ -230,7 +231,10 @@ class Replay:
             outcome, failure = ERROR, exc
         finally:
             conn.close()
-        self._record(due, start, got - start, perf_counter() - got, outcome, lag=lag, error=failure)
+        self._record(
+            due, start, got - start, perf_counter() - got, outcome,
+            lag=lag, error=failure, planned=hold,
+        )  # fmt: skip
 
     def _note_checkout(self, got: float) -> None:
         in_use = self.stats.in_use
@@ -249,13 +253,14 @@ class Replay:
         *,
         lag: float,
         error: Exception | None = None,
+        planned: float = 0.0,
     ) -> None:
         with self._lock:
             self._max_lag = max(self._max_lag, lag)
             if error is not None:
                 name = type(error).__name__
                 self._error_types[name] = self._error_types.get(name, 0) + 1
-            self._done.append((due, start - self._t0, wait, hold, outcome))
+            self._done.append((due, start - self._t0, wait, hold, outcome, planned))
 
     def _sample_loop(self) -> None:
         while not self._ended.wait(self._next_tick()):
@@ -317,6 +322,8 @@ class Replay:
         r.wait = {k: round(v, 4) for k, v in percentiles([d[2] for d in done]).items()}
         holds = [d[3] for d in done if d[4] == OK]
         r.hold = {k: round(v, 4) for k, v in percentiles(holds).items()}
+        if holds:
+            r.hold_overhead = round(statistics.fmean(d[3] - d[5] for d in done if d[4] == OK), 5)
         r.hold_buckets = [[le, sum(1 for h in holds if h <= le)] for le in HOLD_BUCKETS]
         r.peak_in_use = max(self._peak_in_use, *(s.in_use for s in r.timeline), 0)
         r.max_start_lag = round(self._max_lag, 4)
