@@ -9,9 +9,11 @@ import random
 
 import pytest
 
+from pool_exporter.incident.clock import Clock
 from pool_exporter.incident.holds import Holds, HoldTime
 from pool_exporter.incident.measured import Measured
 from pool_exporter.incident.queueing import erlang_c
+from pool_exporter.incident.queuepool import GAVE_UP, SERVED, QueuePoolModel
 from pool_exporter.incident.simulate import Prediction, predict, simulate
 from pool_exporter.incident.sizing import (
     AT_RISK,
@@ -63,6 +65,37 @@ def test_a_woken_caller_beaten_by_a_newcomer_waits_again_at_the_back() -> None:
     assert slow_wake.longest_wait > 0.3
 
 
+class _Delays(random.Random):
+    """Every wake-up takes `delay` seconds."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__(1)
+        self.delay = delay
+
+    def expovariate(self, lambd: float = 1.0) -> float:
+        return self.delay
+
+
+def test_a_caller_at_its_deadline_takes_a_connection_its_woken_caller_has_not_reached() -> None:
+    # One connection held 0.9 s; callers 1 and 2 wait from 0.1 s and 0.2 s with a 1 s
+    # timeout. The return at 0.9 s wakes caller 1, who needs 0.5 s to run again: at its 1.2 s
+    # deadline caller 2 looks at the queue once more and takes the connection; caller 1 runs
+    # at 1.4 s, past its own deadline, finds none and gives up.
+    clock, holds = Clock(), {0: 0.9, 2: 10.0}
+
+    def granted(now: float, caller: int) -> None:
+        clock.at(now + holds[caller], pool.release, caller)
+
+    pool = QueuePoolModel(
+        clock, _Delays(0.5), [0.0, 0.1, 0.2], granted, servers=1, timeout=1.0, wake=0.5
+    )
+    for caller, at in enumerate(pool.arrivals):
+        clock.at(at, pool.arrive, caller)
+    clock.run()
+    assert list(pool.state) == [SERVED, GAVE_UP, SERVED] and pool.timeouts == 1
+    assert pool.waits == pytest.approx([0.0, 1.0, 1.0])
+
+
 def test_holds_drawn_from_the_histogram_have_its_mean_and_its_shape() -> None:
     draw = HOLDS.sampler(random.Random(2))
     xs = sorted(draw() for _ in range(40000))
@@ -79,7 +112,7 @@ def test_holds_from_a_histogram_reject_an_empty_one() -> None:
 
 def test_a_fixed_seed_gives_written_down_predictions() -> None:
     p = predict(Push(600, 1.0), HOLDS, servers=15, timeout=1.5, rate=20.0)
-    assert (p.runs, p.timeouts, p.timeouts_low, p.timeouts_high) == (31, 113, 85, 157)
+    assert (p.runs, p.timeouts, p.timeouts_low, p.timeouts_high) == (31, 112, 81, 155)
     assert p.wait_p50 == pytest.approx(0.938, abs=0.001)
     first_come = predict(Push(600, 1.0), HOLDS, servers=15, timeout=1.5, rate=20.0, wake=0.0)
     assert first_come.timeouts == 107

@@ -1,34 +1,29 @@
 """A push against a QueuePool, simulated: what the pool really does, event by event, many times.
 
 A fluid or first-come-first-served queue gets a push's timeouts wrong, because SQLAlchemy's
-QueuePool is not first come, first served. A caller that finds no connection waits in
-`sqlalchemy.util.queue.Queue.get()` on a `threading.Condition`; a returned connection is put
-back and `notify()` wakes the caller that has waited longest, but that caller has to take
-the queue's lock again before it can take the connection. A caller arriving in that moment
-takes the lock first, finds the connection and leaves with it; the woken caller finds the
-queue empty and waits again, now behind every other waiter (`Condition.wait()` appends it to
-the end of the waiter list), still counting down the same deadline it started with. So waits
-spread far past their mean, and some callers time out while the mean wait is well under the
-timeout.
+QueuePool is not first come, first served: a woken waiter can lose the returned connection to
+a caller arriving in that moment, and then waits again at the back of the line, still counting
+down the deadline it started with (queuepool.py). So waits spread far past their mean, and some
+callers time out while the mean wait is well under the timeout.
 
 `simulate()` plays that out: c connections; the push's users arriving evenly (or at random)
-over its ramp; steady Poisson traffic around it; hold times drawn from the measured
-histogram; each woken caller taking a random wake-up delay (exponential, `wake` on average)
-during which a newcomer may take its connection; every caller giving up `timeout` seconds
-after it arrived. `predict()` runs it `runs` times with different seeds and gives the median
-and the range.
+over its ramp; steady Poisson traffic around it; hold times drawn from the measured histogram;
+each woken caller losing its connection to a newcomer that comes within an exponential moment
+(`wake` on average); every caller giving up `timeout` seconds after it arrived, unless it
+finds a connection at that last look. `predict()` runs it `runs` times with different seeds
+and gives the median and the range.
 """
 
 from __future__ import annotations
 
-import heapq
 import random
 import statistics
-from collections import deque
 from dataclasses import dataclass
 
+from .clock import Clock
 from .holds import Holds
 from .percentiles import nearest_rank
+from .queuepool import SERVED, QueuePoolModel
 from .traffic import Push, steady
 
 # The mean time a woken caller takes to run again and take the queue's lock: not measured
@@ -44,7 +39,8 @@ WARM_HOLDS = 10
 
 @dataclass(frozen=True)
 class Run:
-    """One simulated push: its timeouts, and the waits of every request in the window."""
+    """One simulated push: its timeouts, and the waits of every request in the window and of
+    the push's own."""
 
     timeouts: int
     requests: int
@@ -52,6 +48,8 @@ class Run:
     wait_p50: float  # over every request, a timed-out one counting its full wait
     wait_p99: float
     longest_wait: float  # of a request that got its connection
+    push_waited: float = 0.0  # the share of the push's requests that found none free
+    push_mean_wait: float = 0.0  # the mean wait of the push's requests
 
 
 def window(push: Push, timeout: float, mean_hold: float) -> tuple[float, float]:
@@ -60,9 +58,6 @@ def window(push: Push, timeout: float, mean_hold: float) -> tuple[float, float]:
     arrives, by when every one of its users has its connection or has given up."""
     warm = max(1.0, WARM_HOLDS * mean_hold)
     return -warm, push.ramp + timeout + max(1.0, WARM_HOLDS * mean_hold)
-
-
-_ARRIVE, _RELEASE, _WAKE, _GIVE_UP = range(4)
 
 
 def simulate(
@@ -82,71 +77,36 @@ def simulate(
         raise ValueError("a pool needs at least one connection, a positive timeout, rate >= 0")
     draw = holds.sampler(rng, hold_factor)
     start, end = window(push, timeout, holds.mean * hold_factor)
-    arrivals = sorted([*push.arrivals(rng), *steady(rate, start, end, rng)])
-    events = [(at, i, _ARRIVE, i) for i, at in enumerate(arrivals)]
-    heapq.heapify(events)
-    seq = len(arrivals)
-    free = servers  # connections not checked out (opened at once when first needed)
-    waiting: deque[int] = deque()  # callers in Condition.wait(), longest waiting first
-    state = [0] * len(arrivals)  # 0 not yet served, 1 has its connection, 2 gave up
-    woken = [False] * len(arrivals)  # notified, not yet running again
-    waits = [0.0] * len(arrivals)
-    served: list[float] = []
-    timeouts = queued = 0
+    pushed = push.arrivals(rng)
+    callers = sorted(
+        [(at, True) for at in pushed] + [(at, False) for at in steady(rate, start, end, rng)]
+    )
+    arrivals = [at for at, _ in callers]
+    clock = Clock()
 
-    def take(i: int, now: float) -> None:
-        nonlocal free, seq
-        free -= 1
-        state[i] = 1
-        waits[i] = now - arrivals[i]
-        served.append(waits[i])
-        seq += 1
-        heapq.heappush(events, (now + draw(), seq, _RELEASE, i))
+    def granted(now: float, caller: int) -> None:
+        clock.at(now + draw(), pool.release, caller)
 
-    while events:
-        now, _, kind, i = heapq.heappop(events)
-        if kind == _ARRIVE:
-            if free > 0:
-                take(i, now)
-            else:
-                queued += 1
-                waiting.append(i)
-                seq += 1
-                heapq.heappush(events, (now + timeout, seq, _GIVE_UP, i))
-        elif kind == _RELEASE:
-            free += 1
-            # notify(): the longest waiter still waiting wakes, after a delay in which a
-            # newcomer may take the connection
-            while waiting:
-                w = waiting.popleft()
-                if state[w] == 0:  # one that gave up is skipped here, not searched for
-                    woken[w] = True
-                    seq += 1
-                    delay = rng.expovariate(1 / wake) if wake > 0 else 0.0
-                    heapq.heappush(events, (now + delay, seq, _WAKE, w))
-                    break
-        elif kind == _WAKE:
-            woken[i] = False
-            if state[i] != 0:
-                continue
-            if free > 0:
-                take(i, now)
-            elif now - arrivals[i] >= timeout:
-                state[i], waits[i] = 2, timeout
-                timeouts += 1
-            else:
-                waiting.append(i)  # beaten to it: back of the line, same deadline
-        elif state[i] == 0 and not woken[i]:  # gave up in line; a woken one's wake-up decides
-            state[i], waits[i] = 2, timeout
-            timeouts += 1
+    pool = QueuePoolModel(
+        clock, rng, arrivals, granted, servers=servers, timeout=timeout, wake=wake
+    )
+    for caller, at in enumerate(arrivals):
+        clock.at(at, pool.arrive, caller)
+    clock.run()
+    waits = pool.waits
     ordered = sorted(waits)
+    mine = [k for k, (_, in_push) in enumerate(callers) if in_push]
     return Run(
-        timeouts=timeouts,
+        timeouts=pool.timeouts,
         requests=len(arrivals),
-        waited=queued / len(arrivals) if arrivals else 0.0,
+        waited=sum(pool.queued) / len(arrivals) if arrivals else 0.0,
         wait_p50=nearest_rank(ordered, 0.5),
         wait_p99=nearest_rank(ordered, 0.99),
-        longest_wait=max(served, default=0.0),
+        longest_wait=max(
+            (w for w, s in zip(waits, pool.state, strict=True) if s == SERVED), default=0.0
+        ),
+        push_waited=sum(pool.queued[k] for k in mine) / len(mine) if mine else 0.0,
+        push_mean_wait=statistics.fmean(waits[k] for k in mine) if mine else 0.0,
     )
 
 
@@ -165,6 +125,8 @@ class Prediction:
     wait_p99: float
     longest_wait: float  # the median run's longest wait of a request that got its connection
     longest_wait_high: float  # the longest in any run
+    push_waited: float = 0.0  # the median run's share of the push's requests that waited
+    push_mean_wait: float = 0.0  # the median run's mean wait of the push's requests
 
     @property
     def times_out(self) -> bool:
@@ -214,4 +176,6 @@ def predict(
         wait_p99=statistics.median(r.wait_p99 for r in results),
         longest_wait=statistics.median(r.longest_wait for r in results),
         longest_wait_high=max(r.longest_wait for r in results),
+        push_waited=statistics.median(r.push_waited for r in results),
+        push_mean_wait=statistics.median(r.push_mean_wait for r in results),
     )
