@@ -24,6 +24,7 @@ from pool_exporter.incident.sizing import Goals, preflight
 from pool_exporter.incident.traffic import Push
 
 HOLD = rp.HoldTime(0.05, 0.2)
+STEADY, PUSH_AT = 20.0, 1.0  # steady requests per second; when the push starts
 PUSHES = [  # users, ramp, pool_size, max_overflow, pool_timeout
     (200, 2.0, 5, 10, 1.5),
     (300, 3.0, 3, 5, 3.0),
@@ -40,8 +41,8 @@ PUSHES = [  # users, ramp, pool_size, max_overflow, pool_timeout
 def scenario(users: int, ramp: float, timeout: float, seed: int) -> rp.Scenario:
     _, end = window(Push(users, ramp), timeout, HOLD.mean)
     return rp.Scenario(
-        users=users, ramp=ramp, hold=HOLD, background_rate=20.0, duration=1.0 + end,
-        push_at=1.0, seed=seed,
+        users=users, ramp=ramp, hold=HOLD, background_rate=STEADY, duration=PUSH_AT + end,
+        push_at=PUSH_AT, seed=seed,
     )  # fmt: skip
 
 

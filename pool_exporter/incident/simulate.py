@@ -16,6 +16,7 @@ and gives the median and the range.
 
 from __future__ import annotations
 
+import math
 import random
 import statistics
 from dataclasses import dataclass
@@ -26,11 +27,15 @@ from .percentiles import nearest_rank
 from .queuepool import SERVED, QueuePoolModel
 from .traffic import Push, steady
 
-# The mean time a woken caller takes to run again and take the queue's lock: not measured
-# directly but chosen so that simulated timeouts match replayed ones (SQLite, threads, a
-# 2-core machine; docs/demo.md). At 500 arrivals a second a newcomer then takes the
-# connection first about one time in five.
-WAKE = 0.0005
+# The moment in which a woken caller loses its connection to a newcomer lasts an exponential
+# time of mean W, and W itself differs from run to run (how busy the interpreter and the
+# machine are as the push comes): lognormal, with this median and this spread of its log.
+# Measured as the share p of wake-ups lost while a push arrives at λ, W = p / ((1 - p) λ), in
+# replays of the advise matrix on SQLite and PostgreSQL, quiet and loaded
+# (bench/pool_wakeups.py; docs/demo.md has the figures). At 500 arrivals a second a woken
+# caller then loses about one time in nine, in one run one in twenty, in another one in four.
+WAKE = 0.00025
+WAKE_SPREAD = 0.6
 RUNS = 31
 # Steady traffic starts this many mean holds before the push (at least a second), so that
 # the push meets a pool already busy with it.
@@ -147,23 +152,28 @@ def predict(
     runs: int = RUNS,
     seed: int = 1,
     wake: float = WAKE,
+    wake_spread: float = WAKE_SPREAD,
     hold_factor: float = 1.0,
 ) -> Prediction:
     """`simulate()` `runs` times, seeds `seed`, `seed + 1`, ...: the same seeds for every
-    pool size, so that sizes are compared on the same arrivals and holds."""
-    results = [
-        simulate(
-            push,
-            holds,
-            random.Random(seed + k),
-            servers=servers,
-            timeout=timeout,
-            rate=rate,
-            wake=wake,
-            hold_factor=hold_factor,
+    pool size, so that sizes are compared on the same arrivals and holds. Each run takes its
+    own wake-up window, lognormal around `wake` (the median) with `wake_spread`."""
+    results = []
+    for k in range(runs):
+        rng = random.Random(seed + k)
+        this_wake = wake * math.exp(wake_spread * rng.gauss(0.0, 1.0))
+        results.append(
+            simulate(
+                push,
+                holds,
+                rng,
+                servers=servers,
+                timeout=timeout,
+                rate=rate,
+                wake=this_wake,
+                hold_factor=hold_factor,
+            )
         )
-        for k in range(runs)
-    ]
     counts = sorted(r.timeouts for r in results)
     return Prediction(
         servers=servers,
