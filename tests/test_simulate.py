@@ -108,6 +108,18 @@ def test_each_run_takes_its_own_wake_up_window_and_the_edge_shows_it() -> None:
     assert slower.timeouts > spread.timeouts > 0
 
 
+def test_the_runs_draw_the_mean_hold_within_its_measured_standard_error() -> None:
+    # 570 holds measured: their mean is known to about 4.6 %, and the runs' range says so
+    counted = Holds.from_buckets(BUCKETS, 0.075, count=570)
+    assert counted.mean_error == pytest.approx(0.0457, abs=0.001)
+    assert HOLDS.mean_error == 0  # no count: taken as exact
+    exact = predict(Push(600, 1.0), HOLDS, servers=15, timeout=1.5, rate=20.0)
+    measured = predict(Push(600, 1.0), counted, servers=15, timeout=1.5, rate=20.0)
+    spread = measured.timeouts_high - measured.timeouts_low
+    assert spread > exact.timeouts_high - exact.timeouts_low
+    assert measured.timeouts_low < exact.timeouts < measured.timeouts_high
+
+
 def test_holds_drawn_from_the_histogram_have_its_mean_and_its_shape() -> None:
     draw = HOLDS.sampler(random.Random(2))
     xs = sorted(draw() for _ in range(40000))

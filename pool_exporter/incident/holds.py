@@ -62,6 +62,9 @@ class Holds:
     shares: tuple[float, ...]
     mean: float
     floor: float = 0.0  # the lower edge of the first bucket
+    # how many holds the measurement counted: their mean is known within its standard error
+    # (0: taken as exact)
+    count: float = 0.0
 
     @classmethod
     def fixed(cls, hold: float) -> Holds:
@@ -81,9 +84,11 @@ class Holds:
             raise ValueError("the hold histogram is empty")
 
     @classmethod
-    def from_buckets(cls, buckets: Sequence[tuple[float, float]], mean: float) -> Holds:
-        """From cumulative counts per upper bound; a count beyond the last finite bound (the
-        +Inf bucket) is spread up to twice that bound."""
+    def from_buckets(
+        cls, buckets: Sequence[tuple[float, float]], mean: float, count: float = 0.0
+    ) -> Holds:
+        """From cumulative counts (or rates) per upper bound, of `count` holds in all; a count
+        beyond the last finite bound (the +Inf bucket) is spread up to twice that bound."""
         finite = [(le, n) for le, n in buckets if math.isfinite(le)]
         total = max(n for _, n in buckets)
         if not finite or total <= 0:
@@ -93,22 +98,39 @@ class Holds:
         if counts[-1] < total:
             bounds.append(2 * bounds[-1])
             counts.append(total)
-        return cls(tuple(bounds), tuple(n / total for n in counts), mean)
+        return cls(tuple(bounds), tuple(n / total for n in counts), mean, count=count)
 
     @classmethod
-    def from_lognormal(cls, hold: HoldTime, mean: float, bounds: Sequence[float]) -> Holds:
-        """`hold` counted into `bounds`, scaled to the measured `mean`: for figures that came
-        without a histogram."""
-        return cls.from_buckets([(b, hold.cdf(b)) for b in bounds] + [(math.inf, 1.0)], mean)
+    def from_lognormal(
+        cls, hold: HoldTime, mean: float, bounds: Sequence[float], count: float = 0.0
+    ) -> Holds:
+        """`hold` counted into `bounds`, scaled to the measured `mean` of `count` holds: for
+        figures that came without a histogram."""
+        buckets = [(b, hold.cdf(b)) for b in bounds] + [(math.inf, 1.0)]
+        return cls.from_buckets(buckets, mean, count)
+
+    def _raw_moments(self) -> tuple[float, float]:
+        """The histogram's mean and mean square, each hold uniform within its bucket."""
+        low, previous, first, second = self.floor, 0.0, 0.0, 0.0
+        for bound, share in zip(self.bounds, self.shares, strict=True):
+            first += (share - previous) * (low + bound) / 2
+            second += (share - previous) * (low * low + low * bound + bound * bound) / 3
+            low, previous = bound, share
+        return first / self.shares[-1], second / self.shares[-1]
 
     @property
     def _scale(self) -> float:
-        low, raw = self.floor, 0.0
-        previous = 0.0
-        for bound, share in zip(self.bounds, self.shares, strict=True):
-            raw += (share - previous) * (low + bound) / 2
-            low, previous = bound, share
-        return self.mean / raw * self.shares[-1] if raw > 0 else 1.0
+        raw, _ = self._raw_moments()
+        return self.mean / raw if raw > 0 else 1.0
+
+    @property
+    def mean_error(self) -> float:
+        """The standard error of the measured mean, as a share of it: the holds' coefficient
+        of variation over the square root of their count (0 when the count is unknown)."""
+        raw, square = self._raw_moments()
+        if self.count <= 0 or raw <= 0:
+            return 0.0
+        return math.sqrt(max(0.0, square / (raw * raw) - 1) / self.count)
 
     def sampler(self, rng: random.Random, factor: float = 1.0) -> _Sampler:
         return _Sampler(self, rng, self._scale * factor)

@@ -157,10 +157,14 @@ def predict(
 ) -> Prediction:
     """`simulate()` `runs` times, seeds `seed`, `seed + 1`, ...: the same seeds for every
     pool size, so that sizes are compared on the same arrivals and holds. Each run takes its
-    own wake-up window, lognormal around `wake` (the median) with `wake_spread`."""
+    own wake-up window, lognormal around `wake` (the median) with `wake_spread`, and its own
+    mean hold: the mean was measured from a finite count of holds, and each run draws it
+    within the measurement's standard error (`Holds.mean_error`), so that the range covers
+    what the measurement does not pin down."""
     results = []
     for k in range(runs):
         rng = random.Random(seed + k)
+        drawn = max(0.5, 1 + holds.mean_error * rng.gauss(0.0, 1.0)) if holds.mean_error else 1.0
         this_wake = wake * math.exp(wake_spread * rng.gauss(0.0, 1.0))
         results.append(
             simulate(
@@ -171,7 +175,7 @@ def predict(
                 timeout=timeout,
                 rate=rate,
                 wake=this_wake,
-                hold_factor=hold_factor,
+                hold_factor=hold_factor * drawn,
             )
         )
     counts = sorted(r.timeouts for r in results)
