@@ -13,6 +13,7 @@ Two questions, one arithmetic (queueing.py for the steady state, simulate.py for
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from . import queueing, simulate
@@ -238,7 +239,32 @@ class _Plan:
             a_peak, s, p_wait=goals.p_wait, max_mean_wait=goals.mean_wait
         )
         self.work.append(_erlang_line(nowait, s, goals))
-        return extra, max(pool_size, nowait.servers)
+        if target.users is None:
+            return extra, max(pool_size, nowait.servers)
+        least = max(pool_size, math.floor(a_peak) + 1)  # fewer cannot keep up at all
+        return extra, self._push_no_wait(target, least, nowait.servers)
+
+    def _push_no_wait(self, target: Target, least: int, erlang: int) -> int:
+        """The smallest pool from `least` up whose simulated push keeps the wait goals over
+        the push's own requests. Erlang C holds the push's rate up forever and takes it as a
+        Poisson stream; a push lasts seconds and its users arrive evenly spaced (at random
+        for one pool of several), which needs fewer connections than that."""
+        goals, timeout = self.goals, self.ride_timeout()
+
+        def keeps(c: int) -> Prediction | None:
+            p = self._simulated(target, c, timeout, 0.0)
+            met = p.push_waited <= goals.p_wait and p.push_mean_wait <= goals.mean_wait
+            return p if met else None
+
+        high, found = _smallest(keeps, least, first=max(least, erlang))
+        self.work.append(
+            f"         simulated, {fig((target.users or 0) / self.pools)} users per pool over "
+            f"{target.ramp:g} s: c = {high} is the smallest pool with at most "
+            f"{goals.p_wait:.0%} of them waiting ({found.push_waited:.1%}) and W = "
+            f"{fig(found.push_mean_wait)} s ≤ {goals.mean_wait:g} s over them, in the "
+            f"median of {found.runs} runs: the no-wait size"
+        )
+        return high
 
     def push(
         self,
@@ -349,19 +375,7 @@ class _Plan:
             ok = verdict(p) == SAFE and p.longest_wait <= self.goals.burst_wait
             return p if ok else None
 
-        low, high = max(1, least), max(1, least)
-        found = fits(high)
-        while found is None:  # doubling, then bisection: a few dozen runs per size tried
-            low, high = high + 1, high * 2
-            found = fits(high)
-        while low < high:
-            mid = (low + high) // 2
-            p = fits(mid)
-            if p is None:
-                low = mid + 1
-            else:
-                high, found = mid, p
-        return high, found
+        return _smallest(fits, least, first=least)
 
     def ride_timeout(self) -> float:
         """The pool timeout for riding a push out: twice the burst-wait goal, at least 2 s
@@ -401,6 +415,28 @@ class _Plan:
             f"{fig(p95)} s) = {timeout:g} s, at most the request budget {goals.request_timeout:g} s"
         )
         return timeout
+
+
+def _smallest(
+    fits: Callable[[int], Prediction | None], least: int, *, first: int
+) -> tuple[int, Prediction]:
+    """The smallest pool from `least` up that `fits` (its prediction, or None), trying `first`
+    before doubling, then bisecting: a few dozen runs per size tried. Bisection takes a larger
+    pool to fit wherever a smaller one does, which the simulations make likely by using the
+    same seeds, so the same arrivals, holds and wake-ups, for every size."""
+    low, high = max(1, least), max(1, least, first)
+    found = fits(high)
+    while found is None:
+        low, high = high + 1, high * 2
+        found = fits(high)
+    while low < high:
+        mid = (low + high) // 2
+        p = fits(mid)
+        if p is None:
+            low = mid + 1
+        else:
+            high, found = mid, p
+    return high, found
 
 
 def _behind_pooler(
