@@ -7,10 +7,13 @@ waits again at the back of the line. This replays the advise matrix's pushes (th
 holds and steady traffic, bench/advise_matrix.py) with the pool's queue watched: each
 `Condition.wait()` that returned notified is a wake-up, and one followed by another wait in the
 same checkout (or by its timeout) was lost. While the push's users arrive at λ per second, a
-loss share p is what a woken waiter needing an exponential time of mean W to run again gives
-when p = λW / (1 + λW): W = p / ((1 - p) λ) is printed for each push, and their median.
+loss share p is what a connection left open to newcomers for an exponential time of mean W
+gives when p = λW / (1 + λW): W = p / ((1 - p) λ) is printed for each push, then the median
+and the spread of W over the pushes of this run and of earlier ones (`--also`), which
+`simulate.WAKE` and `simulate.WAKE_SPREAD` are.
 
-    .venv/bin/python bench/pool_wakeups.py [--database-url URL] [--seeds 11 12] [--json out.json]
+    .venv/bin/python bench/pool_wakeups.py [--database-url URL] [--seeds 11 12]
+        [--json out.json] [--also earlier.json ...]
 
 Watching costs a subclassed Condition and a wrapped `Queue.get` (SQLAlchemy's own code runs
 unchanged inside both); nothing of it is in the package.
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import threading
@@ -111,6 +115,9 @@ def main() -> None:
     parser.add_argument("--database-url", help="replay against this database (default SQLite)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[11, 12])
     parser.add_argument("--json", help="write every figure here")
+    parser.add_argument(
+        "--also", nargs="*", default=[], help="earlier runs' --json files, pooled in the summary"
+    )
     args = parser.parse_args()
     print("| push | pool | seed | timeouts | wake-ups during the push: lost | after it: lost "
           "| W | load |")  # fmt: skip
@@ -131,13 +138,34 @@ def main() -> None:
                 f"{row['load']:.1f} |",
                 flush=True,
             )
-    found = [r["wake"] for r in rows if r["wake"] is not None and r["during"][0] >= 100]
-    if found:
-        print(f"median W over the pushes with 100 wake-ups or more: "
-              f"{statistics.median(found) * 1e6:.0f} µs")  # fmt: skip
     if args.json:
         with open(args.json, "w") as out:
             json.dump(rows, out, indent=1)
+    for path in args.also:
+        with open(path) as earlier:
+            rows += json.load(earlier)
+    summarize(rows)
+
+
+def summarize(rows: list[dict[str, Any]]) -> None:
+    """The median W over the pushes with 100 wake-ups or more, and the spread of its log from
+    run to run, less what counting a share of n wake-ups adds by itself ((1 - p) / np)."""
+    found = [
+        (math.log(r["wake"]), (1 - lost / n) / lost)
+        for r in rows
+        for n, lost in [r["during"]]
+        if r["wake"] and n >= 100 and lost > 0
+    ]
+    if len(found) < 2:
+        return
+    logs = [x for x, _ in found]
+    noise = statistics.fmean(v for _, v in found)
+    spread = math.sqrt(max(0.0, statistics.variance(logs) - noise))
+    print(
+        f"{len(found)} pushes with 100 wake-ups or more: median W "
+        f"{math.exp(statistics.median(logs)) * 1e6:.0f} µs, spread of its log {spread:.2f} "
+        f"(counting noise {math.sqrt(noise):.2f} taken out)"
+    )
 
 
 if __name__ == "__main__":

@@ -148,8 +148,8 @@ def test_holds_from_a_histogram_reject_an_empty_one() -> None:
 
 def test_a_fixed_seed_gives_written_down_predictions() -> None:
     p = predict(Push(600, 1.0), HOLDS, servers=15, timeout=1.5, rate=20.0)
-    assert (p.runs, p.timeouts, p.timeouts_low, p.timeouts_high) == (31, 106, 63, 153)
-    assert p.wait_p50 == pytest.approx(0.927, abs=0.001)
+    assert (p.runs, p.timeouts, p.timeouts_low, p.timeouts_high) == (31, 111, 80, 157)
+    assert p.wait_p50 == pytest.approx(0.948, abs=0.001)
     first_come = predict(Push(600, 1.0), HOLDS, servers=15, timeout=1.5, rate=20.0, wake=0.0)
     assert first_come.timeouts == 108
 
@@ -205,14 +205,14 @@ def test_a_goal_out_of_range_is_named_in_the_models_words(goals: Goals, goal: st
 
 @pytest.mark.parametrize(
     ("database", "size", "overflow", "timeout", "chosen"),
-    [(100, 5, 41, 2.0, 46), (40, 5, 31, 2.0, 36)],
+    [(100, 5, 41, 2.0, 46), (40, 5, 30, 2.0, 35)],
 )
 def test_recommended_sizes_are_written_down(
     database: int, size: int, overflow: int, timeout: float, chosen: int
 ) -> None:
     a = recommend(MEASURED, Target(users=1000, ramp=2.0), 1, Goals(), db_max=database)
     assert (a.pool_size, a.max_overflow, a.pool_timeout) == (size, overflow, timeout)
-    assert (a.no_wait_servers, a.ride_out_servers) == (46, 36)
+    assert (a.no_wait_servers, a.ride_out_servers) == (46, 35)
     assert a.pool_size + a.max_overflow == chosen <= database
     assert a.predicted is not None and a.predicted.timeouts_high == 0
     assert a.alternative is not None  # the other size, with its own cost

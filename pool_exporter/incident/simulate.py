@@ -31,11 +31,12 @@ from .traffic import Push, steady
 # time of mean W, and W itself differs from run to run (how busy the interpreter and the
 # machine are as the push comes): lognormal, with this median and this spread of its log.
 # Measured as the share p of wake-ups lost while a push arrives at λ, W = p / ((1 - p) λ), in
-# replays of the advise matrix on SQLite and PostgreSQL, quiet and loaded
-# (bench/pool_wakeups.py; docs/demo.md has the figures). At 500 arrivals a second a woken
-# caller then loses about one time in nine, in one run one in twenty, in another one in four.
-WAKE = 0.00025
-WAKE_SPREAD = 0.6
+# six runs of bench/pool_wakeups.py on SQLite and PostgreSQL, quiet and loaded (84 pushes:
+# median 193 µs, spread 0.81; docs/demo.md has the figures). At 500 arrivals a second a woken
+# caller then loses about one time in eleven; two spreads either side, one in fifty or one in
+# three.
+WAKE = 0.0002
+WAKE_SPREAD = 0.8
 RUNS = 31
 # Steady traffic starts this many mean holds before the push (at least a second), so that
 # the push meets a pool already busy with it.
