@@ -61,6 +61,8 @@ def _reset(handle: PoolInstrumentation) -> None:
     handle.tracker.forget()
     handle.hook_failed.forget()
     handle.stats.reset()
+    if handle.routes is not None:
+        handle.routes.forget()
     handle.tracker.watch()
     if handle.dispose_on_fork:
         handle.engine.dispose(close=False)

@@ -10,19 +10,21 @@ from __future__ import annotations
 
 import threading
 import weakref
+from collections.abc import Callable
 from pathlib import PurePath
 from typing import Any
 
 from prometheus_client import REGISTRY
 from prometheus_client.registry import CollectorRegistry
 from sqlalchemy.engine import Engine
-from sqlalchemy.pool import Pool
+from sqlalchemy.pool import Pool, QueuePool
 
 from . import fork, multiprocess, uwsgi_fork
 from .checkouts import Checkout, new_tracker
 from .collector import PoolSource, collector_for
 from .follow import PoolFollower
-from .hooks import HookErrors, Hooks
+from .hooks import HookErrors, Hooks, isolation_level
+from .routes import Routes
 from .stats import PoolStats, new_stats
 
 _handles: weakref.WeakKeyDictionary[Engine, PoolInstrumentation] = weakref.WeakKeyDictionary()
@@ -37,6 +39,8 @@ def instrument(
     registry: CollectorRegistry | None = None,
     dispose_on_fork: bool = False,
     long_checkout_threshold: float | None = None,
+    route: Callable[[], str | None] | None = None,
+    max_routes: int = 20,
 ) -> PoolInstrumentation:
     """Export the pool metrics of `engine` (an `Engine` or `AsyncEngine`).
 
@@ -49,12 +53,22 @@ def instrument(
     `sqlalchemy_pool_long_checkouts_total` and logged at WARNING with where it was borrowed,
     then at INFO when it comes back; the borrow site is captured at every checkout.
 
+    With `route`, a function of no arguments returning a short string or None (the web route,
+    Celery task or job current at checkout), checkouts, connection-seconds held and waited
+    checkouts are also counted by route: `route()` is called once per checkout. The
+    `max_routes` busiest routes by connection-seconds get series of their own, the rest are
+    counted as `route="(other)"`. A `route()` that raises is counted as a hook error.
+
     Calling it again for the same engine returns the existing handle.
     """
     sync_engine = _sync_engine(engine)
     if name is not None and (not isinstance(name, str) or not name):
         raise ValueError(f"name must be a non-empty string, got {name!r}")
     threshold = _threshold(long_checkout_threshold)
+    if route is not None and not callable(route):
+        raise TypeError(f"route must be a function of no arguments, got {route!r}")
+    if isinstance(max_routes, bool) or not isinstance(max_routes, int) or max_routes < 1:
+        raise ValueError(f"max_routes must be a whole number of at least 1, got {max_routes!r}")
     with _handles_lock:
         # A child forked from C that was not reset yet must not hand out its parent's handle.
         uwsgi_fork.follow_uwsgi()
@@ -71,6 +85,11 @@ def instrument(
                     f"{existing.long_checkout_threshold!r}; call .uninstrument() on that "
                     "handle first"
                 )
+            if route is not None and (route, max_routes) != (existing.route, existing.max_routes):
+                raise ValueError(
+                    "engine is already instrumented with another route= or max_routes; call "
+                    ".uninstrument() on that handle first"
+                )
             return existing
         handle = PoolInstrumentation(
             sync_engine,
@@ -78,6 +97,8 @@ def instrument(
             registry=REGISTRY if registry is None else registry,
             dispose_on_fork=dispose_on_fork,
             long_checkout_threshold=threshold,
+            route=route,
+            max_routes=max_routes,
         )
         _handles[sync_engine] = handle
         return handle
@@ -142,6 +163,29 @@ def _dialect_info(engine: Engine) -> dict[str, str]:
     return {"dialect": _text(_read(dialect, "name")), "driver": _text(_read(dialect, "driver"))}
 
 
+def _flag(value: object) -> str:
+    return "true" if value else "false"
+
+
+def pool_info(engine: Engine) -> dict[str, str]:
+    """The `sqlalchemy_pool_info` labels of the engine's pool: what it is, and the settings a
+    dispose() carries over to the next pool. A setting the pool does not have (use_lifo
+    outside queue pools) or not known yet (the isolation level before the first connection,
+    unless the engine sets one) is left out rather than given a value."""
+    pool = engine.pool
+    info = {"pool_class": type(pool).__name__, **_dialect_info(engine)}
+    info["pre_ping"] = _flag(_read(pool, "_pre_ping"))
+    reset = _text(_read(_read(pool, "_reset_on_return"), "name"))  # ResetStyle.reset_rollback
+    if reset:
+        info["reset_on_return"] = reset.removeprefix("reset_")
+    if isinstance(pool, QueuePool):
+        info["use_lifo"] = _flag(_read(_read(pool, "_pool"), "use_lifo"))
+    level = isolation_level(engine)
+    if level:
+        info["isolation_level"] = level
+    return info
+
+
 class PoolInstrumentation:
     """The handle `instrument()` returns: the pool's name, its stats, `checkouts()` and
     `uninstrument()`.
@@ -160,21 +204,34 @@ class PoolInstrumentation:
         registry: CollectorRegistry,
         dispose_on_fork: bool,
         long_checkout_threshold: float | None = None,
+        route: Callable[[], str | None] | None = None,
+        max_routes: int = 20,
     ) -> None:
         self.engine = engine
         self.long_checkout_threshold = long_checkout_threshold
+        self.route = route
+        self.max_routes = max_routes
         self.registry = registry
         self.dispose_on_fork = dispose_on_fork
         self._collector = collector_for(registry)
         self.name = name if name is not None else self._free_name(default_name(engine))
-        info = {"pool_class": type(engine.pool).__name__, **_dialect_info(engine)}
+        info = pool_info(engine)
         self.stats = _new_stats(self.name, info)
         self.hook_failed = HookErrors(self.name, self.stats)
         self.tracker = new_tracker(self.name, self.stats, long_checkout_threshold, self.hook_failed)
+        self.routes = None if route is None else Routes(route, max_routes, self.hook_failed)
         self.follower = PoolFollower(self.stats, self.hook_failed)
-        self.hooks = Hooks(engine, self.stats, self.tracker, self.follower, self.hook_failed)
-        self.follower.start(engine.pool, self.hooks.wrap_connect)
-        self._collector.add(PoolSource(self.name, self.stats, info))
+        self.hooks = Hooks(
+            engine,
+            self.stats,
+            self.tracker,
+            self.follower,
+            self.hook_failed,
+            routes=self.routes,
+            info=info,
+        )
+        self.follower.start(engine.pool, self.hooks)
+        self._collector.add(PoolSource(self.name, self.stats, info, self.routes))
         self.hooks.listen()
         fork.register(self)
         self.active = True

@@ -24,20 +24,23 @@ PID_LABEL = "pid"
 _IN_USE = layout.OFFSETS["in_use"]
 _IDLE = layout.OFFSETS["idle"]
 _WAITING = layout.OFFSETS["waiting"]
+_OPENING = layout.OFFSETS["opening"]
 _OLDEST = layout.OFFSETS["oldest_checkout_started"]
 
 
 class Gauges:
     """What collector.worker_rows reads of one worker's pool, taken from its slots."""
 
-    __slots__ = ("capacity", "idle", "in_use", "oldest_checkout_started", "waiting")
+    __slots__ = ("capacity", "idle", "in_use", "oldest_checkout_started", "opening", "waiting")
 
     overflow = PoolStats.overflow
+    recycle = None  # not stored in the stats file yet
 
     def __init__(self, values: list[float], capacity: Capacity | None) -> None:
         self.in_use = values[_IN_USE]
         self.idle = values[_IDLE]
         self.waiting = values[_WAITING]
+        self.opening = values[_OPENING]
         self.oldest_checkout_started = values[_OLDEST]
         self.capacity = capacity
 
