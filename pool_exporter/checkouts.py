@@ -554,21 +554,28 @@ class Watcher:
     def add(self, tracker: Watched) -> None:
         with self._cond:
             self._watched.add(tracker)
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(
-                    target=self._run, name="pool-exporter-long-checkouts", daemon=True
-                )
-                self._thread.start()
+            self._start()
             self._cond.notify()
+
+    def _start(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(
+                target=self._run, name="pool-exporter-long-checkouts", daemon=True
+            )
+            self._thread.start()
 
     def discard(self, tracker: Watched) -> None:
         with self._cond:
             self._watched.discard(tracker)
 
     def after_fork(self) -> None:
-        """Threads do not survive fork: the child starts its own at its next add()."""
-        self._cond = threading.Condition()
+        """In a forked child, once its trackers are reset: threads do not survive fork, so
+        the child starts a thread of its own for the trackers it watches."""
+        self._cond = threading.Condition()  # a thread of the parent may have held it
         self._thread = None
+        with self._cond:
+            if self._watched:
+                self._start()
 
     def _run(self) -> None:
         while True:

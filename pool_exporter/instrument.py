@@ -70,8 +70,9 @@ def instrument(
     if isinstance(max_routes, bool) or not isinstance(max_routes, int) or max_routes < 1:
         raise ValueError(f"max_routes must be a whole number of at least 1, got {max_routes!r}")
     with _handles_lock:
-        # A child forked from C that was not reset yet must not hand out its parent's handle.
         uwsgi_fork.follow_uwsgi()
+        # A child forked from C that was not reset yet must not hand out its parent's handle.
+        fork.reset_if_forked()
         existing = _handles.get(sync_engine)
         if existing is not None and existing.active:
             if name is not None and name != existing.name:
@@ -193,7 +194,7 @@ class PoolInstrumentation:
     It sets up and takes down the rooms that do the work: `hooks` (hooks.py: the checkout
     wrapper and the pool event listeners), `tracker` (checkouts.py: the checkouts still out),
     `follower` (follow.py: the pool through `dispose()`), `hook_failed` (hooks.py: a failure
-    inside any of them), and fork.py's reset of all of them in a forked child.
+    inside any of them); in a forked child, `reset_after_fork()` starts them again.
     """
 
     def __init__(
@@ -262,6 +263,20 @@ class PoolInstrumentation:
             fork.unregister(self)
             if _handles.get(self.engine) is self:
                 del _handles[self.engine]
+
+    def reset_after_fork(self) -> None:
+        """Start again as a forked child's own (fork.py calls it): nothing counted, nothing
+        out (a new marker key: the parent's markers on inherited connections mean nothing), no
+        routes, the next hook failure logged in full, a stats file of this process's own in
+        multiprocess mode; with `dispose_on_fork`, `engine.dispose(close=False)`, SQLAlchemy's
+        advice."""
+        self.tracker.forget()
+        self.hook_failed.forget()
+        self.stats.reset()
+        if self.routes is not None:
+            self.routes.forget()
+        if self.dispose_on_fork:
+            self.engine.dispose(close=False)
 
     def checkouts(self) -> list[Checkout]:
         """The connections out of the pool now, oldest first: age and, with a threshold set,

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import os
 import types
 from collections.abc import Callable
 from typing import Any
@@ -27,52 +26,20 @@ log = logging.getLogger("pool_exporter")
 
 HOOK = "post_fork_hook"
 
-# The process whose numbers the instrumented pools hold. A child made by os.fork() was reset
-# by fork.py's handler and is noted here by ours, registered after it; a child forked from C
-# still carries its parent's pid here.
-_numbers_of = os.getpid()
-_looked_for_uwsgi = False
-
-
-def _reset_by_python() -> None:
-    global _numbers_of
-    _numbers_of = os.getpid()
-
-
-os.register_at_fork(after_in_child=_reset_by_python)
-
-
-def reset_if_forked() -> None:
-    """Reset this process as a forked child if it is not the process its pools' numbers
-    belong to: a child forked without Python's fork hooks that has not been reset yet. One
-    getpid(); called where it is rare (instrument(), uWSGI's post-fork hook), never per
-    checkout. Never raises: a failure is logged and the caller goes on."""
-    global _numbers_of
-    try:
-        pid = os.getpid()
-        if pid != _numbers_of:
-            _numbers_of = pid
-            fork.reset_as_forked_child()
-    except Exception:
-        log.exception("pool-exporter could not reset a forked child's numbers")
-
 
 def follow_uwsgi() -> None:
     """Under uWSGI (its `uwsgi` module importable only there), put the reset into
-    `uwsgi.post_fork_hook`, once per process; then reset now if this is an unreset child."""
-    global _looked_for_uwsgi
-    if not _looked_for_uwsgi:
-        _looked_for_uwsgi = True
-        try:
-            uwsgi = importlib.import_module("uwsgi")
-        except ImportError:
-            pass
-        else:
-            try:
-                _guard(uwsgi)
-            except Exception:  # never break the application's start over this
-                log.exception("pool-exporter could not add its reset to uwsgi.post_fork_hook")
-    reset_if_forked()
+    `uwsgi.post_fork_hook`, unless it is there already. Never raises: the application's
+    start does not break over this."""
+    try:
+        uwsgi = importlib.import_module("uwsgi")
+    except ImportError:
+        return
+    try:
+        if not isinstance(uwsgi, _HookGuard):
+            _guard(uwsgi)
+    except Exception:
+        log.exception("pool-exporter could not add its reset to uwsgi.post_fork_hook")
 
 
 def _guard(module: types.ModuleType) -> None:
@@ -101,9 +68,16 @@ class _HookGuard(types.ModuleType):
 
 def _after_reset(hook: Callable[[], Any] | None) -> Callable[[], Any]:
     def post_fork_hook() -> Any:
-        reset_if_forked()
+        _reset_if_forked()
         return hook() if hook is not None else None
 
     post_fork_hook.pool_exporter_reset = True  # type: ignore[attr-defined]
     post_fork_hook.__wrapped__ = hook  # type: ignore[attr-defined]
     return post_fork_hook
+
+
+def _reset_if_forked() -> None:
+    try:
+        fork.reset_if_forked()
+    except Exception:  # the worker serves on; its numbers may be its parent's
+        log.exception("pool-exporter could not reset a forked child's numbers")

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from pool_exporter.multiprocess import archive, layout, liveness
+from pool_exporter.multiprocess import archive, layout, liveness, slots
 from pool_exporter.multiprocess.reader import WorkersCollector
 from pool_exporter.multiprocess.store import MultiprocessPoolStats
 from pool_exporter.stats import Capacity
@@ -115,12 +115,13 @@ def test_files_of_the_previous_and_the_next_layout_are_read_and_folded_at_exit(
     assert stats_files(tmp_path) == []
 
 
-@pytest.mark.parametrize("free_pages", [0, 2])
+@pytest.mark.parametrize("free_pages", [0, 3])
 def test_a_full_filesystem_keeps_the_worker_alive_and_its_counts_for_later(
     tmp_path: Path, procs: Procs, free_pages: int
 ) -> None:
-    # Two free pages: the lock file takes one, the header page fits, the slots do not: the
-    # page a first store would have faulted on (SIGBUS) without the reservation.
+    # Three free pages: the lock file and the slot file take one each (their tokens), the
+    # header page fits, the slots do not: the page a first store would have faulted on
+    # (SIGBUS) without the reservation.
     with tmpfs(tmp_path / "shm", "1m") as directory:
         fillers = fill(directory)
         for path in fillers[:free_pages]:
@@ -343,6 +344,7 @@ def test_files_are_readable_by_a_reader_of_another_user_whatever_the_umask(
     names = [
         *stats_files(tmp_path, found["parent"]),
         f"pool_exporter_{found['parent']}.lock",
+        os.path.basename(slots.path(str(tmp_path), 0)),
         archive.NAME,
         archive.LOCK,
     ]

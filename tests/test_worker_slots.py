@@ -14,6 +14,7 @@ import pytest
 
 from pool_exporter.multiprocess import layout, slots
 
+from .support.privileges import without_dac_override
 from .support.procs import INFO, Procs, Samples, procs, select, total
 from .support.workers import kill9, merged, stats_files
 
@@ -75,16 +76,52 @@ def test_a_worker_that_cannot_claim_a_slot_counts_under_its_pid(
     assert total(samples, "sqlalchemy_pool_connections", worker=f"pid-{found['parent']}") == 1
 
 
+@pytest.mark.parametrize(
+    ("pids", "holder"),
+    [
+        (None, "second"),
+        # Chosen identities (pool_writer --pid): 999's files are listed after 1000's.
+        ((999, 1000), "second"),
+        ((1000, 999), "second"),
+        ((999, 1000), "first"),
+        ((1000, 999), "first"),
+    ],
+)
 def test_a_slot_file_removed_while_held_never_gives_two_workers_one_label(
+    tmp_path: Path, procs: Procs, pids: tuple[int, int] | None, holder: str
+) -> None:
+    # Whatever the pids and the order the files are listed in, the worker holding the file
+    # now under the slot's name keeps the slot; the other, whose file was removed, takes its
+    # pid's label, at every scrape.
+    chosen = [("--pid", str(pid)) for pid in pids] if pids else [(), ()]
+    slot = slots.path(str(tmp_path), 0)
+    _, first = procs.writer(tmp_path, *chosen[0])
+    os.rename(slot, f"{slot}.aside")  # a clean-up that did not know
+    _, second = procs.writer(tmp_path, *chosen[1])  # creates slot 0 anew, and holds it
+    if holder == "first":
+        os.rename(f"{slot}.aside", slot)  # the first one's file is back: the second's is gone
+    held, removed = (second, first) if holder == "second" else (first, second)
+    if pids:
+        assert (first["parent"], second["parent"]) == pids
+    for _ in range(2):
+        samples = merged(tmp_path)
+        found = labels_by_pid(samples)
+        assert set(found) == {first["parent"], second["parent"]}
+        assert found == {held["parent"]: "0", removed["parent"]: slots.fallback(removed["parent"])}
+        assert len(per_worker_label_sets(samples)) == 2
+
+
+def test_a_free_slot_file_the_worker_may_not_write_its_token_into_is_passed_over(
     tmp_path: Path, procs: Procs
 ) -> None:
-    _, first = procs.writer(tmp_path)
-    os.unlink(slots.path(str(tmp_path), 0))  # a clean-up that did not know
-    _, second = procs.writer(tmp_path)  # creates slot 0 anew, and holds it
-    found = labels_by_pid(merged(tmp_path))
-    assert set(found) == {first["parent"], second["parent"]}
-    assert sorted(found.values()) == sorted(["0", slots.fallback(max(found))])
-    assert len(per_worker_label_sets(merged(tmp_path))) == 2
+    # Left by a worker of another user: read-only to this one (which runs, when root,
+    # without the capability to ignore mode bits).
+    slot = Path(slots.path(str(tmp_path), 0))
+    slot.write_text("")
+    slot.chmod(0o444)
+    _, found = procs.writer(tmp_path, prefix=without_dac_override())
+    assert labels_by_pid(merged(tmp_path)) == {found["parent"]: "1"}
+    assert slot.read_text() == ""
 
 
 @pytest.fixture

@@ -27,7 +27,16 @@ from dataclasses import dataclass, field
 from pool_exporter.stats import PoolStats
 
 from . import layout
-from .files import MODE, BadFiles, create_temporary, read_regular, remove, write_all
+from .files import (
+    BadFiles,
+    NotRegular,
+    create_temporary,
+    open_lock_file,
+    read_regular,
+    remove,
+    sync_directory,
+    write_all,
+)
 
 NAME = "pool_exporter_archive.json"
 LOCK = "pool_exporter_archive.lock"
@@ -73,20 +82,13 @@ def _open_lock(path: str) -> int:
     link or a FIFO planted at its name is removed rather than followed or waited on."""
     for _ in range(3):
         try:
-            # Read-only is enough for flock, and works on a lock file another user created.
-            fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
-                         | os.O_NONBLOCK, MODE)  # fmt: skip
+            return open_lock_file(path)
+        except NotRegular:
+            remove(path)
         except OSError as exc:
             if exc.errno != errno.ELOOP:
                 raise
             remove(path)
-            continue
-        if stat.S_ISREG(os.fstat(fd).st_mode):
-            with contextlib.suppress(PermissionError):  # another user's: its mode is set
-                os.fchmod(fd, MODE)
-            return fd
-        os.close(fd)
-        remove(path)
     raise OSError(errno.EEXIST, f"{path} keeps being replaced by something not a lock file")
 
 
@@ -168,11 +170,7 @@ def write(directory: str, archive: Archive) -> None:
     except BaseException:
         remove(tmp)
         raise
-    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(dir_fd)  # the rename itself survives a crash of the machine
-    finally:
-        os.close(dir_fd)
+    sync_directory(directory)  # the rename itself survives a crash of the machine
 
 
 # The archive is written aside as `<this><random>.tmp`, and was as `<NAME>.<pid>.new`.

@@ -17,14 +17,10 @@ whose token is not the one in its pid's held lock file belongs to a process that
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import fcntl
 import logging
 import os
 import re
-import stat
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,7 +28,7 @@ from dataclasses import dataclass, field
 from prometheus_client.multiprocess import mark_process_dead
 
 from . import directory as multiprocess_dir
-from .files import MODE, write_all
+from . import files
 
 log = logging.getLogger("pool_exporter")
 
@@ -46,126 +42,51 @@ _LIVE_GAUGE = re.compile(r"^gauge_live[a-z]*_(\d+)\.db$")
 _RETRIES = 50
 _RETRY_SECONDS = 0.01
 
+TOKEN_BYTES = 16  # hex characters
+
+# This process's lock, its token the value; a forked child lets its parent's go (fork.py).
+HELD = files.LockFile()
+_warned = False
+
 
 def lock_path(directory: str, pid: int) -> str:
     return os.path.join(directory, f"{PREFIX}{pid}{SUFFIX}")
 
 
-TOKEN_BYTES = 16  # hex characters
-
-
-class _Held:
-    """This process's lock: the pid that took it, so a forked child knows to take its own."""
-
-    lock = threading.Lock()
-    pid: int | None = None
-    fd: int | None = None
-    token: str | None = None
-    warned = False
-
-
-def _after_fork_in_child() -> None:
-    """A forked child does not hold its parent's lock: its copy of the descriptor would keep
-    the lock taken after the parent exits, and the parent's files would never be folded.
-    A child that instruments a pool takes a lock of its own (hold(): from instrument's
-    at-fork handler, which may run before this one)."""
-    if _Held.pid == os.getpid():
-        return  # the lock of this child, taken already
-    _Held.lock = threading.Lock()  # another parent thread may have held it at the fork
-    if _Held.fd is not None:
-        _close(_Held.fd)
-    _Held.fd, _Held.pid, _Held.token = None, None, None
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
 def token() -> str | None:
     """The token of this process's lock, None until it holds one."""
-    return _Held.token if _Held.pid == os.getpid() else None
+    return HELD.value
 
 
-def hold(directory: str | None = None) -> bool:
-    """Take this process's liveness lock unless it already holds it; True when held.
-
-    Called before the process writes its first gauge, and again in a forked child (which
-    inherited its parent's descriptor: closing that copy leaves the parent's lock alone, since
-    flock belongs to the open file description both share until one closes it)."""
-    directory = directory or multiprocess_dir()
-    if not directory:
-        return False
-    pid = os.getpid()
-    if _Held.pid is not None and _Held.pid != pid:
-        # A forked child, called from the at-fork reset before it can start a thread: a lock
-        # some other parent thread held at the fork would stay held here forever.
-        _Held.lock = threading.Lock()
-    with _Held.lock:
-        if _Held.pid == pid:
-            return True
-        if _Held.fd is not None:  # the parent's, inherited across fork
-            _close(_Held.fd)
-            _Held.fd, _Held.pid, _Held.token = None, None, None
-        try:
-            fd = _acquire(lock_path(directory, pid))
-            own = os.urandom(TOKEN_BYTES // 2).hex()
-            try:
-                # Same length every time, over whatever a dead process with this pid left.
-                write_all(fd, own.encode())
-            except BaseException:
-                _close(fd)
-                raise
-        except Exception as exc:  # liveness is best effort; the application goes on
-            log.log(
-                logging.DEBUG if _Held.warned else logging.WARNING,
-                "pool-exporter could not take its liveness lock in %s (%s): this process's "
-                "pool metrics are not written there until it can",
-                directory,
-                exc,
-            )
-            _Held.warned = True
-            return False
-        _Held.fd, _Held.pid, _Held.token = fd, pid, own
-        return True
-
-
-_OPEN = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
-
-
-def _acquire(path: str) -> int:
-    for _ in range(_RETRIES):
-        fd = os.open(path, _OPEN, MODE)  # a planted link is never followed, a FIFO never waited on
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise OSError(errno.EINVAL, f"{path} is not a regular file")
-            with contextlib.suppress(PermissionError):  # a dead process's file of another user
-                os.fchmod(fd, MODE)
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            # A reaper is removing a dead process that had our pid; it unlinks this file next.
-            os.close(fd)
-            time.sleep(_RETRY_SECONDS)
-            continue
-        except BaseException:
-            os.close(fd)
-            raise
-        if _same_file(fd, path):
-            return fd
-        os.close(fd)  # we locked a file a reaper had already unlinked: take the new one
-    raise OSError(errno.EWOULDBLOCK, f"{path} stayed locked by another process")
-
-
-def _same_file(fd: int, path: str) -> bool:
+def hold(directory: str, pid: int) -> bool:
+    """Take this process's liveness lock unless it holds it already; True when held. `pid`
+    is this process (fork.this_process()). Called before the process writes its first stats
+    file; a forked child let its parent's lock go before (fork.py)."""
+    global _warned
     try:
-        st = os.stat(path, follow_symlinks=False)
-    except OSError:  # gone, or cannot be told: not proven to be the file locked
+        HELD.held(lambda: _take(lock_path(directory, pid)))
+    except Exception as exc:  # liveness is best effort; the application goes on
+        log.log(
+            logging.DEBUG if _warned else logging.WARNING,
+            "pool-exporter could not take its liveness lock in %s (%s): this process's "
+            "pool metrics are not written there until it can",
+            directory,
+            exc,
+        )
+        _warned = True
         return False
-    own = os.fstat(fd)
-    return (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino)
+    return True
 
 
-def _close(fd: int) -> None:
-    with contextlib.suppress(OSError):
-        os.close(fd)
+def _take(path: str) -> tuple[int, str]:
+    own = os.urandom(TOKEN_BYTES // 2).hex()
+    for _ in range(_RETRIES):
+        fd = files.lock(path, own)  # a planted link is never followed, a FIFO never waited on
+        if fd is not None:
+            return fd, own
+        # A reaper is removing a dead process that had our pid, and unlinks this file next.
+        time.sleep(_RETRY_SECONDS)
+    raise OSError(errno.EWOULDBLOCK, f"{path} stayed locked by another process")
 
 
 def forget(pid: int, directory: str | None = None) -> None:
@@ -176,46 +97,17 @@ def forget(pid: int, directory: str | None = None) -> None:
     if not directory:
         return
     path = lock_path(directory, pid)
-    fd = _open_lock(path)
+    fd = files.open_regular(path)
     if fd is None:
         if not os.path.lexists(path):
             mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
         return  # else unknown: never forget a process that may be alive
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return
-        if _same_file(fd, path):
+        if files.try_lock(fd) and files.same_file(fd, path):
             mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
-            _unlink(path)
+            files.remove(path)
     finally:
         os.close(fd)
-
-
-def _open_lock(path: str, bad: Callable[[str, str], None] | None = None) -> int | None:
-    """A read-only descriptor of a lock file, or None when it is gone or not a regular file
-    (a FIFO would block the open, a symlink could point anywhere)."""
-    try:
-        # Read-only is enough for flock, and works when the reader runs as another user.
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except FileNotFoundError:  # another reaper, or the process itself, removed it
-        return None
-    except OSError as exc:
-        if bad is not None:
-            bad(path, "symlink" if exc.errno == errno.ELOOP else "unreadable")
-        return None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        if bad is not None:
-            bad(path, "not_regular")
-        return None
-    return fd
-
-
-def _unlink(path: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
 
 
 @dataclass
@@ -250,24 +142,24 @@ def reap(
             continue
         pid = int(match.group(1))
         path = os.path.join(directory, name)
-        fd = _open_lock(path, bad)
+        fd = files.open_regular(path, bad)  # read-only: the reader may be another user
         if fd is None:
             if os.path.lexists(path):
                 found.unknown.add(pid)
             continue
         try:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+                free = files.try_lock(fd)
+            except OSError:  # ENOLCK, say: cannot tell
+                found.unknown.add(pid)
+                continue
+            if not free:
                 try:
                     found.live[pid] = os.pread(fd, TOKEN_BYTES, 0).decode("ascii", "replace")
                 except OSError:  # held, but whose files are whose cannot be told
                     found.unknown.add(pid)
                 continue
-            except OSError:  # ENOLCK, say: cannot tell
-                found.unknown.add(pid)
-                continue
-            if not _same_file(fd, path):
+            if not files.same_file(fd, path):
                 found.unknown.add(pid)  # replaced since the listing: the next scrape sees
                 continue
             # Files first, lock file last, all while holding the lock: a new process with
@@ -275,7 +167,7 @@ def reap(
             try:
                 if pid in gauges:
                     mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
-                _unlink(path)
+                files.remove(path)
             except OSError:  # another user's file in a sticky directory, say
                 if bad is not None:
                     bad(path, "cannot_remove")

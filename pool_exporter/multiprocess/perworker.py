@@ -51,6 +51,7 @@ class WorkerFile:
     def __init__(self, meta: dict[str, Any]) -> None:
         self.pool = str(meta["pool"])
         self.pid = int(meta["pid"])
+        self.token = str(meta["token"])
         info = {str(k): str(v) for k, v in dict(meta["info"]).items()}
         self.info = {**info, PID_LABEL: str(self.pid)}
         worker = meta.get("worker")
@@ -79,12 +80,18 @@ class WorkerFile:
         return Labelled(collector.family(metric, per_worker=True), sample.name, sample.labels)
 
 
-def unique_labels(files: list[WorkerFile]) -> None:
+def unique_labels(files: list[WorkerFile], directory: str) -> None:
     """Give each live process its own worker label. Two can only claim one slot if a slot
-    file was removed while its worker held it (the next one creates it again): then the
-    process listed later gets its pid's label, so no two series are the same."""
-    owner: dict[str, int] = {}
+    file was removed while its worker held it (the next one creates it again): then the one
+    whose token is in the slot's file now keeps the label, and every other takes its pid's,
+    so no two series are the same, at every scrape, whatever the pids and the listing's
+    order. The slot file is read only then."""
+    claims: dict[str, set[int]] = {}
     for f in files:
         f.worker = f.header_worker
-        if owner.setdefault(f.worker, f.pid) != f.pid:
-            f.worker = slots.fallback(f.pid)
+        claims.setdefault(f.worker, set()).add(f.pid)
+    for worker in [w for w, pids in claims.items() if len(pids) > 1]:
+        holder = slots.holder(directory, worker)
+        for f in files:
+            if f.header_worker == worker and f.token != holder:
+                f.worker = slots.fallback(f.pid)

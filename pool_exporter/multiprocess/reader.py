@@ -181,7 +181,7 @@ class WorkersCollector(Collector):
             # (never folded, so never twice), its gauges are not (it may have exited).
             self._read_live(unknown, view, gauges=False, keep=live)
             view.totals = _totals(store, view.workers)
-            perworker.unique_labels([w.file for w in view.workers if w.active])
+            perworker.unique_labels([w.file for w in view.workers if w.active], self.path)
         view.live_pids = len(reaped.live)
         view.merged, dbs = self._merge_db(names)
         view.files += dbs
@@ -207,9 +207,7 @@ class WorkersCollector(Collector):
         for name in dead:
             if name in store.folded:
                 try:
-                    os.unlink(os.path.join(self.path, name))
-                except FileNotFoundError:
-                    pass
+                    remove(os.path.join(self.path, name))
                 except OSError:  # the archive remembers it, so it is never counted twice
                     self._bad(os.path.join(self.path, name), "cannot_remove")
         # Not folded (an archive that cannot be read or replaced is never overwritten: its

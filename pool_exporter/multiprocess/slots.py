@@ -6,9 +6,15 @@ on `pool_exporter_worker_<n>.lock` in the multiprocess directory, held until the
 exits, when the kernel drops it (SIGKILL included) and the next worker may take the number.
 So a host has at most as many worker label values as it ever had workers alive at once.
 
-A forked child does not inherit its parent's slot: the inherited descriptor is closed in the
-child at fork (which leaves the parent's lock alone: a flock belongs to the open file
-description, which the parent still has), and the child claims a slot of its own.
+A forked child does not inherit its parent's slot: it lets it go (fork.py) and claims one of
+its own.
+
+A slot file holds the token of the worker holding it (its liveness lock's, liveness.py, which
+is in its stats files' headers too). Two workers can claim one slot only when its file was
+removed while a worker held it: the next one creates the name anew. Then the one whose token
+is in the file under the slot's name now keeps the slot's label (`holder`), and the other
+takes its pid's label, at every scrape, whatever the pids. A slot file another user made
+is passed over: this worker could not write its token into it.
 
 A worker that cannot claim a slot (the files cannot be created, are links or FIFOs someone
 planted, the directory is full) still counts: it is labelled `pid-<pid>`, which no slot
@@ -17,14 +23,13 @@ number and no other live process can have.
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import fcntl
 import logging
 import os
 import re
-import stat
-import threading
+
+from . import files
+from .liveness import TOKEN_BYTES
 
 log = logging.getLogger("pool_exporter")
 
@@ -38,6 +43,7 @@ _GIVE_UP = 16
 
 # What a reader accepts as a worker label from a stats file's header.
 VALID = re.compile(r"^(0|[1-9][0-9]{0,8}|pid-[0-9]{1,10})$")
+_SLOT = re.compile(r"^(0|[1-9][0-9]{0,8})$")
 
 
 def path(directory: str, slot: int) -> str:
@@ -49,66 +55,41 @@ def fallback(pid: int) -> str:
     return f"pid-{pid}"
 
 
-class _Claimed:
-    """This process's slot: the pid that claimed it, so a forked child claims its own."""
-
-    lock = threading.Lock()
-    pid: int | None = None
-    fd: int | None = None
-    label: str | None = None
+# This process's slot, its label the value; a forked child lets its parent's go (fork.py).
+CLAIMED = files.LockFile()
 
 
-def _drop_inherited() -> None:
-    """In a forked child: forget the parent's slot, closing the inherited descriptor (the
-    parent keeps its lock: it holds the same open file description)."""
-    if _Claimed.pid is None or _Claimed.pid == os.getpid():
-        return
-    if _Claimed.fd is not None:
-        with contextlib.suppress(OSError):
-            os.close(_Claimed.fd)
-    _Claimed.pid, _Claimed.fd, _Claimed.label = None, None, None
+def label(directory: str, pid: int, token: str) -> str:
+    """This process's worker label, claiming the lowest free slot on first use. `pid` is this
+    process (fork.this_process()), `token` its liveness lock's, written into the slot file."""
+    return CLAIMED.held(lambda: _claim_or_fall_back(directory, pid, token))
 
 
-def _after_fork_in_child() -> None:
-    _Claimed.lock = threading.Lock()  # another parent thread may have held it at the fork
-    _drop_inherited()
+def _claim_or_fall_back(directory: str, pid: int, token: str) -> tuple[int | None, str]:
+    try:
+        slot, fd = claim(directory, token)
+    except OSError as exc:
+        log.warning(
+            "pool-exporter cannot claim a worker slot in %s (%s): this process's series are "
+            "labelled worker=%r",
+            directory,
+            exc,
+            fallback(pid),
+        )
+        return None, fallback(pid)
+    return fd, str(slot)
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def label(directory: str) -> str:
-    """This process's worker label, claiming the lowest free slot on first use."""
-    pid = os.getpid()
-    if _Claimed.pid is not None and _Claimed.pid != pid:
-        # A forked child whose other at-fork handlers (the pool's reset) run before ours.
-        _after_fork_in_child()
-    with _Claimed.lock:
-        if _Claimed.pid == pid and _Claimed.label is not None:
-            return _Claimed.label
-        try:
-            slot, fd = claim(directory)
-        except OSError as exc:
-            log.warning(
-                "pool-exporter cannot claim a worker slot in %s (%s): this process's series are "
-                "labelled worker=%r",
-                directory,
-                exc,
-                fallback(pid),
-            )
-            slot, fd = None, None
-        _Claimed.pid, _Claimed.fd = pid, fd
-        _Claimed.label = fallback(pid) if slot is None else str(slot)
-        return _Claimed.label
-
-
-def claim(directory: str) -> tuple[int, int]:
+def claim(directory: str, token: str) -> tuple[int, int]:
     """The lowest slot whose lock this process could take, and the descriptor holding it;
     OSError when none can be taken."""
     failures: list[OSError] = []
     for slot in range(MAX_SLOTS):
         try:
-            fd = _try(path(directory, slot))
+            # Never a symlink (it could point anywhere), never blocking on a FIFO someone made;
+            # a file locked after it was removed or replaced is passed over: another worker
+            # could create the name again and hold the same slot.
+            fd = files.lock(path(directory, slot), token)
         except OSError as exc:
             failures.append(exc)
             if len(failures) >= _GIVE_UP:
@@ -121,27 +102,9 @@ def claim(directory: str) -> tuple[int, int]:
     raise OSError(last.errno, f"no slot could be claimed (last: {last.strerror or last})")
 
 
-def _try(name: str) -> int | None:
-    """A descriptor holding `name`'s lock; None when a live worker holds it."""
-    # Never a symlink (it could point anywhere), never blocking on a FIFO someone made.
-    flags = os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
-    fd = os.open(name, flags, 0o644)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, f"{name} is not a regular file")
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return None
-        # Locked a file someone has since removed or replaced: another worker could create
-        # the name again and hold the same slot. Take the next one instead.
-        st, own = os.stat(name, follow_symlinks=False), os.fstat(fd)
-        if (st.st_dev, st.st_ino) != (own.st_dev, own.st_ino):
-            os.close(fd)
-            return None
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.close(fd)
-        raise
-    return fd
+def holder(directory: str, worker: str) -> str | None:
+    """The token of the worker holding the slot `worker` names, as its file under the slot's
+    name says now; None for a label that is no slot, or a file that is gone or not ours."""
+    if _SLOT.match(worker) is None:
+        return None
+    return files.read_token(path(directory, int(worker)), TOKEN_BYTES)

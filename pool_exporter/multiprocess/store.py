@@ -21,6 +21,7 @@ from bisect import bisect_left
 from collections.abc import Callable
 from typing import Any
 
+from pool_exporter import fork
 from pool_exporter.stats import UNDER_LOCK, UPDATES, PoolStats, derive, locked
 
 from . import files, layout, liveness, slots
@@ -88,7 +89,7 @@ class MultiprocessPoolStats(PoolStats):
         and try again later (space may come back)."""
         try:
             # The liveness lock first: a reader folds the file of any process not holding it.
-            if not liveness.hold(self.directory):
+            if not liveness.hold(self.directory, fork.this_process()):
                 raise OSError(errno.ENOLCK, "no liveness lock")
             mapped, path = self._create()
         except (OSError, ValueError) as exc:
@@ -102,8 +103,8 @@ class MultiprocessPoolStats(PoolStats):
     def _create(self) -> tuple[mmap.mmap, str]:
         token = liveness.token()
         assert token is not None
-        pid = os.getpid()
-        worker = slots.label(self.directory)  # under the liveness lock, held for life
+        pid = fork.this_process()
+        worker = slots.label(self.directory, pid, token)  # under the liveness lock, for life
         path = os.path.join(self.directory, layout.file_name(pid, token, self._seq))
         # Not a stats file name: a reader never sees the file before it is complete.
         fd, tmp = files.create_temporary(self.directory, layout.temporary_prefix(pid, token))
@@ -141,13 +142,16 @@ class MultiprocessPoolStats(PoolStats):
         else:
             log.debug("pool-exporter still cannot write the stats file of %r: %s", self.name, exc)
         if self.active:
-            retry = threading.Timer(_RETRY_SECONDS, self._try_again, (os.getpid(), self._attempt))
+            retry = threading.Timer(
+                _RETRY_SECONDS, self._try_again, (fork.this_process(), self._attempt)
+            )
             retry.daemon = True
             retry.start()
 
     def _try_again(self, pid: int, attempt: int) -> None:
         with self._lock:
-            if self._map is None and self.active and (pid, attempt) == (os.getpid(), self._attempt):
+            mine = (pid, attempt) == (fork.this_process(), self._attempt)
+            if self._map is None and self.active and mine:
                 self._retrying = True
                 self._publish()
                 if self._map is not None:

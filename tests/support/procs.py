@@ -122,12 +122,17 @@ class Procs:
         return proc
 
     def writer(
-        self, multiproc_dir: Path, *args: str, app: str = "pool_writer.py"
+        self,
+        multiproc_dir: Path,
+        *args: str,
+        app: str = "pool_writer.py",
+        prefix: tuple[str, ...] = (),
     ) -> tuple[subprocess.Popen[str], dict[str, int]]:
-        """tests/apps/pool_writer.py (or another of tests/apps) in multiprocess mode, and the
-        pids it printed by role (`parent`, and `child` with --fork)."""
+        """tests/apps/pool_writer.py (or another of tests/apps) in multiprocess mode, run by
+        the command `prefix` if given, and the pids it printed by role (`parent`, and `child`
+        with --fork)."""
         writer = subprocess.Popen(
-            [sys.executable, str(APPS / app), *args],
+            [*prefix, sys.executable, str(APPS / app), *args],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
