@@ -18,6 +18,7 @@ import pool_exporter
 from pool_exporter import metrics as m
 from pool_exporter.routes import ROUTE_CHARS, RouteCap, Totals
 from tests.conftest import scrape, value
+from tests.support.forking import in_child
 
 current_route: contextvars.ContextVar[str | None] = contextvars.ContextVar("route", default=None)
 
@@ -173,6 +174,25 @@ def test_a_detached_connection_ends_its_routes_hold(
     conn.detach()
     assert by_route(registry, m.ROUTE_HOLD, "det")["/export"] >= 0.02
     conn.close()
+
+
+def test_a_forked_child_counts_only_its_own_routes(
+    registry: CollectorRegistry, sqlite_url: str, engines: list[sa.Engine]
+) -> None:
+    engine = sa.create_engine(sqlite_url)
+    engines.append(engine)
+    handle = pool_exporter.instrument(engine, name="f", registry=registry, route=lambda: "/p")
+    engine.connect().close()
+    held = engine.connect()  # out in the parent across the fork: its hold is the parent's
+
+    def child() -> object:
+        engine.connect().close()
+        served = dict(handle.routes.serve())  # type: ignore[union-attr]
+        return served["/p"][0], len(handle.routes.current)  # type: ignore[union-attr]
+
+    assert in_child(child) == (1, 0)
+    held.close()
+    assert by_route(registry, m.ROUTE_CHECKOUTS, "f")["/p"] == 2
 
 
 @pytest.mark.parametrize(
