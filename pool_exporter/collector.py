@@ -116,7 +116,7 @@ def add_worker_samples(
 
 
 class Gauges(Protocol):
-    """What worker_rows reads: a PoolStats, or a worker's slots (multiprocess/perworker.py)."""
+    """What worker_rows reads: a PoolStats, or a worker's slots (multiprocess/workergauges.py)."""
 
     @property
     def in_use(self) -> float: ...

@@ -275,8 +275,12 @@ def _only(family: Metric, names: frozenset[str]) -> list[Metric]:
     return list(Only(_Families([family]), names).collect())
 
 
-def make_wsgi_app(source: Exposed, disable_compression: bool = False) -> Callable[..., Any]:
-    """prometheus-client's WSGI metrics app (same methods, negotiation, gzip), over `encode`."""
+def make_rendering_wsgi_app(
+    source: Exposed, disable_compression: bool = False
+) -> Callable[..., Any]:
+    """prometheus-client's WSGI metrics app (same methods, negotiation, gzip) over `source`,
+    written by `encode` (not exposition.make_wsgi_app, the application's: a registry through
+    prometheus-client's own app)."""
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
         method = environ["REQUEST_METHOD"]

@@ -136,9 +136,9 @@ UPDATES: tuple[str, ...] = (
     "collected",
     "retire",
 )
-# PoolStats' other methods: snapshot() reads every value at once (what a scrape takes), add()
-# sums copies a reader made. A locked variant locks UNDER_LOCK.
-OTHERS: tuple[str, ...] = ("snapshot", "add")
+# PoolStats' other methods: snapshot() reads every value at once (what a scrape takes). A
+# locked variant locks UNDER_LOCK.
+OTHERS: tuple[str, ...] = ("snapshot",)
 UNDER_LOCK: tuple[str, ...] = (*UPDATES, "snapshot")
 
 
@@ -334,23 +334,6 @@ class PoolStats:
             else:
                 setattr(out, f.name, dict(value) if f.keys else value)
         return out
-
-    # -- across processes --
-
-    def add(self, other: PoolStats) -> None:
-        """Add `other`'s counters and histograms to these (summing workers); gauges are not
-        summed: each belongs to one live worker."""
-        for f in FIELDS:
-            mine, theirs = getattr(self, f.name), getattr(other, f.name)
-            if f.kind == "histogram":
-                for i, count in enumerate(theirs.counts):
-                    mine.counts[i] += count
-                mine.sum += theirs.sum
-            elif f.kind == "counter" and f.keys:
-                for key in f.keys:
-                    mine[key] = mine.get(key, 0) + theirs.get(key, 0)
-            elif f.kind == "counter":
-                setattr(self, f.name, mine + theirs)
 
 
 class LockedPoolStats(PoolStats):

@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry
 import pool_exporter
 from pool_exporter import fork
 from pool_exporter.instrument import PoolInstrumentation
-from pool_exporter.multiprocess import layout, liveness, slots
+from pool_exporter.multiprocess import header, layout, liveness, slots
 
 from .support.forking import in_child
 from .support.procs import Procs, procs
@@ -177,7 +177,7 @@ def test_a_forked_child_lets_its_parents_lock_and_slot_go_before_writing_files_o
         names = stats_files(tmp_path, pid)
         assert len(names) == 2, role  # its own files, one per pool, none of the other's
         for name in names:
-            meta, _ = layout.parse_header((tmp_path / name).read_bytes()[: layout.HEADER_BYTES])
+            meta, _ = header.parse((tmp_path / name).read_bytes()[: layout.HEADER_BYTES])
             # Taken after the parent's lock and slot were let go: this process's own.
             assert meta["token"] == token, role
             assert token_in(Path(slots.path(str(tmp_path), int(meta["worker"])))) == token

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from pool_exporter.multiprocess import archive, layout, liveness, slots
+from pool_exporter.multiprocess import archive, filenames, layout, liveness, slots
 from pool_exporter.multiprocess.reader import WorkersCollector
 from pool_exporter.multiprocess.store import MultiprocessPoolStats
 from pool_exporter.stats import Capacity
@@ -75,7 +75,7 @@ def as_worker(fixture: str, directory: Path, pid: int, seq: int) -> None:
     meta.update(pid=pid, token=token_of(directory, pid))
     body = json.dumps(meta).encode()
     page = (data[:8] + len(body).to_bytes(8, "little") + body).ljust(layout.HEADER_BYTES, b"\0")
-    name = layout.file_name(pid, meta["token"], seq)
+    name = filenames.stats_file(pid, meta["token"], seq)
     (directory / name).write_bytes(page + data[layout.HEADER_BYTES :])
 
 
@@ -252,6 +252,29 @@ def test_a_lock_the_reader_cannot_open_is_unknown_and_never_folded(
     assert stats_files(tmp_path) == []
 
 
+def test_a_file_of_unknown_liveness_stays_parsed_and_open_between_scrapes(
+    tmp_path: Path, procs: Procs
+) -> None:
+    # The worker still holds its lock, but a link now stands at the lock's name: the reader
+    # cannot tell whether it lives, so it serves its counts (not its gauges) from its file.
+    _, found = procs.writer(tmp_path, "--checkouts", "3")
+    worker = found["parent"]
+    lock = tmp_path / f"pool_exporter_{worker}.lock"
+    lock.rename(tmp_path / "held")
+    lock.symlink_to(tmp_path / "held")
+    (name,) = stats_files(tmp_path, worker)
+    collector = WorkersCollector(str(tmp_path))
+    samples = scrape_within(collector)
+    assert total(samples, CHECKOUTS) == 3 and pids(samples) == set()
+    kept = collector._known[name]
+    assert kept.fd is not None
+    for _ in range(3):
+        samples = scrape_within(collector)
+        assert total(samples, CHECKOUTS) == 3 and pids(samples) == set()
+        # Neither parsed nor opened again (a new parse is a new object, with a new fd).
+        assert collector._known[name] is kept and collector._kept == 1
+
+
 @pytest.fixture
 def target(tmp_path: Path) -> Path:
     """The file a planted link points to: it must never be written."""
@@ -353,10 +376,10 @@ def test_files_are_readable_by_a_reader_of_another_user_whatever_the_umask(
 
 
 # Another process watching a stats file as a reader would, as fast as it can: how often one
-# of the int64 `slots` (byte offsets) went back, or every capacity the reader's read_file saw.
+# of the int64 `slots` (byte offsets) went back, or every capacity the reader's read saw.
 WATCH = """
 import json, mmap, os, struct, sys, time
-from pool_exporter.multiprocess import layout
+from pool_exporter.multiprocess import filereader
 path, mode, seconds, slots = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4:]
 fd = os.open(path, os.O_RDONLY)
 m = mmap.mmap(fd, 0, prot=mmap.PROT_READ)
@@ -366,7 +389,7 @@ end = time.monotonic() + seconds
 while time.monotonic() < end:
     for _ in range(200):
         if mode == "capacity":
-            cap = layout.read_file(fd)[0].capacity
+            cap = filereader.capacity(filereader.read(fd))
             seen.add(None if cap is None else (cap.size, cap.max_overflow, cap.timeout))
             continue
         now = [struct.unpack_from("<q", m, int(at))[0] for at in slots]
@@ -430,7 +453,7 @@ def test_a_full_store_racing_the_hot_path_never_writes_back_an_older_value(
 
 
 def test_a_scrape_never_sees_half_of_a_new_capacity(tmp_path: Path) -> None:
-    # The reader's own read_file, in another process, while a thread switches the capacity.
+    # The reader's own read, in another process, while a thread switches the capacity.
     stats = MultiprocessPoolStats("p", {}, str(tmp_path))
     assert stats.path is not None
     either = (Capacity(5, 10, 30.0), Capacity(1, 2, 3.0))
@@ -444,5 +467,6 @@ def test_a_scrape_never_sees_half_of_a_new_capacity(tmp_path: Path) -> None:
         stats.checked_out(0.001, True, False)
 
     seen = watched(stats.path, "capacity", [], [reconfigure, hot])
+    assert seen["reads"] > 1000
     whole = {(c.size, c.max_overflow, c.timeout) for c in either}
     assert {tuple(s) for s in seen["seen"] if s is not None} == whole

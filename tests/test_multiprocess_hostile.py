@@ -14,7 +14,7 @@ import pytest
 from prometheus_client.mmap_dict import MmapedDict, mmap_key
 
 from pool_exporter import metrics
-from pool_exporter.multiprocess import archive, layout
+from pool_exporter.multiprocess import archive, header, layout
 from pool_exporter.multiprocess.reader import WorkersCollector
 
 from .support.procs import Procs, Samples, pids, procs, start_sidecar, total, wait_until
@@ -45,12 +45,12 @@ def truncated_stats(d: Path) -> None:
 def hostile_header(d: Path, meta: object, body: bytes | None = None) -> None:
     """A stats file of a stranger whose header holds `meta` (or the raw `body`)."""
     body = json.dumps(meta).encode() if body is None else body
-    page = (layout.MAGIC + len(body).to_bytes(8, "little") + body).ljust(layout.HEADER_BYTES, b"\0")
+    page = (header.MAGIC + len(body).to_bytes(8, "little") + body).ljust(layout.HEADER_BYTES, b"\0")
     (d / f"pool_exporter_{STRANGER}_{TOKEN}_2.stats").write_bytes(page + bytes(8 * layout.SLOTS))
 
 
 def a_header(**changes: object) -> dict[str, object]:
-    meta = json.loads(layout.header("p", {}, STRANGER, TOKEN)[16:].rstrip(b"\0"))
+    meta = json.loads(header.encode("p", {}, STRANGER, TOKEN)[16:].rstrip(b"\0"))
     return {**meta, **changes}
 
 

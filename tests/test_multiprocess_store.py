@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pool_exporter.multiprocess import archive, layout, slots
+from pool_exporter.multiprocess import archive, filenames, slots
 from pool_exporter.multiprocess.reader import WorkersCollector
 from pool_exporter.multiprocess.store import LockedMultiprocessPoolStats, MultiprocessPoolStats
 from pool_exporter.stats import TIMEOUT, Capacity, PoolStats
@@ -185,7 +185,7 @@ def test_a_reused_pid_neither_resets_nor_doubles_the_dead_workers_counts(
     # writes a file of its own beside the dead one's.
     _, new = procs.writer(tmp_path, "--checkouts", "4", "--reuse-pid-of", old)
     mine = stats_files(tmp_path, new["parent"])
-    assert len(mine) == 2 and layout.NAME.match(mine[0])
+    assert len(mine) == 2 and filenames.STATS_FILE.match(mine[0])
     for _ in range(2):
         samples = scrape(WorkersCollector(str(tmp_path)))
         assert total(samples, "sqlalchemy_pool_checkouts_total") == 7

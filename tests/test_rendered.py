@@ -21,7 +21,7 @@ from prometheus_client.utils import floatToGoString
 from pool_exporter import rendered
 from pool_exporter.multiprocess.reader import WorkersCollector
 from pool_exporter.namefilter import NameFilter
-from pool_exporter.rendered import Exposed, encode, format_value, make_wsgi_app
+from pool_exporter.rendered import Exposed, encode, format_value, make_rendering_wsgi_app
 
 # Pools with and without capacity, names that need escaping, and an application's own
 # prometheus-client counter between them in the directory.
@@ -162,7 +162,7 @@ def test_name_filter_keeps_what_prometheus_clients_filter_keeps(
 
 
 def test_wsgi_app_negotiates_and_compresses_as_prometheus_clients(directory: Path) -> None:
-    app = make_wsgi_app(Exposed(WorkersCollector(str(directory))))
+    app = make_rendering_wsgi_app(Exposed(WorkersCollector(str(directory))))
     answered: list[tuple[str, dict[str, str]]] = []
     environ = {
         "REQUEST_METHOD": "GET",

@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-from pool_exporter.multiprocess import layout
 from pool_exporter.multiprocess.store import LockedMultiprocessPoolStats, MultiprocessPoolStats
 from pool_exporter.stats import (
     OTHERS,
@@ -22,7 +21,7 @@ from pool_exporter.stats import (
     PoolStats,
 )
 
-from .support.workers import same_fields
+from .support.workers import read_stats_file, same_fields
 
 # One call of each update, each changing at least one stored value of a fresh PoolStats.
 CALLS: dict[str, tuple[Any, ...]] = {
@@ -88,7 +87,7 @@ def test_a_multiprocess_variant_stores_what_each_update_changed(
     stats = kind("p", {}, str(tmp_path))
     getattr(stats, name)(*CALLS[name])
     assert stats.path is not None
-    stored, active = layout.read(Path(stats.path).read_bytes())
+    _, stored, active = read_stats_file(stats.path)
     same_fields(stored, stats)
     assert (stored.capacity, active) == (stats.capacity, stats.active)
 

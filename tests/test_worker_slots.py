@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pool_exporter.multiprocess import layout, slots
+from pool_exporter.multiprocess import header, layout, slots
 
 from .support.privileges import without_dac_override
 from .support.procs import INFO, Procs, Samples, procs, select, total
@@ -162,11 +162,11 @@ def test_a_worker_label_a_header_should_not_hold_is_replaced_by_the_pid(
     (name,) = stats_files(tmp_path)
     path = tmp_path / name
     data = path.read_bytes()
-    meta, _ = layout.parse_header(data[: layout.HEADER_BYTES])
-    page = layout.header(meta["pool"], meta["info"], meta["pid"], meta["token"])
+    meta, _ = header.parse(data[: layout.HEADER_BYTES])
+    page = header.encode(meta["pool"], meta["info"], meta["pid"], meta["token"])
     body = json.loads(page[16:].rstrip(b"\0"))
     body["worker"] = planted
     text = json.dumps(body).encode()
-    page = layout.MAGIC + len(text).to_bytes(8, "little") + text
+    page = header.MAGIC + len(text).to_bytes(8, "little") + text
     path.write_bytes(page.ljust(layout.HEADER_BYTES, b"\0") + data[layout.HEADER_BYTES :])
     assert labels_by_pid(merged(tmp_path)) == {found["parent"]: slots.fallback(found["parent"])}

@@ -23,10 +23,11 @@ import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
-from pool_exporter.stats import PoolStats
+from pool_exporter.stats import FIELDS
 
-from . import layout
+from .filereader import summed
 from .files import (
     BadFiles,
     NotRegular,
@@ -37,6 +38,7 @@ from .files import (
     sync_directory,
     write_all,
 )
+from .layout import OFFSETS, SLOT_MAP, SLOTS, SPANS
 
 NAME = "pool_exporter_archive.json"
 LOCK = "pool_exporter_archive.lock"
@@ -46,7 +48,9 @@ _LOCK_TIMEOUT = 10.0
 
 @dataclass
 class Archive:
-    totals: dict[str, PoolStats] = field(default_factory=dict)
+    # Per pool, this version's slots (filereader.py) holding the summed counters and
+    # histograms; the others are 0 (a gauge belongs to a live worker).
+    totals: dict[str, list[float]] = field(default_factory=dict)
     folded: set[str] = field(default_factory=set)
     # False when the file exists but cannot be trusted: then nothing is folded into it.
     sound: bool = True
@@ -142,18 +146,74 @@ def _parse(data: bytes) -> Archive:
         if not all(isinstance(n, str) for n in names):
             raise ValueError("not an archive")
         return Archive(
-            totals={str(pool): layout.from_json(values) for pool, values in pools.items()},
+            totals={str(pool): _from_json(values) for pool, values in pools.items()},
             folded=set(names),
         )
     except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
         raise ValueError(f"not an archive: {type(exc).__name__}") from None
 
 
+# -- the archive's form: counters and histograms by field name, robust to a changed list --
+
+
+def _to_json(slots: list[float]) -> dict[str, Any]:
+    """The counters and histograms of this version's `slots`, by field name."""
+    out: dict[str, Any] = {}
+    for spec in FIELDS:
+        at = OFFSETS[spec.name]
+        if spec.kind == "histogram":
+            bounds = SLOT_MAP[spec.name]["bounds"]
+            n = len(bounds) + 1
+            out[spec.name] = {"bounds": bounds, "counts": slots[at : at + n], "sum": slots[at + n]}
+        elif spec.kind == "counter" and spec.keys:
+            out[spec.name] = {str(k): slots[at + i] for i, k in enumerate(spec.keys)}
+        elif spec.kind == "counter":
+            out[spec.name] = slots[at]
+    return out
+
+
+def _from_json(data: dict[str, Any]) -> list[float]:
+    """The totals an archive holds, as this version's slots; a field it lacks (added since)
+    starts at 0, a histogram whose buckets changed since is left at 0 rather than mixing two
+    bucket sets. ValueError when a value is not what its field holds."""
+    out: list[float] = [0] * SLOTS
+    for spec in FIELDS:
+        value = data.get(spec.name)
+        if value is None:
+            continue
+        at = OFFSETS[spec.name]
+        if spec.kind == "histogram":
+            bounds = SLOT_MAP[spec.name]["bounds"]
+            if value.get("bounds") == bounds:
+                n = len(bounds) + 1
+                counts, total = value.get("counts"), value.get("sum")
+                if not (isinstance(counts, list) and len(counts) == n):
+                    raise ValueError(f"{spec.name}: counts do not match its buckets")
+                out[at : at + n] = [_natural(c) for c in counts]
+                if not isinstance(total, (int, float)) or isinstance(total, bool):
+                    raise ValueError(f"{spec.name}: sum is not a number")
+                out[at + n] = float(total)
+        elif spec.kind == "counter" and spec.keys:
+            if not isinstance(value, dict):
+                raise ValueError(f"{spec.name}: not a mapping")
+            for i, k in enumerate(spec.keys):
+                out[at + i] = _natural(value.get(str(k), 0))
+        elif spec.kind == "counter":
+            out[at] = _natural(value)
+    return out
+
+
+def _natural(value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"not a count: {value!r}")
+    return value
+
+
 def write(directory: str, archive: Archive) -> None:
     """Replace the archive atomically and durably (call with the lock held); OSError, and
     the old archive untouched, when the new one cannot be written whole."""
     body = {
-        "pools": {pool: layout.to_json(s) for pool, s in sorted(archive.totals.items())},
+        "pools": {pool: _to_json(s) for pool, s in sorted(archive.totals.items())},
         "folded": sorted(archive.folded),
     }
     data = json.dumps(body, separators=(",", ":")).encode()
@@ -186,17 +246,22 @@ def remove_temporaries(directory: str, names: list[str]) -> None:
             remove(os.path.join(directory, name))
 
 
-def folded(archive: Archive, dead: dict[str, tuple[str, PoolStats]], present: set[str]) -> Archive:
-    """`archive` with `dead` (file name -> pool, stats) added; `present` is every file name
+def folded(
+    archive: Archive, dead: dict[str, tuple[str, list[float]]], present: set[str]
+) -> Archive:
+    """`archive` with `dead` (file name -> pool, slots) added; `present` is every file name
     in the directory: folded names whose files are gone need no remembering."""
-    totals = {pool: _copy(s) for pool, s in archive.totals.items()}
-    for pool, stats in dead.values():
-        totals.setdefault(pool, PoolStats()).add(stats)
+    rows = {pool: [slots] for pool, slots in archive.totals.items()}
+    for pool, slots in dead.values():
+        rows.setdefault(pool, []).append(slots)
+    totals = {pool: _counted(summed(r)) for pool, r in rows.items()}
     names = {name for name in archive.folded if name in present} | set(dead)
     return Archive(totals, names)
 
 
-def _copy(stats: PoolStats) -> PoolStats:
-    out = PoolStats()
-    out.add(stats)
-    return out
+# The slots an archive keeps: the counters' and the histograms'.
+_COUNTED = frozenset(i for spec in FIELDS if spec.kind != "gauge" for i in SPANS[spec.name])
+
+
+def _counted(slots: list[float]) -> list[float]:
+    return [v if i in _COUNTED else 0 for i, v in enumerate(slots)]

@@ -8,7 +8,7 @@ cannot be tried is neither live nor exited: its counters are read where they are
 folded. Pool metrics are built by the same mapping the
 in-process collector uses (collector.py): counters and histograms summed over the archive and
 every live worker, gauges one series per live worker (`worker`, its slot: slots.py; the
-per-worker families come as rendered.Rendered, see perworker.py). The application's own
+per-worker families come as rendered.Rendered, see workergauges.py). The application's own
 prometheus-client metrics (*.db) are merged by prometheus-client. The work is bounded by the
 live workers: an exited worker costs one fold, once.
 """
@@ -36,8 +36,8 @@ from pool_exporter import metrics as m
 from pool_exporter.rendered import Rendered
 from pool_exporter.stats import PoolStats
 
-from . import archive, layout, liveness, perworker
-from .files import BadFiles, open_regular, read_regular, remove
+from . import archive, filenames, filereader, header, layout, liveness, workergauges
+from .files import BadFiles, open_regular, remove
 
 log = logging.getLogger("pool_exporter")
 
@@ -75,7 +75,7 @@ def check_directory(path: str) -> str:
 class Worker:
     """One live worker's pool: what its stats file's header says, its slots now."""
 
-    file: perworker.WorkerFile
+    file: workergauges.WorkerFile
     values: list[float]
     active: bool
 
@@ -91,19 +91,17 @@ class View:
     merged: list[Metric] = field(default_factory=list)
 
 
-class _Header:
-    """A live stats file's header page and what it says, parsed once while it stays the same,
-    with the worker's labels rendered for the scrape (perworker.WorkerFile); and the file's
-    descriptor while the reader keeps it open between scrapes."""
+class _Known:
+    """A stats file's header page and what it says, parsed once while it stays the same: how
+    to decode its slots, and the worker's labels rendered for the scrape (WorkerFile); and the
+    file's descriptor while the reader keeps it open between scrapes."""
 
     def __init__(self, page: bytes) -> None:
         self.page = page
         self.fd: int | None = None
-        meta, shape = layout.parse_header(page)
-        self.meta = meta
-        # Compared once: the current version's files are then read without a lookup by name.
-        self.shape = layout.SHAPE if shape == layout.SHAPE else shape
-        self.file = perworker.WorkerFile(meta)
+        meta, shape = header.parse(page)
+        self.decoder = filereader.decoder(shape)
+        self.file = workergauges.WorkerFile(meta)
 
 
 class WorkersCollector(Collector):
@@ -117,13 +115,13 @@ class WorkersCollector(Collector):
         self._failing = False
         self._bad = BadFiles()
         self._archive = archive.Reader(path)
-        self._headers: dict[str, _Header] = {}
+        self._known: dict[str, _Known] = {}
         # Opening 640 files costs a big host's scrape a third of its time, so the reader keeps
         # live files open, up to half the process's descriptor limit: past that (a fleet larger
         # than the limit allows, or a limit set low), a file is opened for its read only.
         self._keep_open = resource.getrlimit(resource.RLIMIT_NOFILE)[0] // 2
         self._kept = 0
-        weakref.finalize(self, _close_all, self._headers)
+        weakref.finalize(self, _close_all, self._known)
 
     def describe(self) -> Iterable[Metric]:
         # Only the sidecar's own families: the merged names are known at scrape time only.
@@ -173,15 +171,18 @@ class WorkersCollector(Collector):
                 more = f" and {len(reaped.dead) - 10} more" if len(reaped.dead) > 10 else ""
                 log.info("workers %s%s exited; their counts are kept", shown, more)
             live, dead, unknown = _split(names, reaped)
+            # What is read below stays parsed and open until the next scrape; the rest is
+            # dropped (an exited worker's file is read once more, to be folded).
+            self._forget_all_but({*live, *unknown})
             _remove_temporaries(self.path, names, reaped)
             archive.remove_temporaries(self.path, names)
             store = self._fold(dead, set(names))
             self._read_live(sorted(live), view, gauges=True)
             # A worker whose liveness cannot be told: its counts are served from its file
             # (never folded, so never twice), its gauges are not (it may have exited).
-            self._read_live(unknown, view, gauges=False, keep=live)
+            self._read_live(unknown, view, gauges=False)
             view.totals = _totals(store, view.workers)
-            perworker.unique_labels([w.file for w in view.workers if w.active], self.path)
+            workergauges.unique_labels([w.file for w in view.workers if w.active], self.path)
         view.live_pids = len(reaped.live)
         view.merged, dbs = self._merge_db(names)
         view.files += dbs
@@ -189,7 +190,7 @@ class WorkersCollector(Collector):
 
     def _fold(self, dead: list[str], present: set[str]) -> archive.Archive:
         store = self._archive.load(self._bad)
-        found: dict[str, tuple[str, PoolStats]] = {}
+        found: dict[str, tuple[str, list[float]]] = {}
         for name in dead:
             if name not in store.folded:
                 got = self._read_dead(name)
@@ -214,43 +215,33 @@ class WorkersCollector(Collector):
         # totals would be lost): the dead files stay, and count from where they are.
         return archive.folded(store, found, present) if found else store
 
-    def _read_dead(self, name: str) -> tuple[str, PoolStats] | None:
-        path = os.path.join(self.path, name)
-        data = read_regular(path, self._bad, _STATS_MAX_BYTES)
-        if data is None:
+    def _read_dead(self, name: str) -> tuple[str, list[float]] | None:
+        got = self._read_one(name, cache=False)
+        if got is None:
             return None
-        try:
-            meta, shape = layout.parse_header(data[: layout.HEADER_BYTES])
-            stats, _ = layout.read(data, shape)
-        except ValueError:
-            self._bad(path, "format")
-            return None
-        return str(meta["pool"]), stats
+        known, values = got
+        return known.file.pool, values
 
-    def _read_live(
-        self, names: list[str], view: View, gauges: bool, keep: Iterable[str] = ()
-    ) -> None:
-        wanted = {*names, *keep}
-        for name in [n for n in self._headers if n not in wanted]:
-            self._forget(name)
+    def _read_live(self, names: list[str], view: View, gauges: bool) -> None:
         for name in names:
             got = self._read_one(name)
             if got is None:
                 continue
-            header, values = got
+            known, values = got
             active = bool(values[layout.ACTIVE]) and gauges
-            view.workers.append(Worker(header.file, values, active))
+            view.workers.append(Worker(known.file, values, active))
             view.files += 1
 
-    def _read_one(self, name: str) -> tuple[_Header, list[float]] | None:
-        """A live worker's file, read with pread: a file truncated meanwhile is skipped and
-        counted, never a SIGBUS. Kept open while the descriptor budget allows (a worker's file
-        is never replaced under its name: a new instrumentation or a fork makes a new name)."""
+    def _read_one(self, name: str, cache: bool = True) -> tuple[_Known, list[float]] | None:
+        """A worker's file, read with pread (filereader.read): a file truncated meanwhile is
+        skipped and counted, never a SIGBUS. With `cache` (a live worker's), its parsed header
+        is kept, and the file kept open while the descriptor budget allows (a worker's file is
+        never replaced under its name: a new instrumentation or a fork makes a new name)."""
         path = os.path.join(self.path, name)
-        header = self._headers.get(name)
-        if header is not None and header.fd is not None:
+        known = self._known.get(name) if cache else None
+        if known is not None and known.fd is not None:
             try:
-                return header, layout.read_values(header.fd, header.shape)
+                return known, filereader.read(known.fd, known.decoder)
             except (OSError, ValueError):
                 self._bad(path, "format")
                 self._forget(name)
@@ -260,24 +251,31 @@ class WorkersCollector(Collector):
             return None
         try:
             page = os.pread(fd, layout.HEADER_BYTES, 0)
-            if header is None or header.page != page:
-                header = self._headers[name] = _Header(page)
-            values = layout.read_values(fd, header.shape)
+            if known is None or known.page != page:
+                known = _Known(page)
+                if cache:
+                    self._known[name] = known
+            values = filereader.read(fd, known.decoder)
         except (OSError, ValueError):
             os.close(fd)
             self._bad(path, "format")
-            self._headers.pop(name, None)
+            if cache:  # one kept has no descriptor here: one kept open is read above
+                self._known.pop(name, None)
             return None
-        if self._kept < self._keep_open:
-            header.fd, self._kept = fd, self._kept + 1
+        if cache and self._kept < self._keep_open:
+            known.fd, self._kept = fd, self._kept + 1
         else:
             os.close(fd)
-        return header, values
+        return known, values
+
+    def _forget_all_but(self, names: set[str]) -> None:
+        for name in [n for n in self._known if n not in names]:
+            self._forget(name)
 
     def _forget(self, name: str) -> None:
-        header = self._headers.pop(name, None)
-        if header is not None and header.fd is not None:
-            os.close(header.fd)
+        known = self._known.pop(name, None)
+        if known is not None and known.fd is not None:
+            os.close(known.fd)
             self._kept -= 1
 
     def _merge_db(self, names: list[str]) -> tuple[list[Metric], int]:
@@ -345,7 +343,7 @@ def _split(names: list[str], reaped: liveness.Reaped) -> tuple[list[str], list[s
     dead: list[str] = []
     unknown: list[str] = []
     for name in names:
-        match = layout.NAME.match(name)
+        match = filenames.STATS_FILE.match(name)
         if match is None:
             continue
         pid = int(match.group(1))
@@ -359,7 +357,7 @@ def _split(names: list[str], reaped: liveness.Reaped) -> tuple[list[str], list[s
 def _remove_temporaries(directory: str, names: list[str], reaped: liveness.Reaped) -> None:
     """Stats files a worker began and never renamed into place, once it has exited."""
     for name in names:
-        match = layout.TEMPORARY.match(name)
+        match = filenames.UNFINISHED_STATS_FILE.match(name)
         if match is None:
             continue
         pid = int(match.group(1))
@@ -370,16 +368,10 @@ def _remove_temporaries(directory: str, names: list[str], reaped: liveness.Reape
 def _totals(store: archive.Archive, workers: list[Worker]) -> dict[str, PoolStats]:
     """Per pool, the counters and histograms of the archive and of every worker read (only
     those of the PoolStats returned are meaningful: a sum of gauges is not one)."""
-    rows: dict[str, list[list[float]]] = {}
-    for pool, stats in store.totals.items():
-        rows[pool] = [layout.of(stats)]
+    rows = {pool: [slots] for pool, slots in store.totals.items()}
     for worker in workers:
         rows.setdefault(worker.file.pool, []).append(worker.values)
-    # Column by column in C: the same additions, in the same order, as PoolStats.add.
-    return {
-        pool: layout.from_values([sum(col) for col in zip(*vs, strict=True)])
-        for pool, vs in rows.items()
-    }
+    return {pool: filereader.to_stats(filereader.summed(vs)) for pool, vs in rows.items()}
 
 
 def _pool_families(view: View) -> Iterator[Metric | Rendered]:
@@ -402,8 +394,8 @@ def _pool_families(view: View) -> Iterator[Metric | Rendered]:
         yield rendered.get(name, family)
 
 
-def _close_all(headers: dict[str, _Header]) -> None:
+def _close_all(known: dict[str, _Known]) -> None:
     """A collector that is garbage-collected closes the descriptors it kept."""
-    for header in headers.values():
-        if header.fd is not None:
-            os.close(header.fd)
+    for one in known.values():
+        if one.fd is not None:
+            os.close(one.fd)

@@ -1,10 +1,10 @@
 """Multiprocess mode's writer: PoolStats that also keep every value in a file of their own.
 
-Each instrumented pool of each worker has one file in the multiprocess directory (layout.py),
-named by pid, the token of the worker's liveness lock and a sequence number, so a new process
-that is given a dead worker's pid never writes into the dead one's file. The hot path stores
-the values it changed into the shared mapping, a plain 8-byte store each: no lock and no
-system call, which is what makes this mode cost about what single-process mode costs.
+Each instrumented pool of each worker has one stats file in the multiprocess directory: its
+name says whose it is (filenames.py), its header page what it holds (header.py), its slots the
+values (layout.py). The hot path stores the values it changed into the shared mapping, a
+plain 8-byte store each: no lock and no system call, which is what makes this mode cost about
+what single-process mode costs; the rare updates store every value (storeall.py).
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from typing import Any
 from pool_exporter import fork
 from pool_exporter.stats import UNDER_LOCK, UPDATES, PoolStats, derive, locked
 
-from . import files, layout, liveness, slots
+from . import filenames, files, header, layout, liveness, slots
+from .storeall import Values, store_all, views
 
 log = logging.getLogger("pool_exporter")
 
@@ -63,8 +64,8 @@ class MultiprocessPoolStats(PoolStats):
         self.path: str | None = None
         self.active = True
         self._seq = next(_sequence)
-        self._ints: layout.Values = [0] * layout.SLOTS
-        self._floats: layout.Values = self._ints
+        self._ints: Values = [0] * layout.SLOTS
+        self._floats: Values = self._ints
         self._map: mmap.mmap | None = None
         self._attempt = 0
         self._retrying = False
@@ -95,7 +96,7 @@ class MultiprocessPoolStats(PoolStats):
         except (OSError, ValueError) as exc:
             self._failed(exc)
             return
-        ints, floats = layout.views(mapped)
+        ints, floats = views(mapped)
         self._ints, self._floats, self._map, self.path = ints, floats, mapped, path
         # Again: a hot update on another thread may have stored into the old slots meanwhile.
         self._store_all()
@@ -105,20 +106,20 @@ class MultiprocessPoolStats(PoolStats):
         assert token is not None
         pid = fork.this_process()
         worker = slots.label(self.directory, pid, token)  # under the liveness lock, for life
-        path = os.path.join(self.directory, layout.file_name(pid, token, self._seq))
+        path = os.path.join(self.directory, filenames.stats_file(pid, token, self._seq))
         # Not a stats file name: a reader never sees the file before it is complete.
-        fd, tmp = files.create_temporary(self.directory, layout.temporary_prefix(pid, token))
+        fd, tmp = files.create_temporary(self.directory, filenames.unfinished_prefix(pid, token))
         try:
             try:
                 # Reserved now, so a full filesystem is this OSError rather than a SIGBUS at
                 # the first store into a page the filesystem cannot provide.
                 os.posix_fallocate(fd, 0, layout.FILE_BYTES)
-                files.write_all(fd, layout.header(self.name, self.info, pid, token, worker))
+                files.write_all(fd, header.encode(self.name, self.info, pid, token, worker))
                 mapped = mmap.mmap(fd, layout.FILE_BYTES)
             finally:
                 os.close(fd)
-            ints, floats = layout.views(mapped)
-            layout.write(self, ints, floats, self.active)
+            ints, floats = views(mapped)
+            store_all(self, ints, floats, self.active)
             os.rename(tmp, path)
         except BaseException:
             files.remove(tmp)
@@ -158,7 +159,7 @@ class MultiprocessPoolStats(PoolStats):
                     log.info("pool-exporter writes the stats file of pool %r again", self.name)
 
     def _store_all(self) -> None:
-        layout.write(self, self._ints, self._floats, self.active)
+        store_all(self, self._ints, self._floats, self.active)
 
     def retire(self) -> None:
         self.active = False

@@ -19,7 +19,7 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from prometheus_client.exposition import ThreadingWSGIServer
 
-from pool_exporter.rendered import Exposed, make_wsgi_app
+from pool_exporter.rendered import Exposed, make_rendering_wsgi_app
 
 from .webconfig import WebConfig
 
@@ -55,7 +55,7 @@ class App:
         ready: Callable[[], str | None],
         title: str = "pool-exporter sidecar",
     ) -> None:
-        self.metrics = make_wsgi_app(registry)
+        self.metrics = make_rendering_wsgi_app(registry)
         self.telemetry_path = telemetry_path
         self.web = web
         self.ready = ready

@@ -7,10 +7,11 @@ import os
 import signal
 import threading
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from pool_exporter.multiprocess import layout
+from pool_exporter.multiprocess import filereader, header, layout
 from pool_exporter.multiprocess.reader import WorkersCollector
 from pool_exporter.multiprocess.store import MultiprocessPoolStats
 from pool_exporter.stats import FIELDS, PoolStats
@@ -66,12 +67,24 @@ def scrape(collector: WorkersCollector) -> Samples:
     return parse(generate_latest(registry).decode())
 
 
+def read_stats_file(path: str) -> tuple[dict[str, Any], PoolStats, bool]:
+    """A stats file's header, its values, and whether its pool is still instrumented, read
+    as a reader reads them (filereader.read)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        meta, shape = header.parse(os.pread(fd, layout.HEADER_BYTES, 0))
+        slots = filereader.read(fd, filereader.decoder(shape))
+    finally:
+        os.close(fd)
+    return meta, filereader.to_stats(slots), bool(slots[layout.ACTIVE])
+
+
 def file_values(stats: MultiprocessPoolStats) -> PoolStats:
     """What `stats`' file holds now, read as a reader reads it."""
     assert stats.path is not None
-    data = Path(stats.path).read_bytes()
-    assert layout.parse_header(data[: layout.HEADER_BYTES])[0]["pool"] == stats.name
-    return layout.read(data)[0]
+    meta, values, _ = read_stats_file(stats.path)
+    assert meta["pool"] == stats.name
+    return values
 
 
 def same_fields(a: PoolStats, b: PoolStats) -> None:

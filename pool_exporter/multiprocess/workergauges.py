@@ -1,5 +1,5 @@
-"""One live worker's pool at a scrape: its gauges read straight from the mapping, its label
-sets made once for the life of its stats file.
+"""One live worker's gauges at a scrape: their values from the slots read of its stats file
+(filereader.py), their label sets made once for the life of the file.
 
 What a sample means and which labels it has is collector.py's (`worker_rows`, `family`);
 this module only avoids doing it again at every scrape: a stats file's pool, info and worker
@@ -16,7 +16,7 @@ from pool_exporter import metrics as m
 from pool_exporter.rendered import Labelled
 from pool_exporter.stats import Capacity, PoolStats
 
-from . import layout, slots
+from . import filereader, layout, slots
 
 # The info metric of a worker's pool carries its pid: the join from a log line to a series.
 PID_LABEL = "pid"
@@ -28,7 +28,7 @@ _OPENING = layout.OFFSETS["opening"]
 _OLDEST = layout.OFFSETS["oldest_checkout_started"]
 
 
-class Gauges:
+class SlotGauges:
     """What collector.worker_rows reads of one worker's pool, taken from its slots."""
 
     __slots__ = ("capacity", "idle", "in_use", "oldest_checkout_started", "opening", "waiting")
@@ -61,8 +61,8 @@ class WorkerFile:
         self.worker = self.header_worker
         self._labelled: dict[tuple[int, str], list[Labelled]] = {}
 
-    def gauges(self, values: list[float]) -> Gauges:
-        return Gauges(values, layout.capacity(values))
+    def gauges(self, values: list[float]) -> SlotGauges:
+        return SlotGauges(values, filereader.capacity(values))
 
     def labelled(self, rows: list[tuple[m.Metric, tuple[str, ...], float]]) -> list[Labelled]:
         """The Labelled sample of each of `rows` (collector.worker_rows of this file)."""

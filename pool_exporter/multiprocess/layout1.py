@@ -1,7 +1,8 @@
-"""The slot maps of released stats-file layouts whose header did not describe itself.
+"""The slot map of layout 1, the released stats-file layout whose header did not describe it.
 
-Layout 1 (before the header named its slots) is read from this table, by the `layout`
-signature its header carries. Data only: a released layout never changes.
+A layout-1 file (0.x releases before the header named its slots) is read with this map, found
+by the `layout` signature its header carries; every layout since describes itself. Data only:
+a released layout never changes.
 """
 
 from __future__ import annotations
@@ -44,4 +45,4 @@ LAYOUT_1: dict[str, dict[str, Any]] = {
 }
 
 # By the `layout` signature in the header.
-FIELDS: dict[str, dict[str, dict[str, Any]]] = {"4bdc5d1b77cdd09a": LAYOUT_1}
+BY_SIGNATURE: dict[str, dict[str, dict[str, Any]]] = {"4bdc5d1b77cdd09a": LAYOUT_1}

@@ -1,0 +1,83 @@
+"""A stats file's header page: what its values belong to, and where each one is.
+
+The page is MAGIC, the length of a JSON text (8 bytes, little-endian), the text, then zeros up
+to layout.HEADER_BYTES. The text names the pool, its info labels, the writer's pid and lock
+token, its `worker` label (slots.py), and the slot map (layout.py). A reader trusts none of it:
+parse() refuses whatever is not such a header, whatever the bytes are.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from . import layout
+
+MAGIC = b"PXSTATS1"
+# A header that cannot be one of ours; no reader recurses into it (json would, per level).
+_MAX_DEPTH = 8
+
+
+def encode(
+    pool: str, info: dict[str, str], pid: int, token: str, worker: str | None = None
+) -> bytes:
+    """The header page of this version's file (`worker`: the slot label, slots.py; a file
+    without one is labelled by its pid)."""
+    meta: dict[str, Any] = {
+        "pool": pool,
+        "info": info,
+        "pid": pid,
+        "token": token,
+        "version": layout.VERSION,
+        "slots": layout.SLOTS,
+        "fields": layout.SLOT_MAP,
+    }
+    if worker is not None:
+        meta["worker"] = worker
+    body = json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()
+    page = MAGIC + len(body).to_bytes(8, "little") + body
+    if len(page) > layout.HEADER_BYTES:
+        raise ValueError(f"pool name and info of {pool!r} do not fit in the stats file header")
+    return page.ljust(layout.HEADER_BYTES, b"\0")
+
+
+def parse(page: bytes) -> tuple[dict[str, Any], layout.Shape]:
+    """The header's fields and the file's shape; ValueError naming the problem when it is
+    not a header this version can read, whatever the bytes are."""
+    if len(page) < layout.HEADER_BYTES or page[:8] != MAGIC:
+        raise ValueError("not a pool-exporter stats file")
+    length = int.from_bytes(page[8:16], "little")
+    if not 0 < length <= layout.HEADER_BYTES - 16:
+        raise ValueError("corrupt header")
+    body = page[16 : 16 + length]
+    if _depth(body) > _MAX_DEPTH:
+        raise ValueError("corrupt header (nested too deep)")
+    try:
+        meta = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        raise ValueError("corrupt header") from None
+    if not isinstance(meta, dict):
+        raise ValueError("corrupt header")
+    pool, info, pid, token = (meta.get(k) for k in ("pool", "info", "pid", "token"))
+    if not (isinstance(pool, str) and isinstance(info, dict) and isinstance(token, str)):
+        raise ValueError("corrupt header")
+    if not all(isinstance(v, str) for v in info.values()) or not _positive(pid):
+        raise ValueError("corrupt header")
+    return meta, layout.shape_of(meta)
+
+
+def _positive(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _depth(body: bytes) -> int:
+    """How deep brackets nest in a JSON text (strings may hold brackets: a bound, not a
+    parse)."""
+    depth = deepest = 0
+    for byte in body:
+        if byte in b"[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in b"]}":
+            depth -= 1
+    return deepest
