@@ -111,8 +111,17 @@ def add_worker_samples(
 ) -> None:
     """The gauges, capacity and info of one pool (a snapshot: see PoolStats.snapshot);
     `extra` are the values of the labels `families(per_worker=True)` adds."""
+    labels = info_labels(info, s.isolation)
     for metric, own, value in worker_rows(s):
-        f[metric.name].add_metric([pool, *own, *extra], info if metric is m.INFO else value)
+        f[metric.name].add_metric([pool, *own, *extra], labels if metric is m.INFO else value)
+
+
+def info_labels(info: dict[str, str], isolation: int) -> dict[str, str]:
+    """The info metric's labels: what the pool is and its settings (`info`), with the
+    isolation level once known (`isolation`: 1 + its index in metrics.ISOLATION_LEVELS)."""
+    if 0 < isolation <= len(m.ISOLATION_LEVELS):
+        return {**info, "isolation_level": m.ISOLATION_LEVELS[isolation - 1]}
+    return info
 
 
 class Gauges(Protocol):
@@ -131,7 +140,9 @@ class Gauges(Protocol):
     @property
     def capacity(self) -> Capacity | None: ...
     @property
-    def recycle(self) -> float | None: ...
+    def recycle_seconds(self) -> float | None: ...
+    @property
+    def isolation(self) -> int: ...
     @property
     def overflow(self) -> float: ...
 
@@ -150,8 +161,9 @@ def worker_rows(
         (m.OLDEST_CHECKOUT, (), oldest_checkout_age(s.oldest_checkout_started, now)),
         (m.INFO, (), 1.0),
     ]
-    if s.recycle is not None:
-        rows.append((m.RECYCLE, (), s.recycle))
+    recycle = s.recycle_seconds
+    if recycle is not None:
+        rows.append((m.RECYCLE, (), recycle))
     cap = s.capacity
     if cap is not None:
         rows += [

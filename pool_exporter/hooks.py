@@ -33,6 +33,7 @@ from sqlalchemy.engine import Engine
 
 from .checkouts import WAITED_OUT, CheckoutTracker
 from .closes import detached_close_reason, pooled_close_reason
+from .metrics import ISOLATION_LEVELS
 from .stats import CANCELLED, CONNECT_ERROR, ERROR, TIMEOUT, PoolStats
 
 if TYPE_CHECKING:
@@ -121,8 +122,8 @@ class Hooks:
     the checkout pays nothing for routes. The other listeners run when connections open,
     close, detach or are invalidated.
 
-    `info` is the pool's info labels: the isolation level is added once the dialect knows it
-    (after its first connection).
+    The isolation level goes to the stats once the dialect knows it: at once when the
+    engine sets it, else after the first connection.
     """
 
     def __init__(
@@ -134,7 +135,6 @@ class Hooks:
         hook_failed: HookErrors,
         *,
         routes: Routes | None = None,
-        info: dict[str, str] | None = None,
     ) -> None:
         self.engine = engine
         self.stats = stats
@@ -142,7 +142,6 @@ class Hooks:
         self.follower = follower
         self.hook_failed = hook_failed
         self.routes = routes
-        self.info = info if info is not None else {}
         self._connect_errors = _connect_errors(engine)
         self.on_checkin = (
             self._checkin_listener() if routes is None else self._routed_checkin_listener(routes)
@@ -166,7 +165,7 @@ class Hooks:
         for identifier, fn in self.listeners.items():
             # connect first: its listener reads the time the pool stamped before connecting
             event.listen(self.engine, identifier, fn, insert=identifier == "connect")
-        if not self.info.get("isolation_level"):
+        if not self._read_isolation_level():
             event.listen(self.engine, "connect", self.after_connect)
 
     def remove(self) -> None:
@@ -406,10 +405,16 @@ class Hooks:
         self.stats.connected(seconds)
 
     def _after_connect(self, dbapi_connection: Any, record: Any) -> None:
-        if not self.info.get("isolation_level"):
-            level = isolation_level(self.engine)
-            if level:
-                self.info["isolation_level"] = level
+        if not self.stats.isolation:
+            self._read_isolation_level()
+
+    def _read_isolation_level(self) -> bool:
+        """Give the stats the engine's isolation level, if known now; whether it is."""
+        level = isolation_level(self.engine).upper()
+        if level not in ISOLATION_LEVELS:
+            return False  # not known yet, or a level no dialect of SQLAlchemy's names
+        self.stats.isolation_known(ISOLATION_LEVELS.index(level) + 1)
+        return True
 
     def _on_close(self, dbapi_connection: Any, record: Any) -> None:
         pool = self.follower.pool

@@ -23,8 +23,8 @@ from . import fork, multiprocess, uwsgi_fork
 from .checkouts import Checkout, new_tracker
 from .collector import PoolSource, collector_for
 from .follow import PoolFollower
-from .hooks import HookErrors, Hooks, isolation_level
-from .routes import Routes
+from .hooks import HookErrors, Hooks
+from .routes import MAX_ROUTES, TRACKED_PER_SERIES, Routes
 from .stats import PoolStats, new_stats
 
 _handles: weakref.WeakKeyDictionary[Engine, PoolInstrumentation] = weakref.WeakKeyDictionary()
@@ -67,8 +67,14 @@ def instrument(
     threshold = _threshold(long_checkout_threshold)
     if route is not None and not callable(route):
         raise TypeError(f"route must be a function of no arguments, got {route!r}")
-    if isinstance(max_routes, bool) or not isinstance(max_routes, int) or max_routes < 1:
-        raise ValueError(f"max_routes must be a whole number of at least 1, got {max_routes!r}")
+    if (
+        isinstance(max_routes, bool)
+        or not isinstance(max_routes, int)
+        or not 1 <= max_routes <= MAX_ROUTES
+    ):
+        raise ValueError(
+            f"max_routes must be a whole number from 1 to {MAX_ROUTES}, got {max_routes!r}"
+        )
     with _handles_lock:
         uwsgi_fork.follow_uwsgi()
         # A child forked from C that was not reset yet must not hand out its parent's handle.
@@ -171,8 +177,9 @@ def _flag(value: object) -> str:
 def pool_info(engine: Engine) -> dict[str, str]:
     """The `sqlalchemy_pool_info` labels of the engine's pool: what it is, and the settings a
     dispose() carries over to the next pool. A setting the pool does not have (use_lifo
-    outside queue pools) or not known yet (the isolation level before the first connection,
-    unless the engine sets one) is left out rather than given a value."""
+    outside queue pools) is left out rather than given a value. The isolation level, known
+    only once the dialect has connected unless the engine sets one, comes from the stats
+    (collector.info_labels)."""
     pool = engine.pool
     info = {"pool_class": type(pool).__name__, **_dialect_info(engine)}
     info["pre_ping"] = _flag(_read(pool, "_pre_ping"))
@@ -181,9 +188,6 @@ def pool_info(engine: Engine) -> dict[str, str]:
         info["reset_on_return"] = reset.removeprefix("reset_")
     if isinstance(pool, QueuePool):
         info["use_lifo"] = _flag(_read(_read(pool, "_pool"), "use_lifo"))
-    level = isolation_level(engine)
-    if level:
-        info["isolation_level"] = level
     return info
 
 
@@ -217,10 +221,10 @@ class PoolInstrumentation:
         self._collector = collector_for(registry)
         self.name = name if name is not None else self._free_name(default_name(engine))
         info = pool_info(engine)
-        self.stats = _new_stats(self.name, info)
+        self.stats = _new_stats(self.name, info, TRACKED_PER_SERIES * max_routes if route else 0)
         self.hook_failed = HookErrors(self.name, self.stats)
         self.tracker = new_tracker(self.name, self.stats, long_checkout_threshold, self.hook_failed)
-        self.routes = None if route is None else Routes(route, max_routes, self.hook_failed)
+        self.routes = _new_routes(route, max_routes, self.hook_failed, self.stats)
         self.follower = PoolFollower(self.stats, self.hook_failed)
         self.hooks = Hooks(
             engine,
@@ -229,7 +233,6 @@ class PoolInstrumentation:
             self.follower,
             self.hook_failed,
             routes=self.routes,
-            info=info,
         )
         self.follower.start(engine.pool, self.hooks)
         self._collector.add(PoolSource(self.name, self.stats, info, self.routes))
@@ -272,9 +275,10 @@ class PoolInstrumentation:
         advice."""
         self.tracker.forget()
         self.hook_failed.forget()
-        self.stats.reset()
+        # The routes first: the stats' reset writes them, empty, into the child's new file.
         if self.routes is not None:
             self.routes.forget()
+        self.stats.reset()
         if self.dispose_on_fork:
             self.engine.dispose(close=False)
 
@@ -297,10 +301,29 @@ def current_checkouts() -> dict[str, list[Checkout]]:
     return {h.name: h.checkouts() for h in active_handles()}
 
 
-def _new_stats(name: str, info: dict[str, str]) -> PoolStats:
+def _new_stats(name: str, info: dict[str, str], route_entries: int) -> PoolStats:
     directory = multiprocess.directory()
     if directory is not None:
         from pool_exporter.multiprocess import store
 
-        return store.new_stats(name, info, directory)
+        return store.new_stats(name, info, directory, route_entries)
     return new_stats()
+
+
+def _new_routes(
+    route: Callable[[], str | None] | None,
+    max_routes: int,
+    hook_failed: HookErrors,
+    stats: PoolStats,
+) -> Routes | None:
+    """The pool's counts by route, if it counts them: in its stats file in multiprocess
+    mode."""
+    if route is None:
+        return None
+    from pool_exporter.multiprocess.store import MultiprocessPoolStats
+
+    if isinstance(stats, MultiprocessPoolStats):
+        from pool_exporter.multiprocess.routestore import StoredRoutes
+
+        return StoredRoutes(route, max_routes, hook_failed, stats)
+    return Routes(route, max_routes, hook_failed)

@@ -193,6 +193,16 @@ INFO = Metric(
     ("pool_class", "dialect", "driver", "pre_ping", "reset_on_return", "use_lifo",
      "isolation_level"),
 )  # fmt: skip
+# The isolation levels SQLAlchemy's dialects name: the `isolation_level` label takes one of
+# these (a multiprocess worker stores its index, 1-based; 0 is not known).
+ISOLATION_LEVELS: tuple[str, ...] = (
+    "AUTOCOMMIT",
+    "READ UNCOMMITTED",
+    "READ COMMITTED",
+    "REPEATABLE READ",
+    "SERIALIZABLE",
+    "SNAPSHOT",
+)
 RECYCLE = Metric(
     "sqlalchemy_pool_recycle_seconds",
     "gauge",

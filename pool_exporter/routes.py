@@ -21,13 +21,19 @@ from .metrics import NO_ROUTE, OTHER_ROUTES
 # What a process keeps by name, per series the exposition may serve: room for routes that
 # become busy after others were seen first, within a bound user input cannot raise.
 TRACKED_PER_SERIES = 4
-# A route's label is cut to this many characters: route() is meant to return a template such
-# as "/orders/{id}" or a task name, never the request's own path.
+# A route's label is cut to this many characters, and to this many bytes of UTF-8 (the room
+# for a name in a multiprocess stats file): route() is meant to return a template such as
+# "/orders/{id}" or a task name, never the request's own path.
 ROUTE_CHARS = 100
+ROUTE_BYTES = 128
+# The most max_routes may be: what a multiprocess stats file has room for.
+MAX_ROUTES = 50
 
 Totals = tuple[int, float, int]
 """(checkouts, connection-seconds held, waited checkouts) of one route."""
 ZERO: Totals = (0, 0.0, 0)
+RouteTotals = tuple[dict[str, Totals], Totals]
+"""Each route's totals by name, and those of the routes not kept by name."""
 
 
 def add(a: Totals, b: Totals) -> Totals:
@@ -35,14 +41,16 @@ def add(a: Totals, b: Totals) -> Totals:
 
 
 class RouteCounts:
-    """One route's counts in this process."""
+    """One route's counts in this process; `at`: where a multiprocess stats file stores them
+    (multiprocess/routestore.py), -1 in a single process."""
 
-    __slots__ = ("checkouts", "seconds", "waited")
+    __slots__ = ("at", "checkouts", "seconds", "waited")
 
-    def __init__(self) -> None:
+    def __init__(self, at: int = -1) -> None:
         self.checkouts = 0
         self.seconds = 0.0
         self.waited = 0
+        self.at = at
 
     @property
     def totals(self) -> Totals:
@@ -55,7 +63,11 @@ def label(value: object) -> str | None:
         return NO_ROUTE
     if not isinstance(value, str):
         return None
-    return value[:ROUTE_CHARS]
+    cut = value[:ROUTE_CHARS]
+    if cut.isascii():  # a byte a character: within ROUTE_BYTES
+        return cut
+    # A lone surrogate could not be written out: replaced, as the exposition would need.
+    return cut.encode("utf-8", "replace")[:ROUTE_BYTES].decode("utf-8", "ignore")
 
 
 class Routes:
@@ -89,19 +101,28 @@ class Routes:
     def began(self, record: Any, waited: bool) -> None:
         """`record` was checked out (`waited`: its caller found no idle connection)."""
         try:
-            name = label(self.route())
-            if name is None:
-                raise TypeError("route() must return a string or None")
+            value = self.route()
+            # a route seen before, as returned: the common case, one lookup
+            counts = self.counts.get(value)  # type: ignore[call-overload]
         except Exception as exc:
             self.hook_failed("route", exc)
-            name = NO_ROUTE
-        counts = self.counts.get(name)
+            value, counts = None, None
         if counts is None:
-            counts = self._track(name)
+            counts = self._counts_of(value)
         counts.checkouts += 1
         if waited:
             counts.waited += 1
         self.current[record] = counts
+
+    def _counts_of(self, value: object) -> RouteCounts:
+        """The counts of what route() returned, made a label (cut, or `(none)`)."""
+        name = label(value)
+        if name is None:
+            kind = type(value).__name__  # not the value: it is the application's data
+            self.hook_failed("route", TypeError(f"route() must return a str or None, not {kind}"))
+            name = NO_ROUTE
+        counts = self.counts.get(name)
+        return counts if counts is not None else self._track(name)
 
     def _track(self, name: str) -> RouteCounts:
         if len(self.counts) >= self.tracked:

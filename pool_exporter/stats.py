@@ -110,6 +110,10 @@ FIELDS: tuple[Field, ...] = (
     Field("waited", "counter"),
     Field("close_reasons", "counter", metrics.CLOSE_REASONS),
     Field("opening", "gauge"),
+    # Settings, not counts: configure() and isolation_known() write them, reset() keeps them
+    # (a forked child's pool has its parent's settings). recycle is -1 where it is not set.
+    Field("recycle", "gauge", number="float"),
+    Field("isolation", "gauge"),
 )
 
 # Every PoolStats method that changes a value, and only those. Each variant is made from this
@@ -119,6 +123,7 @@ FIELDS: tuple[Field, ...] = (
 UPDATES: tuple[str, ...] = (
     "reset",
     "configure",
+    "isolation_known",
     "enter",
     "checked_out",
     "waited_out",
@@ -158,7 +163,8 @@ class PoolStats:
 
     def __init__(self) -> None:
         self.capacity: Capacity | None = None
-        self.recycle: float | None = None  # pool_recycle in seconds, where it is set
+        self.recycle = -1.0  # pool_recycle in seconds; -1: not set
+        self.isolation = 0  # the isolation level, 1 + its index in metrics.ISOLATION_LEVELS
         self.reset()
 
     def reset(self) -> None:
@@ -197,8 +203,18 @@ class PoolStats:
         replaced; that pool holds no idle connection of ours yet. `recycle`: pool_recycle in
         seconds, None where it is not set."""
         self.capacity = capacity
-        self.recycle = recycle
+        self.recycle = -1.0 if recycle is None else recycle
         self.idle = 0
+
+    def isolation_known(self, level: int) -> None:
+        """The isolation level the pool's connections run in, once known: 1 + its index in
+        metrics.ISOLATION_LEVELS."""
+        self.isolation = level
+
+    @property
+    def recycle_seconds(self) -> float | None:
+        """pool_recycle, where it is set."""
+        return self.recycle if self.recycle >= 0 else None
 
     @property
     def overflow(self) -> int:
@@ -325,7 +341,6 @@ class PoolStats:
         between two updates."""
         out = PoolStats()
         out.capacity = self.capacity
-        out.recycle = self.recycle
         for f in FIELDS:
             value = getattr(self, f.name)
             if f.kind == "histogram":

@@ -26,7 +26,8 @@ from .support.workers import read_stats_file, same_fields
 # One call of each update, each changing at least one stored value of a fresh PoolStats.
 CALLS: dict[str, tuple[Any, ...]] = {
     "reset": (),
-    "configure": (Capacity(5, 10, 30.0),),
+    "configure": (Capacity(5, 10, 30.0), 3600.0),
+    "isolation_known": (3,),
     "enter": (),
     "checked_out": (0.003, True, False),
     "waited_out": (0.2, True),
