@@ -203,8 +203,9 @@ class Hooks:
             try:
                 fairy = original()
             except BaseException as exc:
-                # The wait the caller had before giving up or failing: a waited path, like
-                # the tracker's for a checkout that found no idle connection.
+                # Observed under its outcome: the wait the caller had before it gave up or
+                # failed. Only failed checkouts come here, as only waited ones reach the
+                # tracker's _waited_out: where a span event for either would go (issue 30).
                 try:
                     failed(reason(exc), perf_counter() - since)
                 except Exception as hook_exc:
