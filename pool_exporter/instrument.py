@@ -24,7 +24,7 @@ from .checkouts import Checkout, new_tracker
 from .collector import PoolSource, collector_for
 from .follow import PoolFollower
 from .hooks import HookErrors, Hooks
-from .routes import MAX_ROUTES, TRACKED_PER_SERIES, Routes
+from .routes import MAX_ROUTES, TRACKED_PER_SERIES, Routes, new_routes
 from .stats import PoolStats, new_stats
 
 _handles: weakref.WeakKeyDictionary[Engine, PoolInstrumentation] = weakref.WeakKeyDictionary()
@@ -323,7 +323,7 @@ def _new_routes(
     from pool_exporter.multiprocess.store import MultiprocessPoolStats
 
     if isinstance(stats, MultiprocessPoolStats):
-        from pool_exporter.multiprocess.routestore import StoredRoutes
+        from pool_exporter.multiprocess.routestore import new_stored_routes
 
-        return StoredRoutes(route, max_routes, hook_failed, stats)
-    return Routes(route, max_routes, hook_failed)
+        return new_stored_routes(route, max_routes, hook_failed, stats)
+    return new_routes(route, max_routes, hook_failed)

@@ -12,11 +12,13 @@ always add up to the pool's totals, and no served series ever goes down (see Rou
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from .metrics import NO_ROUTE, OTHER_ROUTES
+from .stats import derive, locked
 
 # What a process keeps by name, per series the exposition may serve: room for routes that
 # become busy after others were seen first, within a bound user input cannot raise.
@@ -142,6 +144,40 @@ class Routes:
     def serve(self) -> list[tuple[str, Totals]]:
         """The series to serve now: the capped routes, then (other)."""
         return self.cap.serve(*self.totals())
+
+
+class LockedRoutes(Routes):
+    """Routes for free-threaded Python, where `+=` is not atomic: `began` and `ended` under
+    one lock, reentrant as LockedPoolStats' (a garbage-collected connection's checkin can run
+    inside another update on the same thread)."""
+
+    def __init__(
+        self,
+        route: Callable[[], object],
+        max_routes: int,
+        hook_failed: Callable[[str, BaseException], None],
+    ) -> None:
+        self._lock = threading.RLock()
+        super().__init__(route, max_routes, hook_failed)
+
+
+# The updates of a process's counts by route, which a locked variant runs under its lock.
+ROUTE_UPDATES = ("began", "ended", "totals")
+derive(LockedRoutes, locked, ROUTE_UPDATES)
+
+
+def gil_enabled() -> bool:
+    return bool(getattr(sys, "_is_gil_enabled", lambda: True)())
+
+
+def new_routes(
+    route: Callable[[], object],
+    max_routes: int,
+    hook_failed: Callable[[str, BaseException], None],
+) -> Routes:
+    """A pool's counts by route in this process (locked on free-threaded builds)."""
+    kind = Routes if gil_enabled() else LockedRoutes
+    return kind(route, max_routes, hook_failed)
 
 
 class RouteCap:

@@ -373,10 +373,11 @@ def locked(method: Callable[..., Any]) -> Callable[..., Any]:
     return run_locked
 
 
-def derive(cls: type[PoolStats], wrap: Callable[[Callable[..., Any]], Callable[..., Any]],
+def derive(cls: type, wrap: Callable[[Callable[..., Any]], Callable[..., Any]],
            names: Iterable[str]) -> None:  # fmt: skip
     """Replace each of `names` on `cls` by `wrap` of the method `cls` has now (its own or
-    inherited): how every variant of PoolStats is made from UPDATES."""
+    inherited): how every variant of PoolStats is made from UPDATES (and of routes.Routes
+    from ROUTE_UPDATES)."""
     for name in names:
         setattr(cls, name, wrap(getattr(cls, name)))
 

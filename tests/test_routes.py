@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import random
+import sys
 import threading
 import time
 from collections import Counter, defaultdict
@@ -16,7 +17,7 @@ from prometheus_client import CollectorRegistry
 
 import pool_exporter
 from pool_exporter import metrics as m
-from pool_exporter.routes import ROUTE_CHARS, RouteCap, Totals
+from pool_exporter.routes import ROUTE_CHARS, ROUTE_UPDATES, LockedRoutes, RouteCap, Totals
 from tests.conftest import scrape, value
 from tests.support.forking import in_child
 
@@ -266,3 +267,38 @@ def test_served_series_never_decrease_as_routes_come_and_go() -> None:
                 assert all(b <= n + 1e-9 for b, n in zip(before, now, strict=True)), route
         # a route that lost its series starts again from zero if it comes back
         last = out
+
+
+@pytest.mark.parametrize("name", ROUTE_UPDATES)
+def test_the_locked_variant_counts_routes_under_its_lock(name: str) -> None:
+    routes = LockedRoutes(lambda: "/r", 5, lambda hook, exc: None)
+    routes.began("record", False)  # something out, for ended
+    calls = {"began": ("other", True), "ended": ("record", 0.5), "totals": ()}
+    done = threading.Event()
+
+    def update() -> None:
+        getattr(routes, name)(*calls[name])
+        done.set()
+
+    call = threading.Thread(target=update)
+    with routes._lock:  # another thread's update in progress
+        call.start()
+        assert not done.wait(0.05), f"LockedRoutes.{name} ran without the lock"
+    assert done.wait(5)
+    call.join()
+    assert routes.totals()[0]["/r"][0] == (2 if name == "began" else 1)
+
+
+def test_a_free_threaded_build_gets_the_locked_variant(
+    registry: CollectorRegistry,
+    sqlite_url: str,
+    engines: list[sa.Engine],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sys, "_is_gil_enabled", lambda: False, raising=False)
+    engine = sa.create_engine(sqlite_url)
+    engines.append(engine)
+    handle = pool_exporter.instrument(engine, name="ft", registry=registry, route=lambda: "/r")
+    assert isinstance(handle.routes, LockedRoutes)
+    engine.connect().close()
+    assert by_route(registry, m.ROUTE_CHECKOUTS, "ft") == {"/r": 1, m.OTHER_ROUTES: 0}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import os
 import signal
+import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,6 +21,7 @@ from pool_exporter import metrics as m
 from pool_exporter.multiprocess import archive, layout
 from pool_exporter.multiprocess.files import BadFiles
 from pool_exporter.multiprocess.reader import WorkersCollector
+from pool_exporter.multiprocess.routestore import LockedStoredRoutes
 from pool_exporter.multiprocess.store import MultiprocessPoolStats
 
 from .support.forking import in_child
@@ -236,3 +238,19 @@ def test_the_archives_routes_are_written_and_read_back(tmp_path: Path) -> None:
         archive.write(str(tmp_path), written)
     again = archive.Reader(str(tmp_path)).load(BadFiles())
     assert again.sound and again.routes == {"p": routes} and again.route_limits == {"p": 20}
+
+
+def test_a_free_threaded_worker_gets_the_locked_stored_variant(
+    multiproc: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "_is_gil_enabled", lambda: False, raising=False)
+    engine = sa.create_engine(f"sqlite:///{tmp_path}/ft.db")
+    handle = pool_exporter.instrument(engine, name="ft", route=lambda: "/r")
+    try:
+        assert isinstance(handle.routes, LockedStoredRoutes)
+        engine.connect().close()
+        found = by_route(read(multiproc), m.ROUTE_CHECKOUTS, "ft")
+        assert found == {"/r": 1, m.OTHER_ROUTES: 0}
+    finally:
+        handle.uninstrument()
+        engine.dispose()

@@ -13,7 +13,8 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from pool_exporter.routes import RouteCounts, Routes
+from pool_exporter.routes import ROUTE_UPDATES, RouteCounts, Routes, gil_enabled
+from pool_exporter.stats import derive, locked
 
 from .layout import (
     ENTRY_LENGTH,
@@ -115,3 +116,32 @@ def _write_name(mapped: Any, ints: Values, entry: int, name: str) -> None:
     start = HEADER_BYTES + 8 * (entry + ENTRY_NAME)
     mapped[start : start + len(data)] = data
     ints[entry + ENTRY_LENGTH] = len(data)
+
+
+class LockedStoredRoutes(StoredRoutes):
+    """StoredRoutes for free-threaded Python: `began` and `ended` (and the stores after them)
+    under one reentrant lock, as routes.LockedRoutes."""
+
+    def __init__(
+        self,
+        route: Callable[[], object],
+        max_routes: int,
+        hook_failed: Callable[[str, BaseException], None],
+        stats: MultiprocessPoolStats,
+    ) -> None:
+        self._lock = threading.RLock()
+        super().__init__(route, max_routes, hook_failed, stats)
+
+
+derive(LockedStoredRoutes, locked, ROUTE_UPDATES)
+
+
+def new_stored_routes(
+    route: Callable[[], object],
+    max_routes: int,
+    hook_failed: Callable[[str, BaseException], None],
+    stats: MultiprocessPoolStats,
+) -> StoredRoutes:
+    """A pool's counts by route in its stats file (locked on free-threaded builds)."""
+    kind = StoredRoutes if gil_enabled() else LockedStoredRoutes
+    return kind(route, max_routes, hook_failed, stats)
