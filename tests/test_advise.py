@@ -21,7 +21,7 @@ from pool_exporter.incident.measured import from_prometheus
 from pool_exporter.incident.promapi import PrometheusAPI
 from pool_exporter.incident.promserver import PrometheusServer
 
-from .conftest import require_binary
+from .support.binaries import require_binary
 from .support.procs import wait_until
 
 # 600 users in 1 s against 15 connections of 0.1 s (about 130 served per second): timeouts.
@@ -30,6 +30,8 @@ BURST = rp.Scenario(
     push_at=1.0, seed=5,
 )  # fmt: skip
 INCIDENT = rp.PoolSettings(5, 10, 1.5)
+# The advice comes from a replay measured on this machine: tests beside it would change it.
+pytestmark = pytest.mark.serial
 DB_MAX = m.DATABASE_MAX_CONNECTIONS.name
 
 

@@ -32,6 +32,8 @@ HOLD = rp.HoldTime(0.05, 0.2)
 STEADY = 20.0
 PUSH_AT = 1.0
 SEEDS = (11, 12)
+# Replays measured against a calibration replay: tests beside them would change both.
+pytestmark = pytest.mark.serial
 
 
 def scenario(users: int, ramp: float, timeout: float, seed: int) -> rp.Scenario:

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 import pool_exporter
 from pool_exporter import metrics as m
+from tests.support.exposition import value
 from tests.support.pool_counts import CloseCount, closes_by_reason
 
 
@@ -158,7 +159,10 @@ def test_an_async_connection_the_garbage_collector_closes_counts_as_gc(
             warnings.simplefilter("ignore")  # SQLAlchemy warns about the unclosed connection
             del conn
             gc.collect()
-            await asyncio.sleep(0.05)
+            for _ in range(500):  # the cleanup closes it from the event loop
+                if counted.total:
+                    break
+                await asyncio.sleep(0.01)
         await engine.dispose()
         return counted
 
@@ -209,6 +213,4 @@ def test_a_close_by_application_code_counts_as_other(
 
 
 def value_of(registry: CollectorRegistry, sample: str, **labels: str) -> float:
-    from tests.conftest import value
-
     return value(registry, sample, pool="p", **labels)

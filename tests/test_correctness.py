@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry
 import pool_exporter
 import pool_exporter.fork
 from pool_exporter.instrument import PoolInstrumentation, _handles_lock
-from tests.conftest import value
+from tests.support.exposition import value
 from tests.support.forking import held_by_another_thread, in_child
 from tests.support.pool_counts import CloseCount, closes_by_reason, waits
 
@@ -532,6 +532,7 @@ def test_a_failure_after_fork_is_counted_under_its_own_hook_and_the_child_goes_o
     engine.dispose()
 
 
+@pytest.mark.serial  # a fork past Python's hooks: no other thread may hold a lock then
 def test_a_child_forked_past_pythons_fork_hooks_is_reset_by_the_fork_entry_point(
     registry: CollectorRegistry, sqlite_url: str
 ) -> None:

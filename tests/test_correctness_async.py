@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 import pool_exporter
 from pool_exporter.instrument import PoolInstrumentation
-from tests.conftest import value
+from tests.support.exposition import value
 from tests.support.pool_counts import CloseCount, closes_by_reason, waits
 
 P = ParamSpec("P")

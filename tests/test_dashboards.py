@@ -37,7 +37,8 @@ from tests.support import dashboard_queries as dq
 from tests.support import pg_limits
 from tests.support.promtool_cases import alert_rules
 
-from .conftest import require_binary, scrape
+from .support.binaries import require_binary
+from .support.exposition import scrape
 from .support.procs import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent

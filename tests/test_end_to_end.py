@@ -35,13 +35,17 @@ from tests.support import dashboard_queries as dq
 from tests.support import pg_limits
 from tests.support.alertmanager import AlertmanagerServer, WebhookReceiver, route_to_webhook
 
-from .conftest import require_binary
+from .support.binaries import require_binary
 from .support.project import ROOT, RULES, project_file
 
 AM_EXAMPLE = Path(
     os.environ.get("POOL_EXPORTER_E2E_ALERTMANAGER", ROOT / "alerts/alertmanager.example.yml")
 )
 DASHBOARDS = sorted((ROOT / "dashboards").glob("*.json"))
+
+# The advised settings use nearly every connection the database allows, and the advice comes
+# from a replay measured on this machine: nothing else may run beside this module.
+pytestmark = [pytest.mark.slow, pytest.mark.serial]
 
 POOL = "e2e"
 SCRAPE = 1.0

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 import pool_exporter
 from pool_exporter import metrics as m
-from tests.conftest import scrape, value
+from tests.support.exposition import scrape, value
 
 
 def info(

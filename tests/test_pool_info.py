@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from prometheus_client import CollectorRegistry
 
 import pool_exporter
-from tests.conftest import scrape, value
+from tests.support.exposition import scrape, value
 
 OPENING = "sqlalchemy_pool_opening_connections"
 

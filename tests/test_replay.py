@@ -13,7 +13,7 @@ from pool_exporter.incident import replay as rp
 from pool_exporter.incident.results import SCHEMA, Result, Sample
 from pool_exporter.metrics import HOLD_BUCKETS
 
-from .conftest import value
+from .support.exposition import value
 
 # Fast enough for a test, slow enough that 15 connections cannot keep up with 300 users in
 # 0.5 s: about 100 requests per second served against 600 arriving.

@@ -15,7 +15,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from pool_exporter import metrics as m
-from tests.conftest import scrape
+from tests.support.exposition import scrape
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "docs" / "examples"

@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry
 import pool_exporter
 from pool_exporter import metrics as m
 from pool_exporter.routes import ROUTE_CHARS, ROUTE_UPDATES, LockedRoutes, RouteCap, Totals
-from tests.conftest import scrape, value
+from tests.support.exposition import scrape, value
 from tests.support.forking import in_child
 
 current_route: contextvars.ContextVar[str | None] = contextvars.ContextVar("route", default=None)

@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import create_async_engine
 
 import pool_exporter
-from tests.conftest import value
+from tests.support.exposition import value
 from tests.support.pool_counts import waits
 
 WAIT_BUCKET = "sqlalchemy_pool_checkout_wait_seconds_bucket"

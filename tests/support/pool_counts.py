@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from prometheus_client import CollectorRegistry
 
 from pool_exporter import metrics as m
-from tests.conftest import scrape
+from tests.support.exposition import scrape
 
 
 class CloseCount:
