@@ -8,7 +8,8 @@ COMPAT_PY ?= 3.13
 COMPAT_VENV ?= .venv-sqlalchemy20
 COMPAT_BIN := $(COMPAT_VENV)/bin
 COMPAT_TESTS := tests/test_instrument_api.py tests/test_correctness.py tests/test_correctness_async.py \
-	tests/test_pool_events.py tests/test_long_checkouts.py
+	tests/test_pool_events.py tests/test_long_checkouts.py tests/test_close_reasons.py \
+	tests/test_waits.py tests/test_pool_info.py tests/test_routes.py
 
 .PHONY: demo test lint typecheck unit compat bench generate clean
 

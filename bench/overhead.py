@@ -27,6 +27,10 @@ import sys
 import tempfile
 import time
 import timeit
+from contextvars import ContextVar
+
+# What an application's route= typically reads: a context variable its framework set.
+ROUTE: ContextVar[str] = ContextVar("route", default="/orders/{id}")
 
 VARIANTS = {
     "baseline": "no instrumentation",
@@ -34,6 +38,7 @@ VARIANTS = {
     "pool-exporter": "pool_exporter.instrument(engine)",
     "pool-exporter-threshold": "the same, long_checkout_threshold=60: a borrow site per checkout",
     "pool-exporter-multiprocess": "the same, PROMETHEUS_MULTIPROC_DIR set (gunicorn workers)",
+    "pool-exporter-route": "the same, route= a ContextVar's get: checkouts counted by route",
     "opentelemetry": "opentelemetry-instrumentation-sqlalchemy, SDK MeterProvider recording",
 }
 
@@ -51,6 +56,8 @@ def measure(variant: str, cycles: int, repeats: int) -> tuple[float, float]:
 
         if variant == "pool-exporter-threshold":
             pool_exporter.instrument(engine, name="bench", long_checkout_threshold=60.0)
+        elif variant == "pool-exporter-route":
+            pool_exporter.instrument(engine, name="bench", route=ROUTE.get)
         else:  # without the argument, so that an older checkout can be measured as well
             pool_exporter.instrument(engine, name="bench")
     elif variant == "hooks-only":  # what any exporter built on these two hooks pays first
@@ -126,10 +133,13 @@ def machine() -> str:
 
 
 INTERLEAVED = ("baseline", "pool-exporter", "pool-exporter-multiprocess")
+# With --route, also route= (its own engine), to compare with single-process mode turn by turn.
+INTERLEAVED_ROUTE = (*INTERLEAVED, "pool-exporter-route")
 
 
-def interleaved(cycles: int, turns: int) -> dict[str, float]:
-    """Median microseconds per cycle of each INTERLEAVED variant, all in this process."""
+def interleaved(cycles: int, turns: int, route: bool = False) -> dict[str, float]:
+    """Median microseconds per cycle of each INTERLEAVED variant (INTERLEAVED_ROUTE with
+    `route`), all in this process."""
     import sqlalchemy as sa
 
     import pool_exporter
@@ -138,7 +148,8 @@ def interleaved(cycles: int, turns: int) -> dict[str, float]:
 
     atexit.register(shutil.rmtree, workdir, True)  # the SQLite file and stats files
     engines = {}
-    for variant in INTERLEAVED:
+    variants = INTERLEAVED_ROUTE if route else INTERLEAVED
+    for variant in variants:
         engine = sa.create_engine(f"sqlite:///{workdir}/{variant}.db", pool_size=5)
         if variant == "pool-exporter":
             os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
@@ -147,12 +158,15 @@ def interleaved(cycles: int, turns: int) -> dict[str, float]:
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(dir=workdir)
             pool_exporter.instrument(engine, name="bench-mp")
             assert engine.pool.connect.__closure__ is not None  # instrumented
+        elif variant == "pool-exporter-route":
+            os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+            pool_exporter.instrument(engine, name="bench-route", route=ROUTE.get)
         engines[variant] = engine
     os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
     timers = {v: timeit.Timer(lambda e=e: e.connect().close()) for v, e in engines.items()}
     for timer in timers.values():
         timer.timeit(2000)  # warm the pools and the code paths
-    runs: dict[str, list[float]] = {v: [] for v in INTERLEAVED}
+    runs: dict[str, list[float]] = {v: [] for v in variants}
     for _ in range(turns):
         for variant, timer in timers.items():
             runs[variant].append(timer.timeit(cycles) / cycles * 1e6)
@@ -161,6 +175,9 @@ def interleaved(cycles: int, turns: int) -> dict[str, float]:
     # is what the machine's other load disturbs least.
     pairs = zip(runs["pool-exporter-multiprocess"], runs["pool-exporter"], strict=True)
     out["paired"] = statistics.median(mp - single for mp, single in pairs)
+    if route:
+        pairs = zip(runs["pool-exporter-route"], runs["pool-exporter"], strict=True)
+        out["paired_route"] = statistics.median(r - single for r, single in pairs)
     return out
 
 
@@ -173,6 +190,9 @@ def main() -> int:
         "--only", nargs="+", choices=VARIANTS, help="these variants (and the baseline)"
     )
     parser.add_argument("--interleaved", action="store_true")
+    parser.add_argument(
+        "--route", action="store_true", help="--interleaved: route= as well, beside single-process"
+    )
     parser.add_argument("--turns", type=int, default=60)
     parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -182,7 +202,7 @@ def main() -> int:
         print(json.dumps({"us": median, "min_us": fastest}))
         return 0
     if args.interleaved:
-        return print_interleaved(args.cycles, args.turns, args.rounds)
+        return print_interleaved(args.cycles, args.turns, args.rounds, args.route)
 
     results: dict[str, list[float]] = {v: [] for v in variants}
     for _ in range(args.rounds):
@@ -202,14 +222,16 @@ def main() -> int:
     return 0
 
 
-def print_interleaved(cycles: int, turns: int, rounds: int) -> int:
+def print_interleaved(cycles: int, turns: int, rounds: int, route: bool = False) -> int:
     """Each round in a process of its own; the table shows the median round."""
-    results: dict[str, list[float]] = {v: [] for v in INTERLEAVED}
+    variants = INTERLEAVED_ROUTE if route else INTERLEAVED
+    results: dict[str, list[float]] = {v: [] for v in variants}
     paired: list[float] = []
+    paired_route: list[float] = []
     for _ in range(rounds):
         code = (
             "import json, sys; sys.path.insert(0, 'bench'); import overhead; "
-            f"print(json.dumps(overhead.interleaved({cycles}, {turns})))"
+            f"print(json.dumps(overhead.interleaved({cycles}, {turns}, {route})))"
         )
         env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
         out = subprocess.run(
@@ -217,6 +239,8 @@ def print_interleaved(cycles: int, turns: int, rounds: int) -> int:
         )
         found = json.loads(out.stdout)
         paired.append(found.pop("paired"))
+        if route:
+            paired_route.append(found.pop("paired_route"))
         for variant, us in found.items():
             results[variant].append(us)
     import sqlalchemy
@@ -237,6 +261,11 @@ def print_interleaved(cycles: int, turns: int, rounds: int) -> int:
     print(f"\nmultiprocess minus single-process: {mp - single:+.2f} us (of the medians); "
           f"{statistics.median(paired):+.2f} us (median of the turn-by-turn differences; "
           f"per round {' '.join(f'{p:+.2f}' for p in paired)})")  # fmt: skip
+    if route:
+        routed = statistics.median(results["pool-exporter-route"])
+        print(f"route= minus single-process: {routed - single:+.2f} us (of the medians); "
+              f"{statistics.median(paired_route):+.2f} us (median of the turn-by-turn "
+              f"differences; per round {' '.join(f'{p:+.2f}' for p in paired_route)})")  # fmt: skip
     return 0
 
 

@@ -256,6 +256,7 @@ SAYS = {
     "SQLAlchemyPoolHeadroomLow": ("info", POOL),
     "SQLAlchemyPoolConnectErrors": ("warning", POOL),
     "SQLAlchemyPoolInvalidationStorm": ("warning", POOL),
+    "SQLAlchemyPoolOverflowChurn": ("warning", POOL),
     "SQLAlchemyFleetExceedsDatabaseLimit": ("warning", FLEET),
     "PoolExporterDatabaseConnectionsNearLimit": ("warning", FLEET),
     "PoolExporterDatabaseConnectionsExhausted": ("critical", FLEET),

@@ -146,7 +146,8 @@ def run(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
         WebhookReceiver() as webhook,
         AlertmanagerServer(alertmanager_config(tmp, webhook.url)) as am,
     ):
-        handle = instrument(engine, name=POOL, registry=registry)
+        # route=: the dashboard's panels of who holds the connections show the push's route
+        handle = instrument(engine, name=POOL, registry=registry, route=lambda: "/push")
         server, _ = start_http_server(0, "127.0.0.1", registry)
         target = f"127.0.0.1:{server.server_port}"
         prom = PrometheusServer(
