@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.metadata
 import logging
 import sys
 from collections.abc import Sequence
@@ -17,6 +16,7 @@ from typing import Any, NoReturn
 
 from . import redact
 from .errors import CliError, MissingExtra
+from .release import installed_version
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("pool_exporter.incident.demo", "replay the push incident on an embedded SQLite pool"),
@@ -70,10 +70,7 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def version() -> str:
-    try:
-        return importlib.metadata.version("pool-exporter")
-    except importlib.metadata.PackageNotFoundError:  # run from a checkout, never installed
-        return "unknown (not installed)"
+    return installed_version() or "unknown (not installed)"
 
 
 def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:

@@ -12,7 +12,6 @@ Needs the `otel` extra (opentelemetry-api); `import pool_exporter` never imports
 
 from __future__ import annotations
 
-import importlib.metadata
 import logging
 import math
 import threading
@@ -32,6 +31,7 @@ except ImportError:  # the extra is missing: one line that says which to install
 from . import fork
 from . import metrics as m
 from .instrument import active_handles
+from .release import installed_version
 
 if TYPE_CHECKING:
     from .stats import PoolStats
@@ -152,7 +152,9 @@ class Enabled:
 
     def __init__(self, meter_provider: api.MeterProvider) -> None:
         self.meter_provider = meter_provider
-        self.meter = meter_provider.get_meter(SCOPE, _version(), schema_url=SCHEMA_URL)
+        self.meter = meter_provider.get_meter(
+            SCOPE, installed_version() or "unknown", schema_url=SCHEMA_URL
+        )
         self.instruments: dict[str, api.Asynchronous] = {
             spec.name: _create(self.meter, spec) for spec in INSTRUMENTS
         }
@@ -198,13 +200,6 @@ def _hint(value: object) -> str:
     if callable(getattr(value, "collect", None)):  # a MetricReader
         return " (pass a MeterProvider(metric_readers=[reader]))"
     return ""
-
-
-def _version() -> str:
-    try:
-        return importlib.metadata.version("pool-exporter")
-    except importlib.metadata.PackageNotFoundError:  # run from a checkout, never installed
-        return "unknown"
 
 
 def _create(meter: api.Meter, spec: Instrument) -> api.Asynchronous:
