@@ -19,20 +19,30 @@ from prometheus_client.core import Metric as Family
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from . import metrics as m
+from .exemplars import HOLD, WAIT
 
 if TYPE_CHECKING:
-    from .stats import Capacity, PoolStats
+    from .exemplars import Exemplars, Latest, Traced
+    from .stats import Capacity, Histogram, PoolStats
 
 
 class PoolSource:
-    """What the collector reads for one pool: its label, its stats and its info labels."""
+    """What the collector reads for one pool: its label, its stats, its info labels and its
+    exemplars (exemplars.py)."""
 
-    __slots__ = ("info", "name", "stats")
+    __slots__ = ("exemplars", "info", "name", "stats")
 
-    def __init__(self, name: str, stats: PoolStats, info: dict[str, str]) -> None:
+    def __init__(
+        self,
+        name: str,
+        stats: PoolStats,
+        info: dict[str, str],
+        exemplars: Exemplars | None = None,
+    ) -> None:
         self.name = name
         self.stats = stats
         self.info = info
+        self.exemplars = exemplars
 
 
 def family(metric: m.Metric, per_worker: bool = False) -> Family:
@@ -88,8 +98,9 @@ class PoolCollector(Collector):
         for source in sources:
             # a copy, so the families below agree; not atomic (see PoolStats.snapshot)
             stats = source.stats.snapshot()
+            latest = source.exemplars.snapshot() if source.exemplars is not None else None
             add_worker_samples(found, source.name, stats, source.info)
-            add_total_samples(found, source.name, stats)
+            add_total_samples(found, source.name, stats, latest)
         yield from found.values()
 
 
@@ -150,8 +161,11 @@ def worker_rows(
     return rows
 
 
-def add_total_samples(f: dict[str, Any], pool: str, s: PoolStats) -> None:
-    """The counters and histograms of one pool (a snapshot: see PoolStats.snapshot)."""
+def add_total_samples(
+    f: dict[str, Any], pool: str, s: PoolStats, exemplars: Latest | None = None
+) -> None:
+    """The counters and histograms of one pool (a snapshot: see PoolStats.snapshot), the
+    histograms' buckets with their latest `exemplars` (exemplars.py) where there are some."""
     counters = {
         m.CHECKOUTS: s.checkouts,
         m.CHECKOUT_TIMEOUTS: s.timeouts,
@@ -164,9 +178,10 @@ def add_total_samples(f: dict[str, Any], pool: str, s: PoolStats) -> None:
         m.LONG_CHECKOUTS: s.long_checkouts,
         m.GC_RETURNED: s.gc_returned,
     }
+    latest = exemplars or {}
     histograms = {
-        m.CHECKOUT_WAIT: (s.wait.cumulative(), s.wait.sum),
-        m.HOLD: (s.hold.cumulative(), s.hold.sum),
+        m.CHECKOUT_WAIT: (bucket_rows(s.wait, latest.get(WAIT)), s.wait.sum),
+        m.HOLD: (bucket_rows(s.hold, latest.get(HOLD)), s.hold.sum),
         m.CONNECT_TIME: (s.connect_time.cumulative(), s.connect_time.sum),
     }
     for metric, value in counters.items():
@@ -177,6 +192,19 @@ def add_total_samples(f: dict[str, Any], pool: str, s: PoolStats) -> None:
         f[m.INVALIDATIONS.name].add_metric([pool, str(soft).lower()], value)
     for hook, value in sorted(s.hook_errors.items()):
         f[m.HOOK_ERRORS.name].add_metric([pool, hook], value)
+
+
+def bucket_rows(h: Histogram, traced: Sequence[Traced | None] | None) -> list[Any]:
+    """A histogram's (le, cumulative count) pairs, each a triple with its bucket's exemplar
+    where `traced` (exemplars.Latest's list for it) has one: prometheus-client then writes it
+    in the OpenMetrics format (the text format has no exemplars)."""
+    pairs = h.cumulative()
+    if not traced or not any(traced):
+        return pairs
+    return [
+        (le, count) if t is None else (le, count, t.exemplar())
+        for (le, count), t in zip(pairs, traced, strict=True)
+    ]
 
 
 def oldest_checkout_age(started: float, now: float | None = None) -> float:

@@ -153,6 +153,7 @@ class Hooks:
         enter, failed = self.stats.enter, self.stats.failed
         checked_out = self.tracker.checked_out
         hook_failed, reason = self.hook_failed, self.reason
+        failed_traced = self.tracker.exemplars.failed
 
         def connect() -> Any:
             since = perf_counter()
@@ -165,7 +166,9 @@ class Hooks:
                 fairy = original()
             except BaseException as exc:
                 try:
-                    failed(reason(exc))
+                    why = reason(exc)
+                    failed(why)
+                    failed_traced(why, since)  # the span hears of it (exemplars.py)
                 except Exception as hook_exc:
                     hook_failed("checkout", hook_exc)
                 raise

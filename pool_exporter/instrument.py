@@ -21,6 +21,7 @@ from sqlalchemy.pool import Pool
 from . import fork, multiprocess, uwsgi_fork
 from .checkouts import Checkout, new_tracker
 from .collector import PoolSource, collector_for
+from .exemplars import Exemplars
 from .follow import PoolFollower
 from .hooks import HookErrors, Hooks
 from .stats import PoolStats, new_stats
@@ -150,7 +151,8 @@ class PoolInstrumentation:
     It sets up and takes down the rooms that do the work: `hooks` (hooks.py: the checkout
     wrapper and the pool event listeners), `tracker` (checkouts.py: the checkouts still out),
     `follower` (follow.py: the pool through `dispose()`), `hook_failed` (hooks.py: a failure
-    inside any of them); in a forked child, `reset_after_fork()` starts them again.
+    inside any of them), `exemplars` (exemplars.py: the traces of checkouts that waited, while
+    pool_exporter.otel has them on); in a forked child, `reset_after_fork()` starts them again.
     """
 
     def __init__(
@@ -171,11 +173,14 @@ class PoolInstrumentation:
         info = {"pool_class": type(engine.pool).__name__, **_dialect_info(engine)}
         self.stats = _new_stats(self.name, info)
         self.hook_failed = HookErrors(self.name, self.stats)
-        self.tracker = new_tracker(self.name, self.stats, long_checkout_threshold, self.hook_failed)
+        self.exemplars = _new_exemplars(self.name, self.stats, self.hook_failed)
+        self.tracker = new_tracker(
+            self.name, self.stats, long_checkout_threshold, self.hook_failed, self.exemplars
+        )
         self.follower = PoolFollower(self.stats, self.hook_failed)
         self.hooks = Hooks(engine, self.stats, self.tracker, self.follower, self.hook_failed)
         self.follower.start(engine.pool, self.hooks.wrap_connect)
-        self._collector.add(PoolSource(self.name, self.stats, info))
+        self._collector.add(PoolSource(self.name, self.stats, info, self.exemplars))
         self.hooks.listen()
         fork.register(self)
         self.active = True
@@ -210,11 +215,13 @@ class PoolInstrumentation:
     def reset_after_fork(self) -> None:
         """Start again as a forked child's own (fork.py calls it): nothing counted, nothing
         out (a new marker key: the parent's markers on inherited connections mean nothing), the
-        next hook failure logged in full, a stats file of this process's own in multiprocess
-        mode; with `dispose_on_fork`, `engine.dispose(close=False)`, SQLAlchemy's advice."""
+        next hook failure logged in full, no exemplar of the parent's traces, a stats file of
+        this process's own in multiprocess mode; with `dispose_on_fork`,
+        `engine.dispose(close=False)`, SQLAlchemy's advice."""
         self.tracker.forget()
         self.hook_failed.forget()
         self.stats.reset()
+        self.exemplars.forget()
         if self.dispose_on_fork:
             self.engine.dispose(close=False)
 
@@ -244,3 +251,8 @@ def _new_stats(name: str, info: dict[str, str]) -> PoolStats:
 
         return store.new_stats(name, info, directory)
     return new_stats()
+
+
+def _new_exemplars(name: str, stats: PoolStats, hook_failed: HookErrors) -> Exemplars:
+    """The pool's exemplars."""
+    return Exemplars(name, hook_failed)

@@ -1,0 +1,450 @@
+"""The wait on the trace: a checkout that waited inside an OpenTelemetry span puts the span's
+ids on its bucket of the wait histogram (OpenMetrics) and
+an event on the span; a long hold puts the borrowing span on the hold histogram. A checkout
+that did not wait reads no span, and without a span or with exemplars off nothing changes.
+Real pools (SQLite files, aiosqlite), a real SDK TracerProvider with an in-memory exporter."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import threading
+import time
+from bisect import bisect_left
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any
+from wsgiref.util import setup_testing_defaults
+
+import pytest
+import sqlalchemy as sa
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+from prometheus_client import CollectorRegistry
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as om_parse
+from prometheus_client.parser import text_string_to_metric_families as text_parse
+from prometheus_client.samples import Exemplar
+from sqlalchemy.ext.asyncio import create_async_engine
+
+import pool_exporter
+from pool_exporter import exemplars, otel
+from pool_exporter import metrics as m
+from pool_exporter.instrument import PoolInstrumentation
+from tests.conftest import value
+from tests.support.forking import in_child
+
+from .support.procs import procs
+
+__all__ = ["procs"]
+
+OPENMETRICS = "application/openmetrics-text; version=1.0.0"
+WAIT = m.CHECKOUT_WAIT.name
+HOLD = m.HOLD.name
+
+
+@dataclass
+class Traces:
+    """A real SDK TracerProvider's tracer, and the spans it finished."""
+
+    tracer: trace.Tracer
+    exporter: InMemorySpanExporter
+
+    def finished(self) -> tuple[ReadableSpan, ...]:
+        return self.exporter.get_finished_spans()
+
+
+def traces(**provider_options: Any) -> tuple[Traces, TracerProvider]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(**provider_options)  # samples every trace by default
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return Traces(provider.get_tracer("test_exemplars"), exporter), provider
+
+
+@pytest.fixture
+def traced() -> Iterator[Traces]:
+    """Exemplars on, and a tracer whose spans the test reads back; off again at the end."""
+    found, provider = traces()
+    otel.enable_exemplars()
+    yield found
+    otel.disable_exemplars()
+    provider.shutdown()
+
+
+@pytest.fixture
+def pool(registry: CollectorRegistry, sqlite_url: str) -> Iterator[PoolInstrumentation]:
+    """A QueuePool of one connection on a SQLite file, instrumented as pool `one`."""
+    engine = sa.create_engine(sqlite_url, pool_size=1, max_overflow=0, pool_timeout=5)
+    handle = pool_exporter.instrument(engine, name="one", registry=registry)
+    with engine.connect():  # opened before any test checks out: no wait for a new connection
+        pass
+    yield handle
+    handle.uninstrument()
+    engine.dispose()
+
+
+def wait_in(
+    handle: PoolInstrumentation, hold: float, around: Callable[[], AbstractContextManager[Any]]
+) -> None:
+    """Check out inside `around()` while another thread holds the pool's only connection,
+    which it gives back `hold` seconds after the pool counts this caller waiting."""
+    engine = handle.engine
+    taken, waiting = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with engine.connect():
+            taken.set()
+            assert waiting.wait(10)
+            time.sleep(hold)  # the wait the caller is to have, from the moment it waits
+
+    def watch() -> None:
+        deadline = time.monotonic() + 10
+        while handle.stats.waiting < 1 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        waiting.set()
+
+    threads = [threading.Thread(target=holder), threading.Thread(target=watch)]
+    threads[0].start()
+    assert taken.wait(10)
+    threads[1].start()
+    try:
+        with around(), engine.connect():
+            pass
+    finally:
+        waiting.set()
+        for thread in threads:
+            thread.join()
+
+
+def served(registry: CollectorRegistry, accept: str = OPENMETRICS) -> str:
+    """What pool_exporter.make_wsgi_app serves for `accept` (prometheus-client's negotiation)."""
+    app = pool_exporter.make_wsgi_app(registry)
+    environ: dict[str, Any] = {"HTTP_ACCEPT": accept}
+    setup_testing_defaults(environ)
+    status: list[str] = []
+    body = b"".join(app(environ, lambda s, headers: status.append(s)))
+    assert status == ["200 OK"]
+    return body.decode()
+
+
+def bucket_exemplars(text: str, family: str, **labels: str) -> dict[str, Exemplar]:
+    """The exemplar of each bucket of one histogram series, by `le`, from OpenMetrics text."""
+    found = {}
+    for f in om_parse(text):
+        for s in f.samples:
+            if s.name == family + "_bucket" and labels.items() <= s.labels.items() and s.exemplar:
+                found[s.labels["le"]] = s.exemplar
+    return found
+
+
+def bucket_of(seconds: float, bounds: tuple[float, ...]) -> str:
+    """The `le` of the bucket a value is counted in (a value on a bound is in that bucket)."""
+    i = bisect_left(bounds, seconds)
+    return "+Inf" if i == len(bounds) else repr(float(bounds[i]))
+
+
+def ids(span: trace.Span | ReadableSpan) -> dict[str, str]:
+    context = span.get_span_context()
+    assert context is not None
+    return {"trace_id": f"{context.trace_id:032x}", "span_id": f"{context.span_id:016x}"}
+
+
+def events(spans: tuple[ReadableSpan, ...]) -> list[dict[str, Any]]:
+    return [dict(e.attributes or {}) for s in spans for e in s.events if e.name == otel.EVENT]
+
+
+# -- in process ------------------------------------------------------------------------------
+
+
+def test_a_checkout_that_waits_inside_a_span_puts_its_trace_on_its_wait_bucket(
+    traced: Traces, pool: PoolInstrumentation, registry: CollectorRegistry
+) -> None:
+    spans: list[trace.Span] = []
+
+    @contextlib.contextmanager
+    def request() -> Iterator[None]:
+        with traced.tracer.start_as_current_span("request") as span:
+            spans.append(span)
+            yield
+
+    wait_in(pool, 0.05, request)
+    (event,) = events(traced.finished())
+    wait = event[otel.WAIT_SECONDS]
+    found = bucket_exemplars(served(registry), WAIT, pool="one")
+    assert list(found) == [bucket_of(wait, m.WAIT_BUCKETS)]
+    (exemplar,) = found.values()
+    assert exemplar.labels == ids(spans[0])
+    assert exemplar.value == wait >= 0.05
+    assert time.time() - 60 < float(exemplar.timestamp or 0) <= time.time()
+
+
+def test_the_waited_checkout_adds_the_pool_the_wait_and_the_outcome_to_its_span(
+    traced: Traces, pool: PoolInstrumentation, registry: CollectorRegistry
+) -> None:
+    wait_in(pool, 0.05, lambda: traced.tracer.start_as_current_span("request"))
+    (span,) = traced.finished()
+    (event,) = span.events
+    assert event.name == otel.EVENT == "pool_exporter.checkout_wait"
+    assert dict(event.attributes or {}) == {
+        "db.client.connection.pool.name": "one",
+        otel.WAIT_SECONDS: pytest.approx(event.attributes[otel.WAIT_SECONDS]),  # type: ignore[index]
+        otel.OUTCOME: "success",
+    }
+    assert event.attributes[otel.WAIT_SECONDS] >= 0.05  # type: ignore[index,operator]
+    # The event's wait is the one the histogram counted.
+    count = value(registry, WAIT + "_bucket", pool="one", le="0.001")
+    assert value(registry, WAIT + "_count", pool="one") == count + 1
+
+
+def test_a_checkout_that_times_out_tells_its_span_how_long_it_waited(
+    traced: Traces, registry: CollectorRegistry, sqlite_url: str
+) -> None:
+    engine = sa.create_engine(sqlite_url, pool_size=1, max_overflow=0, pool_timeout=0.1)
+    handle = pool_exporter.instrument(engine, name="timeout", registry=registry)
+    try:
+        with (
+            engine.connect(),
+            traced.tracer.start_as_current_span("request"),
+            pytest.raises(sa.exc.TimeoutError),
+        ):
+            engine.connect()
+        (event,) = events(traced.finished())
+        assert event[otel.OUTCOME] == "timeout"
+        assert event[otel.WAIT_SECONDS] >= 0.1
+        assert event["db.client.connection.pool.name"] == "timeout"
+        # The wait histogram counts successful checkouts only: nothing to annotate there.
+        assert bucket_exemplars(served(registry), WAIT) == {}
+        assert (
+            value(registry, "pool_exporter_hook_errors_total", pool="timeout", hook="checkout") == 0
+        )
+    finally:
+        handle.uninstrument()
+        engine.dispose()
+
+
+def test_an_async_checkout_waits_in_its_tasks_span_and_a_cancelled_one_says_so(
+    traced: Traces, registry: CollectorRegistry, aiosqlite_url: str
+) -> None:
+    async def main() -> tuple[dict[str, str], dict[str, str], str]:
+        engine = create_async_engine(aiosqlite_url, pool_size=1, max_overflow=0, pool_timeout=5)
+        handle = pool_exporter.instrument(engine, name="async", registry=registry)
+        stats = handle.stats
+
+        async def until_waiting() -> None:
+            while stats.waiting < 1:
+                await asyncio.sleep(0.001)
+
+        async def waits() -> dict[str, str]:
+            with traced.tracer.start_as_current_span("request") as span:
+                async with engine.connect():
+                    return ids(span)
+
+        try:
+            async with engine.connect():
+                served_task = asyncio.create_task(waits())
+                await until_waiting()
+                await asyncio.sleep(0.03)  # the wait the task is to have
+            waited = await served_task
+            async with engine.connect():
+                cancelled_task = asyncio.create_task(waits())
+                await until_waiting()
+                cancelled_task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await cancelled_task
+            cancelled = ids(traced.finished()[-1])
+            return waited, cancelled, served(registry)
+        finally:
+            handle.uninstrument()
+            await engine.dispose()
+
+    waited, cancelled, text = asyncio.run(main())
+    first, second = traced.finished()
+    assert ids(first) == waited and ids(second) == cancelled
+    assert [e[otel.OUTCOME] for e in events((first,))] == ["success"]
+    assert [e[otel.OUTCOME] for e in events((second,))] == ["cancelled"]
+    found = bucket_exemplars(text, WAIT, pool="async")
+    assert [e.labels for e in found.values()] == [waited]
+
+
+def test_a_checkout_that_did_not_wait_reads_no_span(
+    traced: Traces,
+    pool: PoolInstrumentation,
+    registry: CollectorRegistry,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    reads: list[int] = []
+    read_span = trace.get_current_span
+
+    def counted(*args: Any) -> trace.Span:
+        reads.append(1)
+        return read_span(*args)
+
+    monkeypatch.setattr(trace, "get_current_span", counted)
+    with traced.tracer.start_as_current_span("request"):
+        reads.clear()  # the tracer read the current span for the new one's parent
+        for _ in range(200):
+            with pool.engine.connect():
+                pass
+    # Only a checkout past the first bucket (1 ms, enable_exemplars' default) read the span:
+    # on a quiet machine none did. Any that did is on the span and in a later bucket.
+    first = value(registry, WAIT + "_bucket", pool="one", le=repr(m.WAIT_BUCKETS[0]))
+    waited = value(registry, WAIT + "_count", pool="one") - first
+    assert len(reads) == waited
+    assert len(events(traced.finished())) == waited
+    assert repr(m.WAIT_BUCKETS[0]) not in bucket_exemplars(served(registry), WAIT)
+
+
+def test_outside_any_span_a_waited_checkout_is_counted_as_without_exemplars(
+    traced: Traces, pool: PoolInstrumentation, registry: CollectorRegistry
+) -> None:
+    wait_in(pool, 0.02, contextlib.nullcontext)
+    text = served(registry)
+    assert " # {" not in text  # no exemplar anywhere
+    assert traced.finished() == ()
+    assert value(registry, "sqlalchemy_pool_checkouts_total", pool="one") == 3
+    assert value(registry, WAIT + "_count", pool="one") == 3
+    for hook in m.HOOKS:
+        assert value(registry, "pool_exporter_hook_errors_total", pool="one", hook=hook) == 0
+
+
+def test_an_unsampled_trace_gets_no_exemplar_and_no_event(
+    pool: PoolInstrumentation, registry: CollectorRegistry
+) -> None:
+    unsampled, provider = traces(sampler=ALWAYS_OFF)
+    otel.enable_exemplars()
+    try:
+        with unsampled.tracer.start_as_current_span("request") as span:
+            assert span.get_span_context().is_valid
+            assert not span.get_span_context().trace_flags.sampled
+        wait_in(pool, 0.02, lambda: unsampled.tracer.start_as_current_span("request"))
+    finally:
+        otel.disable_exemplars()
+        provider.shutdown()
+    assert bucket_exemplars(served(registry), WAIT) == {}
+    assert unsampled.finished() == ()
+
+
+def test_a_long_hold_puts_the_borrowing_span_on_its_hold_bucket_wherever_it_comes_back(
+    traced: Traces, registry: CollectorRegistry, sqlite_url: str
+) -> None:
+    engine = sa.create_engine(sqlite_url, pool_size=2)
+    handle = pool_exporter.instrument(
+        engine, name="holds", registry=registry, long_checkout_threshold=0.05
+    )
+    try:
+        with traced.tracer.start_as_current_span("short"), engine.connect():
+            pass  # under the threshold: no exemplar
+        with traced.tracer.start_as_current_span("long") as span:
+            connection = engine.connect()
+            borrowed = ids(span)
+        started = time.monotonic()
+        time.sleep(0.08)  # the hold, past the threshold
+        connection.close()  # outside any span
+        held = time.monotonic() - started
+        text = served(registry)
+    finally:
+        handle.uninstrument()
+        engine.dispose()
+    found = bucket_exemplars(text, HOLD, pool="holds")
+    assert len(found) == 1
+    ((le, exemplar),) = found.items()
+    assert exemplar.labels == borrowed
+    assert 0.08 <= exemplar.value <= held + 0.05
+    assert le == bucket_of(exemplar.value, m.HOLD_BUCKETS)
+
+
+def test_disable_exemplars_stops_reading_spans_and_keeps_what_was_recorded(
+    traced: Traces, pool: PoolInstrumentation, registry: CollectorRegistry
+) -> None:
+    wait_in(pool, 0.02, lambda: traced.tracer.start_as_current_span("before"))
+    before = bucket_exemplars(served(registry), WAIT)
+    otel.disable_exemplars()
+    assert exemplars.TRACING.min_wait == math.inf and exemplars.TRACING.recorder is None
+    wait_in(pool, 0.02, lambda: traced.tracer.start_as_current_span("after"))
+    assert [s.name for s in traced.finished()] == ["before", "after"]
+    assert len(events(traced.finished())) == 1
+    assert bucket_exemplars(served(registry), WAIT) == before != {}
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"span_events": "yes"}, "span_events must be True or False, got 'yes'"),
+        ({"min_wait": -1}, "min_wait must be a number of seconds, 0 or more, got -1"),
+        ({"min_wait": float("nan")}, "min_wait must be a number of seconds, 0 or more, got nan"),
+        ({"min_wait": "1ms"}, "min_wait must be a number of seconds, 0 or more, got '1ms'"),
+        ({"min_wait": True}, "min_wait must be a number of seconds, 0 or more, got True"),
+    ],
+)
+def test_enable_exemplars_refuses_anything_else_with_one_message(
+    arguments: dict[str, Any], message: str
+) -> None:
+    with pytest.raises((TypeError, ValueError)) as raised:
+        otel.enable_exemplars(**arguments)
+    assert str(raised.value) == message
+    assert exemplars.TRACING.recorder is None
+
+
+class Broken:
+    """A recorder that fails, as a tracing SDK with a bug would inside add_event."""
+
+    def checkout(self, found: exemplars.Exemplars, wait: float, outcome: str) -> None:
+        raise RuntimeError("tracing is broken")
+
+    def capture(self) -> exemplars.Trace | None:
+        raise RuntimeError("tracing is broken")
+
+
+def test_a_failing_recorder_is_a_counted_hook_error_and_the_checkout_goes_on(
+    pool: PoolInstrumentation, registry: CollectorRegistry, caplog: pytest.LogCaptureFixture
+) -> None:
+    exemplars.TRACING.on(Broken(), 0.0)
+    try:
+        with pool.engine.connect() as conn:
+            assert conn.exec_driver_sql("select 1").scalar() == 1
+    finally:
+        exemplars.TRACING.off()
+    assert value(registry, "pool_exporter_hook_errors_total", pool="one", hook="checkout") == 1
+    assert value(registry, "sqlalchemy_pool_checkouts_total", pool="one") == 2
+    assert value(registry, "sqlalchemy_pool_connections", pool="one", state="idle") == 1
+    assert "tracing is broken" in caplog.text
+
+
+def test_the_text_format_shows_no_exemplar_and_the_same_samples(
+    traced: Traces, pool: PoolInstrumentation, registry: CollectorRegistry
+) -> None:
+    wait_in(pool, 0.02, lambda: traced.tracer.start_as_current_span("request"))
+    text = served(registry, "text/plain; version=0.0.4")
+    openmetrics = served(registry)
+    assert " # {" in openmetrics and "#" not in "".join(
+        line for line in text.splitlines() if not line.startswith("# ")
+    )
+
+    def buckets(families: Any) -> dict[tuple[tuple[str, str], ...], float]:
+        return {
+            tuple(sorted(s.labels.items())): s.value
+            for f in families
+            for s in f.samples
+            if s.name == WAIT + "_bucket" and s.labels["pool"] == "one"
+        }
+
+    assert buckets(text_parse(text)) == buckets(om_parse(openmetrics))
+
+
+def test_a_forked_child_starts_without_its_parents_exemplars(
+    traced: Traces, pool: PoolInstrumentation, registry: CollectorRegistry
+) -> None:
+    wait_in(pool, 0.02, lambda: traced.tracer.start_as_current_span("parent"))
+    assert bucket_exemplars(served(registry), WAIT) != {}
+
+    def child() -> tuple[int, int]:
+        before = len(bucket_exemplars(served(registry), WAIT))
+        wait_in(pool, 0.02, lambda: traced.tracer.start_as_current_span("child"))
+        return before, len(bucket_exemplars(served(registry), WAIT))
+
+    assert in_child(child) == (0, 1)
+    assert len(bucket_exemplars(served(registry), WAIT)) == 1
