@@ -254,5 +254,12 @@ def _new_stats(name: str, info: dict[str, str]) -> PoolStats:
 
 
 def _new_exemplars(name: str, stats: PoolStats, hook_failed: HookErrors) -> Exemplars:
-    """The pool's exemplars."""
+    """The pool's exemplars; in multiprocess mode also kept in a file beside its stats file,
+    for the sidecar."""
+    if multiprocess.directory() is not None:
+        from pool_exporter.multiprocess.exemplarfile import FileExemplars
+        from pool_exporter.multiprocess.store import MultiprocessPoolStats
+
+        if isinstance(stats, MultiprocessPoolStats):
+            return FileExemplars(name, hook_failed, stats)
     return Exemplars(name, hook_failed)

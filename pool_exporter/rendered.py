@@ -8,9 +8,9 @@ with a value of 0 and cut before it), and a scrape only formats the value with
 prometheus-client's floatToGoString. Families given as `Rendered` (a live worker's gauges) are
 written that way without building a sample; the samples of every other family find their
 cached lines by name and labels (`_Cache`), except where the encoder does more than write one
-line per sample in order (timestamps, exemplars, the text format's moving of `_created`
-samples): those families are written by the encoder itself. The output is the encoder's, byte
-for byte (tests/test_rendered.py).
+line per sample in order (timestamps, OpenMetrics' exemplars, the text format's moving of
+`_created` samples): those families are written by the encoder itself. The output is the
+encoder's, byte for byte (tests/test_rendered.py).
 
 Content negotiation is prometheus-client's (`choose_encoder`); the cached lines are the chosen
 encoder's own, so they follow its escaping. An encoder this module does not know (a future
@@ -191,13 +191,20 @@ class _Cache:
 
     def text(self, fmt: Format, family: Metric) -> str | None:
         """`family` as the encoder writes it; None where the encoder does more than one line
-        per sample in order (timestamps, exemplars, native histograms, and the text format's
-        moving of OpenMetrics-only samples to families of their own)."""
-        moved = () if fmt.openmetrics else {family.name + s for s in _OPENMETRICS_ONLY}
+        per sample in order (timestamps, OpenMetrics' exemplars, native histograms, and the
+        text format's moving of OpenMetrics-only samples to families of their own). The text
+        format writes no exemplars: a sample's line there is the same with one or without."""
+        openmetrics = fmt.openmetrics
+        moved = () if openmetrics else {family.name + s for s in _OPENMETRICS_ONLY}
         header, lines, _ = self.family(fmt, family)
         out = [header]
         for s in family.samples:
-            if s.timestamp is not None or s.exemplar or s.native_histogram or s.name in moved:
+            if (
+                s.timestamp is not None
+                or (s.exemplar and openmetrics)
+                or s.native_histogram
+                or s.name in moved
+            ):
                 return None
             key = (s.name, *s.labels.items())
             line = lines.get(key)

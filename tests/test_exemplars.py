@@ -1,20 +1,27 @@
 """The wait on the trace: a checkout that waited inside an OpenTelemetry span puts the span's
-ids on its bucket of the wait histogram (OpenMetrics) and
+ids on its bucket of the wait histogram (OpenMetrics, in process and through the sidecar) and
 an event on the span; a long hold puts the borrowing span on the hold histogram. A checkout
 that did not wait reads no span, and without a span or with exemplars off nothing changes.
-Real pools (SQLite files, aiosqlite), a real SDK TracerProvider with an in-memory exporter."""
+Real pools (SQLite files, aiosqlite), a real SDK TracerProvider with an in-memory exporter,
+real worker processes and a real sidecar."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import math
+import os
+import struct
+import subprocess
 import threading
 import time
+import zlib
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from wsgiref.util import setup_testing_defaults
 
@@ -26,6 +33,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from prometheus_client import CollectorRegistry
+from prometheus_client.openmetrics import exposition as openmetrics_exposition
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as om_parse
 from prometheus_client.parser import text_string_to_metric_families as text_parse
 from prometheus_client.samples import Exemplar
@@ -35,10 +43,14 @@ import pool_exporter
 from pool_exporter import exemplars, otel
 from pool_exporter import metrics as m
 from pool_exporter.instrument import PoolInstrumentation
+from pool_exporter.multiprocess import exemplarfile, filenames
+from pool_exporter.multiprocess.reader import WorkersCollector
+from pool_exporter.rendered import Exposed, encode
 from tests.conftest import value
 from tests.support.forking import in_child
 
-from .support.procs import procs
+from .support.procs import Procs, procs, start_sidecar, total
+from .support.workers import kill9, scrape_within
 
 __all__ = ["procs"]
 
@@ -195,9 +207,9 @@ def test_the_waited_checkout_adds_the_pool_the_wait_and_the_outcome_to_its_span(
         otel.OUTCOME: "success",
     }
     assert event.attributes[otel.WAIT_SECONDS] >= 0.05  # type: ignore[index,operator]
-    # The event's wait is the one the histogram counted.
-    count = value(registry, WAIT + "_bucket", pool="one", le="0.001")
-    assert value(registry, WAIT + "_count", pool="one") == count + 1
+    # The first checkout, the holder's and the waiter's are counted, the waiter's wait too.
+    assert value(registry, WAIT + "_count", pool="one") == 3
+    assert value(registry, WAIT + "_sum", pool="one") >= event.attributes[otel.WAIT_SECONDS]  # type: ignore[index,operator]
 
 
 def test_a_checkout_that_times_out_tells_its_span_how_long_it_waited(
@@ -283,6 +295,11 @@ def test_a_checkout_that_did_not_wait_reads_no_span(
         reads.append(1)
         return read_span(*args)
 
+    def past_the_first_bucket() -> float:
+        first = value(registry, WAIT + "_bucket", pool="one", le=repr(m.WAIT_BUCKETS[0]))
+        return value(registry, WAIT + "_count", pool="one") - first
+
+    before = past_the_first_bucket()  # the fixture's first checkout, which opened a connection
     monkeypatch.setattr(trace, "get_current_span", counted)
     with traced.tracer.start_as_current_span("request"):
         reads.clear()  # the tracer read the current span for the new one's parent
@@ -291,8 +308,7 @@ def test_a_checkout_that_did_not_wait_reads_no_span(
                 pass
     # Only a checkout past the first bucket (1 ms, enable_exemplars' default) read the span:
     # on a quiet machine none did. Any that did is on the span and in a later bucket.
-    first = value(registry, WAIT + "_bucket", pool="one", le=repr(m.WAIT_BUCKETS[0]))
-    waited = value(registry, WAIT + "_count", pool="one") - first
+    waited = past_the_first_bucket() - before
     assert len(reads) == waited
     assert len(events(traced.finished())) == waited
     assert repr(m.WAIT_BUCKETS[0]) not in bucket_exemplars(served(registry), WAIT)
@@ -448,3 +464,192 @@ def test_a_forked_child_starts_without_its_parents_exemplars(
 
     assert in_child(child) == (0, 1)
     assert len(bucket_exemplars(served(registry), WAIT)) == 1
+
+
+# -- multiprocess mode: workers' files, read by the sidecar -----------------------------------
+
+
+@dataclass
+class Worker:
+    popen: subprocess.Popen[str]
+    waits: list[dict[str, Any]]
+
+
+@pytest.fixture
+def directories(tmp_path: Path) -> tuple[Path, Path]:
+    """The multiprocess directory, and one for the workers' SQLite files."""
+    multiproc, data = tmp_path / "mp", tmp_path / "data"
+    multiproc.mkdir()
+    data.mkdir()
+    return multiproc, data
+
+
+def start_worker(procs: Procs, directories: tuple[Path, Path], hold: float) -> Worker:
+    """tests/apps/traced_waits.py in multiprocess mode: its wait, once it has made it."""
+    multiproc, data = directories
+    popen, _ = procs.writer(multiproc, str(data), "--hold", str(hold), app="traced_waits.py")
+    assert popen.stdout is not None
+    return Worker(popen, [json.loads(popen.stdout.readline())])
+
+
+def shown(text: str) -> dict[str, dict[str, str]]:
+    """The trace of each bucket of pool `traced`'s wait histogram, by `le`."""
+    return {le: dict(e.labels) for le, e in bucket_exemplars(text, WAIT, pool="traced").items()}
+
+
+def expected(*workers: Worker) -> dict[str, dict[str, str]]:
+    """The newest wait of each bucket among the workers' (listed oldest first)."""
+    out = {}
+    for worker in workers:
+        for wait in worker.waits:
+            out[bucket_of(wait["wait"], m.WAIT_BUCKETS)] = {
+                "trace_id": wait["trace_id"],
+                "span_id": wait["span_id"],
+            }
+    return out
+
+
+def test_two_workers_waits_reach_the_sidecar_as_the_newest_exemplar_of_each_bucket(
+    directories: tuple[Path, Path], procs: Procs
+) -> None:
+    first = start_worker(procs, directories, hold=0.3)
+    second = start_worker(procs, directories, hold=0.3)
+    sidecar = start_sidecar(procs, directories[0])
+    response = sidecar.client.get(sidecar.url + "/metrics", headers={"Accept": OPENMETRICS})
+    assert response.headers["content-type"].startswith("application/openmetrics-text")
+    found = shown(response.text)
+    assert found == expected(first, second)
+    # The second worker's wait is the newest of its bucket, so it is shown whatever the first's.
+    assert second.waits[0]["trace_id"] in {t["trace_id"] for t in found.values()}
+    samples = sidecar.scrape()  # the text format: the same counts, no exemplars
+    # In each worker, the checkout of the thread that held the connection, and the waited one.
+    assert total(samples, WAIT + "_count", pool="traced") == 4
+    assert " # {" not in sidecar.text()
+    for worker in (first, second):
+        worker.popen.kill()
+
+
+def test_an_exited_workers_exemplars_go_with_it_and_its_counts_stay(
+    directories: tuple[Path, Path], procs: Procs
+) -> None:
+    multiproc = directories[0]
+    gone = start_worker(procs, directories, hold=0.05)
+    stays = start_worker(procs, directories, hold=0.05)
+    collector = WorkersCollector(str(multiproc))
+    assert shown(scraped(collector)) == expected(gone, stays)
+    kill9(gone.popen.pid)
+    gone.popen.wait(5)
+    text = scraped(collector)
+    assert shown(text) == expected(stays)
+    assert exemplar_files(multiproc) == [f"{stays.waits[0]['pid']}"]
+    assert counted(text, WAIT + "_count") == 4
+    stays.popen.kill()
+
+
+def scraped(collector: WorkersCollector) -> str:
+    """One OpenMetrics scrape of `collector`, as the sidecar writes it."""
+    return encode(Exposed(collector), openmetrics_exposition.generate_latest).decode()
+
+
+def counted(text: str, name: str, **labels: str) -> float:
+    return sum(
+        s.value
+        for f in om_parse(text)
+        for s in f.samples
+        if s.name == name and labels.items() <= s.labels.items()
+    )
+
+
+def exemplar_files(directory: Path) -> list[str]:
+    """The pids whose exemplar files are in `directory`."""
+    names = (filenames.EXEMPLAR_FILE.match(p.name) for p in sorted(directory.iterdir()))
+    return [match.group(1) for match in names if match is not None]
+
+
+def the_exemplar_file(directory: Path) -> Path:
+    (name,) = [p for p in directory.iterdir() if filenames.EXEMPLAR_FILE.match(p.name)]
+    return name
+
+
+def rewrite_record(path: Path, change: Callable[[bytearray], None]) -> None:
+    """Change the one record the worker wrote, in place."""
+    data = bytearray(path.read_bytes())
+    size = exemplarfile.RECORD_BYTES
+    starts = (exemplarfile.HEADER_BYTES + i * size for i in range(exemplarfile.RECORDS))
+    (at,) = [start for start in starts if any(data[start : start + size])]
+    record = data[at : at + size]
+    change(record)
+    data[at : at + size] = record
+    with open(path, "r+b") as f:  # in place: the worker still has it mapped
+        f.write(data)
+
+
+def torn(record: bytearray) -> None:
+    record[8] ^= 0xFF  # the trace id changed, the checksum not: read while being written
+
+
+def out_of_its_bucket(record: bytearray) -> None:
+    body = bytearray(record[8:])
+    body[24:32] = struct.pack("<d", 1e9)  # the value: far past the bucket the record is in
+    record[8:] = body
+    record[0:4] = zlib.crc32(bytes(body)).to_bytes(4, "little")  # a checksum that matches
+
+
+def other_bounds(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    length = int.from_bytes(data[8:16], "little")
+    meta = json.loads(data[16 : 16 + length])
+    meta["series"]["wait"]["bounds"][0] = 0.002
+    body = json.dumps(meta).encode()
+    page = (exemplarfile.MAGIC + len(body).to_bytes(8, "little") + body).ljust(
+        exemplarfile.HEADER_BYTES, b"\0"
+    )
+    path.write_bytes(page + bytes(data[exemplarfile.HEADER_BYTES :]))
+
+
+def replace_by(path: Path, make: Callable[[Path], None]) -> None:
+    path.unlink()  # the worker keeps its mapping of the removed file
+    make(path)
+
+
+FAULTS: dict[str, tuple[Callable[[Path], None], str | None]] = {
+    "truncated": (lambda p: os.truncate(p, 100), "format"),
+    "cut short of a record": (lambda p: os.truncate(p, p.stat().st_size - 1), "format"),
+    "garbage": (lambda p: replace_by(p, lambda q: q.write_bytes(os.urandom(6000))), "format"),
+    "empty": (lambda p: replace_by(p, lambda q: q.write_bytes(b"")), "format"),
+    "nested header": (
+        lambda p: p.write_bytes(
+            (exemplarfile.MAGIC + (6000).to_bytes(8, "little") + b"[" * 2000).ljust(6000, b"]")
+        ),
+        "format",
+    ),
+    "fifo": (lambda p: replace_by(p, os.mkfifo), "not_regular"),
+    "symlink": (lambda p: replace_by(p, lambda q: q.symlink_to("/dev/zero")), "symlink"),
+    "too large": (lambda p: os.truncate(p, 1 << 20), "too_large"),
+    "torn record": (lambda p: rewrite_record(p, torn), None),
+    "record out of its bucket": (lambda p: rewrite_record(p, out_of_its_bucket), None),
+    "other buckets": (other_bounds, None),
+}
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_a_broken_exemplar_file_costs_its_exemplars_only(
+    fault: str, directories: tuple[Path, Path], procs: Procs
+) -> None:
+    multiproc = directories[0]
+    worker = start_worker(procs, directories, hold=0.02)
+    collector = WorkersCollector(str(multiproc))
+    assert shown(scraped(collector)) == expected(worker)
+    damage, reason = FAULTS[fault]
+    damage(the_exemplar_file(multiproc))
+    for _ in range(2):
+        text = scraped(collector)
+        assert shown(text) == {}
+        assert counted(text, WAIT + "_count") == 2  # the counts are all there
+        assert counted(text, "pool_exporter_multiprocess_up") == 1
+        bad = counted(text, "pool_exporter_multiprocess_bad_files", reason=reason or "format")
+        assert bad == (1 if reason else 0)
+    assert worker.popen.poll() is None
+    samples = scrape_within(collector)
+    assert total(samples, "sqlalchemy_pool_checkouts_total") == 2
+    worker.popen.kill()

@@ -10,7 +10,9 @@ in-process collector uses (collector.py): counters and histograms summed over th
 every live worker, gauges one series per live worker (`worker`, its slot: slots.py; the
 per-worker families come as rendered.Rendered, see workergauges.py). The application's own
 prometheus-client metrics (*.db) are merged by prometheus-client. The work is bounded by the
-live workers: an exited worker costs one fold, once.
+live workers: an exited worker costs one fold, once. A worker's exemplar file of a pool
+(exemplarfile.py) is read beside its stats file, and the newest exemplar of each bucket among
+the workers is served; an exited worker's is removed.
 """
 
 from __future__ import annotations
@@ -33,11 +35,12 @@ from prometheus_client.registry import Collector
 
 from pool_exporter import collector
 from pool_exporter import metrics as m
+from pool_exporter.exemplars import Latest, newest
 from pool_exporter.rendered import Rendered
 from pool_exporter.stats import PoolStats
 
-from . import archive, filenames, filereader, header, layout, liveness, workergauges
-from .files import BadFiles, open_regular, remove
+from . import archive, exemplarfile, filenames, filereader, header, layout, liveness, workergauges
+from .files import BadFiles, open_regular, read_regular, remove
 
 log = logging.getLogger("pool_exporter")
 
@@ -45,6 +48,7 @@ log = logging.getLogger("pool_exporter")
 _DB_MAX_BYTES = 1 << 30
 # A stats file of any layout version this reader can read (layout.Shape bounds the slots).
 _STATS_MAX_BYTES = 128 << 10
+_EXEMPLARS_MAX_BYTES = 128 << 10
 # The names prometheus-client gives its files: the type (and gauge mode) decides the merge.
 _DB_NAME = re.compile(r"^(counter|histogram|summary|gauge_[a-z]+)_\d+\.db$")
 
@@ -73,11 +77,13 @@ def check_directory(path: str) -> str:
 
 @dataclass
 class Worker:
-    """One live worker's pool: what its stats file's header says, its slots now."""
+    """One live worker's pool: what its stats file's header says, its slots now, and its
+    exemplars if it has an exemplar file."""
 
     file: workergauges.WorkerFile
     values: list[float]
     active: bool
+    exemplars: Latest | None = None
 
 
 @dataclass
@@ -176,11 +182,12 @@ class WorkersCollector(Collector):
             self._forget_all_but({*live, *unknown})
             _remove_temporaries(self.path, names, reaped)
             archive.remove_temporaries(self.path, names)
-            store = self._fold(dead, set(names))
-            self._read_live(sorted(live), view, gauges=True)
+            present = set(names)
+            store = self._fold(dead, present)
+            self._read_live(sorted(live), view, present, gauges=True)
             # A worker whose liveness cannot be told: its counts are served from its file
             # (never folded, so never twice), its gauges are not (it may have exited).
-            self._read_live(unknown, view, gauges=False)
+            self._read_live(unknown, view, present, gauges=False)
             view.totals = _totals(store, view.workers)
             workergauges.unique_labels([w.file for w in view.workers if w.active], self.path)
         view.live_pids = len(reaped.live)
@@ -222,15 +229,31 @@ class WorkersCollector(Collector):
         known, values = got
         return known.file.pool, values
 
-    def _read_live(self, names: list[str], view: View, gauges: bool) -> None:
+    def _read_live(self, names: list[str], view: View, present: set[str], gauges: bool) -> None:
         for name in names:
             got = self._read_one(name)
             if got is None:
                 continue
             known, values = got
             active = bool(values[layout.ACTIVE]) and gauges
-            view.workers.append(Worker(known.file, values, active))
+            exemplars = None
+            if filenames.exemplar_file(name) in present:
+                exemplars = self._read_exemplars(filenames.exemplar_file(name))
+            view.workers.append(Worker(known.file, values, active, exemplars))
             view.files += 1
+
+    def _read_exemplars(self, name: str) -> Latest | None:
+        """A worker's exemplar file (read whole, with pread), or None when it cannot be read
+        as one (counted as a bad file): its exemplars are missing, the counts are not."""
+        path = os.path.join(self.path, name)
+        data = read_regular(path, self._bad, _EXEMPLARS_MAX_BYTES)
+        if data is None:
+            return None
+        try:
+            return exemplarfile.decode(data)
+        except ValueError:
+            self._bad(path, "format")
+            return None
 
     def _read_one(self, name: str, cache: bool = True) -> tuple[_Known, list[float]] | None:
         """A worker's file, read with pread (filereader.read): a file truncated meanwhile is
@@ -355,9 +378,10 @@ def _split(names: list[str], reaped: liveness.Reaped) -> tuple[list[str], list[s
 
 
 def _remove_temporaries(directory: str, names: list[str], reaped: liveness.Reaped) -> None:
-    """Stats files a worker began and never renamed into place, once it has exited."""
+    """Stats and exemplar files a worker began and never renamed into place, and its
+    exemplar files, once it has exited (its stats files are folded: _fold)."""
     for name in names:
-        match = filenames.UNFINISHED_STATS_FILE.match(name)
+        match = filenames.UNFINISHED_STATS_FILE.match(name) or filenames.EXEMPLAR_FILE.match(name)
         if match is None:
             continue
         pid = int(match.group(1))
@@ -388,8 +412,13 @@ def _pool_families(view: View) -> Iterator[Metric | Rendered]:
             rows = collector.worker_rows(worker.file.gauges(worker.values), now)
             for (metric, _, value), sample in zip(rows, worker.file.labelled(rows), strict=True):
                 into[metric.name]((sample, value))
+    exemplars: dict[str, list[Latest]] = {}
+    for worker in view.workers:
+        if worker.exemplars is not None:
+            exemplars.setdefault(worker.file.pool, []).append(worker.exemplars)
     for pool in sorted(view.totals):
-        collector.add_total_samples(found, pool, view.totals[pool])
+        latest = newest(exemplars[pool]) if pool in exemplars else None
+        collector.add_total_samples(found, pool, view.totals[pool], latest)
     for name, family in found.items():
         yield rendered.get(name, family)
 
