@@ -7,6 +7,7 @@ of the machine hits them all alike; the figures are medians, and the ratios are 
 baseline of the same run. docs/internals.md explains what the exporter's hooks do.
 
     .venv/bin/python bench/overhead.py [--rounds 3] [--cycles 20000] [--only VARIANT ...]
+                                       [--before DIR]   # DIR holds an older pool_exporter/
     .venv/bin/python bench/overhead.py --interleaved [--turns 60] [--cycles 2000]
 
 `--interleaved` is for a busy machine: baseline, single-process and multiprocess mode run in
@@ -27,6 +28,7 @@ import sys
 import tempfile
 import time
 import timeit
+from contextlib import ExitStack
 
 VARIANTS = {
     "baseline": "no instrumentation",
@@ -34,7 +36,10 @@ VARIANTS = {
     "pool-exporter": "pool_exporter.instrument(engine)",
     "pool-exporter-threshold": "the same, long_checkout_threshold=60: a borrow site per checkout",
     "pool-exporter-multiprocess": "the same, PROMETHEUS_MULTIPROC_DIR set (gunicorn workers)",
+    "pool-exporter-exemplars": "the same as pool-exporter, otel.enable() and "
+    "enable_exemplars(), inside a sampled span",
     "opentelemetry": "opentelemetry-instrumentation-sqlalchemy, SDK MeterProvider recording",
+    "before": "pool_exporter.instrument(engine), the package in --before",
 }
 
 
@@ -46,13 +51,16 @@ def measure(variant: str, cycles: int, repeats: int) -> tuple[float, float]:
 
     atexit.register(shutil.rmtree, workdir, True)  # the SQLite file and stats files
     engine = sa.create_engine(f"sqlite:///{workdir}/bench.db", pool_size=5)
-    if variant.startswith("pool-exporter"):
+    inside = ExitStack()
+    if variant.startswith("pool-exporter") or variant == "before":
         import pool_exporter
 
         if variant == "pool-exporter-threshold":
             pool_exporter.instrument(engine, name="bench", long_checkout_threshold=60.0)
         else:  # without the argument, so that an older checkout can be measured as well
             pool_exporter.instrument(engine, name="bench")
+        if variant == "pool-exporter-exemplars":
+            inside.enter_context(exemplars_on())
     elif variant == "hooks-only":  # what any exporter built on these two hooks pays first
         original = engine.pool.connect
 
@@ -86,13 +94,35 @@ def measure(variant: str, cycles: int, repeats: int) -> tuple[float, float]:
             for m in sm.metrics
         }
         assert any("connection" in n for n in names), names
-    runs = timeit.repeat(cycle, number=cycles, repeat=repeats)
+    with inside:
+        runs = timeit.repeat(cycle, number=cycles, repeat=repeats)
     return statistics.median(runs) / cycles * 1e6, min(runs) / cycles * 1e6
 
 
-def run_variant(variant: str, cycles: int, repeats: int) -> float:
+def exemplars_on(min_wait: float | None = None) -> ExitStack:
+    """pool_exporter.otel.enable() on an SDK MeterProvider and enable_exemplars(min_wait=),
+    and a sampled span of an SDK TracerProvider current until the stack closes: a request's
+    checkouts, which find an idle connection and so read no span."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.trace import TracerProvider
+
+    import pool_exporter.otel
+
+    pool_exporter.otel.enable(MeterProvider())
+    pool_exporter.otel.enable_exemplars(min_wait=min_wait)
+    span = TracerProvider().get_tracer("bench").start_span("request")
+    assert span.get_span_context().trace_flags.sampled
+    stack = ExitStack()
+    stack.enter_context(trace.use_span(span, end_on_exit=True))
+    return stack
+
+
+def run_variant(variant: str, cycles: int, repeats: int, before: str | None = None) -> float:
     env = dict(os.environ)
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    if variant == "before" and before is not None:
+        env["PYTHONPATH"] = before
     with tempfile.TemporaryDirectory() as mp_dir:
         if variant == "pool-exporter-multiprocess":
             env["PROMETHEUS_MULTIPROC_DIR"] = mp_dir
@@ -172,11 +202,14 @@ def main() -> int:
     parser.add_argument(
         "--only", nargs="+", choices=VARIANTS, help="these variants (and the baseline)"
     )
+    parser.add_argument("--before", help="a directory holding an older pool_exporter/")
     parser.add_argument("--interleaved", action="store_true")
     parser.add_argument("--turns", type=int, default=60)
     parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     variants = {v: w for v, w in VARIANTS.items() if not args.only or v in {"baseline", *args.only}}
+    if not args.before:
+        variants.pop("before", None)
     if args.child:
         median, fastest = measure(args.child, args.cycles, args.repeats)
         print(json.dumps({"us": median, "min_us": fastest}))
@@ -187,7 +220,7 @@ def main() -> int:
     results: dict[str, list[float]] = {v: [] for v in variants}
     for _ in range(args.rounds):
         for variant in variants:
-            results[variant].append(run_variant(variant, args.cycles, args.repeats))
+            results[variant].append(run_variant(variant, args.cycles, args.repeats, args.before))
     base = statistics.median(results["baseline"])
     import sqlalchemy
 
