@@ -12,6 +12,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import struct
 import subprocess
 import threading
@@ -42,14 +43,15 @@ from sqlalchemy.ext.asyncio import create_async_engine
 import pool_exporter
 from pool_exporter import exemplars, otel
 from pool_exporter import metrics as m
+from pool_exporter.incident.promserver import PrometheusServer
 from pool_exporter.instrument import PoolInstrumentation
 from pool_exporter.multiprocess import exemplarfile, filenames
 from pool_exporter.multiprocess.reader import WorkersCollector
 from pool_exporter.rendered import Exposed, encode
-from tests.conftest import value
+from tests.conftest import require_binary, value
 from tests.support.forking import in_child
 
-from .support.procs import Procs, procs, start_sidecar, total
+from .support.procs import ROOT, Procs, procs, start_sidecar, total, wait_until
 from .support.workers import kill9, scrape_within
 
 __all__ = ["procs"]
@@ -484,12 +486,14 @@ def directories(tmp_path: Path) -> tuple[Path, Path]:
     return multiproc, data
 
 
-def start_worker(procs: Procs, directories: tuple[Path, Path], hold: float) -> Worker:
-    """tests/apps/traced_waits.py in multiprocess mode: its wait, once it has made it."""
+def start_worker(procs: Procs, directories: tuple[Path, Path], hold: float, *args: str) -> Worker:
+    """tests/apps/traced_waits.py in multiprocess mode: its wait, once it has made it (and
+    its long hold, with --long-hold)."""
     multiproc, data = directories
-    popen, _ = procs.writer(multiproc, str(data), "--hold", str(hold), app="traced_waits.py")
+    popen, _ = procs.writer(multiproc, str(data), "--hold", str(hold), *args, app="traced_waits.py")
     assert popen.stdout is not None
-    return Worker(popen, [json.loads(popen.stdout.readline())])
+    lines = 2 if "--long-hold" in args else 1
+    return Worker(popen, [json.loads(popen.stdout.readline()) for _ in range(lines)])
 
 
 def shown(text: str) -> dict[str, dict[str, str]]:
@@ -652,4 +656,62 @@ def test_a_broken_exemplar_file_costs_its_exemplars_only(
     assert worker.popen.poll() is None
     samples = scrape_within(collector)
     assert total(samples, "sqlalchemy_pool_checkouts_total") == 2
+    worker.popen.kill()
+
+
+class ExemplarPrometheus(PrometheusServer):
+    """A real Prometheus that stores the exemplars it scrapes."""
+
+    def command(self) -> list[str]:
+        return [*super().command(), "--enable-feature=exemplar-storage"]
+
+
+def exemplar_queries(dashboard: dict[str, Any]) -> dict[str, str]:
+    """The query of every dashboard target that asks for exemplars, by panel title, with
+    Grafana's variables replaced as Grafana would for "All"."""
+    found = {}
+    for row in dashboard["panels"]:
+        for panel in [row, *row.get("panels", [])]:
+            for target in panel.get("targets", []):
+                if target.get("exemplar"):
+                    expr = target["expr"].replace("$__rate_interval", "1m")
+                    found[panel["title"]] = re.sub(r"\$\w+", ".*", expr)
+    return found
+
+
+def traces_of(prom: PrometheusServer, query: str) -> set[str]:
+    """The trace ids of the exemplars Prometheus holds for the series `query` reads."""
+    now = time.time()
+    params = {"query": query, "start": f"{now - 600:.3f}", "end": f"{now + 60:.3f}"}
+    data: Any = prom.api.get("/api/v1/query_exemplars", params)  # a list, for this endpoint
+    return {e["labels"]["trace_id"] for series in data for e in series["exemplars"]}
+
+
+def test_prometheus_stores_the_sidecars_exemplars_and_the_dashboards_panels_find_them(
+    directories: tuple[Path, Path], procs: Procs
+) -> None:
+    worker = start_worker(procs, directories, 0.05, "--long-hold", "0.4")
+    wait, hold = worker.waits
+    sidecar = start_sidecar(procs, directories[0])
+    panels = exemplar_queries(json.loads((ROOT / "dashboards" / "pool-exporter.json").read_text()))
+    assert sorted(panels) == [
+        "Checkout wait (heatmap)",
+        "Checkout wait p50 / p95 / p99 vs pool timeout",
+        "Connection hold time p50 / p95 / p99",
+    ]
+    target = sidecar.url.removeprefix("http://")
+    binary = require_binary("prometheus")
+    with ExemplarPrometheus([target], interval=0.5, binary=binary) as prom:
+
+        def traces() -> dict[str, set[str]] | None:
+            """The trace ids of the exemplars each panel's query finds, once all find some."""
+            found = {title: traces_of(prom, query) for title, query in panels.items()}
+            return found if all(found.values()) else None
+
+        found = wait_until(traces, timeout=30, what="Prometheus to store the exemplars")
+    assert found == {
+        "Checkout wait (heatmap)": {wait["trace_id"]},
+        "Checkout wait p50 / p95 / p99 vs pool timeout": {wait["trace_id"]},
+        "Connection hold time p50 / p95 / p99": {hold["trace_id"]},
+    }
     worker.popen.kill()

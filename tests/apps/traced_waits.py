@@ -1,6 +1,6 @@
 """A worker whose checkouts wait inside sampled OpenTelemetry spans, with exemplars on.
 
-    traced_waits.py DIRECTORY [--waits N] [--hold SECONDS]
+    traced_waits.py DIRECTORY [--waits N] [--hold SECONDS] [--long-hold SECONDS]
 
 Instruments a QueuePool of one connection on a SQLite file in DIRECTORY (pool "traced"),
 with a real SDK TracerProvider that samples every trace, and calls
@@ -8,7 +8,10 @@ pool_exporter.otel.enable_exemplars(). Then, N times: a thread takes the only co
 the main thread asks for one inside a span, and the thread gives its connection back HOLD
 seconds after the pool counts the caller waiting. Prints `parent PID`, then one JSON line per
 wait (the pid, the span's trace_id and span_id in hex, the wait the pool measured, from the
-span's event), then waits until stdin closes, holding its liveness lock as a live worker does.
+span's event). With --long-hold, the pool's long_checkout_threshold is half of it, and a
+connection is then borrowed inside a span and held that long: one more JSON line (the span's
+ids, the hold). Then it waits until stdin closes, holding its liveness lock as a live worker
+does.
 """
 
 import argparse
@@ -33,6 +36,7 @@ def main() -> None:
     parser.add_argument("directory")
     parser.add_argument("--waits", type=int, default=1)
     parser.add_argument("--hold", type=float, default=0.3)
+    parser.add_argument("--long-hold", type=float)
     args = parser.parse_args()
     spans = InMemorySpanExporter()
     provider = TracerProvider()
@@ -40,11 +44,26 @@ def main() -> None:
     tracer = provider.get_tracer("traced_waits")
     path = os.path.join(args.directory, f"traced-{os.getpid()}.db")
     engine = sa.create_engine(f"sqlite:///{path}", pool_size=1, max_overflow=0)
-    handle = pool_exporter.instrument(engine, name="traced")
+    threshold = args.long_hold / 2 if args.long_hold else None
+    handle = pool_exporter.instrument(engine, name="traced", long_checkout_threshold=threshold)
     pool_exporter.otel.enable_exemplars()
     print("parent", os.getpid(), flush=True)  # as tests/apps/pool_writer.py does
     for _ in range(args.waits):
         print(json.dumps(one_wait(handle, tracer, spans, args.hold)), flush=True)
+    if args.long_hold:
+        with tracer.start_as_current_span("long") as span:
+            connection = engine.connect()
+        started = time.monotonic()
+        time.sleep(args.long_hold)
+        connection.close()
+        context = span.get_span_context()
+        found = {
+            "pid": os.getpid(),
+            "trace_id": f"{context.trace_id:032x}",
+            "span_id": f"{context.span_id:016x}",
+            "hold": time.monotonic() - started,
+        }
+        print(json.dumps(found), flush=True)
     sys.stdin.read()
 
 
