@@ -8,11 +8,13 @@ baseline of the same run. docs/internals.md explains what the exporter's hooks d
 
     .venv/bin/python bench/overhead.py [--rounds 3] [--cycles 20000] [--only VARIANT ...]
                                        [--before DIR]   # DIR holds an older pool_exporter/
-    .venv/bin/python bench/overhead.py --interleaved [--turns 60] [--cycles 2000]
+    .venv/bin/python bench/overhead.py --interleaved [--turns 60] [--cycles 2000] [--exemplars]
 
 `--interleaved` is for a busy machine: baseline, single-process and multiprocess mode run in
 one process, on three engines, taking turns every `--cycles` cycles; what the other load on
-the machine does hits the three alike, turn by turn. Medians over the turns.
+the machine does hits the three alike, turn by turn. Medians over the turns. `--exemplars`
+adds a fourth engine in single-process mode whose turns run with enable_exemplars() on and a
+sampled span current (switched off again for the other turns).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import sys
 import tempfile
 import time
 import timeit
+from collections.abc import Callable
 from contextlib import ExitStack
 
 VARIANTS = {
@@ -38,9 +41,14 @@ VARIANTS = {
     "pool-exporter-multiprocess": "the same, PROMETHEUS_MULTIPROC_DIR set (gunicorn workers)",
     "pool-exporter-exemplars": "the same as pool-exporter, otel.enable() and "
     "enable_exemplars(), inside a sampled span",
+    "pool-exporter-recording": "the same, min_wait=0: each checkout reads the span, adds the "
+    "event, records the exemplar (what a waited checkout pays besides its wait)",
+    "pool-exporter-recording-mp": "the same, PROMETHEUS_MULTIPROC_DIR set (the exemplar file too)",
     "opentelemetry": "opentelemetry-instrumentation-sqlalchemy, SDK MeterProvider recording",
     "before": "pool_exporter.instrument(engine), the package in --before",
 }
+
+MULTIPROCESS = ("pool-exporter-multiprocess", "pool-exporter-recording-mp")
 
 
 def measure(variant: str, cycles: int, repeats: int) -> tuple[float, float]:
@@ -58,9 +66,11 @@ def measure(variant: str, cycles: int, repeats: int) -> tuple[float, float]:
         if variant == "pool-exporter-threshold":
             pool_exporter.instrument(engine, name="bench", long_checkout_threshold=60.0)
         else:  # without the argument, so that an older checkout can be measured as well
-            pool_exporter.instrument(engine, name="bench")
+            handle = pool_exporter.instrument(engine, name="bench")
         if variant == "pool-exporter-exemplars":
             inside.enter_context(exemplars_on())
+        elif variant.startswith("pool-exporter-recording"):
+            inside.enter_context(exemplars_on(min_wait=0.0))
     elif variant == "hooks-only":  # what any exporter built on these two hooks pays first
         original = engine.pool.connect
 
@@ -94,6 +104,8 @@ def measure(variant: str, cycles: int, repeats: int) -> tuple[float, float]:
             for m in sm.metrics
         }
         assert any("connection" in n for n in names), names
+    if variant.startswith("pool-exporter-recording"):  # prove it records
+        assert any(handle.exemplars.latest["wait"]), "no exemplar recorded"
     with inside:
         runs = timeit.repeat(cycle, number=cycles, repeat=repeats)
     return statistics.median(runs) / cycles * 1e6, min(runs) / cycles * 1e6
@@ -124,7 +136,7 @@ def run_variant(variant: str, cycles: int, repeats: int, before: str | None = No
     if variant == "before" and before is not None:
         env["PYTHONPATH"] = before
     with tempfile.TemporaryDirectory() as mp_dir:
-        if variant == "pool-exporter-multiprocess":
+        if variant in MULTIPROCESS:
             env["PROMETHEUS_MULTIPROC_DIR"] = mp_dir
         out = subprocess.run(
             [sys.executable, __file__, "--child", variant, "--cycles", str(cycles),
@@ -158,21 +170,24 @@ def machine() -> str:
 INTERLEAVED = ("baseline", "pool-exporter", "pool-exporter-multiprocess")
 
 
-def interleaved(cycles: int, turns: int) -> dict[str, float]:
-    """Median microseconds per cycle of each INTERLEAVED variant, all in this process."""
+def interleaved(cycles: int, turns: int, exemplars: bool = False) -> dict[str, float]:
+    """Median microseconds per cycle of each INTERLEAVED variant (and, with `exemplars`,
+    pool-exporter-exemplars), all in this process."""
     import sqlalchemy as sa
 
     import pool_exporter
+
+    variants = (*INTERLEAVED, "pool-exporter-exemplars") if exemplars else INTERLEAVED
 
     workdir = tempfile.mkdtemp(prefix="pool-exporter-bench-")
 
     atexit.register(shutil.rmtree, workdir, True)  # the SQLite file and stats files
     engines = {}
-    for variant in INTERLEAVED:
+    for variant in variants:
         engine = sa.create_engine(f"sqlite:///{workdir}/{variant}.db", pool_size=5)
-        if variant == "pool-exporter":
+        if variant in ("pool-exporter", "pool-exporter-exemplars"):
             os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
-            pool_exporter.instrument(engine, name="bench")
+            pool_exporter.instrument(engine, name=variant)
         elif variant == "pool-exporter-multiprocess":
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(dir=workdir)
             pool_exporter.instrument(engine, name="bench-mp")
@@ -180,18 +195,48 @@ def interleaved(cycles: int, turns: int) -> dict[str, float]:
         engines[variant] = engine
     os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
     timers = {v: timeit.Timer(lambda e=e: e.connect().close()) for v, e in engines.items()}
-    for timer in timers.values():
-        timer.timeit(2000)  # warm the pools and the code paths
-    runs: dict[str, list[float]] = {v: [] for v in INTERLEAVED}
+    turn = {v: timer.timeit for v, timer in timers.items()}
+    if exemplars:
+        turn["pool-exporter-exemplars"] = _with_exemplars(timers["pool-exporter-exemplars"])
+    for run in turn.values():
+        run(2000)  # warm the pools and the code paths
+    runs: dict[str, list[float]] = {v: [] for v in variants}
     for _ in range(turns):
-        for variant, timer in timers.items():
-            runs[variant].append(timer.timeit(cycles) / cycles * 1e6)
+        for variant, run in turn.items():
+            runs[variant].append(run(cycles) / cycles * 1e6)
     out = {v: statistics.median(r) for v, r in runs.items()}
-    # Each turn's two modes ran a few milliseconds apart: their difference, turn by turn,
-    # is what the machine's other load disturbs least.
-    pairs = zip(runs["pool-exporter-multiprocess"], runs["pool-exporter"], strict=True)
-    out["paired"] = statistics.median(mp - single for mp, single in pairs)
+    # Each turn's modes ran a few milliseconds apart: their difference, turn by turn, is
+    # what the machine's other load disturbs least.
+    single = runs["pool-exporter"]
+    pairs = zip(runs["pool-exporter-multiprocess"], single, strict=True)
+    out["paired"] = statistics.median(mp - one for mp, one in pairs)
+    if exemplars:
+        pairs = zip(runs["pool-exporter-exemplars"], single, strict=True)
+        out["paired_exemplars"] = statistics.median(ex - one for ex, one in pairs)
     return out
+
+
+def _with_exemplars(timer: timeit.Timer) -> Callable[[int], float]:
+    """`timer.timeit`, each call with enable_exemplars() on and a sampled span current; off
+    again after it, for the other variants' turns."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.trace import TracerProvider
+
+    import pool_exporter.otel
+
+    pool_exporter.otel.enable(MeterProvider())
+    span = TracerProvider().get_tracer("bench").start_span("request")
+
+    def run(cycles: int) -> float:
+        pool_exporter.otel.enable_exemplars()
+        try:
+            with trace.use_span(span):
+                return timer.timeit(cycles)
+        finally:
+            pool_exporter.otel.disable_exemplars()
+
+    return run
 
 
 def main() -> int:
@@ -205,6 +250,7 @@ def main() -> int:
     parser.add_argument("--before", help="a directory holding an older pool_exporter/")
     parser.add_argument("--interleaved", action="store_true")
     parser.add_argument("--turns", type=int, default=60)
+    parser.add_argument("--exemplars", action="store_true", help="--interleaved: with exemplars")
     parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     variants = {v: w for v, w in VARIANTS.items() if not args.only or v in {"baseline", *args.only}}
@@ -215,7 +261,7 @@ def main() -> int:
         print(json.dumps({"us": median, "min_us": fastest}))
         return 0
     if args.interleaved:
-        return print_interleaved(args.cycles, args.turns, args.rounds)
+        return print_interleaved(args.cycles, args.turns, args.rounds, args.exemplars)
 
     results: dict[str, list[float]] = {v: [] for v in variants}
     for _ in range(args.rounds):
@@ -235,14 +281,15 @@ def main() -> int:
     return 0
 
 
-def print_interleaved(cycles: int, turns: int, rounds: int) -> int:
+def print_interleaved(cycles: int, turns: int, rounds: int, exemplars: bool) -> int:
     """Each round in a process of its own; the table shows the median round."""
-    results: dict[str, list[float]] = {v: [] for v in INTERLEAVED}
+    results: dict[str, list[float]] = {}
     paired: list[float] = []
+    paired_exemplars: list[float] = []
     for _ in range(rounds):
         code = (
             "import json, sys; sys.path.insert(0, 'bench'); import overhead; "
-            f"print(json.dumps(overhead.interleaved({cycles}, {turns})))"
+            f"print(json.dumps(overhead.interleaved({cycles}, {turns}, {exemplars})))"
         )
         env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
         out = subprocess.run(
@@ -250,8 +297,10 @@ def print_interleaved(cycles: int, turns: int, rounds: int) -> int:
         )
         found = json.loads(out.stdout)
         paired.append(found.pop("paired"))
+        if exemplars:
+            paired_exemplars.append(found.pop("paired_exemplars"))
         for variant, us in found.items():
-            results[variant].append(us)
+            results.setdefault(variant, []).append(us)
     import sqlalchemy
 
     print(f"engine.connect().close() on a warm SQLite-file QueuePool, SQLAlchemy "
@@ -270,6 +319,12 @@ def print_interleaved(cycles: int, turns: int, rounds: int) -> int:
     print(f"\nmultiprocess minus single-process: {mp - single:+.2f} us (of the medians); "
           f"{statistics.median(paired):+.2f} us (median of the turn-by-turn differences; "
           f"per round {' '.join(f'{p:+.2f}' for p in paired)})")  # fmt: skip
+    if exemplars:
+        ex = statistics.median(results["pool-exporter-exemplars"])
+        per_round = " ".join(f"{p:+.2f}" for p in paired_exemplars)
+        print(f"exemplars on minus off: {ex - single:+.2f} us (of the medians); "
+              f"{statistics.median(paired_exemplars):+.2f} us (median of the turn-by-turn "
+              f"differences; per round {per_round})")  # fmt: skip
     return 0
 
 
