@@ -24,7 +24,7 @@ import math
 import threading
 import time
 from bisect import bisect_left
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from time import perf_counter
 from typing import NamedTuple, Protocol
 
@@ -102,16 +102,20 @@ def empty() -> Latest:
     return {series: [None] * (len(bounds) + 1) for series, bounds in BOUNDS.items()}
 
 
-def newest(found: Sequence[Mapping[str, Sequence[Traced | None]]]) -> Latest:
+Entries = tuple[tuple[str, int, Traced], ...]
+"""The exemplars of one pool as (histogram, bucket, exemplar), only the buckets that have one:
+what a reader keeps of each worker's exemplar file (few buckets have one)."""
+
+
+def newest(found: Iterable[Entries]) -> Latest:
     """Per histogram and bucket, the newest exemplar of any of `found` (several workers')."""
     out = empty()
-    for one in found:
-        for series, slots in out.items():
-            theirs = one.get(series, ())
-            for i, traced in enumerate(theirs[: len(slots)]):
-                mine = slots[i]
-                if traced is not None and (mine is None or traced.timestamp > mine.timestamp):
-                    slots[i] = traced
+    for entries in found:
+        for series, bucket, traced in entries:
+            slots = out[series]
+            mine = slots[bucket]
+            if mine is None or traced.timestamp > mine.timestamp:
+                slots[bucket] = traced
     return out
 
 

@@ -616,23 +616,32 @@ def replace_by(path: Path, make: Callable[[Path], None]) -> None:
     make(path)
 
 
-FAULTS: dict[str, tuple[Callable[[Path], None], str | None]] = {
-    "truncated": (lambda p: os.truncate(p, 100), "format"),
-    "cut short of a record": (lambda p: os.truncate(p, p.stat().st_size - 1), "format"),
-    "garbage": (lambda p: replace_by(p, lambda q: q.write_bytes(os.urandom(6000))), "format"),
-    "empty": (lambda p: replace_by(p, lambda q: q.write_bytes(b"")), "format"),
+# Each fault: the damage, the reason a reader opening the file counts it under (None: the
+# file is sound, the records are not), and whether a reader that has kept the file open still
+# serves the worker's exemplars: it rereads only the records, which the worker writes by its
+# own layout, from the file the worker writes (another file under the name is not that).
+FAULTS: dict[str, tuple[Callable[[Path], None], str | None, bool]] = {
+    "truncated": (lambda p: os.truncate(p, 100), "format", False),
+    "cut short of a record": (lambda p: os.truncate(p, p.stat().st_size - 1), "format", False),
     "nested header": (
         lambda p: p.write_bytes(
             (exemplarfile.MAGIC + (6000).to_bytes(8, "little") + b"[" * 2000).ljust(6000, b"]")
         ),
         "format",
+        False,
     ),
-    "fifo": (lambda p: replace_by(p, os.mkfifo), "not_regular"),
-    "symlink": (lambda p: replace_by(p, lambda q: q.symlink_to("/dev/zero")), "symlink"),
-    "too large": (lambda p: os.truncate(p, 1 << 20), "too_large"),
-    "torn record": (lambda p: rewrite_record(p, torn), None),
-    "record out of its bucket": (lambda p: rewrite_record(p, out_of_its_bucket), None),
-    "other buckets": (other_bounds, None),
+    "too large": (lambda p: os.truncate(p, 1 << 20), "too_large", False),
+    "torn record": (lambda p: rewrite_record(p, torn), None, False),
+    "record out of its bucket": (lambda p: rewrite_record(p, out_of_its_bucket), None, False),
+    "other buckets": (other_bounds, None, True),
+    "garbage": (
+        lambda p: replace_by(p, lambda q: q.write_bytes(os.urandom(6000))),
+        "format",
+        True,
+    ),
+    "empty": (lambda p: replace_by(p, lambda q: q.write_bytes(b"")), "format", True),
+    "fifo": (lambda p: replace_by(p, os.mkfifo), "not_regular", True),
+    "symlink": (lambda p: replace_by(p, lambda q: q.symlink_to("/dev/zero")), "symlink", True),
 }
 
 
@@ -642,19 +651,31 @@ def test_a_broken_exemplar_file_costs_its_exemplars_only(
 ) -> None:
     multiproc = directories[0]
     worker = start_worker(procs, directories, hold=0.02)
-    collector = WorkersCollector(str(multiproc))
-    assert shown(scraped(collector)) == expected(worker)
-    damage, reason = FAULTS[fault]
+    kept = WorkersCollector(str(multiproc))  # reads the file now, and keeps it open
+    assert shown(scraped(kept)) == expected(worker)
+    damage, reason, still_served = FAULTS[fault]
     damage(the_exemplar_file(multiproc))
-    for _ in range(2):
-        text = scraped(collector)
-        assert shown(text) == {}
-        assert counted(text, WAIT + "_count") == 2  # the counts are all there
-        assert counted(text, "pool_exporter_multiprocess_up") == 1
-        bad = counted(text, "pool_exporter_multiprocess_bad_files", reason=reason or "format")
-        assert bad == (1 if reason else 0)
+    opened = WorkersCollector(str(multiproc))  # a sidecar started after the damage
+    for scrape in range(2):
+        for reader in (kept, opened):
+            text = scraped(reader)
+            assert counted(text, WAIT + "_count") == 2  # the counts are all there
+            assert counted(text, "pool_exporter_multiprocess_up") == 1
+            bad = {
+                r: counted(text, "pool_exporter_multiprocess_bad_files", reason=r)
+                for r in m.BAD_FILE_REASONS
+            }
+            if reader is kept and still_served:
+                assert shown(text) == expected(worker)
+                assert set(bad.values()) == {0}
+                continue
+            assert shown(text) == {}
+            # A file kept open cannot be told too large from otherwise not whole; the next
+            # scrape opens it again.
+            counted_as = "format" if reader is kept and scrape == 0 and reason else reason
+            assert bad == {r: 1 if r == counted_as else 0 for r in m.BAD_FILE_REASONS}
     assert worker.popen.poll() is None
-    samples = scrape_within(collector)
+    samples = scrape_within(opened)
     assert total(samples, "sqlalchemy_pool_checkouts_total") == 2
     worker.popen.kill()
 

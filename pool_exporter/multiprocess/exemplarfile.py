@@ -31,7 +31,7 @@ import zlib
 from time import monotonic
 from typing import TYPE_CHECKING, Any
 
-from pool_exporter.exemplars import BOUNDS, Exemplars, Latest, Traced, empty, valid
+from pool_exporter.exemplars import BOUNDS, Entries, Exemplars, Traced, valid
 
 from . import filenames, files
 
@@ -46,6 +46,8 @@ HEADER_BYTES = 4096
 RECORD_BYTES = 48
 _BODY = struct.Struct("<16s8sdd")  # after the checksum and the padding
 _MAX_RECORDS = 1024
+# The most a file of any version holds: a reader reads no more.
+MAX_BYTES = HEADER_BYTES + RECORD_BYTES * _MAX_RECORDS
 # A file that could not be made (a full filesystem) is tried again no sooner than this.
 _RETRY_SECONDS = 2.0
 
@@ -96,10 +98,10 @@ def _record(data: bytes, at: int) -> Traced | None:
     return Traced(int.from_bytes(trace_id, "big"), int.from_bytes(span_id, "big"), value, timestamp)
 
 
-def decode(data: bytes) -> Latest:
-    """The exemplars a file's content `data` holds, for the histograms this version has with
-    the same buckets; ValueError naming the problem when it is not an exemplar file, whatever
-    the bytes are. A record that is not an exemplar of its bucket is left out."""
+def _layout(data: bytes) -> tuple[int, dict[str, int]]:
+    """From a file's content: how many records it has, and the first record of each histogram
+    this version has with the same buckets; ValueError naming the problem when it is not an
+    exemplar file's header, whatever the bytes are."""
     if len(data) < HEADER_BYTES or data[:8] != MAGIC:
         raise ValueError("not a pool-exporter exemplar file")
     length = int.from_bytes(data[8:16], "little")
@@ -116,21 +118,79 @@ def decode(data: bytes) -> Latest:
         raise ValueError("corrupt header")
     if not 0 < records <= _MAX_RECORDS:
         raise ValueError("corrupt header")
-    if len(data) != HEADER_BYTES + RECORD_BYTES * records:
-        raise ValueError("truncated")
-    out = empty()
-    for name, slots in out.items():
+    found = {}
+    for name, bounds in BOUNDS.items():
         theirs = series.get(name)
-        if not isinstance(theirs, dict) or theirs.get("bounds") != list(BOUNDS[name]):
+        if not isinstance(theirs, dict) or theirs.get("bounds") != list(bounds):
             continue  # not there, or other buckets: none rather than misplaced ones
         at = theirs.get("at")
-        if not isinstance(at, int) or isinstance(at, bool) or not 0 <= at <= records - len(slots):
+        if (
+            not isinstance(at, int)
+            or isinstance(at, bool)
+            or not 0 <= at <= records - len(bounds) - 1
+        ):
             raise ValueError("corrupt header")
-        for bucket in range(len(slots)):
-            traced = _record(data, HEADER_BYTES + RECORD_BYTES * (at + bucket))
-            if traced is not None and valid(traced, BOUNDS[name], bucket):
-                slots[bucket] = traced
-    return out
+        found[name] = at
+    return records, found
+
+
+class View:
+    """One exemplar file as a reader keeps it between scrapes: its header, parsed once while it
+    stays the same, and its records as last read with the exemplars they held, so a scrape of
+    an unchanged file decodes nothing. `fd` is its descriptor while the reader keeps it open;
+    then only its records are read again (`records`), as a kept stats file's slots are: a
+    writer never replaces its file, and another file under the name is not the writer's."""
+
+    __slots__ = ("_at", "_entries", "_page", "_raw", "_records", "fd", "size")
+
+    def __init__(self) -> None:
+        self.fd: int | None = None
+        # How much of the records to read: one byte more than the header says they take (a
+        # file that is longer is not one).
+        self.size = 0
+        self._page: int | None = None  # the header's hash (a keyed one: nobody can aim at it)
+        self._records = 0
+        self._at: dict[str, int] = {}
+        self._raw: bytes | None = None  # nothing read yet (no records is not that)
+        self._entries: Entries = ()
+
+    def read(self, data: bytes) -> Entries:
+        """The exemplars the file's whole content `data` holds, for the histograms this
+        version has with the same buckets; ValueError when it is not an exemplar file (or not
+        whole). A record that is not an exemplar of its bucket is left out."""
+        page = hash(data[:HEADER_BYTES])
+        if page != self._page:
+            self._records, self._at = _layout(data)
+            self._page, self._raw = page, None
+            self.size = RECORD_BYTES * self._records + 1
+        return self.records(data[HEADER_BYTES:])
+
+    def records(self, raw: bytes) -> Entries:
+        """The exemplars in `raw`, the file's records read again (after `read`)."""
+        if raw == self._raw:
+            return self._entries
+        if self._page is None or len(raw) != RECORD_BYTES * self._records:
+            raise ValueError("truncated")
+        found = []
+        for name, at in self._at.items():
+            bounds = BOUNDS[name]
+            for bucket in range(len(bounds) + 1):
+                start = RECORD_BYTES * (at + bucket)
+                if raw[start : start + RECORD_BYTES] == _EMPTY:
+                    continue  # never written
+                traced = _record(raw, start)
+                if traced is not None and valid(traced, bounds, bucket):
+                    found.append((name, bucket, traced))
+        self._raw, self._entries = raw, tuple(found)
+        return self._entries
+
+
+_EMPTY = bytes(RECORD_BYTES)
+
+
+def decode(data: bytes) -> Entries:
+    """The exemplars a file's content `data` holds (View.read, once)."""
+    return View().read(data)
 
 
 def create(stats_path: str) -> mmap.mmap:

@@ -35,12 +35,12 @@ from prometheus_client.registry import Collector
 
 from pool_exporter import collector
 from pool_exporter import metrics as m
-from pool_exporter.exemplars import Latest, newest
+from pool_exporter.exemplars import Entries, newest
 from pool_exporter.rendered import Rendered
 from pool_exporter.stats import PoolStats
 
 from . import archive, exemplarfile, filenames, filereader, header, layout, liveness, workergauges
-from .files import BadFiles, open_regular, read_regular, remove
+from .files import BadFiles, open_regular, remove
 
 log = logging.getLogger("pool_exporter")
 
@@ -48,7 +48,6 @@ log = logging.getLogger("pool_exporter")
 _DB_MAX_BYTES = 1 << 30
 # A stats file of any layout version this reader can read (layout.Shape bounds the slots).
 _STATS_MAX_BYTES = 128 << 10
-_EXEMPLARS_MAX_BYTES = 128 << 10
 # The names prometheus-client gives its files: the type (and gauge mode) decides the merge.
 _DB_NAME = re.compile(r"^(counter|histogram|summary|gauge_[a-z]+)_\d+\.db$")
 
@@ -83,7 +82,7 @@ class Worker:
     file: workergauges.WorkerFile
     values: list[float]
     active: bool
-    exemplars: Latest | None = None
+    exemplars: Entries = ()
 
 
 @dataclass
@@ -99,8 +98,9 @@ class View:
 
 class _Known:
     """A stats file's header page and what it says, parsed once while it stays the same: how
-    to decode its slots, and the worker's labels rendered for the scrape (WorkerFile); and the
-    file's descriptor while the reader keeps it open between scrapes."""
+    to decode its slots, and the worker's labels rendered for the scrape (WorkerFile); the
+    file's descriptor while the reader keeps it open between scrapes; and its exemplar file's
+    View (exemplarfile.py), once there is one."""
 
     def __init__(self, page: bytes) -> None:
         self.page = page
@@ -108,6 +108,7 @@ class _Known:
         meta, shape = header.parse(page)
         self.decoder = filereader.decoder(shape)
         self.file = workergauges.WorkerFile(meta)
+        self.exemplars: exemplarfile.View | None = None
 
 
 class WorkersCollector(Collector):
@@ -170,6 +171,10 @@ class WorkersCollector(Collector):
         view = View()
         with archive.locked(self.path):
             names = os.listdir(self.path)  # before the liveness checks: see _split
+            # Exemplar files go with their stats files, and only the pairing reads their
+            # names: the other passes over the listing need not match them.
+            exemplars = {n for n in names if n.endswith(".exemplars")}
+            names = [n for n in names if n not in exemplars]
             reaped = liveness.reap(self.path, names, self._bad)
             self._dead_total += len(reaped.dead)
             if reaped.dead:
@@ -182,12 +187,11 @@ class WorkersCollector(Collector):
             self._forget_all_but({*live, *unknown})
             _remove_temporaries(self.path, names, reaped)
             archive.remove_temporaries(self.path, names)
-            present = set(names)
-            store = self._fold(dead, present)
-            self._read_live(sorted(live), view, present, gauges=True)
+            store = self._fold(dead, set(names), exemplars)
+            self._read_live(sorted(live), view, exemplars, gauges=True)
             # A worker whose liveness cannot be told: its counts are served from its file
             # (never folded, so never twice), its gauges are not (it may have exited).
-            self._read_live(unknown, view, present, gauges=False)
+            self._read_live(unknown, view, exemplars, gauges=False)
             view.totals = _totals(store, view.workers)
             workergauges.unique_labels([w.file for w in view.workers if w.active], self.path)
         view.live_pids = len(reaped.live)
@@ -195,7 +199,14 @@ class WorkersCollector(Collector):
         view.files += dbs
         return view
 
-    def _fold(self, dead: list[str], present: set[str]) -> archive.Archive:
+    def _fold(self, dead: list[str], present: set[str], exemplars: set[str]) -> archive.Archive:
+        for name in dead:  # an exited worker's exemplars go with it, before its stats file
+            exemplar_file = filenames.exemplar_file(name)
+            if exemplar_file in exemplars:
+                try:
+                    remove(os.path.join(self.path, exemplar_file))
+                except OSError:  # another user's, in a sticky directory: never read again
+                    self._bad(os.path.join(self.path, exemplar_file), "cannot_remove")
         store = self._archive.load(self._bad)
         found: dict[str, tuple[str, list[float]]] = {}
         for name in dead:
@@ -229,31 +240,57 @@ class WorkersCollector(Collector):
         known, values = got
         return known.file.pool, values
 
-    def _read_live(self, names: list[str], view: View, present: set[str], gauges: bool) -> None:
+    def _read_live(self, names: list[str], view: View, exemplars: set[str], gauges: bool) -> None:
         for name in names:
             got = self._read_one(name)
             if got is None:
                 continue
             known, values = got
             active = bool(values[layout.ACTIVE]) and gauges
-            exemplars = None
-            if filenames.exemplar_file(name) in present:
-                exemplars = self._read_exemplars(filenames.exemplar_file(name))
-            view.workers.append(Worker(known.file, values, active, exemplars))
+            entries: Entries = ()
+            exemplar_file = filenames.exemplar_file(name)
+            if exemplar_file in exemplars:
+                entries = self._read_exemplars(exemplar_file, known)
+            view.workers.append(Worker(known.file, values, active, entries))
             view.files += 1
 
-    def _read_exemplars(self, name: str) -> Latest | None:
-        """A worker's exemplar file (read whole, with pread), or None when it cannot be read
-        as one (counted as a bad file): its exemplars are missing, the counts are not."""
+    def _read_exemplars(self, name: str, known: _Known) -> Entries:
+        """A worker's exemplar file, read whole with pread; none when it cannot be read as
+        one (counted as a bad file): its exemplars are missing, the counts are not. Its View
+        stays with the stats file's `known`, so an unchanged file is not decoded again, and
+        its descriptor stays open while the stats file's does, its records read again at each
+        scrape."""
+        found = known.exemplars
+        if found is not None and found.fd is not None:
+            try:
+                return found.records(os.pread(found.fd, found.size, exemplarfile.HEADER_BYTES))
+            except (OSError, ValueError):
+                self._bad(os.path.join(self.path, name), "format")
+                self._close_exemplars(known)
+                return ()
         path = os.path.join(self.path, name)
-        data = read_regular(path, self._bad, _EXEMPLARS_MAX_BYTES)
-        if data is None:
-            return None
+        fd = open_regular(path, self._bad, exemplarfile.MAX_BYTES)
+        if fd is None:
+            return ()
+        found = known.exemplars = found or exemplarfile.View()
         try:
-            return exemplarfile.decode(data)
-        except ValueError:
+            entries = found.read(os.pread(fd, exemplarfile.MAX_BYTES, 0))
+        except (OSError, ValueError):
+            os.close(fd)
             self._bad(path, "format")
-            return None
+            known.exemplars = None
+            return ()
+        if known.fd is not None and self._kept < self._keep_open:
+            found.fd, self._kept = fd, self._kept + 1
+        else:
+            os.close(fd)
+        return entries
+
+    def _close_exemplars(self, known: _Known) -> None:
+        found, known.exemplars = known.exemplars, None
+        if found is not None and found.fd is not None:
+            os.close(found.fd)
+            self._kept -= 1
 
     def _read_one(self, name: str, cache: bool = True) -> tuple[_Known, list[float]] | None:
         """A worker's file, read with pread (filereader.read): a file truncated meanwhile is
@@ -297,9 +334,11 @@ class WorkersCollector(Collector):
 
     def _forget(self, name: str) -> None:
         known = self._known.pop(name, None)
-        if known is not None and known.fd is not None:
-            os.close(known.fd)
-            self._kept -= 1
+        if known is not None:
+            self._close_exemplars(known)
+            if known.fd is not None:
+                os.close(known.fd)
+                self._kept -= 1
 
     def _merge_db(self, names: list[str]) -> tuple[list[Metric], int]:
         """The application's own prometheus-client metrics, from the files that look sound;
@@ -378,10 +417,10 @@ def _split(names: list[str], reaped: liveness.Reaped) -> tuple[list[str], list[s
 
 
 def _remove_temporaries(directory: str, names: list[str], reaped: liveness.Reaped) -> None:
-    """Stats and exemplar files a worker began and never renamed into place, and its
-    exemplar files, once it has exited (its stats files are folded: _fold)."""
+    """Stats and exemplar files a worker began and never renamed into place, once it has
+    exited."""
     for name in names:
-        match = filenames.UNFINISHED_STATS_FILE.match(name) or filenames.EXEMPLAR_FILE.match(name)
+        match = filenames.UNFINISHED_STATS_FILE.match(name)
         if match is None:
             continue
         pid = int(match.group(1))
@@ -412,9 +451,9 @@ def _pool_families(view: View) -> Iterator[Metric | Rendered]:
             rows = collector.worker_rows(worker.file.gauges(worker.values), now)
             for (metric, _, value), sample in zip(rows, worker.file.labelled(rows), strict=True):
                 into[metric.name]((sample, value))
-    exemplars: dict[str, list[Latest]] = {}
+    exemplars: dict[str, list[Entries]] = {}
     for worker in view.workers:
-        if worker.exemplars is not None:
+        if worker.exemplars:
             exemplars.setdefault(worker.file.pool, []).append(worker.exemplars)
     for pool in sorted(view.totals):
         latest = newest(exemplars[pool]) if pool in exemplars else None
@@ -426,5 +465,6 @@ def _pool_families(view: View) -> Iterator[Metric | Rendered]:
 def _close_all(known: dict[str, _Known]) -> None:
     """A collector that is garbage-collected closes the descriptors it kept."""
     for one in known.values():
-        if one.fd is not None:
-            os.close(one.fd)
+        for fd in (one.fd, one.exemplars.fd if one.exemplars is not None else None):
+            if fd is not None:
+                os.close(fd)
