@@ -25,6 +25,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from contextvars import ContextVar
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -34,6 +35,7 @@ VARIANTS = {
     "pool-exporter": "pool_exporter.instrument(engine)",
     "pool-exporter-threshold": "the same, long_checkout_threshold=60",
     "pool-exporter-multiprocess": "the same, PROMETHEUS_MULTIPROC_DIR set",
+    "pool-exporter-route": "the same, route= a ContextVar's get",
     "pool-exporter-exemplars": "the same as pool-exporter, otel.enable_exemplars(), in a span",
     "before": "pool_exporter.instrument(engine), the package in --before",
 }
@@ -52,14 +54,16 @@ def count(variant: str) -> dict[str, float]:
         import pool_exporter
 
         threshold = 60.0 if variant == "pool-exporter-threshold" else None
-        pool_exporter.instrument(engine, name="bench", long_checkout_threshold=threshold)
+        if variant == "pool-exporter-route":
+            route: ContextVar[str] = ContextVar("route", default="/orders/{id}")
+            pool_exporter.instrument(engine, name="bench", route=route.get)
+        else:  # without route=, so that an older checkout can be counted as well
+            pool_exporter.instrument(engine, name="bench", long_checkout_threshold=threshold)
     if variant == "pool-exporter-exemplars":  # the checkouts of a request, as overhead.py's
         sys.path.insert(0, str(Path(__file__).parent))
         from overhead import exemplars_on
 
-        # Counting opcodes makes a checkout take longer than the default 1 ms: a wait the
-        # checkout does not have untraced. Past 1 s, only a real wait would read the span.
-        atexit.register(exemplars_on(min_wait=1.0).close)
+        atexit.register(exemplars_on().close)
     for _ in range(CYCLES):  # warm: the first checkouts open connections
         engine.connect().close()
     counts: collections.Counter[str] = collections.Counter()

@@ -8,13 +8,19 @@ baseline of the same run. docs/internals.md explains what the exporter's hooks d
 
     .venv/bin/python bench/overhead.py [--rounds 3] [--cycles 20000] [--only VARIANT ...]
                                        [--before DIR]   # DIR holds an older pool_exporter/
-    .venv/bin/python bench/overhead.py --interleaved [--turns 60] [--cycles 2000] [--exemplars]
+    .venv/bin/python bench/overhead.py --recording [--cycles 20000]
+    .venv/bin/python bench/overhead.py --interleaved [--turns 60] [--cycles 2000] [--route]
+                                       [--exemplars]
+
+`--recording` times what a checkout that waited pays for its exemplar and span event, in
+single-process and in multiprocess mode.
 
 `--interleaved` is for a busy machine: baseline, single-process and multiprocess mode run in
 one process, on three engines, taking turns every `--cycles` cycles; what the other load on
-the machine does hits the three alike, turn by turn. Medians over the turns. `--exemplars`
-adds a fourth engine in single-process mode whose turns run with enable_exemplars() on and a
-sampled span current (switched off again for the other turns).
+the machine does hits the three alike, turn by turn. Medians over the turns. `--route` adds
+an engine with route=, `--exemplars` one whose turns run with enable_exemplars() on and a
+sampled span current (switched off again for the other turns), each compared with
+single-process mode turn by turn.
 """
 
 from __future__ import annotations
@@ -32,6 +38,10 @@ import time
 import timeit
 from collections.abc import Callable
 from contextlib import ExitStack
+from contextvars import ContextVar
+
+# What an application's route= typically reads: a context variable its framework set.
+ROUTE: ContextVar[str] = ContextVar("route", default="/orders/{id}")
 
 VARIANTS = {
     "baseline": "no instrumentation",
@@ -39,16 +49,14 @@ VARIANTS = {
     "pool-exporter": "pool_exporter.instrument(engine)",
     "pool-exporter-threshold": "the same, long_checkout_threshold=60: a borrow site per checkout",
     "pool-exporter-multiprocess": "the same, PROMETHEUS_MULTIPROC_DIR set (gunicorn workers)",
+    "pool-exporter-route": "the same, route= a ContextVar's get: checkouts counted by route",
     "pool-exporter-exemplars": "the same as pool-exporter, otel.enable() and "
     "enable_exemplars(), inside a sampled span",
-    "pool-exporter-recording": "the same, min_wait=0: each checkout reads the span, adds the "
-    "event, records the exemplar (what a waited checkout pays besides its wait)",
-    "pool-exporter-recording-mp": "the same, PROMETHEUS_MULTIPROC_DIR set (the exemplar file too)",
     "opentelemetry": "opentelemetry-instrumentation-sqlalchemy, SDK MeterProvider recording",
     "before": "pool_exporter.instrument(engine), the package in --before",
 }
 
-MULTIPROCESS = ("pool-exporter-multiprocess", "pool-exporter-recording-mp")
+MULTIPROCESS = ("pool-exporter-multiprocess",)
 
 
 def measure(variant: str, cycles: int, repeats: int) -> tuple[float, float]:
@@ -65,12 +73,12 @@ def measure(variant: str, cycles: int, repeats: int) -> tuple[float, float]:
 
         if variant == "pool-exporter-threshold":
             pool_exporter.instrument(engine, name="bench", long_checkout_threshold=60.0)
+        elif variant == "pool-exporter-route":
+            pool_exporter.instrument(engine, name="bench", route=ROUTE.get)
         else:  # without the argument, so that an older checkout can be measured as well
-            handle = pool_exporter.instrument(engine, name="bench")
+            pool_exporter.instrument(engine, name="bench")
         if variant == "pool-exporter-exemplars":
             inside.enter_context(exemplars_on())
-        elif variant.startswith("pool-exporter-recording"):
-            inside.enter_context(exemplars_on(min_wait=0.0))
     elif variant == "hooks-only":  # what any exporter built on these two hooks pays first
         original = engine.pool.connect
 
@@ -104,8 +112,6 @@ def measure(variant: str, cycles: int, repeats: int) -> tuple[float, float]:
             for m in sm.metrics
         }
         assert any("connection" in n for n in names), names
-    if variant.startswith("pool-exporter-recording"):  # prove it records
-        assert any(handle.exemplars.latest["wait"]), "no exemplar recorded"
     with inside:
         runs = timeit.repeat(cycle, number=cycles, repeat=repeats)
     return statistics.median(runs) / cycles * 1e6, min(runs) / cycles * 1e6
@@ -128,6 +134,48 @@ def exemplars_on(min_wait: float | None = None) -> ExitStack:
     stack = ExitStack()
     stack.enter_context(trace.use_span(span, end_on_exit=True))
     return stack
+
+
+def recording(calls: int) -> float:
+    """Microseconds per `Exemplars.waited()` in this process, with exemplars on and a sampled
+    span current: what the tracker's waited path adds to a checkout that waited, besides its
+    wait (the span read, the event, the exemplar, and in multiprocess mode its file)."""
+    import sqlalchemy as sa
+
+    import pool_exporter
+
+    workdir = tempfile.mkdtemp(prefix="pool-exporter-bench-")
+    atexit.register(shutil.rmtree, workdir, True)
+    engine = sa.create_engine(f"sqlite:///{workdir}/bench.db", pool_size=5)
+    handle = pool_exporter.instrument(engine, name="bench")
+    engine.connect().close()  # the stats file, in multiprocess mode
+    waits = (0.002, 0.02, 0.2, 2.0)  # four buckets, written in turn
+    with exemplars_on():
+        handle.exemplars.waited(0.002)
+        assert handle.exemplars.latest["wait"][1] is not None, "no exemplar recorded"
+        runs = timeit.repeat(
+            lambda: [handle.exemplars.waited(w) for w in waits], number=calls // 4, repeat=7
+        )
+    return min(runs) / (calls // 4 * 4) * 1e6
+
+
+def print_recording(calls: int) -> int:
+    print("what a checkout that waited pays besides its wait: Exemplars.waited(), exemplars on,")
+    print(f"a sampled SDK span current (fastest of 7 x {calls} calls)")
+    for mode in ("single-process", "multiprocess"):
+        env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+        with tempfile.TemporaryDirectory() as mp_dir:
+            if mode == "multiprocess":
+                env["PROMETHEUS_MULTIPROC_DIR"] = mp_dir
+            code = (
+                "import sys; sys.path.insert(0, 'bench'); import overhead; "
+                f"print(overhead.recording({calls}))"
+            )
+            out = subprocess.run(
+                [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+            )
+        print(f"{mode:<16}{float(out.stdout):>8.2f} us per waited checkout")
+    return 0
 
 
 def run_variant(variant: str, cycles: int, repeats: int, before: str | None = None) -> float:
@@ -168,16 +216,20 @@ def machine() -> str:
 
 
 INTERLEAVED = ("baseline", "pool-exporter", "pool-exporter-multiprocess")
+# What --route and --exemplars add, each an engine of its own compared with single-process
+# mode turn by turn.
+INTERLEAVED_EXTRA = ("pool-exporter-route", "pool-exporter-exemplars")
 
 
-def interleaved(cycles: int, turns: int, exemplars: bool = False) -> dict[str, float]:
-    """Median microseconds per cycle of each INTERLEAVED variant (and, with `exemplars`,
-    pool-exporter-exemplars), all in this process."""
+def interleaved(cycles: int, turns: int, extra: tuple[str, ...] = ()) -> dict[str, float]:
+    """Median microseconds per cycle of each INTERLEAVED variant and of those of `extra`, all
+    in this process; `paired <variant>`, the median of its turn-by-turn differences to
+    single-process mode."""
     import sqlalchemy as sa
 
     import pool_exporter
 
-    variants = (*INTERLEAVED, "pool-exporter-exemplars") if exemplars else INTERLEAVED
+    variants = (*INTERLEAVED, *extra)
 
     workdir = tempfile.mkdtemp(prefix="pool-exporter-bench-")
 
@@ -192,11 +244,14 @@ def interleaved(cycles: int, turns: int, exemplars: bool = False) -> dict[str, f
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(dir=workdir)
             pool_exporter.instrument(engine, name="bench-mp")
             assert engine.pool.connect.__closure__ is not None  # instrumented
+        elif variant == "pool-exporter-route":
+            os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+            pool_exporter.instrument(engine, name="bench-route", route=ROUTE.get)
         engines[variant] = engine
     os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
     timers = {v: timeit.Timer(lambda e=e: e.connect().close()) for v, e in engines.items()}
     turn = {v: timer.timeit for v, timer in timers.items()}
-    if exemplars:
+    if "pool-exporter-exemplars" in turn:
         turn["pool-exporter-exemplars"] = _with_exemplars(timers["pool-exporter-exemplars"])
     for run in turn.values():
         run(2000)  # warm the pools and the code paths
@@ -208,11 +263,9 @@ def interleaved(cycles: int, turns: int, exemplars: bool = False) -> dict[str, f
     # Each turn's modes ran a few milliseconds apart: their difference, turn by turn, is
     # what the machine's other load disturbs least.
     single = runs["pool-exporter"]
-    pairs = zip(runs["pool-exporter-multiprocess"], single, strict=True)
-    out["paired"] = statistics.median(mp - one for mp, one in pairs)
-    if exemplars:
-        pairs = zip(runs["pool-exporter-exemplars"], single, strict=True)
-        out["paired_exemplars"] = statistics.median(ex - one for ex, one in pairs)
+    for variant in ("pool-exporter-multiprocess", *extra):
+        pairs = zip(runs[variant], single, strict=True)
+        out[f"paired {variant}"] = statistics.median(v - one for v, one in pairs)
     return out
 
 
@@ -249,8 +302,14 @@ def main() -> int:
     )
     parser.add_argument("--before", help="a directory holding an older pool_exporter/")
     parser.add_argument("--interleaved", action="store_true")
+    parser.add_argument(
+        "--route", action="store_true", help="--interleaved: route= as well, beside single-process"
+    )
     parser.add_argument("--turns", type=int, default=60)
     parser.add_argument("--exemplars", action="store_true", help="--interleaved: with exemplars")
+    parser.add_argument(
+        "--recording", action="store_true", help="what a waited checkout's exemplar costs"
+    )
     parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     variants = {v: w for v, w in VARIANTS.items() if not args.only or v in {"baseline", *args.only}}
@@ -260,8 +319,15 @@ def main() -> int:
         median, fastest = measure(args.child, args.cycles, args.repeats)
         print(json.dumps({"us": median, "min_us": fastest}))
         return 0
+    if args.recording:
+        return print_recording(args.cycles)
     if args.interleaved:
-        return print_interleaved(args.cycles, args.turns, args.rounds, args.exemplars)
+        extra = tuple(
+            variant
+            for variant, wanted in zip(INTERLEAVED_EXTRA, (args.route, args.exemplars), strict=True)
+            if wanted
+        )
+        return print_interleaved(args.cycles, args.turns, args.rounds, extra)
 
     results: dict[str, list[float]] = {v: [] for v in variants}
     for _ in range(args.rounds):
@@ -281,26 +347,30 @@ def main() -> int:
     return 0
 
 
-def print_interleaved(cycles: int, turns: int, rounds: int, exemplars: bool) -> int:
+# How print_interleaved names each variant's difference to single-process mode.
+_MINUS = {
+    "pool-exporter-multiprocess": "multiprocess minus single-process",
+    "pool-exporter-route": "route= minus single-process",
+    "pool-exporter-exemplars": "exemplars on minus off",
+}
+
+
+def print_interleaved(cycles: int, turns: int, rounds: int, extra: tuple[str, ...] = ()) -> int:
     """Each round in a process of its own; the table shows the median round."""
     results: dict[str, list[float]] = {}
-    paired: list[float] = []
-    paired_exemplars: list[float] = []
+    paired: dict[str, list[float]] = {}
     for _ in range(rounds):
         code = (
             "import json, sys; sys.path.insert(0, 'bench'); import overhead; "
-            f"print(json.dumps(overhead.interleaved({cycles}, {turns}, {exemplars})))"
+            f"print(json.dumps(overhead.interleaved({cycles}, {turns}, {extra!r})))"
         )
         env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
         out = subprocess.run(
             [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
         )
-        found = json.loads(out.stdout)
-        paired.append(found.pop("paired"))
-        if exemplars:
-            paired_exemplars.append(found.pop("paired_exemplars"))
-        for variant, us in found.items():
-            results.setdefault(variant, []).append(us)
+        for key, us in json.loads(out.stdout).items():
+            into = paired if key.startswith("paired ") else results
+            into.setdefault(key.removeprefix("paired "), []).append(us)
     import sqlalchemy
 
     print(f"engine.connect().close() on a warm SQLite-file QueuePool, SQLAlchemy "
@@ -315,15 +385,12 @@ def print_interleaved(cycles: int, turns: int, rounds: int, exemplars: bool) -> 
         us = statistics.median(values)
         rounds_text = " ".join(f"{v:.2f}" for v in values)
         print(f"{variant:<28}{us:>10.2f}{us - base:>+10.2f}{us / base:>7.2f}x  {rounds_text}")
-    mp = statistics.median(results["pool-exporter-multiprocess"])
-    print(f"\nmultiprocess minus single-process: {mp - single:+.2f} us (of the medians); "
-          f"{statistics.median(paired):+.2f} us (median of the turn-by-turn differences; "
-          f"per round {' '.join(f'{p:+.2f}' for p in paired)})")  # fmt: skip
-    if exemplars:
-        ex = statistics.median(results["pool-exporter-exemplars"])
-        per_round = " ".join(f"{p:+.2f}" for p in paired_exemplars)
-        print(f"exemplars on minus off: {ex - single:+.2f} us (of the medians); "
-              f"{statistics.median(paired_exemplars):+.2f} us (median of the turn-by-turn "
+    print()
+    for variant, differences in paired.items():
+        us = statistics.median(results[variant])
+        per_round = " ".join(f"{p:+.2f}" for p in differences)
+        print(f"{_MINUS[variant]}: {us - single:+.2f} us (of the medians); "
+              f"{statistics.median(differences):+.2f} us (median of the turn-by-turn "
               f"differences; per round {per_round})")  # fmt: skip
     return 0
 

@@ -4,8 +4,8 @@ checkouts still out (who holds each, since when), and the one watcher thread per
 `CheckoutTracker` turns what the hooks (hooks.py) report into marker changes and tells the
 stats what changed state; it keeps the checkouts out, the oldest and the ones the garbage
 collector returned, and hands a checkout that waited to the pool's exemplars (exemplars.py).
-With a threshold, `LongCheckoutTracker` also keeps each checkout's
-`Borrow` (what it records about its borrower) and reports the long ones; `Watcher` is the
+With a threshold, `LongCheckoutTracker` also keeps each checkout's `Borrow` (what it records
+about its borrower) and reports the long ones; `Watcher` is the
 thread that finds those held past their threshold.
 """
 
@@ -44,14 +44,28 @@ log = logging.getLogger("pool_exporter")
 #   forked child inherited (the child's tracker has a new key, so the parent's markers are
 #   absent to it).
 # - IDLE: idle in the pool counted now.
+# - WAITED: idle in the pool counted now, and being handed to a caller that found the pool's
+#   queue empty and waited until this one came back.
+# - OPENED: opened (or reopened) for a caller that found no idle connection; not yet out, and
+#   not idle either.
 # - a float: out since that perf_counter().
 #
-# In use and idle are counts of markers in the last two states: the stats move only when a
-# marker changes state, never once per event, because the events do not pair up
-# (docs/internals.md shows each trap).
+# In use and idle are counts of markers in those states (IDLE and WAITED idle, a float in
+# use): the stats move only when a marker changes state, never once per event, because the
+# events do not pair up (docs/internals.md shows each trap). WAITED and OPENED tell the checkout
+# that takes the connection that its caller found no idle one (the waited checkouts); they are
+# set by the pool's code paths that only such a caller runs (follow.py wraps them), so a
+# checkout that finds an idle connection tests nothing more than before.
 IDLE: Final = "idle"
-Marker: TypeAlias = float | Literal["idle"]
-"""A marker present in `record_info`: IDLE, or the perf_counter() of the checkout."""
+WAITED: Final = "waited"
+OPENED: Final = "opened"
+Marker: TypeAlias = float | Literal["idle", "waited", "opened"]
+"""A marker present in `record_info`: IDLE, WAITED, OPENED, or the perf_counter() of the
+checkout."""
+
+# What CheckoutTracker.checked_out returns for a checkout whose caller found no idle connection
+# (a true value, as True is for the others; False: the connection was out already).
+WAITED_OUT: Final = 2
 
 # Frames in these directories and files are the machinery between the application and the
 # pool: contextlib's because `with engine.begin()` checks out inside its __enter__, and the
@@ -174,8 +188,9 @@ class CheckoutTracker:
     The hooks report what SQLAlchemy did, one method per event: `checked_out`, `checked_in`,
     `detached`, `closed`. Each moves the connection's marker and tells the stats what changed
     state (a connection in use or idle, or no longer), with the wait or the hold. A checkout
-    that waited longer than `TRACING.min_wait` (+inf while exemplars are off) goes to
-    `exemplars` too; LongCheckoutTracker gives it the holds past the threshold.
+    that waited (found no idle connection) longer than `TRACING.min_wait`, +inf while
+    exemplars are off, goes to `exemplars` too, from the waited path only;
+    LongCheckoutTracker gives it the holds past the threshold.
 
     `out` maps each record out now to its fairy's weakref, in checkout order, so its first item
     is the oldest; the weakref tells a checkin the garbage collector made (the fairy is gone)
@@ -205,9 +220,10 @@ class CheckoutTracker:
 
     # -- what the hooks report: the two on every checkout and checkin first ------------------
 
-    def checked_out(self, record: Any, waiting_since: float) -> bool:
+    def checked_out(self, record: Any, waiting_since: float) -> int:
         """A caller that began waiting at perf_counter() `waiting_since` got `record`; whether
-        that made it out (False: the pool handed out a connection already out)."""
+        that made it out: True, or WAITED_OUT when the caller found no idle connection (False:
+        the pool handed out a connection already out)."""
         now = perf_counter()
         prev = record.record_info.get(self.key)
         if prev is IDLE or prev is None:
@@ -218,18 +234,47 @@ class CheckoutTracker:
             if self.oldest is None:
                 self.oldest = record
                 self.stats.oldest_changed(time.time())
-            wait = now - waiting_since
-            self.stats.checked_out(wait, True, prev is IDLE)
-            # +inf unless exemplars are on: a checkout that did not wait reads no span
-            if wait > TRACING.min_wait:
-                self.exemplars.waited(wait)
+            self.stats.checked_out(now - waiting_since, True, prev is IDLE)
             return True
+        if prev is WAITED or prev is OPENED:
+            return self._waited_out(record, prev, now, waiting_since)
         # StaticPool shares one connection between checkouts, SingletonThreadPool within a thread
+        self.stats.checked_out(now - waiting_since, False, False)
+        return False
+
+    def _waited_out(self, record: Any, prev: Marker, now: float, waiting_since: float) -> int:
+        """checked_out() of a connection whose caller found no idle one (the marker says so):
+        the same as a checkout that found one, counted as waited."""
+        record.record_info[self.key] = now
+        self.out[record] = record.fairy_ref
+        if self.oldest is None:
+            self.oldest = record
+            self.stats.oldest_changed(time.time())
         wait = now - waiting_since
-        self.stats.checked_out(wait, False, False)
+        self.stats.waited_out(wait, prev is WAITED)
+        # Only here, on the waited path: a checkout that found an idle connection reads no
+        # span. +inf unless exemplars are on (exemplars.py).
         if wait > TRACING.min_wait:
             self.exemplars.waited(wait)
-        return False
+        return WAITED_OUT
+
+    def opened(self, record: Any) -> None:
+        """The pool opened `record` for a caller that found no idle connection (its first
+        connection; QueuePool's overflow, every NullPool checkout)."""
+        info = record.record_info
+        if self.key not in info:
+            info[self.key] = OPENED
+
+    def handed_over(self, record: Any) -> None:
+        """`record` came back to a pool whose queue a caller was waiting on, and is that
+        caller's: it is idle until the caller's checkout, unless it came back without its
+        connection (then it is reopened for the caller)."""
+        info = record.record_info
+        prev = info.get(self.key)
+        if prev is IDLE:
+            info[self.key] = WAITED
+        elif prev is None:
+            info[self.key] = OPENED
 
     def checked_in(self, record: Any, to_idle: bool) -> float | None:
         """`record` came back to the pool; `to_idle`: with its connection, to the pool counted
@@ -241,7 +286,7 @@ class CheckoutTracker:
             if to_idle:
                 record.record_info[self.key] = IDLE
             # A failed reconnect's checkin finds the connection idle already.
-            self.stats.checked_in(None, to_idle and prev is not IDLE)
+            self.stats.checked_in(None, to_idle and prev is not IDLE and prev is not WAITED)
             return None
         hold = perf_counter() - prev
         out = self.out
@@ -271,16 +316,19 @@ class CheckoutTracker:
         self.stats.detached(hold)
         return hold
 
-    def closed(self, record: Any, counted: bool) -> None:
-        """`record`'s connection is being closed; `counted`: it belongs to the pool counted
-        now. An idle one leaves the pool; one still out keeps its marker until its checkin or
-        detach ends the checkout (an invalidated connection is closed before its checkin)."""
+    def closed(self, record: Any, counted: bool, reason: str) -> None:
+        """`record`'s connection is being closed for `reason`; `counted`: it belongs to the
+        pool counted now. An idle one leaves the pool; one still out keeps its marker until its
+        checkin or detach ends the checkout (an invalidated connection is closed before its
+        checkin)."""
         info = record.record_info
-        was_idle = info.get(self.key) is IDLE
-        if was_idle:
+        prev = info.get(self.key)
+        if prev is IDLE:
             del info[self.key]
+        elif prev is WAITED:  # recycled on its way to the caller that waited for it
+            info[self.key] = OPENED
         # idle restarted at 0 when the pool was replaced: its connections no longer count
-        self.stats.closed(was_idle and counted)
+        self.stats.closed((prev is IDLE or prev is WAITED) and counted, reason)
 
     def marker(self, record: Any) -> Marker | None:
         """`record`'s marker (None: absent)."""
@@ -402,13 +450,13 @@ class LongCheckoutTracker(CheckoutTracker):
         self._long_lock = threading.RLock()  # reentrant: a GC checkin can run inside it
         self.active = True
 
-    def checked_out(self, record: Any, waiting_since: float) -> bool:
-        if not super().checked_out(record, waiting_since):
-            return False
-        borrow = self.borrows[record] = Borrow()
-        if TRACING.recorder is not None:
-            borrow.trace = self.exemplars.capture()
-        return True
+    def checked_out(self, record: Any, waiting_since: float) -> int:
+        out = super().checked_out(record, waiting_since)
+        if out:
+            borrow = self.borrows[record] = Borrow()
+            if TRACING.recorder is not None:
+                borrow.trace = self.exemplars.capture()
+        return out
 
     def checked_in(self, record: Any, to_idle: bool) -> float | None:
         hold = super().checked_in(record, to_idle)  # a GC checkin reads the borrow site

@@ -19,29 +19,32 @@ from prometheus_client.core import Metric as Family
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from . import metrics as m
-from .exemplars import HOLD, WAIT
+from .exemplars import HOLD, WAIT_SERIES
 
 if TYPE_CHECKING:
     from .exemplars import Exemplars, Latest, Traced
+    from .routes import Routes, Totals
     from .stats import Capacity, Histogram, PoolStats
 
 
 class PoolSource:
-    """What the collector reads for one pool: its label, its stats, its info labels and its
-    exemplars (exemplars.py)."""
+    """What the collector reads for one pool: its label, its stats, its info labels, its
+    exemplars (exemplars.py) and, with instrument()'s `route=`, its counts by route."""
 
-    __slots__ = ("exemplars", "info", "name", "stats")
+    __slots__ = ("exemplars", "info", "name", "routes", "stats")
 
     def __init__(
         self,
         name: str,
         stats: PoolStats,
         info: dict[str, str],
+        routes: Routes | None = None,
         exemplars: Exemplars | None = None,
     ) -> None:
         self.name = name
         self.stats = stats
         self.info = info
+        self.routes = routes
         self.exemplars = exemplars
 
 
@@ -99,8 +102,10 @@ class PoolCollector(Collector):
             # a copy, so the families below agree; not atomic (see PoolStats.snapshot)
             stats = source.stats.snapshot()
             latest = source.exemplars.snapshot() if source.exemplars is not None else None
-            add_worker_samples(found, source.name, stats, source.info)
+            add_worker_samples(found, source.name, stats, dict(source.info))
             add_total_samples(found, source.name, stats, latest)
+            if source.routes is not None:
+                add_route_samples(found, source.name, source.routes.serve())
         yield from found.values()
 
 
@@ -115,8 +120,17 @@ def add_worker_samples(
 ) -> None:
     """The gauges, capacity and info of one pool (a snapshot: see PoolStats.snapshot);
     `extra` are the values of the labels `families(per_worker=True)` adds."""
+    labels = info_labels(info, s.isolation)
     for metric, own, value in worker_rows(s):
-        f[metric.name].add_metric([pool, *own, *extra], info if metric is m.INFO else value)
+        f[metric.name].add_metric([pool, *own, *extra], labels if metric is m.INFO else value)
+
+
+def info_labels(info: dict[str, str], isolation: int) -> dict[str, str]:
+    """The info metric's labels: what the pool is and its settings (`info`), with the
+    isolation level once known (`isolation`: 1 + its index in metrics.ISOLATION_LEVELS)."""
+    if 0 < isolation <= len(m.ISOLATION_LEVELS):
+        return {**info, "isolation_level": m.ISOLATION_LEVELS[isolation - 1]}
+    return info
 
 
 class Gauges(Protocol):
@@ -131,7 +145,13 @@ class Gauges(Protocol):
     @property
     def oldest_checkout_started(self) -> float: ...
     @property
+    def opening(self) -> float: ...
+    @property
     def capacity(self) -> Capacity | None: ...
+    @property
+    def recycle_seconds(self) -> float | None: ...
+    @property
+    def isolation(self) -> int: ...
     @property
     def overflow(self) -> float: ...
 
@@ -146,9 +166,13 @@ def worker_rows(
         (m.CONNECTIONS, ("in_use",), s.in_use),
         (m.CONNECTIONS, ("idle",), s.idle),
         (m.WAITING, (), s.waiting),
+        (m.OPENING, (), s.opening),
         (m.OLDEST_CHECKOUT, (), oldest_checkout_age(s.oldest_checkout_started, now)),
         (m.INFO, (), 1.0),
     ]
+    recycle = s.recycle_seconds
+    if recycle is not None:
+        rows.append((m.RECYCLE, (), recycle))
     cap = s.capacity
     if cap is not None:
         rows += [
@@ -168,26 +192,36 @@ def add_total_samples(
     histograms' buckets with their latest `exemplars` (exemplars.py) where there are some."""
     counters = {
         m.CHECKOUTS: s.checkouts,
+        m.WAITED_CHECKOUTS: s.waited,
         m.CHECKOUT_TIMEOUTS: s.timeouts,
         m.CHECKOUT_CANCELLATIONS: s.cancellations,
         m.CHECKOUT_ERRORS: s.checkout_errors,
         m.CONNECTS: s.connects,
         m.CONNECT_ERRORS: s.connect_errors,
-        m.CLOSES: s.closes,
         m.DETACHES: s.detaches,
         m.LONG_CHECKOUTS: s.long_checkouts,
         m.GC_RETURNED: s.gc_returned,
     }
     latest = exemplars or {}
     histograms = {
-        m.CHECKOUT_WAIT: (bucket_rows(s.wait, latest.get(WAIT)), s.wait.sum),
         m.HOLD: (bucket_rows(s.hold, latest.get(HOLD)), s.hold.sum),
         m.CONNECT_TIME: (s.connect_time.cumulative(), s.connect_time.sum),
     }
     for metric, value in counters.items():
         f[metric.name].add_metric([pool], value)
+    waits = {
+        m.SUCCESS: s.wait,
+        m.TIMED_OUT: s.wait_timeout,
+        m.CANCELLED: s.wait_cancelled,
+        m.FAILED: s.wait_error,
+    }
+    for outcome, wait in waits.items():
+        buckets = bucket_rows(wait, latest.get(WAIT_SERIES[outcome]))
+        f[m.CHECKOUT_WAIT.name].add_metric([pool, outcome], buckets, wait.sum)
     for metric, (buckets, total) in histograms.items():
         f[metric.name].add_metric([pool], buckets, total)
+    for reason, value in close_reasons(s).items():
+        f[m.CLOSES.name].add_metric([pool, reason], value)
     for soft, value in sorted(s.invalidations.items()):
         f[m.INVALIDATIONS.name].add_metric([pool, str(soft).lower()], value)
     for hook, value in sorted(s.hook_errors.items()):
@@ -205,6 +239,22 @@ def bucket_rows(h: Histogram, traced: Sequence[Traced | None] | None) -> list[An
         (le, count) if t is None else (le, count, t.exemplar())
         for (le, count), t in zip(pairs, traced, strict=True)
     ]
+
+
+def close_reasons(s: PoolStats) -> dict[str, int]:
+    """The closes by reason, adding up to the total: a worker file of a release before the
+    reasons holds only the total, and its closes are counted as `other`."""
+    reasons = {reason: s.close_reasons.get(reason, 0) for reason in m.CLOSE_REASONS}
+    reasons[m.OTHER_CLOSE] += max(0, s.closes - sum(s.close_reasons.values()))
+    return reasons
+
+
+def add_route_samples(f: dict[str, Any], pool: str, served: list[tuple[str, Totals]]) -> None:
+    """The counters by route of one pool: the routes a RouteCap serves, then (other)."""
+    for route, (checkouts, seconds, waited) in served:
+        f[m.ROUTE_CHECKOUTS.name].add_metric([pool, route], checkouts)
+        f[m.ROUTE_HOLD.name].add_metric([pool, route], seconds)
+        f[m.ROUTE_WAITED.name].add_metric([pool, route], waited)
 
 
 def oldest_checkout_age(started: float, now: float | None = None) -> float:

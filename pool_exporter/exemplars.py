@@ -3,12 +3,15 @@ there (or the latest long hold), and the process-wide switch that turns them on.
 
 Nothing here knows OpenTelemetry. `pool_exporter.otel.enable_exemplars()` sets a `Recorder`
 in `TRACING`, which reads the current span when asked to; until then (and without the `otel`
-extra, which nothing else imports) `TRACING.min_wait` is +inf, the one comparison the
-checkout path makes (checkouts.py) is false, and no span context is ever read.
+extra, which nothing else imports) `TRACING.recorder` is None and `TRACING.min_wait` +inf,
+and no span context is ever read.
 
-- A checkout that waited longer than `TRACING.min_wait` calls `Exemplars.waited`; one that
-  failed (a timeout, a cancellation, an error) calls `Exemplars.failed`. Both ask the recorder,
-  which adds an event to the current span and, for a sampled one, records an exemplar here.
+- Only the two paths a checkout that found an idle connection never takes ask for it: the
+  tracker's waited path (checkouts.py: the caller found no idle connection, as
+  `sqlalchemy_pool_waited_checkouts_total` counts) calls `Exemplars.waited` for a wait longer
+  than `TRACING.min_wait`, and a failed checkout (a timeout, a cancellation, an error) calls
+  `Exemplars.failed` (hooks.py). The recorder adds an event to the current span and, for a
+  sampled one, records an exemplar here, on the wait histogram's series of the outcome.
 - With `long_checkout_threshold`, the recorder's `capture()` takes the span current at each
   checkout (LongCheckoutTracker keeps it with the borrow site) and a hold past the threshold
   records it on the hold histogram: the trace that borrowed the connection, even when it comes
@@ -25,32 +28,35 @@ import threading
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Sequence
-from time import perf_counter
 from typing import NamedTuple, Protocol
 
 from prometheus_client.samples import Exemplar
 
 from . import metrics, stats
 
-# The histograms an exemplar can annotate, by the name of the PoolStats field that counts
-# them (a multiprocess exemplar file maps its records by these names too), and their bounds.
-WAIT = "wait"
-HOLD = "hold"
-BOUNDS: dict[str, tuple[float, ...]] = {WAIT: metrics.WAIT_BUCKETS, HOLD: metrics.HOLD_BUCKETS}
-
-# How a checkout ended, as its span event says; from the reasons PoolStats counts failures by.
-SUCCESS = "success"
-TIMED_OUT = "timeout"
-CANCELLED = "cancelled"
-FAILED = "error"
+# How a checkout ended, as the wait histogram's `outcome` label and the span event say; from
+# the reasons PoolStats counts failures by.
 OUTCOMES: dict[str, str] = {
-    stats.TIMEOUT: TIMED_OUT,
-    stats.CANCELLED: CANCELLED,
-    stats.CONNECT_ERROR: FAILED,
-    stats.ERROR: FAILED,
+    stats.TIMEOUT: metrics.TIMED_OUT,
+    stats.CANCELLED: metrics.CANCELLED,
+    stats.CONNECT_ERROR: metrics.FAILED,
+    stats.ERROR: metrics.FAILED,
 }
-# The wait histogram that counts each outcome's waits: only the successful checkouts' now.
-WAIT_SERIES: dict[str, str] = {SUCCESS: WAIT}
+
+# The histograms an exemplar can annotate, by the name of the PoolStats field that counts
+# them (a multiprocess exemplar file maps its records by these names too), and their bounds:
+# the wait's series of each outcome, and the hold.
+WAIT_SERIES: dict[str, str] = {
+    metrics.SUCCESS: "wait",
+    metrics.TIMED_OUT: "wait_timeout",
+    metrics.CANCELLED: "wait_cancelled",
+    metrics.FAILED: "wait_error",
+}
+HOLD = "hold"
+BOUNDS: dict[str, tuple[float, ...]] = {
+    **dict.fromkeys(WAIT_SERIES.values(), metrics.WAIT_BUCKETS),
+    HOLD: metrics.HOLD_BUCKETS,
+}
 
 # The exemplar's labels: OpenTelemetry's ids in the W3C trace-context hex form, which Grafana
 # and Tempo look up.
@@ -169,24 +175,25 @@ class Exemplars:
     # -- what the checkout path calls: only a checkout that waited, or failed ---------------
 
     def waited(self, wait: float) -> None:
-        """A checkout succeeded after waiting `wait` seconds, more than TRACING.min_wait."""
+        """A checkout that found no idle connection succeeded after waiting `wait` seconds,
+        more than TRACING.min_wait."""
         recorder = TRACING.recorder
         if recorder is None:  # switched off since the caller compared
             return
         try:
-            recorder.checkout(self, wait, SUCCESS)
+            recorder.checkout(self, wait, metrics.SUCCESS)
         except Exception as exc:
             self.hook_failed("checkout", exc)
 
-    def failed(self, reason: str, since: float) -> None:
-        """A checkout that began at perf_counter() `since` failed for `reason` (PoolStats'):
-        whatever it waited, the span hears of it (a failure is rare, and the trace of a
-        timeout is the one most worth having)."""
+    def failed(self, reason: str, wait: float) -> None:
+        """A checkout failed for `reason` (PoolStats') after waiting `wait` seconds: whatever
+        it waited, the span hears of it (a failure is rare, and the trace of a timeout is the
+        one most worth having)."""
         recorder = TRACING.recorder
         if recorder is None:
             return
         try:
-            recorder.checkout(self, perf_counter() - since, OUTCOMES.get(reason, FAILED))
+            recorder.checkout(self, wait, OUTCOMES.get(reason, metrics.FAILED))
         except Exception as exc:
             self.hook_failed("checkout", exc)
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import threading
 import weakref
+from collections.abc import Callable
 from pathlib import PurePath
 from typing import Any
 
 from prometheus_client import REGISTRY
 from prometheus_client.registry import CollectorRegistry
 from sqlalchemy.engine import Engine
-from sqlalchemy.pool import Pool
+from sqlalchemy.pool import Pool, QueuePool
 
 from . import fork, multiprocess, uwsgi_fork
 from .checkouts import Checkout, new_tracker
@@ -24,6 +25,7 @@ from .collector import PoolSource, collector_for
 from .exemplars import Exemplars
 from .follow import PoolFollower
 from .hooks import HookErrors, Hooks
+from .routes import MAX_ROUTES, TRACKED_PER_SERIES, Routes, new_routes
 from .stats import PoolStats, new_stats
 
 _handles: weakref.WeakKeyDictionary[Engine, PoolInstrumentation] = weakref.WeakKeyDictionary()
@@ -38,6 +40,8 @@ def instrument(
     registry: CollectorRegistry | None = None,
     dispose_on_fork: bool = False,
     long_checkout_threshold: float | None = None,
+    route: Callable[[], str | None] | None = None,
+    max_routes: int = 20,
 ) -> PoolInstrumentation:
     """Export the pool metrics of `engine` (an `Engine` or `AsyncEngine`).
 
@@ -50,12 +54,28 @@ def instrument(
     `sqlalchemy_pool_long_checkouts_total` and logged at WARNING with where it was borrowed,
     then at INFO when it comes back; the borrow site is captured at every checkout.
 
+    With `route`, a function of no arguments returning a short string or None (the web route,
+    Celery task or job current at checkout), checkouts, connection-seconds held and waited
+    checkouts are also counted by route: `route()` is called once per checkout. The
+    `max_routes` busiest routes by connection-seconds get series of their own, the rest are
+    counted as `route="(other)"`. A `route()` that raises is counted as a hook error.
+
     Calling it again for the same engine returns the existing handle.
     """
     sync_engine = _sync_engine(engine)
     if name is not None and (not isinstance(name, str) or not name):
         raise ValueError(f"name must be a non-empty string, got {name!r}")
     threshold = _threshold(long_checkout_threshold)
+    if route is not None and not callable(route):
+        raise TypeError(f"route must be a function of no arguments, got {route!r}")
+    if (
+        isinstance(max_routes, bool)
+        or not isinstance(max_routes, int)
+        or not 1 <= max_routes <= MAX_ROUTES
+    ):
+        raise ValueError(
+            f"max_routes must be a whole number from 1 to {MAX_ROUTES}, got {max_routes!r}"
+        )
     with _handles_lock:
         uwsgi_fork.follow_uwsgi()
         # A child forked from C that was not reset yet must not hand out its parent's handle.
@@ -73,6 +93,11 @@ def instrument(
                     f"{existing.long_checkout_threshold!r}; call .uninstrument() on that "
                     "handle first"
                 )
+            if route is not None and (route, max_routes) != (existing.route, existing.max_routes):
+                raise ValueError(
+                    "engine is already instrumented with another route= or max_routes; call "
+                    ".uninstrument() on that handle first"
+                )
             return existing
         handle = PoolInstrumentation(
             sync_engine,
@@ -80,6 +105,8 @@ def instrument(
             registry=REGISTRY if registry is None else registry,
             dispose_on_fork=dispose_on_fork,
             long_checkout_threshold=threshold,
+            route=route,
+            max_routes=max_routes,
         )
         _handles[sync_engine] = handle
         return handle
@@ -144,6 +171,27 @@ def _dialect_info(engine: Engine) -> dict[str, str]:
     return {"dialect": _text(_read(dialect, "name")), "driver": _text(_read(dialect, "driver"))}
 
 
+def _flag(value: object) -> str:
+    return "true" if value else "false"
+
+
+def pool_info(engine: Engine) -> dict[str, str]:
+    """The `sqlalchemy_pool_info` labels of the engine's pool: what it is, and the settings a
+    dispose() carries over to the next pool. A setting the pool does not have (use_lifo
+    outside queue pools) is left out rather than given a value. The isolation level, known
+    only once the dialect has connected unless the engine sets one, comes from the stats
+    (collector.info_labels)."""
+    pool = engine.pool
+    info = {"pool_class": type(pool).__name__, **_dialect_info(engine)}
+    info["pre_ping"] = _flag(_read(pool, "_pre_ping"))
+    reset = _text(_read(_read(pool, "_reset_on_return"), "name"))  # ResetStyle.reset_rollback
+    if reset:
+        info["reset_on_return"] = reset.removeprefix("reset_")
+    if isinstance(pool, QueuePool):
+        info["use_lifo"] = _flag(_read(_read(pool, "_pool"), "use_lifo"))
+    return info
+
+
 class PoolInstrumentation:
     """The handle `instrument()` returns: the pool's name, its stats, `checkouts()` and
     `uninstrument()`.
@@ -163,24 +211,36 @@ class PoolInstrumentation:
         registry: CollectorRegistry,
         dispose_on_fork: bool,
         long_checkout_threshold: float | None = None,
+        route: Callable[[], str | None] | None = None,
+        max_routes: int = 20,
     ) -> None:
         self.engine = engine
         self.long_checkout_threshold = long_checkout_threshold
+        self.route = route
+        self.max_routes = max_routes
         self.registry = registry
         self.dispose_on_fork = dispose_on_fork
         self._collector = collector_for(registry)
         self.name = name if name is not None else self._free_name(default_name(engine))
-        info = {"pool_class": type(engine.pool).__name__, **_dialect_info(engine)}
-        self.stats = _new_stats(self.name, info)
+        info = pool_info(engine)
+        self.stats = _new_stats(self.name, info, TRACKED_PER_SERIES * max_routes if route else 0)
         self.hook_failed = HookErrors(self.name, self.stats)
         self.exemplars = _new_exemplars(self.name, self.stats, self.hook_failed)
         self.tracker = new_tracker(
             self.name, self.stats, long_checkout_threshold, self.hook_failed, self.exemplars
         )
+        self.routes = _new_routes(route, max_routes, self.hook_failed, self.stats)
         self.follower = PoolFollower(self.stats, self.hook_failed)
-        self.hooks = Hooks(engine, self.stats, self.tracker, self.follower, self.hook_failed)
-        self.follower.start(engine.pool, self.hooks.wrap_connect)
-        self._collector.add(PoolSource(self.name, self.stats, info, self.exemplars))
+        self.hooks = Hooks(
+            engine,
+            self.stats,
+            self.tracker,
+            self.follower,
+            self.hook_failed,
+            routes=self.routes,
+        )
+        self.follower.start(engine.pool, self.hooks)
+        self._collector.add(PoolSource(self.name, self.stats, info, self.routes, self.exemplars))
         self.hooks.listen()
         fork.register(self)
         self.active = True
@@ -214,12 +274,15 @@ class PoolInstrumentation:
 
     def reset_after_fork(self) -> None:
         """Start again as a forked child's own (fork.py calls it): nothing counted, nothing
-        out (a new marker key: the parent's markers on inherited connections mean nothing), the
-        next hook failure logged in full, no exemplar of the parent's traces, a stats file of
-        this process's own in multiprocess mode; with `dispose_on_fork`,
+        out (a new marker key: the parent's markers on inherited connections mean nothing), no
+        routes, no exemplar of the parent's traces, the next hook failure logged in full, a
+        stats file of this process's own in multiprocess mode; with `dispose_on_fork`,
         `engine.dispose(close=False)`, SQLAlchemy's advice."""
         self.tracker.forget()
         self.hook_failed.forget()
+        # The routes first: the stats' reset writes them, empty, into the child's new file.
+        if self.routes is not None:
+            self.routes.forget()
         self.stats.reset()
         self.exemplars.forget()
         if self.dispose_on_fork:
@@ -244,12 +307,12 @@ def current_checkouts() -> dict[str, list[Checkout]]:
     return {h.name: h.checkouts() for h in active_handles()}
 
 
-def _new_stats(name: str, info: dict[str, str]) -> PoolStats:
+def _new_stats(name: str, info: dict[str, str], route_entries: int) -> PoolStats:
     directory = multiprocess.directory()
     if directory is not None:
         from pool_exporter.multiprocess import store
 
-        return store.new_stats(name, info, directory)
+        return store.new_stats(name, info, directory, route_entries)
     return new_stats()
 
 
@@ -263,3 +326,22 @@ def _new_exemplars(name: str, stats: PoolStats, hook_failed: HookErrors) -> Exem
         if isinstance(stats, MultiprocessPoolStats):
             return FileExemplars(name, hook_failed, stats)
     return Exemplars(name, hook_failed)
+
+
+def _new_routes(
+    route: Callable[[], str | None] | None,
+    max_routes: int,
+    hook_failed: HookErrors,
+    stats: PoolStats,
+) -> Routes | None:
+    """The pool's counts by route, if it counts them: in its stats file in multiprocess
+    mode."""
+    if route is None:
+        return None
+    from pool_exporter.multiprocess.store import MultiprocessPoolStats
+
+    if isinstance(stats, MultiprocessPoolStats):
+        from pool_exporter.multiprocess.routestore import new_stored_routes
+
+        return new_stored_routes(route, max_routes, hook_failed, stats)
+    return new_routes(route, max_routes, hook_failed)

@@ -82,13 +82,28 @@ WAITING = Metric(
     "gauge",
     "Callers inside the pool's checkout right now, waiting for a connection.",
 )
+# How a checkout ended, as the wait histogram's `outcome` label says: the timed-out and
+# cancelled callers waited too, and during a saturation their waits are the longest.
+SUCCESS = "success"
+TIMED_OUT = "timeout"
+CANCELLED = "cancelled"
+FAILED = "error"
+OUTCOMES: tuple[str, ...] = (SUCCESS, TIMED_OUT, CANCELLED, FAILED)
 CHECKOUT_WAIT = Metric(
     "sqlalchemy_pool_checkout_wait_seconds",
     "histogram",
-    "Time from asking the pool for a connection to getting one (successful checkouts).",
+    "Time from asking the pool for a connection to getting one or giving up, by outcome: "
+    "success, timeout (the pool's TimeoutError), cancelled (the caller gave up) or error.",
+    ("outcome",),
     buckets=WAIT_BUCKETS,
 )
 CHECKOUTS = Metric("sqlalchemy_pool_checkouts", "counter", "Successful checkouts from the pool.")
+WAITED_CHECKOUTS = Metric(
+    "sqlalchemy_pool_waited_checkouts",
+    "counter",
+    "Successful checkouts that found no idle connection in the pool: they waited for one to "
+    "be returned or for a new one to be opened (pgxpool's EmptyAcquireCount).",
+)
 CHECKOUT_TIMEOUTS = Metric(
     "sqlalchemy_pool_checkout_timeouts",
     "counter",
@@ -124,8 +139,40 @@ CONNECT_TIME = Metric(
     "Time to open a new DBAPI connection.",
     buckets=CONNECT_BUCKETS,
 )
+OPENING = Metric(
+    "sqlalchemy_pool_opening_connections",
+    "gauge",
+    "DBAPI connections being opened right now (the driver's connect() called and not yet "
+    "returned): a slow or refusing database shows here first.",
+)
+# Why a DBAPI connection was closed: the SQLAlchemy code path that closed it
+# (pool_exporter/closes.py tells them apart).
+OVERFLOW_CLOSE = "overflow"
+RECYCLE_CLOSE = "recycle"
+INVALIDATED_CLOSE = "invalidated"
+RESET_FAILED_CLOSE = "reset_failed"
+DISPOSE_CLOSE = "dispose"
+DETACHED_CLOSE = "detached"
+GC_CLOSE = "gc"
+OTHER_CLOSE = "other"
+CLOSE_REASONS: tuple[str, ...] = (
+    OVERFLOW_CLOSE,
+    RECYCLE_CLOSE,
+    INVALIDATED_CLOSE,
+    RESET_FAILED_CLOSE,
+    DISPOSE_CLOSE,
+    DETACHED_CLOSE,
+    GC_CLOSE,
+    OTHER_CLOSE,
+)
 CLOSES = Metric(
-    "sqlalchemy_pool_closes", "counter", "DBAPI connections closed (pooled or detached)."
+    "sqlalchemy_pool_closes",
+    "counter",
+    "DBAPI connections closed, by reason: overflow (returned to a pool with no room for it), "
+    "recycle (older than pool_recycle), invalidated, reset_failed (the reset on return "
+    "raised), dispose, detached (a detached connection closed), gc (the garbage collector "
+    "closed one the application dropped) or other.",
+    ("reason",),
 )
 DETACHES = Metric(
     "sqlalchemy_pool_detaches",
@@ -141,8 +188,26 @@ INVALIDATIONS = Metric(
 INFO = Metric(
     "sqlalchemy_pool",
     "info",
-    "The instrumented pool: its class, dialect and driver.",
-    ("pool_class", "dialect", "driver"),
+    "The instrumented pool: its class, dialect and driver, and its settings: pre_ping, "
+    "reset_on_return, use_lifo (queue pools) and isolation_level (once known).",
+    ("pool_class", "dialect", "driver", "pre_ping", "reset_on_return", "use_lifo",
+     "isolation_level"),
+)  # fmt: skip
+# The isolation levels SQLAlchemy's dialects name: the `isolation_level` label takes one of
+# these (a multiprocess worker stores its index, 1-based; 0 is not known).
+ISOLATION_LEVELS: tuple[str, ...] = (
+    "AUTOCOMMIT",
+    "READ UNCOMMITTED",
+    "READ COMMITTED",
+    "REPEATABLE READ",
+    "SERIALIZABLE",
+    "SNAPSHOT",
+)
+RECYCLE = Metric(
+    "sqlalchemy_pool_recycle_seconds",
+    "gauge",
+    "Configured pool_recycle: a connection older than this is replaced at its next checkout. "
+    "No series where it is not set.",
 )
 HOOK_ERRORS = Metric(
     "pool_exporter_hook_errors",
@@ -169,6 +234,36 @@ GC_RETURNED = Metric(
     "Checked-out connections the garbage collector returned: the application never closed them.",
 )
 
+# -- who holds the connections: instrument(engine, route=...) ---------------------------------
+
+# The route under which every checkout beyond the busiest `max_routes` routes is counted. Never
+# the name of a series of its own: a route() that really returns it is counted here too.
+OTHER_ROUTES = "(other)"
+# The route of a checkout whose route() returned None, or failed (counted as a hook error).
+NO_ROUTE = "(none)"
+ROUTE_CHECKOUTS = Metric(
+    "sqlalchemy_pool_route_checkouts",
+    "counter",
+    "Successful checkouts by the route current at checkout (instrument()'s route=; the "
+    f"busiest by connection-seconds, the rest as {OTHER_ROUTES}).",
+    ("route",),
+)
+ROUTE_HOLD = Metric(
+    "sqlalchemy_pool_route_hold_seconds",
+    "counter",
+    "Connection-seconds held by the route current at checkout, counted when each connection "
+    f"comes back (the busiest routes, the rest as {OTHER_ROUTES}).",
+    ("route",),
+)
+ROUTE_WAITED = Metric(
+    "sqlalchemy_pool_route_waited_checkouts",
+    "counter",
+    "Successful checkouts that found no idle connection, by the route current at checkout "
+    f"(the busiest routes, the rest as {OTHER_ROUTES}).",
+    ("route",),
+)
+ROUTES: tuple[Metric, ...] = (ROUTE_CHECKOUTS, ROUTE_HOLD, ROUTE_WAITED)
+
 ALL: tuple[Metric, ...] = (
     CONNECTIONS,
     OVERFLOW,
@@ -176,9 +271,12 @@ ALL: tuple[Metric, ...] = (
     MAX_OVERFLOW,
     MAX_CONNECTIONS,
     TIMEOUT,
+    RECYCLE,
     WAITING,
+    OPENING,
     CHECKOUT_WAIT,
     CHECKOUTS,
+    WAITED_CHECKOUTS,
     CHECKOUT_TIMEOUTS,
     CHECKOUT_CANCELLATIONS,
     CHECKOUT_ERRORS,
@@ -194,6 +292,7 @@ ALL: tuple[Metric, ...] = (
     OLDEST_CHECKOUT,
     LONG_CHECKOUTS,
     GC_RETURNED,
+    *ROUTES,
 )
 
 # Capacity is only defined for queue pools; the exporter leaves these out for the others.
@@ -212,6 +311,7 @@ HOOKS: tuple[str, ...] = (
     "fork",  # resetting the numbers in a forked child
     "long_checkout",
     "store",  # writing the multiprocess stats file (a full filesystem, say)
+    "route",  # the application's route() raised or returned something other than a string
 )
 
 

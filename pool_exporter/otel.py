@@ -8,10 +8,10 @@ them. The three histograms of the conventions are not here: the Python SDK can o
 them one observation at a time, on the checkout path (docs/opentelemetry.md has the figures
 and what to do instead).
 
-`enable_exemplars()` sets the recorder of exemplars.py: a checkout that waited (or failed)
-adds an event to the current span, and a sampled span's ids become the exemplar of the wait
-histogram's bucket (and of the hold histogram's, for a hold past long_checkout_threshold).
-A checkout that did not wait reads no span.
+`enable_exemplars()` sets the recorder of exemplars.py: a checkout that waited (found no idle
+connection) or failed adds an event to the current span, and a sampled span's ids become the
+exemplar of the wait histogram's bucket of its outcome (and of the hold histogram's, for a
+hold past long_checkout_threshold). A checkout that found an idle connection reads no span.
 
 Needs the `otel` extra (opentelemetry-api); `import pool_exporter` never imports this module.
 """
@@ -313,21 +313,21 @@ def enable_exemplars(*, span_events: bool = True, min_wait: float | None = None)
     """Tie the pools' waits to the traces that suffered them, in every pool `instrument()`
     covers in this process, now and later.
 
-    A checkout that waited longer than `min_wait` seconds (by default the wait histogram's
-    first bound, 1 ms), or that failed (a timeout, a cancellation, an error), reads the
-    current OpenTelemetry span: with `span_events`, a recording span gets the event EVENT
-    (the pool, the wait, the outcome), and a sampled span's `trace_id` and `span_id` become
-    the exemplar of the wait's bucket of `sqlalchemy_pool_checkout_wait_seconds`. With
-    `long_checkout_threshold`, a hold past it gets the exemplar of the span that borrowed the
-    connection on `sqlalchemy_pool_connection_hold_seconds`. Exemplars appear in the
-    OpenMetrics exposition, in process and through the sidecar. A checkout that did not wait
-    reads no span; `disable_exemplars()` turns it all off again.
+    A checkout that found no idle connection (one `sqlalchemy_pool_waited_checkouts_total`
+    counts) and waited longer than `min_wait` seconds (by default the wait histogram's first
+    bound, 1 ms), or that failed (a timeout, a cancellation, an error), reads the current
+    OpenTelemetry span: with `span_events`, a recording span gets the event EVENT (the pool,
+    the wait, the outcome), and a sampled span's `trace_id` and `span_id` become the exemplar
+    of the wait's bucket of `sqlalchemy_pool_checkout_wait_seconds`, on its outcome's series.
+    With `long_checkout_threshold`, a hold past it gets the exemplar of the span that borrowed
+    the connection on `sqlalchemy_pool_connection_hold_seconds`. Exemplars appear in the
+    OpenMetrics exposition, in process and through the sidecar. A checkout that found an
+    idle connection reads no span; `disable_exemplars()` turns it all off again.
     """
     if not isinstance(span_events, bool):
         raise TypeError(f"span_events must be True or False, got {span_events!r}")
-    first = m.WAIT_BUCKETS[0]
     if min_wait is None:
-        min_wait = first
+        min_wait = m.WAIT_BUCKETS[0]
     elif (
         isinstance(min_wait, bool)
         or not isinstance(min_wait, int | float)

@@ -101,6 +101,19 @@ FIELDS: tuple[Field, ...] = (
     Field("oldest_checkout_started", "gauge", number="float"),
     Field("long_checkouts", "counter"),
     Field("gc_returned", "counter"),
+    # Issue 29. New fields rather than new meanings for old ones, so that a reader of either
+    # version reads the other's files (docs/sidecar.md): `wait` stays the successful checkouts'
+    # waits and `closes` the total, beside the other outcomes' waits and the closes by reason.
+    Field("wait_timeout", "histogram"),
+    Field("wait_cancelled", "histogram"),
+    Field("wait_error", "histogram"),
+    Field("waited", "counter"),
+    Field("close_reasons", "counter", metrics.CLOSE_REASONS),
+    Field("opening", "gauge"),
+    # Settings, not counts: configure() and isolation_known() write them, reset() keeps them
+    # (a forked child's pool has its parent's settings). recycle is -1 where it is not set.
+    Field("recycle", "gauge", number="float"),
+    Field("isolation", "gauge"),
 )
 
 # Every PoolStats method that changes a value, and only those. Each variant is made from this
@@ -110,11 +123,15 @@ FIELDS: tuple[Field, ...] = (
 UPDATES: tuple[str, ...] = (
     "reset",
     "configure",
+    "isolation_known",
     "enter",
     "checked_out",
+    "waited_out",
     "failed",
     "checked_in",
     "detached",
+    "opening_started",
+    "opening_ended",
     "connected",
     "closed",
     "invalidated",
@@ -146,6 +163,8 @@ class PoolStats:
 
     def __init__(self) -> None:
         self.capacity: Capacity | None = None
+        self.recycle = -1.0  # pool_recycle in seconds; -1: not set
+        self.isolation = 0  # the isolation level, 1 + its index in metrics.ISOLATION_LEVELS
         self.reset()
 
     def reset(self) -> None:
@@ -163,9 +182,15 @@ class PoolStats:
         self.detaches = 0
         self.invalidations = {False: 0, True: 0}
         self.hook_errors = dict.fromkeys(metrics.HOOKS, 0)
-        self.wait = Histogram(metrics.WAIT_BUCKETS)
+        self.wait = Histogram(metrics.WAIT_BUCKETS)  # the successful checkouts'
+        self.wait_timeout = Histogram(metrics.WAIT_BUCKETS)
+        self.wait_cancelled = Histogram(metrics.WAIT_BUCKETS)
+        self.wait_error = Histogram(metrics.WAIT_BUCKETS)
+        self.waited = 0
         self.hold = Histogram(metrics.HOLD_BUCKETS)
         self.connect_time = Histogram(metrics.CONNECT_BUCKETS)
+        self.opening = 0
+        self.close_reasons = dict.fromkeys(metrics.CLOSE_REASONS, 0)
         # Unix time at which the oldest outstanding checkout began, 0 when none is out; the
         # hooks write it (a plain field, so a store can publish it), the age is computed at
         # scrape time.
@@ -173,11 +198,23 @@ class PoolStats:
         self.long_checkouts = 0
         self.gc_returned = 0
 
-    def configure(self, capacity: Capacity | None) -> None:
+    def configure(self, capacity: Capacity | None, recycle: float | None = None) -> None:
         """The configuration of the pool now counted, read again whenever the engine's pool is
-        replaced; that pool holds no idle connection of ours yet."""
+        replaced; that pool holds no idle connection of ours yet. `recycle`: pool_recycle in
+        seconds, None where it is not set."""
         self.capacity = capacity
+        self.recycle = -1.0 if recycle is None else recycle
         self.idle = 0
+
+    def isolation_known(self, level: int) -> None:
+        """The isolation level the pool's connections run in, once known: 1 + its index in
+        metrics.ISOLATION_LEVELS."""
+        self.isolation = level
+
+    @property
+    def recycle_seconds(self) -> float | None:
+        """pool_recycle, where it is set."""
+        return self.recycle if self.recycle >= 0 else None
 
     @property
     def overflow(self) -> int:
@@ -204,16 +241,33 @@ class PoolStats:
         h.counts[bisect_left(h.bounds, wait)] += 1
         h.sum += wait
 
-    def failed(self, reason: str) -> None:
+    def waited_out(self, wait: float, was_idle: bool) -> None:
+        """A checkout succeeded that found no idle connection in the pool: it waited for one
+        to come back (`was_idle`: it was idle in the pool by the time it was taken) or for a
+        new one to open. Apart from `checked_out` so that the checkouts that did not wait
+        pay nothing for telling the two apart."""
+        self.waiting -= 1
+        self.checkouts += 1
+        self.waited += 1
+        self.in_use += 1
+        if was_idle:
+            self.idle -= 1
+        self.wait.observe(wait)
+
+    def failed(self, reason: str, wait: float) -> None:
+        """A checkout failed after `wait` seconds, for `reason`."""
         self.waiting -= 1
         if reason == TIMEOUT:
             self.timeouts += 1
+            self.wait_timeout.observe(wait)
         elif reason == CANCELLED:
             self.cancellations += 1
+            self.wait_cancelled.observe(wait)
         else:
             self.checkout_errors += 1
             if reason == CONNECT_ERROR:
                 self.connect_errors += 1
+            self.wait_error.observe(wait)
 
     def checked_in(self, hold: float | None, now_idle: bool) -> None:
         if now_idle:
@@ -232,12 +286,23 @@ class PoolStats:
             self.in_use -= 1
             self.hold.observe(hold)
 
+    def opening_started(self) -> None:
+        """The pool called the driver to open a connection."""
+        self.opening += 1
+
+    def opening_ended(self) -> None:
+        """The driver's connect() returned or raised."""
+        self.opening -= 1
+
     def connected(self, seconds: float) -> None:
         self.connects += 1
         self.connect_time.observe(seconds)
 
-    def closed(self, was_idle: bool) -> None:
+    def closed(self, was_idle: bool, reason: str) -> None:
+        """A DBAPI connection was closed, for `reason` (metrics.CLOSE_REASONS)."""
         self.closes += 1
+        reasons = self.close_reasons
+        reasons[reason] = reasons.get(reason, 0) + 1
         if was_idle:
             self.idle -= 1
 
@@ -308,10 +373,11 @@ def locked(method: Callable[..., Any]) -> Callable[..., Any]:
     return run_locked
 
 
-def derive(cls: type[PoolStats], wrap: Callable[[Callable[..., Any]], Callable[..., Any]],
+def derive(cls: type, wrap: Callable[[Callable[..., Any]], Callable[..., Any]],
            names: Iterable[str]) -> None:  # fmt: skip
     """Replace each of `names` on `cls` by `wrap` of the method `cls` has now (its own or
-    inherited): how every variant of PoolStats is made from UPDATES."""
+    inherited): how every variant of PoolStats is made from UPDATES (and of routes.Routes
+    from ROUTE_UPDATES)."""
     for name in names:
         setattr(cls, name, wrap(getattr(cls, name)))
 

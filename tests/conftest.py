@@ -1,21 +1,48 @@
-"""Shared fixtures: fresh registries, real databases, scraping and the promtool binary."""
+"""Shared fixtures: fresh registries, real databases, engines disposed, the promtool binary.
+Helpers live in tests/support/: no test module imports this one."""
 
 from __future__ import annotations
 
 import os
-import shutil
 import uuid
 from collections.abc import Iterator
 
+import psycopg
 import pytest
 import sqlalchemy as sa
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client import CollectorRegistry
+
+from .support.binaries import require_binary
 
 PG_URL = os.environ.get(
     "POOL_EXPORTER_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
-PG_ASYNC_URL = PG_URL  # psycopg 3 serves both create_engine and create_async_engine
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """In a parallel run (pytest-xdist, `--dist loadscope`: a module is one unit of work, so
+    a module-scoped fixture such as a Prometheus fed a workload or a built wheel is made once),
+    each worker takes the modules with slow tests first, so that no long module is left to run
+    alone at the end. A serial run keeps the modules' order."""
+    if hasattr(config, "workerinput"):
+        slow = {_module(item) for item in items if item.get_closest_marker("slow")}
+        items.sort(key=lambda item: _module(item) not in slow)  # stable: a module stays whole
+
+
+def _module(item: pytest.Item) -> str:
+    return item.nodeid.split("::")[0]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A test marked `root` fails at once, saying why, when the suite runs as another user:
+    a skip would pass a run that never tried it (CI runs as root)."""
+    if item.get_closest_marker("root") is not None and os.geteuid() != 0:
+        pytest.fail(
+            f"{item.name} needs root (it mounts a file system); run the suite as root, or "
+            "leave these tests out with -m 'not root'",
+            pytrace=False,
+        )
 
 
 @pytest.fixture
@@ -57,39 +84,25 @@ def pg_app_name() -> str:
     return f"pool-exporter-test-{uuid.uuid4().hex[:8]}"
 
 
-def require_binary(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        pytest.fail(
-            f"{name} is required: apt-get install prometheus prometheus-alertmanager",
-            pytrace=False,
-        )
-    return path
+@pytest.fixture
+def pg_database(pg_url: str) -> Iterator[str]:
+    """The name of a database of the test's own on the shared server, dropped (with any
+    connection left in it) at the end: what a test counts in it is only its own, whatever other
+    tests and other users of the server do meanwhile."""
+    name = f"pool_exporter_test_{uuid.uuid4().hex[:10]}"
+    admin = pg_url.replace("postgresql+psycopg://", "postgresql://").rsplit("/", 1)[0]
+    with psycopg.connect(f"{admin}/postgres", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield name
+    finally:
+        with psycopg.connect(f"{admin}/postgres", autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session")
 def promtool() -> str:
     return require_binary("promtool")
-
-
-def scrape(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Every sample of the registry's exposition, parsed back with prometheus-client's parser."""
-    text = generate_latest(registry).decode()
-    samples = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return samples
-
-
-def value(registry: CollectorRegistry, name: str, **labels: str) -> float:
-    """One sample's value from the parsed exposition; fails if the series does not exist."""
-    key = (name, tuple(sorted(labels.items())))
-    samples = scrape(registry)
-    assert key in samples, (
-        f"no series {name}{labels}; have {sorted(k for k in samples if k[0] == name)}"
-    )
-    return samples[key]
 
 
 @pytest.fixture

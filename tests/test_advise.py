@@ -17,11 +17,12 @@ from pool_exporter import metrics as m
 from pool_exporter.cli import main
 from pool_exporter.exposition import start_http_server
 from pool_exporter.incident import replay as rp
-from pool_exporter.incident.measured import from_prometheus
+from pool_exporter.incident.measured import from_prometheus, from_replay
 from pool_exporter.incident.promapi import PrometheusAPI
 from pool_exporter.incident.promserver import PrometheusServer
+from pool_exporter.incident.results import Result
 
-from .conftest import require_binary
+from .support.binaries import require_binary
 from .support.procs import wait_until
 
 # 600 users in 1 s against 15 connections of 0.1 s (about 130 served per second): timeouts.
@@ -30,6 +31,8 @@ BURST = rp.Scenario(
     push_at=1.0, seed=5,
 )  # fmt: skip
 INCIDENT = rp.PoolSettings(5, 10, 1.5)
+# The advice comes from a replay measured on this machine: tests beside it would change it.
+pytestmark = pytest.mark.serial
 DB_MAX = m.DATABASE_MAX_CONNECTIONS.name
 
 
@@ -178,6 +181,16 @@ def test_a_push_at_risk_fails_the_gate_unless_the_risk_is_accepted(
     assert code == 0
 
 
+def test_a_replay_counts_its_holds_so_the_simulation_knows_how_well_their_mean_is_known(
+    burst_json: Path,
+) -> None:
+    data = json.loads(burst_json.read_text())
+    measured = from_replay(Result.from_json(data), "burst")
+    assert measured.hold_count == data["ok"] > 500
+    # about 600 lognormal holds (CV about 1): their mean within about 4 %
+    assert measured.holds().mean_error == pytest.approx(1 / data["ok"] ** 0.5, rel=0.3)
+
+
 @pytest.mark.parametrize(
     ("buckets", "message"),
     [([[0.1, 5], [0.25, 3]], "hold buckets must grow"), ([[0.1, "many"]], "could not convert")],
@@ -218,6 +231,10 @@ def test_a_replay_result_with_a_broken_hold_histogram_is_one_error_line(
             "error: --requests-per-user must be above 0, got 0",
         ),
         (["--from-replay", "{replay}", "--p-wait", "0"], "--p-wait must be between 0 and 1"),
+        (
+            ["--from-replay", "{replay}", "--burst-wait", "0"],
+            "--burst-wait must be positive, got 0",
+        ),
         (["--from-replay", "{replay}", "--preflight"], "--preflight needs --push-users"),
         (["--from-replay", "{replay}", "--workers", "0"], "--workers must be at least 1"),
         (["--from-replay", "{notreplay}"], "is not a replay result"),
@@ -322,6 +339,10 @@ def test_the_hold_histogram_is_read_from_prometheus_for_the_simulation(
     for le in (0.05, 0.1, 0.25):
         assert rates[le] / rates[math.inf] == pytest.approx(counts[le] / result.ok, abs=0.15)
     assert measured.holds().mean == measured.hold_mean
+    # the holds counted in the window (40 requests/s of Poisson traffic for 10 s), which say
+    # how well the mean is known
+    assert 200 <= measured.hold_count <= 600
+    assert 0.02 < measured.holds().mean_error < 0.1  # holds' CV about 0.6, over sqrt(400)
 
 
 def test_the_database_budget_comes_from_the_selected_server_alone(

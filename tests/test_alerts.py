@@ -31,7 +31,8 @@ from pool_exporter.sidecar.pgbouncer import PgBouncerCollector, parse_poolers
 from tests.support import pg_limits, pgbouncer, promtool_cases, promtool_series
 from tests.support.promtool_cases import alert_rules
 
-from .conftest import require_binary, scrape
+from .support.binaries import require_binary
+from .support.exposition import scrape
 
 ROOT = Path(__file__).resolve().parent.parent
 ALERTS_DIR = ROOT / "alerts"
@@ -118,6 +119,7 @@ def test_a_users_config_file_changes_thresholds_durations_and_runbook_url(
     )
 
 
+@pytest.mark.slow
 def test_a_config_changing_only_runbook_url_and_severities_keeps_passing_promtool_tests(
     tmp_path: Path, promtool: str
 ) -> None:
@@ -254,6 +256,7 @@ SAYS = {
     "SQLAlchemyPoolHeadroomLow": ("info", POOL),
     "SQLAlchemyPoolConnectErrors": ("warning", POOL),
     "SQLAlchemyPoolInvalidationStorm": ("warning", POOL),
+    "SQLAlchemyPoolOverflowChurn": ("warning", POOL),
     "SQLAlchemyFleetExceedsDatabaseLimit": ("warning", FLEET),
     "PoolExporterDatabaseConnectionsNearLimit": ("warning", FLEET),
     "PoolExporterDatabaseConnectionsExhausted": ("critical", FLEET),
@@ -461,6 +464,7 @@ def promtool_test(promtool: str, *files: Path, cwd: Path) -> subprocess.Complete
     )
 
 
+@pytest.mark.slow
 def test_the_committed_promtool_tests_pass_from_any_directory(
     promtool: str, tmp_path: Path
 ) -> None:

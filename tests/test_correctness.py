@@ -19,8 +19,9 @@ from prometheus_client import CollectorRegistry
 import pool_exporter
 import pool_exporter.fork
 from pool_exporter.instrument import PoolInstrumentation, _handles_lock
-from tests.conftest import value
+from tests.support.exposition import value
 from tests.support.forking import held_by_another_thread, in_child
+from tests.support.pool_counts import CloseCount, closes_by_reason, waits
 
 
 @dataclass
@@ -127,22 +128,48 @@ def url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
 def test_contending_threads_are_counted_exactly(registry: CollectorRegistry, url: str) -> None:
     engine = sa.create_engine(url, pool_size=2, max_overflow=1, pool_timeout=0.3)
     handle = pool_exporter.instrument(engine, name="tiny", registry=registry)
+    closes = CloseCount(engine)
     with Sampler(handle).running() as sampler:
         tally = hammer(engine, threads=8, per_thread=12, hold=(0.02, 0.12))
     assert tally.timeouts > 0 and tally.ok > 0, "the test must produce both outcomes"
     assert value(registry, "sqlalchemy_pool_checkouts_total", pool="tiny") == tally.ok
     assert value(registry, "sqlalchemy_pool_checkout_timeouts_total", pool="tiny") == tally.timeouts
-    assert value(registry, "sqlalchemy_pool_checkout_wait_seconds_count", pool="tiny") == tally.ok
+    wait_counts = waits(registry, "tiny")
+    assert wait_counts["success"] == tally.ok
     assert value(registry, "sqlalchemy_pool_connection_hold_seconds_count", pool="tiny") == tally.ok
     timed_out_waits = value(
-        registry, "sqlalchemy_pool_checkout_wait_seconds_bucket", pool="tiny", le="0.25"
+        registry,
+        "sqlalchemy_pool_checkout_wait_seconds_bucket",
+        pool="tiny",
+        outcome="success",
+        le="0.25",
     )
     assert timed_out_waits <= tally.ok  # successful waits only; none took the whole timeout
+    # The timed-out callers' waits are in the histogram too, under their own outcome: each
+    # waited the whole 0.3 s timeout.
+    assert wait_counts == {
+        "success": tally.ok,
+        "timeout": tally.timeouts,
+        "cancelled": 0,
+        "error": 0,
+    }
+    bucket = "sqlalchemy_pool_checkout_wait_seconds_bucket"
+    assert value(registry, bucket, pool="tiny", outcome="timeout", le="0.25") == 0
+    assert waits(registry, "tiny", "_sum")["timeout"] >= 0.3 * tally.timeouts
+    waited = value(registry, "sqlalchemy_pool_waited_checkouts_total", pool="tiny")
+    assert 0 < waited <= tally.ok
     sampler.assert_sane(max_in_use=3)
     assert max(s[2] for s in sampler.samples) > 0, "callers were seen waiting"
     assert max(s[3] for s in sampler.samples) == 1, "the overflow connection was seen"
     assert_quiescent(registry, "tiny", engine)
+    # Only overflow connections closed so far (returned to a full pool), each counted once.
+    by_reason = closes_by_reason(registry, "tiny")
+    assert by_reason["overflow"] == sum(by_reason.values()) == closes.total > 0
+    idle = value(registry, "sqlalchemy_pool_connections", pool="tiny", state="idle")
     engine.dispose()
+    by_reason = closes_by_reason(registry, "tiny")
+    assert by_reason["dispose"] == idle
+    assert sum(by_reason.values()) == closes.total == handle.stats.closes
 
 
 def test_dispose_mid_run_never_drives_gauges_negative_or_leaks(
@@ -150,6 +177,7 @@ def test_dispose_mid_run_never_drives_gauges_negative_or_leaks(
 ) -> None:
     engine = sa.create_engine(url, pool_size=2, max_overflow=2, pool_timeout=2)
     handle = pool_exporter.instrument(engine, name="d", registry=registry)
+    closes = CloseCount(engine)
     pools = []
 
     def dispose_repeatedly() -> None:
@@ -170,6 +198,12 @@ def test_dispose_mid_run_never_drives_gauges_negative_or_leaks(
     assert_quiescent(registry, "d", engine)
     engine.dispose()
     assert value(registry, "sqlalchemy_pool_connections", pool="d", state="idle") == 0
+    # Closed by dispose() or returned to a full pool (one out across a dispose() comes back
+    # to the old pool, whose queue may be full); every close counted under one reason.
+    by_reason = closes_by_reason(registry, "d")
+    assert sum(by_reason.values()) == closes.total == handle.stats.closes
+    assert by_reason["dispose"] > 0
+    assert by_reason["dispose"] + by_reason["overflow"] == closes.total
 
 
 def test_pre_ping_after_backends_are_terminated(
@@ -206,6 +240,7 @@ def test_invalidation_of_a_checked_out_connection(
 ) -> None:
     engine = sa.create_engine(pg_url, pool_size=2, connect_args={"application_name": pg_app_name})
     pool_exporter.instrument(engine, name="inv", registry=registry)
+    closes = CloseCount(engine)
     with engine.connect() as warm:
         warm.exec_driver_sql("select 1")
     conn = engine.connect()
@@ -214,6 +249,8 @@ def test_invalidation_of_a_checked_out_connection(
         conn.exec_driver_sql("select 1")
     conn.close()
     assert value(registry, "sqlalchemy_pool_invalidations_total", pool="inv", soft="false") == 1
+    by_reason = closes_by_reason(registry, "inv")
+    assert by_reason["invalidated"] == sum(by_reason.values()) == closes.total == 1
     assert_quiescent(registry, "inv", engine, idle=0)
     with engine.connect() as conn:  # the empty record reconnects
         conn.exec_driver_sql("select 1")
@@ -231,7 +268,7 @@ def test_soft_invalidation_is_counted_and_replaced_at_next_checkout(
     assert value(registry, "sqlalchemy_pool_invalidations_total", pool="soft", soft="true") == 1
     engine.connect().close()
     assert value(registry, "sqlalchemy_pool_connects_total", pool="soft") == 2
-    assert value(registry, "sqlalchemy_pool_closes_total", pool="soft") == 1
+    assert value(registry, "sqlalchemy_pool_closes_total", pool="soft", reason="invalidated") == 1
     assert_quiescent(registry, "soft", engine)
 
 
@@ -243,7 +280,7 @@ def test_recycle_closes_and_reconnects_without_drift(
     time.sleep(1.1)
     engine.connect().close()
     assert value(registry, "sqlalchemy_pool_connects_total", pool="r") == 2
-    assert value(registry, "sqlalchemy_pool_closes_total", pool="r") == 1
+    assert value(registry, "sqlalchemy_pool_closes_total", pool="r", reason="recycle") == 1
     assert_quiescent(registry, "r", engine, idle=1)
 
 
@@ -255,7 +292,7 @@ def test_detached_connection_leaves_the_pool(registry: CollectorRegistry, sqlite
     assert value(registry, "sqlalchemy_pool_detaches_total", pool="det") == 1
     assert value(registry, "sqlalchemy_pool_connection_hold_seconds_count", pool="det") == 1
     conn.close()  # closes the detached DBAPI connection
-    assert value(registry, "sqlalchemy_pool_closes_total", pool="det") == 1
+    assert value(registry, "sqlalchemy_pool_closes_total", pool="det", reason="detached") == 1
     assert_quiescent(registry, "det", engine)
 
 
@@ -385,7 +422,8 @@ def test_dispose_through_an_option_engine_counts_the_first_checkout(
     with engine.connect():
         assert value(registry, "sqlalchemy_pool_connections", pool="opt", state="in_use") == 1
     assert value(registry, "sqlalchemy_pool_checkouts_total", pool="opt") == 2
-    assert value(registry, "sqlalchemy_pool_checkout_wait_seconds_count", pool="opt") == 2
+    wait_count = "sqlalchemy_pool_checkout_wait_seconds_count"
+    assert value(registry, wait_count, pool="opt", outcome="success") == 2
     assert_quiescent(registry, "opt", engine, idle=1)
 
 
@@ -494,6 +532,7 @@ def test_a_failure_after_fork_is_counted_under_its_own_hook_and_the_child_goes_o
     engine.dispose()
 
 
+@pytest.mark.serial  # a fork past Python's hooks: no other thread may hold a lock then
 def test_a_child_forked_past_pythons_fork_hooks_is_reset_by_the_fork_entry_point(
     registry: CollectorRegistry, sqlite_url: str
 ) -> None:

@@ -17,7 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 import pool_exporter
 from pool_exporter.instrument import PoolInstrumentation
-from tests.conftest import value
+from tests.support.exposition import value
+from tests.support.pool_counts import CloseCount, closes_by_reason, waits
 
 P = ParamSpec("P")
 
@@ -75,6 +76,7 @@ def test_contending_tasks_are_counted_exactly(registry: CollectorRegistry, async
         engine, handle = instrumented(
             registry, async_url, "tasks", pool_size=2, max_overflow=1, pool_timeout=0.3
         )
+        closes = CloseCount(engine)
         rng = random.Random(3)
 
         async def user() -> None:
@@ -103,13 +105,19 @@ def test_contending_tasks_are_counted_exactly(registry: CollectorRegistry, async
         watcher.cancel()
         assert_quiescent(registry, "tasks", engine)
         await engine.dispose()
+        by_reason = closes_by_reason(registry, "tasks")
+        assert sum(by_reason.values()) == closes.total == handle.stats.closes
+        assert by_reason["overflow"] + by_reason["dispose"] == closes.total
 
     asyncio.run(main())
     assert ok > 0 and timeouts > 0
     assert lowest == 0 and peak_waiting > 0
     assert value(registry, "sqlalchemy_pool_checkouts_total", pool="tasks") == ok
     assert value(registry, "sqlalchemy_pool_checkout_timeouts_total", pool="tasks") == timeouts
-    assert value(registry, "sqlalchemy_pool_checkout_wait_seconds_count", pool="tasks") == ok
+    wait_counts = waits(registry, "tasks")
+    assert wait_counts == {"success": ok, "timeout": timeouts, "cancelled": 0, "error": 0}
+    assert waits(registry, "tasks", "_sum")["timeout"] >= 0.3 * timeouts
+    assert 0 < value(registry, "sqlalchemy_pool_waited_checkouts_total", pool="tasks") <= ok
 
 
 @run_async
@@ -127,6 +135,9 @@ async def test_cancellation_while_waiting_is_counted_and_leaves_nobody_waiting(
         assert handle.stats.waiting == 0
         assert handle.stats.in_use == 1
     assert value(registry, "sqlalchemy_pool_checkout_cancellations_total", pool="cancel") == 1
+    # the cancelled caller's wait (0.2 s and a little) is in the wait histogram, as cancelled
+    assert waits(registry, "cancel")["cancelled"] == 1
+    assert 0.2 <= waits(registry, "cancel", "_sum")["cancelled"] < 5
     assert value(registry, "sqlalchemy_pool_checkout_timeouts_total", pool="cancel") == 0
     assert_quiescent(registry, "cancel", engine)
     async with engine.connect() as conn:  # the pool is still whole
@@ -139,6 +150,7 @@ async def test_dispose_mid_run_keeps_async_gauges_sane(
     registry: CollectorRegistry, new_engine: NewEngine
 ) -> None:
     engine, handle = new_engine("adispose", pool_size=2, max_overflow=2, pool_timeout=3)
+    closes = CloseCount(engine)
     done = 0
 
     async def user() -> None:
@@ -160,6 +172,10 @@ async def test_dispose_mid_run_keeps_async_gauges_sane(
     assert value(registry, "sqlalchemy_pool_checkouts_total", pool="adispose") == done
     assert_quiescent(registry, "adispose", engine)
     await engine.dispose()
+    by_reason = closes_by_reason(registry, "adispose")
+    assert sum(by_reason.values()) == closes.total == handle.stats.closes
+    assert by_reason["dispose"] > 0
+    assert by_reason["overflow"] + by_reason["dispose"] == closes.total
 
 
 @run_async

@@ -37,7 +37,8 @@ from tests.support import dashboard_queries as dq
 from tests.support import pg_limits
 from tests.support.promtool_cases import alert_rules
 
-from .conftest import require_binary, scrape
+from .support.binaries import require_binary
+from .support.exposition import scrape
 from .support.procs import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -360,7 +361,8 @@ def _workload(registry: CollectorRegistry, directory: Path) -> float:
     engine = sa.create_engine(
         f"sqlite:///{directory}/app.db", pool_size=1, max_overflow=0, pool_timeout=0.2
     )
-    pool_exporter.instrument(engine, name="app", registry=registry)
+    # route=: the panels of who holds the connections read the app's checkouts by route
+    pool_exporter.instrument(engine, name="app", registry=registry, route=lambda: "/orders/{id}")
     broken = sa.create_engine(f"sqlite:///{directory}/missing/dir/x.db")
     pool_exporter.instrument(broken, name="broken", registry=registry)
     hooked = sa.create_engine(f"sqlite:///{directory}/hooked.db")

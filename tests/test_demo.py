@@ -14,7 +14,7 @@ import pytest
 
 from pool_exporter.mixin import data_files
 
-from .conftest import require_binary
+from .support.binaries import require_binary
 from .support.procs import free_port, parse, select, wait_until
 
 BIN = Path(sys.executable).parent
@@ -43,6 +43,7 @@ def demo(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subpr
     )
 
 
+@pytest.mark.slow
 def test_short_demo_times_out_serves_metrics_reports_alerts_and_writes_a_png(
     tmp_path: Path,
 ) -> None:
@@ -85,6 +86,7 @@ def rules_used(tmp_path: Path) -> Path:
     return Path(line.rsplit(" with ", 1)[1])
 
 
+@pytest.mark.slow
 def test_without_rules_in_the_directory_the_demo_evaluates_the_shipped_ones(
     tmp_path: Path,
 ) -> None:
@@ -93,6 +95,7 @@ def test_without_rules_in_the_directory_the_demo_evaluates_the_shipped_ones(
     assert rules_used(tmp_path) == data_files.find(data_files.RULES)
 
 
+@pytest.mark.slow
 def test_rules_in_the_directory_are_what_the_demo_evaluates(tmp_path: Path) -> None:
     # where `pool-exporter alerts generate` writes rules with a user's own settings
     require_binary("prometheus")
@@ -114,6 +117,7 @@ def test_demo_without_prometheus_says_how_to_get_it(tmp_path: Path) -> None:
     assert "requests        " in out
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_the_demo_with_the_summary_so_far(tmp_path: Path) -> None:
     port = free_port()
     proc = demo(tmp_path, "--no-prometheus", "--port", str(port))  # the full-length default

@@ -15,7 +15,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from pool_exporter import metrics as m
 from pool_exporter.events import mark_event
 
-from .conftest import scrape, value
+from .support.exposition import scrape, value
 
 EVENTS = m.EVENTS.sample
 LAST = m.EVENT_LAST_TIMESTAMP.sample

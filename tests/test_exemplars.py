@@ -15,6 +15,7 @@ import os
 import re
 import struct
 import subprocess
+import sys
 import threading
 import time
 import zlib
@@ -48,7 +49,8 @@ from pool_exporter.instrument import PoolInstrumentation
 from pool_exporter.multiprocess import exemplarfile, filenames
 from pool_exporter.multiprocess.reader import WorkersCollector
 from pool_exporter.rendered import Exposed, encode
-from tests.conftest import require_binary, value
+from tests.support.binaries import require_binary
+from tests.support.exposition import value
 from tests.support.forking import in_child
 
 from .support.procs import ROOT, Procs, procs, start_sidecar, total, wait_until
@@ -209,12 +211,15 @@ def test_the_waited_checkout_adds_the_pool_the_wait_and_the_outcome_to_its_span(
         otel.OUTCOME: "success",
     }
     assert event.attributes[otel.WAIT_SECONDS] >= 0.05  # type: ignore[index,operator]
-    # The first checkout, the holder's and the waiter's are counted, the waiter's wait too.
-    assert value(registry, WAIT + "_count", pool="one") == 3
-    assert value(registry, WAIT + "_sum", pool="one") >= event.attributes[otel.WAIT_SECONDS]  # type: ignore[index,operator]
+    # The fixture's first checkout, the holder's and the waiter's are counted, the waiter's
+    # wait too; the first (it opened the connection) and the waiter's found none idle.
+    assert value(registry, WAIT + "_count", pool="one", outcome="success") == 3
+    waits = value(registry, WAIT + "_sum", pool="one", outcome="success")
+    assert waits >= event.attributes[otel.WAIT_SECONDS]  # type: ignore[operator]
+    assert value(registry, "sqlalchemy_pool_waited_checkouts_total", pool="one") == 2
 
 
-def test_a_checkout_that_times_out_tells_its_span_how_long_it_waited(
+def test_a_checkout_that_times_out_puts_its_trace_on_the_timeout_series(
     traced: Traces, registry: CollectorRegistry, sqlite_url: str
 ) -> None:
     engine = sa.create_engine(sqlite_url, pool_size=1, max_overflow=0, pool_timeout=0.1)
@@ -222,22 +227,26 @@ def test_a_checkout_that_times_out_tells_its_span_how_long_it_waited(
     try:
         with (
             engine.connect(),
-            traced.tracer.start_as_current_span("request"),
+            traced.tracer.start_as_current_span("request") as span,
             pytest.raises(sa.exc.TimeoutError),
         ):
             engine.connect()
-        (event,) = events(traced.finished())
-        assert event[otel.OUTCOME] == "timeout"
-        assert event[otel.WAIT_SECONDS] >= 0.1
-        assert event["db.client.connection.pool.name"] == "timeout"
-        # The wait histogram counts successful checkouts only: nothing to annotate there.
-        assert bucket_exemplars(served(registry), WAIT) == {}
-        assert (
-            value(registry, "pool_exporter_hook_errors_total", pool="timeout", hook="checkout") == 0
-        )
+        text = served(registry)
+        errors = value(registry, "pool_exporter_hook_errors_total", pool="timeout", hook="checkout")
     finally:
         handle.uninstrument()
         engine.dispose()
+    (event,) = events(traced.finished())
+    assert event[otel.OUTCOME] == "timeout"
+    assert event[otel.WAIT_SECONDS] >= 0.1
+    assert event["db.client.connection.pool.name"] == "timeout"
+    found = bucket_exemplars(text, WAIT, pool="timeout", outcome="timeout")
+    assert list(found) == [bucket_of(event[otel.WAIT_SECONDS], m.WAIT_BUCKETS)]
+    (exemplar,) = found.values()
+    assert exemplar.labels == ids(span)
+    assert exemplar.value == event[otel.WAIT_SECONDS]
+    assert bucket_exemplars(text, WAIT, pool="timeout", outcome="success") == {}
+    assert errors == 0
 
 
 def test_an_async_checkout_waits_in_its_tasks_span_and_a_cancelled_one_says_so(
@@ -280,40 +289,43 @@ def test_an_async_checkout_waits_in_its_tasks_span_and_a_cancelled_one_says_so(
     assert ids(first) == waited and ids(second) == cancelled
     assert [e[otel.OUTCOME] for e in events((first,))] == ["success"]
     assert [e[otel.OUTCOME] for e in events((second,))] == ["cancelled"]
-    found = bucket_exemplars(text, WAIT, pool="async")
+    found = bucket_exemplars(text, WAIT, pool="async", outcome="success")
     assert [e.labels for e in found.values()] == [waited]
+    found = bucket_exemplars(text, WAIT, pool="async", outcome="cancelled")
+    assert [e.labels for e in found.values()] == [cancelled]
 
 
-def test_a_checkout_that_did_not_wait_reads_no_span(
+def test_a_checkout_that_found_an_idle_connection_reads_no_span(
     traced: Traces,
     pool: PoolInstrumentation,
     registry: CollectorRegistry,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    reads: list[int] = []
+    reads: list[str] = []
     read_span = trace.get_current_span
 
     def counted(*args: Any) -> trace.Span:
-        reads.append(1)
+        # pool-exporter's reads only: the SDK reads the current span too, for a new one's parent
+        if sys._getframe(1).f_globals["__name__"] == "pool_exporter.otel":
+            reads.append("read")
         return read_span(*args)
 
-    def past_the_first_bucket() -> float:
-        first = value(registry, WAIT + "_bucket", pool="one", le=repr(m.WAIT_BUCKETS[0]))
-        return value(registry, WAIT + "_count", pool="one") - first
+    def waited() -> float:
+        return value(registry, "sqlalchemy_pool_waited_checkouts_total", pool="one")
 
-    before = past_the_first_bucket()  # the fixture's first checkout, which opened a connection
+    before = waited()  # the fixture's first checkout, which opened the connection
     monkeypatch.setattr(trace, "get_current_span", counted)
     with traced.tracer.start_as_current_span("request"):
-        reads.clear()  # the tracer read the current span for the new one's parent
         for _ in range(200):
             with pool.engine.connect():
                 pass
-    # Only a checkout past the first bucket (1 ms, enable_exemplars' default) read the span:
-    # on a quiet machine none did. Any that did is on the span and in a later bucket.
-    waited = past_the_first_bucket() - before
-    assert len(reads) == waited
-    assert len(events(traced.finished())) == waited
-    assert repr(m.WAIT_BUCKETS[0]) not in bucket_exemplars(served(registry), WAIT)
+    assert reads == []
+    assert traced.finished()[0].events == ()
+    assert waited() == before
+    # The one that waits does read it.
+    wait_in(pool, 0.02, lambda: traced.tracer.start_as_current_span("waits"))
+    assert reads == ["read"]
+    assert waited() == before + 1
 
 
 def test_outside_any_span_a_waited_checkout_is_counted_as_without_exemplars(
@@ -324,7 +336,8 @@ def test_outside_any_span_a_waited_checkout_is_counted_as_without_exemplars(
     assert " # {" not in text  # no exemplar anywhere
     assert traced.finished() == ()
     assert value(registry, "sqlalchemy_pool_checkouts_total", pool="one") == 3
-    assert value(registry, WAIT + "_count", pool="one") == 3
+    assert value(registry, WAIT + "_count", pool="one", outcome="success") == 3
+    assert value(registry, "sqlalchemy_pool_waited_checkouts_total", pool="one") == 2
     for hook in m.HOOKS:
         assert value(registry, "pool_exporter_hook_errors_total", pool="one", hook=hook) == 0
 
@@ -422,12 +435,13 @@ def test_a_failing_recorder_is_a_counted_hook_error_and_the_checkout_goes_on(
 ) -> None:
     exemplars.TRACING.on(Broken(), 0.0)
     try:
+        wait_in(pool, 0.02, contextlib.nullcontext)  # the waited checkout asks the recorder
         with pool.engine.connect() as conn:
             assert conn.exec_driver_sql("select 1").scalar() == 1
     finally:
         exemplars.TRACING.off()
     assert value(registry, "pool_exporter_hook_errors_total", pool="one", hook="checkout") == 1
-    assert value(registry, "sqlalchemy_pool_checkouts_total", pool="one") == 2
+    assert value(registry, "sqlalchemy_pool_checkouts_total", pool="one") == 4
     assert value(registry, "sqlalchemy_pool_connections", pool="one", state="idle") == 1
     assert "tracing is broken" in caplog.text
 

@@ -30,6 +30,10 @@ __all__ = ["procs"]
 # handlers do not run. PyDLL keeps the GIL held across the call, so the child's only thread
 # has it.
 C_FORK = ctypes.PyDLL(None).fork
+
+# libc's fork() in an xdist worker copies a lock its own thread may hold: run in one process.
+pytestmark = pytest.mark.serial
+
 CHECKOUTS = "sqlalchemy_pool_checkouts_total"
 
 

@@ -12,13 +12,20 @@ from sqlalchemy.orm import Session
 
 import pool_exporter
 from pool_exporter import metrics as m
-from tests.conftest import scrape, value
+from tests.support.exposition import scrape, value
 
 
 def info(
-    registry: CollectorRegistry, pool: str, pool_class: str, dialect: str, driver: str
+    registry: CollectorRegistry,
+    pool: str,
+    pool_class: str,
+    dialect: str,
+    driver: str,
+    **settings: str,
 ) -> float:
-    """The value of the pool's `sqlalchemy_pool_info` series with exactly these labels."""
+    """The value of the pool's `sqlalchemy_pool_info` series with exactly these labels: what the
+    pool is and its settings, those of a default queue pool unless `settings` say otherwise."""
+    defaults = {"pre_ping": "false", "reset_on_return": "rollback", "use_lifo": "false"}
     return value(
         registry,
         "sqlalchemy_pool_info",
@@ -26,15 +33,19 @@ def info(
         pool_class=pool_class,
         dialect=dialect,
         driver=driver,
+        **{**defaults, **settings},
     )
 
 
 def test_every_series_exists_at_zero_from_the_moment_of_instrumentation(
     registry: CollectorRegistry, sqlite_url: str, engines: list[sa.Engine]
 ) -> None:
-    engine = sa.create_engine(sqlite_url, pool_size=3, max_overflow=4, pool_timeout=7)
+    engine = sa.create_engine(
+        sqlite_url, pool_size=3, max_overflow=4, pool_timeout=7, pool_recycle=3600
+    )
     engines.append(engine)
-    pool_exporter.instrument(engine, name="app", registry=registry)
+    # route=: the series by route exist only for a pool counting them
+    pool_exporter.instrument(engine, name="app", registry=registry, route=lambda: None)
 
     samples = scrape(registry)
     names = {name for name, _ in samples}
@@ -54,6 +65,7 @@ def test_every_series_exists_at_zero_from_the_moment_of_instrumentation(
     assert value(registry, "sqlalchemy_pool_max_overflow", pool="app") == 4
     assert value(registry, "sqlalchemy_pool_max_connections", pool="app") == 7
     assert value(registry, "sqlalchemy_pool_timeout_seconds", pool="app") == 7
+    assert value(registry, "sqlalchemy_pool_recycle_seconds", pool="app") == 3600
     assert info(registry, "app", "QueuePool", "sqlite", "pysqlite") == 1
 
 
@@ -90,7 +102,8 @@ def test_nullpool_has_no_idle_connections_after_checkin(
         engine.connect().close()
     assert value(registry, "sqlalchemy_pool_connections", pool="n", state="idle") == 0
     assert value(registry, "sqlalchemy_pool_connects_total", pool="n") == 3
-    assert value(registry, "sqlalchemy_pool_closes_total", pool="n") == 3
+    # NullPool keeps no connection: each one returned to it is closed as overflow
+    assert value(registry, "sqlalchemy_pool_closes_total", pool="n", reason="overflow") == 3
 
 
 def test_async_engine_is_instrumented_through_its_sync_engine(
@@ -108,7 +121,9 @@ def test_async_engine_is_instrumented_through_its_sync_engine(
 
     asyncio.run(main())
     assert value(registry, "sqlalchemy_pool_checkouts_total", pool="a") == 1
-    assert info(registry, "a", "AsyncAdaptedQueuePool", "sqlite", "aiosqlite") == 1
+    # SQLite's own level, which the dialect read on the first connection
+    level = {"isolation_level": "SERIALIZABLE"}
+    assert info(registry, "a", "AsyncAdaptedQueuePool", "sqlite", "aiosqlite", **level) == 1
 
 
 def test_instrumenting_adds_no_connection_or_dialect_events(
@@ -287,7 +302,8 @@ def test_an_engine_whose_dialect_lacks_driver_and_dbapi_is_instrumented_with_emp
     handle = pool_exporter.instrument(engine, registry=registry)
     assert handle.name == "sqlite/memory"
     labels = {"pool": handle.name, "pool_class": "QueuePool", "dialect": "default", "driver": ""}
-    assert value(registry, "sqlalchemy_pool_info", **labels) == 1
+    settings = {"pre_ping": "false", "reset_on_return": "rollback", "use_lifo": "false"}
+    assert value(registry, "sqlalchemy_pool_info", **labels, **settings) == 1
     with engine.connect():
         assert value(registry, "sqlalchemy_pool_connections", pool=handle.name, state="in_use") == 1
     assert value(registry, "sqlalchemy_pool_checkouts_total", pool=handle.name) == 1

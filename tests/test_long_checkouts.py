@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 import pool_exporter
 from pool_exporter.instrument import PoolInstrumentation, current_checkouts
-from tests.conftest import value
+from tests.support.exposition import value
 from tests.support.forking import held_by_another_thread, in_child
 
 OLDEST = "sqlalchemy_pool_oldest_checkout_seconds"

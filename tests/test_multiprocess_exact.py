@@ -55,7 +55,9 @@ def test_two_workers_contending_are_summed_exactly(tmp_path: Path) -> None:
         assert ok > 0 and timeouts > 0
         assert samples[("sqlalchemy_pool_checkouts_total", (("pool", "mp"),))] == ok
         assert samples[("sqlalchemy_pool_checkout_timeouts_total", (("pool", "mp"),))] == timeouts
-        assert samples[("sqlalchemy_pool_checkout_wait_seconds_count", (("pool", "mp"),))] == ok
+        wait_count = "sqlalchemy_pool_checkout_wait_seconds_count"
+        assert samples[(wait_count, (("outcome", "success"), ("pool", "mp")))] == ok
+        assert samples[(wait_count, (("outcome", "timeout"), ("pool", "mp")))] == timeouts
         pids = {w.pid for w in workers}
         listed = [(name, dict(labels), v) for (name, labels), v in samples.items()]
         for state in ("in_use", "idle"):

@@ -115,6 +115,7 @@ def test_files_of_the_previous_and_the_next_layout_are_read_and_folded_at_exit(
     assert stats_files(tmp_path) == []
 
 
+@pytest.mark.root
 @pytest.mark.parametrize("free_pages", [0, 3])
 def test_a_full_filesystem_keeps_the_worker_alive_and_its_counts_for_later(
     tmp_path: Path, procs: Procs, free_pages: int
@@ -148,6 +149,7 @@ def test_a_full_filesystem_keeps_the_worker_alive_and_its_counts_for_later(
         kill9(found["parent"])
 
 
+@pytest.mark.root
 def test_a_disk_full_during_a_fold_loses_nothing_and_folds_when_space_is_back(
     tmp_path: Path, procs: Procs
 ) -> None:

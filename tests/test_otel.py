@@ -31,7 +31,7 @@ import pool_exporter
 from pool_exporter import metrics as m
 from pool_exporter import otel
 from pool_exporter.instrument import PoolInstrumentation
-from tests.conftest import scrape
+from tests.support.exposition import scrape
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -21,10 +21,10 @@ from pool_exporter.sidecar.pgbouncer import (
     parse_poolers,
 )
 
-from .conftest import scrape, value
 from .support import pgbouncer as pgb
 from .support.cli import assert_sidecar_refuses_quietly
-from .support.procs import Procs, procs, start_sidecar, total
+from .support.exposition import scrape, value
+from .support.procs import Procs, procs, start_sidecar, total, wait_until
 
 __all__ = ["procs"]
 
@@ -59,12 +59,16 @@ def test_clients_waiting_in_the_pooler_are_seen_with_sub_second_waits(
     done = threading.Event()
     thread = threading.Thread(target=lambda: (waiter.execute("SELECT 1"), done.set()))
     collector = collector_for(bouncer.admin_url, registry)
+    labels = {"pooler": "edge", "database": "test", "user": "postgres"}
+    clients = m.PGBOUNCER_CLIENTS.name
     try:
+        started = time.monotonic()
         thread.start()
-        time.sleep(0.3)  # the waiter queues in the pooler, well under a second
-        labels = {"pooler": "edge", "database": "test", "user": "postgres"}
+        waiting = (clients, tuple(sorted({**labels, "state": "waiting"}.items())))
+        wait_until(lambda: scrape(registry).get(waiting) == 1, what="the client to queue")
+        # A wait of 0.3 s at least, well under a second: it shows only in microseconds.
+        time.sleep(max(0.0, started + 0.3 - time.monotonic()))
         assert value(registry, "pool_exporter_pgbouncer_up", pooler="edge") == 1
-        clients = m.PGBOUNCER_CLIENTS.name
         assert value(registry, clients, **labels, state="waiting") == 1
         assert value(registry, clients, **labels, state="active") == 2
         assert value(registry, m.PGBOUNCER_SERVERS.name, **labels, state="active") == 2

@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psycopg
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -30,14 +28,15 @@ from pool_exporter.instrument import instrument
 from pool_exporter.mixin import dashboards as d
 from pool_exporter.mixin.config import MixinConfig
 
-from .conftest import require_binary
 from .support import cli
 from .support import pgbouncer as pgb
+from .support.binaries import require_binary
 from .support.procs import Procs, procs, start_sidecar
+from .support.prometheus import wait_for_evaluation
 
 __all__ = ["procs"]
 
-pytestmark = pytest.mark.postgres
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "alerts/pool-exporter.rules.yml"
@@ -54,18 +53,6 @@ BURST = rp.Scenario(
     hold_in_transaction=True,
 )  # fmt: skip
 WARNING, PAGE = "PgBouncerPoolSaturated", "PgBouncerWaitNearPoolTimeout"
-
-
-@pytest.fixture
-def database(pg_url: str) -> Iterator[str]:
-    """A database of the test's own, so that its connection count is only the pooler's."""
-    name = f"pgb_e2e_{uuid.uuid4().hex[:10]}"
-    admin = pg_url.replace("postgresql+psycopg://", "postgresql://").rsplit("/", 1)[0]
-    with psycopg.connect(f"{admin}/postgres", autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield name
-    with psycopg.connect(f"{admin}/postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @dataclass
@@ -135,7 +122,7 @@ def burst_through(
                         watch(run, queries)
                         time.sleep(SCRAPE / 2)
                     thread.join(30)
-                    time.sleep(2 * SCRAPE)  # the last samples of the run are scraped
+                    wait_for_evaluation(prom)  # the last of the run is scraped and evaluated
                     watch(run, queries)
                     run.result = results[0]
                     yield run
@@ -155,12 +142,12 @@ def watch(run: Run, queries: dict[str, str]) -> None:
 
 
 def test_transaction_mode_queues_in_the_pooler_and_the_database_stays_at_its_pool_size(
-    tmp_path: Path, procs: Procs, pg_url: str, database: str, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, procs: Procs, pg_url: str, pg_database: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    where = (tmp_path, procs, pg_url, database)
+    where = (tmp_path, procs, pg_url, pg_database)
     with burst_through(*where, pool_mode="transaction", pool_size=POOLER_POOL_SIZE,
                        scenario=BURST) as run:  # fmt: skip
-        check_transaction_mode(run, database)
+        check_transaction_mode(run, pg_database)
         # advise reads the pooler from the same Prometheus.
         capsys.readouterr()
         assert main(["advise", "--prometheus", run.prom.url, "--window", "1m"]) == 0
@@ -205,14 +192,14 @@ def check_transaction_mode(run: Run, database: str) -> None:
 
 
 def test_session_mode_lets_the_fleet_through_to_the_database(
-    tmp_path: Path, procs: Procs, pg_url: str, database: str
+    tmp_path: Path, procs: Procs, pg_url: str, pg_database: str
 ) -> None:
     # The pooler's pool as large as the incident's (larger than the fleet): session mode
     # gives each of the pools' connections a server connection of its own.
     burst = rp.Scenario(users=40, ramp=1.0, hold=rp.HoldTime(0.3, 0.3), push_at=2.0)
-    where = (tmp_path, procs, pg_url, database)
+    where = (tmp_path, procs, pg_url, pg_database)
     with burst_through(*where, pool_mode="session", pool_size=50, scenario=burst) as run:
-        check_session_mode(run, database)
+        check_session_mode(run, pg_database)
 
 
 def check_session_mode(run: Run, database: str) -> None:

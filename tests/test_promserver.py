@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
 from pool_exporter.incident.promserver import PrometheusServer, QueryError, find_prometheus
 
-from .conftest import require_binary
+from .support.binaries import require_binary
 from .support.procs import wait_until
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import pytest
@@ -10,10 +11,12 @@ from prometheus_client import CollectorRegistry
 
 from pool_exporter.cli import main
 from pool_exporter.incident import replay as rp
+from pool_exporter.incident.percentiles import nearest_rank, percentiles
 from pool_exporter.incident.results import SCHEMA, Result, Sample
+from pool_exporter.incident.traffic import POISSON, UNIFORM, Push
 from pool_exporter.metrics import HOLD_BUCKETS
 
-from .conftest import value
+from .support.exposition import value
 
 # Fast enough for a test, slow enough that 15 connections cannot keep up with 300 users in
 # 0.5 s: about 100 requests per second served against 600 arriving.
@@ -43,6 +46,7 @@ TOP_LEVEL_KEYS = {
     "peak_waiting": int,
     "arrival_rate": float,
     "max_start_lag": float,
+    "hold_overhead": float,
     "hold_buckets": list,
     "error_types": dict,
     "timeline": list,
@@ -89,6 +93,9 @@ def test_a_burst_the_pool_can_absorb_has_no_timeouts() -> None:
     assert r.time_to_saturation is None
     assert r.first_timeout is None
     assert r.hold["p50"] == pytest.approx(0.02, abs=0.01)
+    # every hold planned 0.02 s: what the replay measured beyond that is its own overhead
+    assert r.hold_overhead == pytest.approx(r.hold["mean"] - 0.02, abs=1e-4)
+    assert r.hold_overhead > 0
 
 
 def test_background_traffic_runs_for_the_duration_besides_the_push() -> None:
@@ -108,6 +115,32 @@ def test_background_traffic_runs_for_the_duration_besides_the_push() -> None:
     r = rp.replay(scenario, rp.PoolSettings(5, 10, 1.0), registry=CollectorRegistry())
     assert r.requests == len(planned)
     assert r.timeouts == 0
+
+
+def test_the_replay_draws_its_arrivals_from_the_simulations_model() -> None:
+    # one arrival model for both: evenly spaced, the same times; at random, within the ramp
+    uniform = rp.Scenario(users=50, ramp=2.0, push_at=1.0, seed=9)
+    pushed = [at - 1.0 for at, _, push in uniform.arrivals() if push]
+    assert pushed == pytest.approx(Push(50, 2.0, UNIFORM).arrivals(random.Random(9)))
+    poisson = rp.Scenario(users=50, ramp=2.0, ramp_shape=POISSON, push_at=1.0, seed=9)
+    drawn = [at - 1.0 for at, _, push in poisson.arrivals() if push]
+    assert all(0 <= at <= 2.0 for at in drawn) and drawn != pytest.approx(pushed)
+    with pytest.raises(ValueError, match="uniform or poisson"):
+        rp.Scenario(users=5, ramp_shape="random")
+
+
+def test_a_seed_replays_the_requests_it_always_did() -> None:
+    # each request's hold drawn right after its time: the draws of every earlier version, so
+    # that a seed's results stay comparable with those written down before
+    scenario = rp.Scenario(
+        users=3, ramp=1.0, ramp_shape=POISSON, hold=rp.HoldTime(0.05, 0.2), background_rate=2.0,
+        duration=1.0, seed=1,
+    )  # fmt: skip
+    planned = [(round(at, 4), round(hold, 4), push) for at, hold, push in scenario.arrivals()]
+    assert planned == [
+        (0.1344, 0.1138, True), (0.2551, 0.0155, True), (0.4954, 0.0156, True),
+        (0.7773, 0.0733, False), (0.8266, 0.2419, False),
+    ]  # fmt: skip
 
 
 def test_the_replayed_pool_is_exported_while_it_runs() -> None:
@@ -130,8 +163,6 @@ def test_the_replayed_pool_is_exported_while_it_runs() -> None:
 
 
 def test_hold_times_follow_the_median_and_p95_asked_for() -> None:
-    import random
-
     hold = rp.HoldTime(0.2, 0.8)
     rng = random.Random(3)
     draws = sorted(hold.sample(rng) for _ in range(20000))
@@ -139,6 +170,15 @@ def test_hold_times_follow_the_median_and_p95_asked_for() -> None:
     assert draws[19000] == pytest.approx(0.8, rel=0.08)
     assert hold.mean == pytest.approx(sum(draws) / len(draws), rel=0.05)
     assert rp.HoldTime(0.3, 0.3).sample(rng) == 0.3
+
+
+def test_percentiles_are_by_nearest_rank_for_replay_and_simulation_alike() -> None:
+    # one function for both: each percentile a value that was measured
+    values = [float(k) for k in range(100, 0, -1)]
+    p = percentiles(values)
+    assert (p["p50"], p["p90"], p["p99"], p["max"], p["mean"]) == (50, 90, 99, 100, 50.5)
+    assert nearest_rank([0.1, 0.2, 0.4], 0.5) == 0.2 and nearest_rank([], 0.5) == 0.0
+    assert percentiles([]) == {}
 
 
 def test_replay_writes_json_results_that_read_back(

@@ -18,7 +18,7 @@ import httpx
 import pytest
 import yaml
 
-from .conftest import require_binary
+from .support.binaries import require_binary
 from .support.cli import run
 from .support.procs import (
     BIN,

@@ -191,6 +191,7 @@ def test_huge_headers_long_urls_and_path_traversal_are_refused(
     assert sidecar.client.get(sidecar.url + "/metrics").status_code == 200
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scheme", ["http", "https"])
 def test_idle_and_slow_sockets_do_not_stop_scrapes(
     tmp_path: Path, procs: Procs, scheme: str

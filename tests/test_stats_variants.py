@@ -26,14 +26,18 @@ from .support.workers import read_stats_file, same_fields
 # One call of each update, each changing at least one stored value of a fresh PoolStats.
 CALLS: dict[str, tuple[Any, ...]] = {
     "reset": (),
-    "configure": (Capacity(5, 10, 30.0),),
+    "configure": (Capacity(5, 10, 30.0), 3600.0),
+    "isolation_known": (3,),
     "enter": (),
     "checked_out": (0.003, True, False),
-    "failed": (TIMEOUT,),
+    "waited_out": (0.2, True),
+    "failed": (TIMEOUT, 0.3),
     "checked_in": (0.004, True),
     "detached": (0.5,),
+    "opening_started": (),
+    "opening_ended": (),
     "connected": (0.02,),
-    "closed": (True,),
+    "closed": (True, "overflow"),
     "invalidated": (True,),
     "hook_failed": ("checkin",),
     "oldest_changed": (1_700_000_000.5,),
@@ -97,8 +101,14 @@ def test_a_snapshot_is_a_copy_of_every_value(kind: type[PoolStats]) -> None:
     copy = stats.snapshot()
     same_fields(copy, stats)
     assert copy.capacity == stats.capacity and copy.overflow == stats.overflow
-    # Later updates change the pool's stats, not the copy (no list or dict is shared).
+    assert copy.recycle == stats.recycle
+    # Later updates change the pool's stats, not the copy (no list or dict is shared). CALLS
+    # checks out twice (checked_out, waited_out) and fails a hook once.
     stats.checked_out(0.001, True, False)
     stats.hook_failed("checkin")
-    assert (copy.checkouts, copy.hook_errors["checkin"], sum(copy.wait.counts)) == (1, 1, 1)
-    assert (stats.checkouts, stats.hook_errors["checkin"], sum(stats.wait.counts)) == (2, 2, 2)
+    stats.closed(False, "dispose")
+    stats.failed(TIMEOUT, 0.2)
+    assert (copy.checkouts, copy.hook_errors["checkin"], sum(copy.wait.counts)) == (2, 1, 2)
+    assert (stats.checkouts, stats.hook_errors["checkin"], sum(stats.wait.counts)) == (3, 2, 3)
+    assert (copy.close_reasons["dispose"], sum(copy.wait_timeout.counts)) == (0, 1)
+    assert (stats.close_reasons["dispose"], sum(stats.wait_timeout.counts)) == (1, 2)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import statistics
 import threading
-import time
 
+import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
@@ -17,8 +17,11 @@ from pool_exporter.incident.alertwatch import AlertWatch
 from pool_exporter.incident.promserver import PrometheusServer
 from pool_exporter.instrument import instrument
 
-from .conftest import require_binary
+from .support.binaries import require_binary
 from .support.project import RULES, project_file
+from .support.prometheus import wait_for_evaluation
+
+pytestmark = pytest.mark.slow
 
 SETTINGS = rp.PoolSettings(5, 10, 30.0)
 HOLD = rp.HoldTime(0.1, 0.2)
@@ -53,7 +56,8 @@ def test_no_alert_fires_during_a_steady_run_at_70_percent_utilisation() -> None:
                     thread = threading.Thread(target=lambda: results.append(runner.run()))
                     thread.start()
                     thread.join(duration + 60)
-                    time.sleep(2.0)  # the last scrape's evaluation
+                    wait_for_evaluation(prom)  # the last of the run is scraped and evaluated
+                    watch.poll()
                 fired = [a for a in watch.snapshot() if a.firing is not None]
         finally:
             server.shutdown()

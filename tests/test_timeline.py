@@ -1,15 +1,16 @@
-"""The demo's PNG: every moment marked and named, and no two texts drawn over each other
-where alerts fire together."""
+"""The demo's PNG: each series drawn where its values are, every moment marked and named, and
+no two texts drawn over each other where alerts fire together."""
 
 from __future__ import annotations
 
 import itertools
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from pool_exporter.incident.results import Result, Sample
-from pool_exporter.incident.timeline import Marker, figure, plot, tags
+from pool_exporter.incident.timeline import DPI, Marker, figure, plot, tags
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -101,7 +102,87 @@ def test_no_two_texts_of_the_timeline_overlap_and_the_key_names_every_moment() -
     assert not overlapping
 
 
+class Drawn:
+    """The PNG `plot` wrote, read back as pixels, and where a point of a panel lands in it (from
+    a second figure of the same result laid out at the PNG's resolution)."""
+
+    def __init__(self, png: Path, markers: list[Marker]) -> None:
+        import matplotlib.image
+        import matplotlib.pyplot as plt
+
+        self.pixels = matplotlib.image.imread(png)[:, :, :3]  # rows from the top, RGB in 0-1
+        fig = figure(result(), markers)
+        try:
+            fig.set_dpi(DPI)
+            fig.canvas.draw()  # lays the panels out as savefig did
+            self.height, width = fig.bbox.height, fig.bbox.width
+            self.transforms = [ax.transData.frozen() for ax in fig.axes[:4]]  # as laid out
+        finally:
+            plt.close(fig)
+        assert self.pixels.shape[:2] == (round(self.height), round(width))
+
+    def pixel(self, panel: int, t: float, y: float) -> tuple[int, int]:
+        """The row and column of (`t`, `y`) in the data coordinates of panel `panel`."""
+        x, up = self.transforms[panel].transform((t, y))
+        return round(self.height - up), round(x)
+
+    def has(self, colour: str, panel: int, t: float, y: float, radius: int = 2) -> bool:
+        """Whether `colour` is drawn within `radius` pixels of (`t`, `y`) of panel `panel`."""
+        row, col = self.pixel(panel, t, y)
+        patch = self.pixels[row - radius : row + radius + 1, col - radius : col + radius + 1]
+        return bool(_matches(patch, colour).any())
+
+    def count(
+        self, colour: str, panel: int, ts: tuple[float, float], ys: tuple[float, float]
+    ) -> int:
+        """How many pixels of `colour` the rectangle `ts` by `ys` of panel `panel` holds."""
+        bottom, left = self.pixel(panel, ts[0], ys[0])
+        top, right = self.pixel(panel, ts[1], ys[1])
+        return int(_matches(self.pixels[top : bottom + 1, left : right + 1], colour).sum())
+
+
+def _matches(pixels: Any, colour: str) -> Any:
+    """Pixels of `colour` over the white background, at least half covered by it: a line
+    thinner than two pixels covers each of its pixels in part (tab:purple's 0.58 red is drawn
+    as 0.68), so a pixel is matched as a blend of the colour and white, not by equality."""
+    import numpy as np
+    from matplotlib.colors import to_rgb
+
+    ink = 1.0 - np.asarray(to_rgb(colour))  # how far the colour is from white
+    away = 1.0 - pixels
+    cover = (away @ ink) / (ink @ ink)  # the blend's share of the colour, fitted
+    off = np.abs(away - cover[..., None] * ink).max(axis=-1)
+    return (cover >= 0.5) & (off < 0.03)
+
+
+CONNECTIONS, WAITING, WAIT, TIMEOUTS = range(4)
+
+
 @pytest.mark.parametrize("markers", [MARKERS, []])
-def test_plot_writes_a_png(tmp_path: Path, markers: list[Marker]) -> None:
+def test_plot_writes_a_png_that_draws_each_series_where_its_values_are(
+    tmp_path: Path, markers: list[Marker]
+) -> None:
     out = plot(result(), tmp_path / "sub" / "t.png", markers)
     assert out.read_bytes().startswith(PNG_SIGNATURE)
+    drawn = Drawn(out, markers)
+    # In use: 3 before the push, rising through 9 half-way to 15, and 3 again after the burst.
+    assert drawn.has("tab:blue", CONNECTIONS, 2.5, 3)
+    assert drawn.has("tab:blue", CONNECTIONS, 5.5, 9)
+    assert drawn.has("tab:blue", CONNECTIONS, 15.0, 3)
+    assert drawn.count("tab:blue", CONNECTIONS, (0.5, 4.5), (6, 14)) == 0
+    # 200 callers waiting in the burst, none after it; p50 wait 1.9 s under the 2 s timeout.
+    assert drawn.has("tab:orange", WAITING, 8.5, 200)
+    assert drawn.has("tab:orange", WAITING, 15.0, 0)
+    assert drawn.has("tab:green", WAIT, 6.5, 1.9)
+    assert drawn.count("black", WAIT, (12.0, 18.0), (1.95, 2.05)) > 0  # the dashed timeout
+    # A bar of 20 timeouts per sample inside the burst, none before the push.
+    assert drawn.has("tab:red", TIMEOUTS, 8.6, 12, radius=0)  # off the grid lines
+    assert drawn.count("tab:red", TIMEOUTS, (-0.5, 4.5), (0.2, 19.5)) == 0
+    # The push's dash-dotted line crosses the bottom panel when the markers are given.
+    push = drawn.count("tab:purple", TIMEOUTS, (4.9, 5.1), (0.5, 19.5))
+    if markers:
+        top, _ = drawn.pixel(TIMEOUTS, 5.0, 19.5)
+        bottom, _ = drawn.pixel(TIMEOUTS, 5.0, 0.5)
+        assert push > (bottom - top) / 2  # dash-dotted: more line than gap
+    else:
+        assert push == 0

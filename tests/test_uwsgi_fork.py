@@ -21,6 +21,9 @@ from .support.forking import in_child
 # libc's fork() called directly: Python's os.register_at_fork hooks do not run. PyDLL keeps the
 # GIL held across the call, so the child's only thread has it.
 C_FORK = ctypes.PyDLL(None).fork
+# A lock another thread holds at such a fork stays held in the child: these run in pytest's
+# own process after the parallel run, not in an xdist worker (whose execnet thread is busy).
+pytestmark = pytest.mark.serial
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import pytest
 
 from pool_exporter.incident.promserver import free_port
 
-from .conftest import require_binary
+from .support.binaries import require_binary
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,4 @@
-"""`pool-exporter advise`: the command of the sizing model (model.py), with the working shown.
+"""`pool-exporter advise`: the command of the sizing model (sizing.py), with the working shown.
 
 Exit code 1 from `--preflight` when the push would time out (or is at risk), so a pipeline's
 job stops before sending.
@@ -18,10 +18,13 @@ from pool_exporter.errors import CliError
 
 from .arguments import add_pool_arguments
 from .measured import Measured, NoData, PoolerLimits, from_prometheus, from_replay
-from .model import (
+from .promapi import PrometheusAPI, PrometheusError
+from .results import Result
+from .sizing import (
     AT_RISK,
     TIMES_OUT,
     Advice,
+    BadGoal,
     Goals,
     Preflight,
     Target,
@@ -29,10 +32,15 @@ from .model import (
     preflight,
     recommend,
 )
-from .promapi import PrometheusAPI, PrometheusError
-from .results import Result
 
 EXIT_PUSH_UNSAFE = 1
+# The flag that sets each of the model's goals (sizing.Goals)
+GOAL_FLAGS = {
+    "p_wait": "--p-wait",
+    "mean_wait": "--max-wait",
+    "burst_wait": "--burst-wait",
+    "request_timeout": "--request-timeout",
+}
 
 
 # -- the command ------------------------------------------------------------------------
@@ -145,25 +153,25 @@ def run(args: argparse.Namespace) -> int:
         raise CliError("--preflight needs --push-users N (the push to judge)")
     try:
         goals.check()
-    except ValueError as exc:
-        raise CliError(str(exc)) from None
+    except BadGoal as exc:
+        raise CliError(f"{GOAL_FLAGS[exc.goal]} {exc.problem}") from None
     report: list[dict[str, Any]] = []
     code = 0
-    for measured in measure(args):
-        m = _with_pooler_flags(measured, args)
-        pools = (args.workers or m.pools) * args.instances
-        print(f"pool {m.pool!r} from {m.source}")
-        print(_measured_line(m, pools))
+    for found in measure(args):
+        measured = _with_pooler_flags(found, args)
+        pools = (args.workers or measured.pools) * args.instances
+        print(f"pool {measured.pool!r} from {measured.source}")
+        print(_measured_line(measured, pools))
         try:
             if args.preflight:
-                p = _preflight(m, pools, goals, args)
+                p = _preflight(measured, pools, goals, args)
                 _print_preflight(p, args.push_users)
                 report.append({"preflight": {**asdict(p), "safe": p.safe}})
                 if p.verdict == TIMES_OUT or (p.verdict == AT_RISK and not args.accept_risk):
                     code = EXIT_PUSH_UNSAFE
             else:
-                target = _target(args, m)
-                a = recommend(m, target, pools, goals, db_max=args.database_max_connections)
+                target = _target(args, measured)
+                a = recommend(measured, target, pools, goals, db_max=args.database_max_connections)
                 _print_advice(a)
                 report.append({"advice": asdict(a)})
         except ValueError as exc:
@@ -177,7 +185,7 @@ def run(args: argparse.Namespace) -> int:
     return code
 
 
-def _with_pooler_flags(m: Measured, args: argparse.Namespace) -> Measured:
+def _with_pooler_flags(measured: Measured, args: argparse.Namespace) -> Measured:
     given = {
         "max_client_conn": args.pooler_max_client_conn,
         "pool_size": args.pooler_pool_size,
@@ -185,33 +193,35 @@ def _with_pooler_flags(m: Measured, args: argparse.Namespace) -> Measured:
     }
     given = {k: v for k, v in given.items() if v is not None}
     if not given:
-        return m
+        return measured
     if any(isinstance(v, int) and v < 1 for v in given.values()):
         raise CliError("--pooler-max-client-conn and --pooler-pool-size must be at least 1")
-    return replace(m, pooler=replace(m.pooler or PoolerLimits(mode="transaction"), **given))
+    return replace(
+        measured, pooler=replace(measured.pooler or PoolerLimits(mode="transaction"), **given)
+    )
 
 
-def _target(args: argparse.Namespace, m: Measured) -> Target:
+def _target(args: argparse.Namespace, measured: Measured) -> Target:
     if args.users is not None:
         return Target(users=args.users, ramp=args.ramp)
     if args.rate:
         return Target(rate=args.rate)
-    if m.burst_users is not None:  # a replay's own push
-        return Target(users=m.burst_users, ramp=m.burst_ramp or 0.0)
+    if measured.burst_users is not None:  # a replay's own push
+        return Target(users=measured.burst_users, ramp=measured.burst_ramp or 0.0)
     return Target()
 
 
-def _preflight(m: Measured, pools: int, goals: Goals, args: argparse.Namespace) -> Preflight:
-    size = args.pool_size if args.pool_size is not None else m.pool_size
-    overflow = args.max_overflow if args.max_overflow is not None else m.max_overflow
-    timeout = args.pool_timeout if args.pool_timeout is not None else m.pool_timeout
+def _preflight(measured: Measured, pools: int, goals: Goals, args: argparse.Namespace) -> Preflight:
+    size = args.pool_size if args.pool_size is not None else measured.pool_size
+    overflow = args.max_overflow if args.max_overflow is not None else measured.max_overflow
+    timeout = args.pool_timeout if args.pool_timeout is not None else measured.pool_timeout
     if size is None or overflow is None or timeout is None:
         raise ValueError(
             "the pool's settings are not in the data: give --pool-size, --max-overflow and "
             "--pool-timeout"
         )
     return preflight(
-        m,
+        measured,
         pools,
         goals,
         users=args.push_users,
@@ -221,17 +231,17 @@ def _preflight(m: Measured, pools: int, goals: Goals, args: argparse.Namespace) 
     )
 
 
-def _measured_line(m: Measured, pools: int) -> str:
+def _measured_line(measured: Measured, pools: int) -> str:
     parts = [
-        f"  measured {fig(m.rate)} checkouts/s (busiest {fig(m.peak_rate)}) over {m.pools} "
-        f"pool(s); hold mean {fig(m.hold_mean)} s"
-        + (f", p95 {fig(m.hold_p95)} s" if m.hold_p95 is not None else ""),
-        f"; peak {fig(m.peak_in_use)} in use per pool; {fig(m.timeouts)} timeouts",
+        f"  measured {fig(measured.rate)} checkouts/s (busiest {fig(measured.peak_rate)}) "
+        f"over {measured.pools} pool(s); hold mean {fig(measured.hold_mean)} s"
+        + (f", p95 {fig(measured.hold_p95)} s" if measured.hold_p95 is not None else ""),
+        f"; peak {fig(measured.peak_in_use)} in use per pool; {fig(measured.timeouts)} timeouts",
     ]
-    if m.pool_size is not None:
+    if measured.pool_size is not None:
         parts.append(
-            f"\n  running  pool_size {m.pool_size}, max_overflow {m.max_overflow}, "
-            f"pool_timeout {m.pool_timeout:g} s; planning for {pools} pools"
+            f"\n  running  pool_size {measured.pool_size}, max_overflow {measured.max_overflow}, "
+            f"pool_timeout {measured.pool_timeout:g} s; planning for {pools} pools"
         )
     return "".join(parts)
 

@@ -32,6 +32,7 @@ from pool_exporter.mixin import data_files
 from . import replay as rp
 from .alertwatch import AlertTimes, AlertWatch
 from .arguments import add_pool_arguments, add_push_arguments
+from .holds import HoldTime
 from .liveview import LiveView
 from .results import Result
 from .timeline import Marker, can_plot, plot
@@ -39,7 +40,7 @@ from .timeline import Marker, can_plot, plot
 DEFAULT_PORT = 9464
 POOL_NAME = "demo"
 ENV_URLS = ("POOL_EXPORTER_DATABASE_URL", "DATABASE_URL")
-HOLD = rp.HoldTime(0.3, 1.2)
+HOLD = HoldTime(0.3, 1.2)
 BACKGROUND_RATE = 10.0  # about 30 % of the 15 connections before the push
 
 

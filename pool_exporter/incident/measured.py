@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from pool_exporter import metrics as m
 from pool_exporter.durations import seconds
 
+from .holds import Holds, HoldTime
 from .promapi import PrometheusAPI
 from .results import Result
-from .simulate import Holds
 
 
 class NoData(Exception):
@@ -45,15 +45,17 @@ class Measured:
     # source has none (a replay written before results carried it)
     hold_buckets: tuple[tuple[float, float], ...] = ()
     hold_median: float | None = None
+    hold_count: float = 0.0  # how many holds the figures come from (0: not known)
 
     def holds(self) -> Holds:
         """The hold-time distribution the simulation draws from: the histogram when there is
         one, else a lognormal through the median (or the mean) and the p95."""
         if self.hold_buckets and max(n for _, n in self.hold_buckets) > 0:
-            return Holds.from_buckets(self.hold_buckets, self.hold_mean)
+            return Holds.from_buckets(self.hold_buckets, self.hold_mean, self.hold_count)
         median = self.hold_median or self.hold_mean
         p95 = max(median, self.hold_p95 or median)
-        return Holds.lognormal(median, p95, self.hold_mean, m.HOLD_BUCKETS)
+        hold = HoldTime(median, p95)
+        return Holds.from_lognormal(hold, self.hold_mean, m.HOLD_BUCKETS, self.hold_count)
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,7 @@ def from_replay(result: Result, source: str) -> Measured:
         burst_ramp=float(scenario["ramp"]),
         hold_buckets=tuple((float(le), float(n)) for le, n in result.hold_buckets),
         hold_median=result.hold.get("p50"),
+        hold_count=float(result.ok),
     )
     measured.holds()  # a histogram that cannot be drawn from: ValueError, here
     return measured
@@ -146,6 +149,7 @@ def from_prometheus(
     )
     hold_p95 = by_pool(f"histogram_quantile(0.95, sum by (pool, le) (rate({hold}_bucket{sel}{w})))")
     hold_p50 = by_pool(f"histogram_quantile(0.5, sum by (pool, le) (rate({hold}_bucket{sel}{w})))")
+    hold_count = by_pool(f"sum by (pool) (increase({hold}_count{sel}{w}))")
     buckets = _buckets(api, f"sum by (pool, le) (rate({hold}_bucket{sel}{w}))", at)
     wait_p99 = by_pool(f"histogram_quantile(0.99, sum by (pool, le) (rate({wait}_bucket{sel}{w})))")
     peak = by_pool(f"max by (pool) (max_over_time({m.CONNECTIONS.name}{in_use}{w}))")
@@ -181,6 +185,7 @@ def from_prometheus(
                 pooler=pooler,
                 hold_buckets=buckets.get(name, ()),
                 hold_median=hold_p50.get(name),
+                hold_count=hold_count.get(name, 0.0),
             )
         )
     if not found:

@@ -7,8 +7,6 @@ needs neither SQLAlchemy nor threads to do so.
 from __future__ import annotations
 
 import dataclasses
-import math
-import statistics
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -65,6 +63,9 @@ class Result:
     peak_waiting: int = 0
     arrival_rate: float = 0.0  # the push's users per second
     max_start_lag: float = 0.0  # how late the latest request started (thread pool too small)
+    # how much longer than planned the successful requests held their connections, on
+    # average (s): the replay's own query, and a busy machine's late wake-ups
+    hold_overhead: float = 0.0
     error_types: dict[str, int] = field(default_factory=dict)
     timeline: list[Sample] = field(default_factory=list)
 
@@ -86,21 +87,3 @@ class Result:
             for s in fields.get("timeline", [])
         ]
         return cls(**fields)
-
-
-def percentiles(values: list[float]) -> dict[str, float]:
-    if not values:
-        return {}
-    ordered = sorted(values)
-
-    def rank(q: float) -> float:  # nearest rank: a value that was actually measured
-        return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
-
-    return {
-        "p50": rank(0.5),
-        "p90": rank(0.9),
-        "p95": rank(0.95),
-        "p99": rank(0.99),
-        "max": ordered[-1],
-        "mean": statistics.fmean(ordered),
-    }

@@ -1,39 +1,42 @@
 """A push against a QueuePool, simulated: what the pool really does, event by event, many times.
 
 A fluid or first-come-first-served queue gets a push's timeouts wrong, because SQLAlchemy's
-QueuePool is not first come, first served. A caller that finds no connection waits in
-`sqlalchemy.util.queue.Queue.get()` on a `threading.Condition`; a returned connection is put
-back and `notify()` wakes the caller that has waited longest, but that caller has to take
-the queue's lock again before it can take the connection. A caller arriving in that moment
-takes the lock first, finds the connection and leaves with it; the woken caller finds the
-queue empty and waits again, now behind every other waiter (`Condition.wait()` appends it to
-the end of the waiter list), still counting down the same deadline it started with. So waits
-spread far past their mean, and some callers time out while the mean wait is well under the
-timeout.
+QueuePool is not first come, first served: a woken waiter can lose the returned connection to
+a caller arriving in that moment, and then waits again at the back of the line, still counting
+down the deadline it started with (queuepool.py). So waits spread far past their mean, and some
+callers time out while the mean wait is well under the timeout.
 
 `simulate()` plays that out: c connections; the push's users arriving evenly (or at random)
-over its ramp; steady Poisson traffic around it; hold times drawn from the measured
-histogram; each woken caller taking a random wake-up delay (exponential, `wake` on average)
-during which a newcomer may take its connection; every caller giving up `timeout` seconds
-after it arrived. `predict()` runs it `runs` times with different seeds and gives the median
-and the range.
+over its ramp; steady Poisson traffic around it; hold times drawn from the measured histogram;
+each woken caller losing its connection to a newcomer that comes within an exponential moment
+(`wake` on average); every caller giving up `timeout` seconds after it arrived, unless it
+finds a connection at that last look. `predict()` runs it `runs` times with different seeds
+and gives the median and the range.
 """
 
 from __future__ import annotations
 
-import heapq
 import math
 import random
 import statistics
-from collections import deque
-from collections.abc import Sequence
 from dataclasses import dataclass
 
-# The mean time a woken caller takes to run again and take the queue's lock: not measured
-# directly but chosen so that simulated timeouts match replayed ones (SQLite, threads, a
-# 2-core machine; docs/demo.md). At 500 arrivals a second a newcomer then takes the
-# connection first about one time in five.
-WAKE = 0.0005
+from .clock import Clock
+from .holds import Holds
+from .percentiles import nearest_rank
+from .queuepool import SERVED, QueuePoolModel
+from .traffic import Push, steady
+
+# The moment in which a woken caller loses its connection to a newcomer lasts an exponential
+# time of mean W, and W itself differs from run to run (how busy the interpreter and the
+# machine are as the push comes): lognormal, with this median and this spread of its log.
+# Measured as the share p of wake-ups lost while a push arrives at λ, W = p / ((1 - p) λ), in
+# six runs of bench/pool_wakeups.py on SQLite and PostgreSQL, quiet and loaded (84 pushes:
+# median 193 µs, spread 0.81; docs/demo.md has the figures). At 500 arrivals a second a woken
+# caller then loses about one time in eleven; two spreads either side, one in fifty or one in
+# three.
+WAKE = 0.0002
+WAKE_SPREAD = 0.8
 RUNS = 31
 # Steady traffic starts this many mean holds before the push (at least a second), so that
 # the push meets a pool already busy with it.
@@ -41,114 +44,9 @@ WARM_HOLDS = 10
 
 
 @dataclass(frozen=True)
-class Holds:
-    """Hold times drawn from a histogram: cumulative shares at upper bounds (as Prometheus's
-    `le` buckets count them), uniform within a bucket, then scaled so that their mean is the
-    measured one (the histogram's sum / count, which the buckets only approximate)."""
-
-    bounds: tuple[float, ...]
-    shares: tuple[float, ...]
-    mean: float
-    floor: float = 0.0  # the lower edge of the first bucket
-
-    @classmethod
-    def fixed(cls, hold: float) -> Holds:
-        """Every hold exactly `hold` seconds."""
-        return cls((hold,), (1.0,), hold, floor=hold)
-
-    def __post_init__(self) -> None:
-        if self.mean <= 0:
-            raise ValueError("the mean hold time must be positive")
-        if not self.bounds or len(self.bounds) != len(self.shares):
-            raise ValueError("a hold histogram needs one share per bound")
-        if any(b <= a for a, b in zip(self.bounds, self.bounds[1:], strict=False)) or any(
-            b < a for a, b in zip(self.shares, self.shares[1:], strict=False)
-        ):
-            raise ValueError("hold buckets must grow")
-        if self.shares[-1] <= 0:
-            raise ValueError("the hold histogram is empty")
-
-    @classmethod
-    def from_buckets(cls, buckets: Sequence[tuple[float, float]], mean: float) -> Holds:
-        """From cumulative counts per upper bound; a count beyond the last finite bound (the
-        +Inf bucket) is spread up to twice that bound."""
-        finite = [(le, n) for le, n in buckets if math.isfinite(le)]
-        total = max(n for _, n in buckets)
-        if not finite or total <= 0:
-            raise ValueError("the hold histogram is empty")
-        bounds = [le for le, _ in finite]
-        counts = [n for _, n in finite]
-        if counts[-1] < total:
-            bounds.append(2 * bounds[-1])
-            counts.append(total)
-        return cls(tuple(bounds), tuple(n / total for n in counts), mean)
-
-    @classmethod
-    def lognormal(cls, median: float, p95: float, mean: float, bounds: Sequence[float]) -> Holds:
-        """A lognormal through the median and p95, counted into `bounds`: for figures that
-        came without a histogram."""
-        sigma = math.log(p95 / median) / 1.6448536269514722 if p95 > median else 0.0
-
-        def cdf(x: float) -> float:
-            if sigma == 0:
-                return 1.0 if x >= median else 0.0
-            return 0.5 * (1 + math.erf(math.log(x / median) / (sigma * math.sqrt(2))))
-
-        return cls.from_buckets([(b, cdf(b)) for b in bounds] + [(math.inf, 1.0)], mean)
-
-    @property
-    def _scale(self) -> float:
-        low, raw = self.floor, 0.0
-        previous = 0.0
-        for bound, share in zip(self.bounds, self.shares, strict=True):
-            raw += (share - previous) * (low + bound) / 2
-            low, previous = bound, share
-        return self.mean / raw * self.shares[-1] if raw > 0 else 1.0
-
-    def sampler(self, rng: random.Random, factor: float = 1.0) -> _Sampler:
-        return _Sampler(self, rng, self._scale * factor)
-
-
-class _Sampler:
-    def __init__(self, holds: Holds, rng: random.Random, scale: float) -> None:
-        self.bounds = holds.bounds
-        self.shares = holds.shares
-        self.floor = holds.floor
-        self.rng = rng
-        self.scale = scale
-
-    def __call__(self) -> float:
-        u = self.rng.random() * self.shares[-1]
-        low, previous = self.floor, 0.0
-        for bound, share in zip(self.bounds, self.shares, strict=True):
-            if u <= share and share > previous:
-                return (low + (bound - low) * (u - previous) / (share - previous)) * self.scale
-            low, previous = bound, share
-        return self.bounds[-1] * self.scale
-
-
-@dataclass(frozen=True)
-class Push:
-    """`users` arriving over `ramp` seconds (0: at once), evenly spaced ("uniform") or at
-    random times ("random")."""
-
-    users: int
-    ramp: float
-    shape: str = "uniform"
-
-    def __post_init__(self) -> None:
-        if self.users < 0 or self.ramp < 0 or self.shape not in ("uniform", "random"):
-            raise ValueError(f"a push needs users, ramp >= 0 and a shape uniform or random: {self}")
-
-    def arrivals(self, rng: random.Random) -> list[float]:
-        if self.shape == "uniform" or not self.users:
-            return [self.ramp * i / self.users for i in range(self.users)]
-        return sorted(rng.uniform(0.0, self.ramp) for _ in range(self.users))
-
-
-@dataclass(frozen=True)
 class Run:
-    """One simulated push: its timeouts, and the waits of every request in the window."""
+    """One simulated push: its timeouts, and the waits of every request in the window and of
+    the push's own."""
 
     timeouts: int
     requests: int
@@ -156,6 +54,8 @@ class Run:
     wait_p50: float  # over every request, a timed-out one counting its full wait
     wait_p99: float
     longest_wait: float  # of a request that got its connection
+    push_waited: float = 0.0  # the share of the push's requests that found none free
+    push_mean_wait: float = 0.0  # the mean wait of the push's requests
 
 
 def window(push: Push, timeout: float, mean_hold: float) -> tuple[float, float]:
@@ -164,9 +64,6 @@ def window(push: Push, timeout: float, mean_hold: float) -> tuple[float, float]:
     arrives, by when every one of its users has its connection or has given up."""
     warm = max(1.0, WARM_HOLDS * mean_hold)
     return -warm, push.ramp + timeout + max(1.0, WARM_HOLDS * mean_hold)
-
-
-_ARRIVE, _RELEASE, _WAKE, _GIVE_UP = range(4)
 
 
 def simulate(
@@ -186,85 +83,37 @@ def simulate(
         raise ValueError("a pool needs at least one connection, a positive timeout, rate >= 0")
     draw = holds.sampler(rng, hold_factor)
     start, end = window(push, timeout, holds.mean * hold_factor)
-    arrivals = push.arrivals(rng)
-    t = start
-    while rate > 0:
-        t += rng.expovariate(rate)
-        if t >= end:
-            break
-        arrivals.append(t)
-    arrivals.sort()
-    events = [(at, i, _ARRIVE, i) for i, at in enumerate(arrivals)]
-    heapq.heapify(events)
-    seq = len(arrivals)
-    free = servers  # connections not checked out (opened at once when first needed)
-    waiting: deque[int] = deque()  # callers in Condition.wait(), longest waiting first
-    state = [0] * len(arrivals)  # 0 not yet served, 1 has its connection, 2 gave up
-    woken = [False] * len(arrivals)  # notified, not yet running again
-    waits = [0.0] * len(arrivals)
-    served: list[float] = []
-    timeouts = queued = 0
-
-    def take(i: int, now: float) -> None:
-        nonlocal free, seq
-        free -= 1
-        state[i] = 1
-        waits[i] = now - arrivals[i]
-        served.append(waits[i])
-        seq += 1
-        heapq.heappush(events, (now + draw(), seq, _RELEASE, i))
-
-    while events:
-        now, _, kind, i = heapq.heappop(events)
-        if kind == _ARRIVE:
-            if free > 0:
-                take(i, now)
-            else:
-                queued += 1
-                waiting.append(i)
-                seq += 1
-                heapq.heappush(events, (now + timeout, seq, _GIVE_UP, i))
-        elif kind == _RELEASE:
-            free += 1
-            # notify(): the longest waiter still waiting wakes, after a delay in which a
-            # newcomer may take the connection
-            while waiting:
-                w = waiting.popleft()
-                if state[w] == 0:  # one that gave up is skipped here, not searched for
-                    woken[w] = True
-                    seq += 1
-                    delay = rng.expovariate(1 / wake) if wake > 0 else 0.0
-                    heapq.heappush(events, (now + delay, seq, _WAKE, w))
-                    break
-        elif kind == _WAKE:
-            woken[i] = False
-            if state[i] != 0:
-                continue
-            if free > 0:
-                take(i, now)
-            elif now - arrivals[i] >= timeout:
-                state[i], waits[i] = 2, timeout
-                timeouts += 1
-            else:
-                waiting.append(i)  # beaten to it: back of the line, same deadline
-        elif state[i] == 0 and not woken[i]:  # gave up in line; a woken one's wake-up decides
-            state[i], waits[i] = 2, timeout
-            timeouts += 1
-    ordered = sorted(waits)
-    return Run(
-        timeouts=timeouts,
-        requests=len(arrivals),
-        waited=queued / len(arrivals) if arrivals else 0.0,
-        wait_p50=_rank(ordered, 0.5),
-        wait_p99=_rank(ordered, 0.99),
-        longest_wait=max(served, default=0.0),
+    pushed = push.arrivals(rng)
+    callers = sorted(
+        [(at, True) for at in pushed] + [(at, False) for at in steady(rate, start, end, rng)]
     )
+    arrivals = [at for at, _ in callers]
+    clock = Clock()
 
+    def granted(now: float, caller: int) -> None:
+        clock.at(now + draw(), pool.release, caller)
 
-def _rank(ordered: list[float], q: float) -> float:
-    if not ordered:
-        return 0.0
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+    pool = QueuePoolModel(
+        clock, rng, arrivals, granted, servers=servers, timeout=timeout, wake=wake
+    )
+    for caller, at in enumerate(arrivals):
+        clock.at(at, pool.arrive, caller)
+    clock.run()
+    waits = pool.waits
+    ordered = sorted(waits)
+    mine = [k for k, (_, in_push) in enumerate(callers) if in_push]
+    return Run(
+        timeouts=pool.timeouts,
+        requests=len(arrivals),
+        waited=sum(pool.queued) / len(arrivals) if arrivals else 0.0,
+        wait_p50=nearest_rank(ordered, 0.5),
+        wait_p99=nearest_rank(ordered, 0.99),
+        longest_wait=max(
+            (w for w, s in zip(waits, pool.state, strict=True) if s == SERVED), default=0.0
+        ),
+        push_waited=sum(pool.queued[k] for k in mine) / len(mine) if mine else 0.0,
+        push_mean_wait=statistics.fmean(waits[k] for k in mine) if mine else 0.0,
+    )
 
 
 @dataclass(frozen=True)
@@ -282,6 +131,8 @@ class Prediction:
     wait_p99: float
     longest_wait: float  # the median run's longest wait of a request that got its connection
     longest_wait_high: float  # the longest in any run
+    push_waited: float = 0.0  # the median run's share of the push's requests that waited
+    push_mean_wait: float = 0.0  # the median run's mean wait of the push's requests
 
     @property
     def times_out(self) -> bool:
@@ -302,23 +153,32 @@ def predict(
     runs: int = RUNS,
     seed: int = 1,
     wake: float = WAKE,
+    wake_spread: float = WAKE_SPREAD,
     hold_factor: float = 1.0,
 ) -> Prediction:
     """`simulate()` `runs` times, seeds `seed`, `seed + 1`, ...: the same seeds for every
-    pool size, so that sizes are compared on the same arrivals and holds."""
-    results = [
-        simulate(
-            push,
-            holds,
-            random.Random(seed + k),
-            servers=servers,
-            timeout=timeout,
-            rate=rate,
-            wake=wake,
-            hold_factor=hold_factor,
+    pool size, so that sizes are compared on the same arrivals and holds. Each run takes its
+    own wake-up window, lognormal around `wake` (the median) with `wake_spread`, and its own
+    mean hold: the mean was measured from a finite count of holds, and each run draws it
+    within the measurement's standard error (`Holds.mean_error`), so that the range covers
+    what the measurement does not pin down."""
+    results = []
+    for k in range(runs):
+        rng = random.Random(seed + k)
+        drawn = max(0.5, 1 + holds.mean_error * rng.gauss(0.0, 1.0)) if holds.mean_error else 1.0
+        this_wake = wake * math.exp(wake_spread * rng.gauss(0.0, 1.0))
+        results.append(
+            simulate(
+                push,
+                holds,
+                rng,
+                servers=servers,
+                timeout=timeout,
+                rate=rate,
+                wake=this_wake,
+                hold_factor=hold_factor * drawn,
+            )
         )
-        for k in range(runs)
-    ]
     counts = sorted(r.timeouts for r in results)
     return Prediction(
         servers=servers,
@@ -331,4 +191,6 @@ def predict(
         wait_p99=statistics.median(r.wait_p99 for r in results),
         longest_wait=statistics.median(r.longest_wait for r in results),
         longest_wait_high=max(r.longest_wait for r in results),
+        push_waited=statistics.median(r.push_waited for r in results),
+        push_mean_wait=statistics.median(r.push_mean_wait for r in results),
     )

@@ -82,6 +82,11 @@ class MixinConfig:
     # An invalidation storm: this share of the instance's pool capacity invalidated within
     # `error_window`.
     invalidation_share: float = 0.5
+    # Overflow churn: overflow connections opened for bursts and closed when they come back
+    # to a full pool, faster than this many a second (over `error_window`), for
+    # `overflow_churn_for`. Each is a new database connection: pool_size is below the load.
+    overflow_churn_per_second: float = 0.5
+    overflow_churn_for: str = "10m"
     # Long checkouts: a connection held longer than this share of the pool timeout (or than
     # long_checkout_seconds where the pool has no timeout), continuously for long_checkout_for.
     long_checkout_timeout_share: float = 1.0

@@ -137,10 +137,12 @@ def saturation(b: Builder) -> Row:
 
 
 def latency(b: Builder) -> Row:
+    # The wait panels sum the outcomes: the timed-out and cancelled callers waited too, and
+    # theirs are the longest waits when the pool runs dry.
     wait_map = heatmap(
         "Checkout wait (heatmap)",
-        "How many checkouts waited how long (successful ones), per interval: a band rising "
-        "toward the pool timeout is a pool running dry.",
+        "How many callers waited how long for a connection per interval, timed-out and "
+        "cancelled ones included: a band rising toward the pool timeout is a pool running dry.",
         Query(
             b.agg("sum", b.increase(m.CHECKOUT_WAIT, WINDOW, "_bucket"), "le"),
             "{{le}}",
@@ -150,8 +152,9 @@ def latency(b: Builder) -> Row:
     )
     wait = timeseries(
         "Checkout wait p50 / p95 / p99 vs pool timeout",
-        "Percentiles of the wait for a connection against the pool timeout (red dashed): "
-        "where p99 meets the timeout, callers start getting TimeoutError.",
+        "Percentiles of every caller's wait for a connection, timed-out ones included, against "
+        "the pool timeout (red dashed): p99 on the line means 1 % of callers or more get "
+        "TimeoutError.",
         "s",
         [
             *_quantiles(m.CHECKOUT_WAIT, b, exemplar=True),
@@ -168,9 +171,14 @@ def latency(b: Builder) -> Row:
     )
     checkouts = timeseries(
         "Checkouts per second",
-        "Successful checkouts per second per pool: the demand the pool serves.",
+        "Successful checkouts per second per pool, the demand the pool serves, and those that "
+        "found no idle connection (waited for one to come back or to be opened).",
         "ops",
-        [Query(per_pool(b, m.CHECKOUTS), "{{pool}}")],
+        [
+            Query(per_pool(b, m.CHECKOUTS), "{{pool}}"),
+            Query(per_pool(b, m.WAITED_CHECKOUTS), "waited {{pool}}"),
+        ],
+        overrides=[override("^waited .*", "orange")],
     )
     return "Latency", [(wait_map, 12, 9), (wait, 12, 9), (hold, 12, 8), (checkouts, 12, 8)]
 
@@ -215,15 +223,24 @@ def errors(b: Builder) -> Row:
 
 def churn(b: Builder) -> Row:
     new = timeseries(
-        "New, closed and detached connections",
-        "Connections opened, closed and detached per second: steady opening under steady "
-        "traffic means the pool is too small or recycles too often.",
+        "Connections opened and closed by reason",
+        "Connections opened per second, and closed per second by why (overflow: returned to "
+        "a full pool; recycle; invalidated; reset_failed; dispose; detached; gc): steady "
+        "overflow closes under steady traffic mean pool_size is below the load.",
         "ops",
         [
             Query(per_pool(b, m.CONNECTS), "opened {{pool}}"),
-            Query(per_pool(b, m.CLOSES), "closed {{pool}}"),
+            Query(per_pool(b, m.CLOSES, "reason"), "closed {{reason}} {{pool}}"),
             Query(per_pool(b, m.DETACHES), "detached {{pool}}"),
         ],
+        overrides=[override("^closed overflow .*", "orange")],
+    )
+    opening = timeseries(
+        "Connections being opened now",
+        "Connections whose driver connect() has not returned yet, per pool and worker: a "
+        "database slow to accept, or refusing, shows here before the connect errors do.",
+        "short",
+        [Query(b.agg("max", gauge(b, m.OPENING), *PER_WORKER), WORKER_LEGEND)],
     )
     connect = timeseries(
         "Connect latency p50 / p95 / p99",
@@ -231,7 +248,32 @@ def churn(b: Builder) -> Row:
         "s",
         _quantiles(m.CONNECT_TIME, b),
     )
-    return "Churn", [(new, 12, 8), (connect, 12, 8)]
+    return "Churn", [(new, 10, 8), (opening, 7, 8), (connect, 7, 8)]
+
+
+def holders(b: Builder) -> Row:
+    """Who holds the connections: instrument(engine, route=...)'s counts by route."""
+    seconds = timeseries(
+        "Connection-seconds by route",
+        "Connections held per second of time by the route current at checkout (instrument()'s "
+        "route=), stacked: the average number of connections each route keeps out. The "
+        "busiest routes have their own series, the rest are (other).",
+        "short",
+        [Query(per_pool(b, m.ROUTE_HOLD, "route"), "{{route}} {{pool}}")],
+        stacked=True,
+    )
+    checkouts = timeseries(
+        "Checkouts and waited checkouts by route",
+        "Checkouts per second by route, and those that found no idle connection: which routes "
+        "wait when the pool runs dry.",
+        "ops",
+        [
+            Query(per_pool(b, m.ROUTE_CHECKOUTS, "route"), "{{route}} {{pool}}"),
+            Query(per_pool(b, m.ROUTE_WAITED, "route"), "waited {{route}} {{pool}}"),
+        ],
+        overrides=[override("^waited .*", "orange", dashed=True)],
+    )
+    return "Who holds the connections", [(seconds, 12, 8), (checkouts, 12, 8)]
 
 
 def database_and_fleet(b: Builder) -> Row:
@@ -484,7 +526,17 @@ def held(b: Builder) -> Row:
     return "Held connections", [(oldest, 12, 8), (long, 12, 8)]
 
 
-ROWS = (saturation, latency, errors, churn, held, database_and_fleet, stuck, through_the_pooler)
+ROWS = (
+    saturation,
+    latency,
+    errors,
+    churn,
+    held,
+    holders,
+    database_and_fleet,
+    stuck,
+    through_the_pooler,
+)
 
 
 def fleet_legend(b: Builder) -> str:

@@ -1,5 +1,6 @@
 """The rules about one pool in one worker: utilisation, the queue, waits and timeouts,
-headroom, connect errors and invalidations; and about connections that stay out."""
+headroom, connect errors, invalidations and overflow churn; and about connections that stay
+out."""
 
 from __future__ import annotations
 
@@ -60,9 +61,12 @@ def pool_records(t: PoolTerms) -> list[Rule]:
             "record": r.queue_drain,
             "expr": f"{t.waiting} * ignoring ({WORKER}) group_left () {r.hold_mean} / {t.capacity}",
         },
+        # Every caller's wait, the timed-out and cancelled ones' too: during a saturation
+        # theirs are the longest, and a percentile of the successful ones alone understates it.
         {
             "record": r.wait_p99,
-            "expr": f"histogram_quantile(0.99, {b.rate(m.CHECKOUT_WAIT, w, '_bucket')})",
+            "expr": "histogram_quantile(0.99, "
+            f"{b.without('sum', b.rate(m.CHECKOUT_WAIT, w, '_bucket'), 'outcome')})",
         },
     ]
 
@@ -145,9 +149,9 @@ def checkout_wait_near_timeout(t: PoolTerms) -> Rule:
         f"and ignoring ({WORKER}) {t.waiting} > 0",
         cfg.severity_page,
         "Checkouts wait a large share of the pool timeout.",
-        f"{t.where.pool}: the 99th percentile checkout over {cfg.rate_window} waited "
-        "{{ $value | humanizePercentage }} of the pool timeout and callers are still "
-        "waiting.",
+        f"{t.where.pool}: the 99th percentile wait for a connection over {cfg.rate_window} "
+        "(timed-out callers included) was {{ $value | humanizePercentage }} of the pool "
+        "timeout and callers are still waiting.",
         cfg.page_for,
     )
 
@@ -212,6 +216,27 @@ def invalidation_storm(t: PoolTerms) -> Rule:
     )
 
 
+def overflow_churn(t: PoolTerms) -> Rule:
+    cfg, b = t.cfg, t.build
+    overflow = b.pool(m.CLOSES, f'reason="{m.OVERFLOW_CLOSE}"')
+    discarded = b.without("sum", f"rate({overflow}[{cfg.error_window}])", "reason")
+    # Queue pools that may overflow (max_overflow -1 is unbounded): a NullPool closes every
+    # connection it gets back, by design, and exports no max_overflow.
+    may_overflow = f"{b.pool(m.MAX_OVERFLOW)} != 0"
+    return alert(
+        cfg,
+        "SQLAlchemyPoolOverflowChurn",
+        f"{discarded} > {cfg.overflow_churn_per_second:g} and ignoring ({WORKER}) ({may_overflow})",
+        cfg.severity_warning,
+        "A connection pool keeps opening and discarding overflow connections.",
+        f"{t.where.pool} has closed {{{{ $value | humanize }}}} overflow connections/s over "
+        f"the last {cfg.error_window} for {cfg.overflow_churn_for}: each was opened beyond "
+        "pool_size and closed when it came back to a full pool, a new database connection "
+        "every time.",
+        cfg.overflow_churn_for,
+    )
+
+
 POOL_ALERTS: tuple[Callable[[PoolTerms], Rule], ...] = (
     nearly_full,
     exhausted,
@@ -223,6 +248,7 @@ POOL_ALERTS: tuple[Callable[[PoolTerms], Rule], ...] = (
     headroom_low,
     connect_errors,
     invalidation_storm,
+    overflow_churn,
 )
 
 

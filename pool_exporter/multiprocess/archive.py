@@ -1,7 +1,8 @@
 """The totals of exited workers, folded into one file so a scrape reads O(live workers) files.
 
 `pool_exporter_archive.json` holds, per pool, the summed counters and histograms of every
-stats file folded into it, and the names of the folded files that may still exist. Folding
+stats file folded into it, its counts by route (for pools that count them), and the names of
+the folded files that may still exist. Folding
 happens under an exclusive flock on `pool_exporter_archive.lock` (the readers take turns):
 the new archive is written aside (under an unpredictable name, every byte checked), fsynced,
 read back and compared, renamed over the old one, and only then are the folded files
@@ -21,10 +22,11 @@ import os
 import re
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pool_exporter.routes import MAX_ROUTES, TRACKED_PER_SERIES, RouteTotals, Totals
 from pool_exporter.stats import FIELDS
 
 from .filereader import summed
@@ -44,6 +46,10 @@ NAME = "pool_exporter_archive.json"
 LOCK = "pool_exporter_archive.lock"
 MAX_BYTES = 64 << 20
 _LOCK_TIMEOUT = 10.0
+# The routes an archive keeps by name per pool, beyond those the reader serves now: the rest
+# are summed without their names (as a worker's beyond its room are), which a reader serves as
+# (other) anyway. So exited workers with ever new routes cannot grow the archive without end.
+ROUTES_KEPT = TRACKED_PER_SERIES * MAX_ROUTES
 
 
 @dataclass
@@ -52,6 +58,10 @@ class Archive:
     # histograms; the others are 0 (a gauge belongs to a live worker).
     totals: dict[str, list[float]] = field(default_factory=dict)
     folded: set[str] = field(default_factory=set)
+    # Per pool that counts checkouts by route: each route's totals by name, and the rest's;
+    # and the most routes its workers served by name (max_routes).
+    routes: dict[str, RouteTotals] = field(default_factory=dict)
+    route_limits: dict[str, int] = field(default_factory=dict)
     # False when the file exists but cannot be trusted: then nothing is folded into it.
     sound: bool = True
 
@@ -145,9 +155,14 @@ def _parse(data: bytes) -> Archive:
             raise ValueError("not an archive")
         if not all(isinstance(n, str) for n in names):
             raise ValueError("not an archive")
+        routes = raw.get("routes", {})  # none before routes were counted
+        if not isinstance(routes, dict):
+            raise ValueError("not an archive")
         return Archive(
             totals={str(pool): _from_json(values) for pool, values in pools.items()},
             folded=set(names),
+            routes={str(pool): _routes_from_json(r) for pool, r in routes.items()},
+            route_limits={str(pool): _natural(r.get("limit", 0)) for pool, r in routes.items()},
         )
     except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
         raise ValueError(f"not an archive: {type(exc).__name__}") from None
@@ -203,6 +218,31 @@ def _from_json(data: dict[str, Any]) -> list[float]:
     return out
 
 
+def _routes_to_json(routes: RouteTotals, limit: int) -> dict[str, Any]:
+    named, rest = routes
+    return {
+        "named": {name: list(t) for name, t in sorted(named.items())},
+        "rest": list(rest),
+        "limit": limit,
+    }
+
+
+def _routes_from_json(data: object) -> RouteTotals:
+    if not isinstance(data, dict) or not isinstance(data.get("named"), dict):
+        raise ValueError("routes: not a mapping")
+    named = {str(name): _totals(t) for name, t in data["named"].items()}
+    return named, _totals(data.get("rest"))
+
+
+def _totals(value: object) -> Totals:
+    if not isinstance(value, list) or len(value) != 3:
+        raise ValueError(f"not a route's totals: {value!r}")
+    seconds = value[1]
+    if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or seconds < 0:
+        raise ValueError(f"not a number of seconds: {seconds!r}")
+    return _natural(value[0]), float(seconds), _natural(value[2])
+
+
 def _natural(value: object) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise ValueError(f"not a count: {value!r}")
@@ -215,6 +255,10 @@ def write(directory: str, archive: Archive) -> None:
     body = {
         "pools": {pool: _to_json(s) for pool, s in sorted(archive.totals.items())},
         "folded": sorted(archive.folded),
+        "routes": {
+            pool: _routes_to_json(r, archive.route_limits.get(pool, 0))
+            for pool, r in sorted(archive.routes.items())
+        },
     }
     data = json.dumps(body, separators=(",", ":")).encode()
     fd, tmp = create_temporary(directory, TEMPORARY_PREFIX)
@@ -246,17 +290,56 @@ def remove_temporaries(directory: str, names: list[str]) -> None:
             remove(os.path.join(directory, name))
 
 
+Dead = tuple[str, list[float], RouteTotals | None, int]
+"""An exited worker's file: its pool, its slots, its counts by route (if it counted them) and
+its max_routes (0 if not)."""
+
+
 def folded(
-    archive: Archive, dead: dict[str, tuple[str, list[float]]], present: set[str]
+    archive: Archive,
+    dead: dict[str, Dead],
+    present: set[str],
+    served: Mapping[str, set[str]] | None = None,
 ) -> Archive:
-    """`archive` with `dead` (file name -> pool, slots) added; `present` is every file name
-    in the directory: folded names whose files are gone need no remembering."""
+    """`archive` with `dead` (file name -> Dead) added; `present` is every file name in the
+    directory: folded names whose files are gone need no remembering. `served`: per pool, the
+    routes the reader serves now, which stay by name (reader.py explains why)."""
     rows = {pool: [slots] for pool, slots in archive.totals.items()}
-    for pool, slots in dead.values():
+    routes = dict(archive.routes)
+    limits = dict(archive.route_limits)
+    for pool, slots, counted, limit in dead.values():
         rows.setdefault(pool, []).append(slots)
+        if counted is not None:
+            routes[pool] = _add_routes(routes.get(pool), counted)
+            limits[pool] = max(limits.get(pool, 0), limit)
     totals = {pool: _counted(summed(r)) for pool, r in rows.items()}
     names = {name for name in archive.folded if name in present} | set(dead)
-    return Archive(totals, names)
+    kept = {pool: _kept(r, (served or {}).get(pool, set())) for pool, r in routes.items()}
+    return Archive(totals, names, kept, limits)
+
+
+def _add_routes(mine: RouteTotals | None, theirs: RouteTotals) -> RouteTotals:
+    named = dict(mine[0]) if mine is not None else {}
+    rest = mine[1] if mine is not None else (0, 0.0, 0)
+    for name, t in theirs[0].items():
+        named[name] = _plus(named.get(name, (0, 0.0, 0)), t)
+    return named, _plus(rest, theirs[1])
+
+
+def _kept(routes: RouteTotals, served: set[str]) -> RouteTotals:
+    """At most ROUTES_KEPT routes by name: the ones served, then the busiest."""
+    named, rest = routes
+    if len(named) <= ROUTES_KEPT:
+        return routes
+    order = sorted(named, key=lambda n: (n not in served, -named[n][1], n))
+    kept = {n: named[n] for n in order[:ROUTES_KEPT]}
+    for name in order[ROUTES_KEPT:]:
+        rest = _plus(rest, named[name])
+    return kept, rest
+
+
+def _plus(a: Totals, b: Totals) -> Totals:
+    return (a[0] + b[0], a[1] + b[1], a[2] + b[2])
 
 
 # The slots an archive keeps: the counters' and the histograms'.

@@ -6,7 +6,7 @@ read, never a SIGBUS), with one retry for a capacity being stored, and a Decoder
 per shape, turns them into this version's slots by name (layout.py says what by name means).
 A reader then holds a worker as a list of numbers, one per slot of this version: what the
 hot path stored, in the type it stored it. capacity() and to_stats() say what such a list
-holds.
+holds, and routes() the route region of a pool that counts checkouts by route.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
+from pool_exporter.routes import RouteTotals, Totals
 from pool_exporter.stats import FIELDS, Capacity, Histogram, PoolStats
 
 from . import layout
@@ -38,12 +39,27 @@ class Decoder:
     have and a histogram with other buckets are zero, and a value this version does not know
     is left out."""
 
-    __slots__ = ("_capacity_flag", "_copies", "current", "size", "version_at")
+    __slots__ = (
+        "_capacity_flag",
+        "_copies",
+        "current",
+        "route_entries",
+        "routes_at",
+        "size",
+        "version_at",
+    )
 
     def __init__(self, shape: layout.Shape) -> None:
         self.size = 8 * shape.slots  # bytes
-        self.current = shape == layout.SHAPE
         fields = shape.fields
+        region = fields.get("routes")
+        # The route region (layout.route_region), if the file has one: its entry.
+        self.routes_at: Mapping[str, Any] | None = region
+        self.route_entries: int = region["entries"] if region is not None else 0
+        # This version's fields where this version puts them (a route region may follow).
+        self.current = all(fields.get(k) == v for k, v in layout.SLOT_MAP.items()) and set(
+            fields
+        ) <= {*layout.SLOT_MAP, "routes"}
         version = fields.get("capacity_version")
         # Where the capacity's version is among the slots, in bytes (read again: read()).
         self.version_at: int | None = None if version is None else 8 * version["at"]
@@ -67,7 +83,7 @@ class Decoder:
         view = memoryview(raw)
         ints, doubles = view.cast("q"), view.cast("d")
         if self.current:
-            out = cast("list[float]", ints.tolist())  # ints stay ints
+            out = cast("list[float]", ints[: layout.SLOTS].tolist())  # ints stay ints
             for i in _DOUBLES:
                 out[i] = doubles[i]
             return out
@@ -78,6 +94,49 @@ class Decoder:
         if flag is not None and (flag < 0 or not ints[flag]):
             out[SIZE] = -1
         return out
+
+    def routes(self, raw: bytes) -> RouteTotals | None:
+        """The route region's totals from the file's slots `raw`: each named route's, and
+        those of the routes not kept by name; None for a file without one. An entry whose
+        name is not whole (a length past the name's room, or bytes that are not UTF-8) is
+        added to the unnamed ones rather than given a name."""
+        region = self.routes_at
+        if region is None:
+            return None
+        view = memoryview(raw)
+        ints, doubles = view.cast("q"), view.cast("d")
+        at, width, room = region["at"], region["entry_slots"], 8 * region.get("name_slots", 0)
+        values = width - layout.ROUTE_VALUES  # where an entry's values start
+
+        def totals(base: int) -> Totals:
+            return (
+                ints[base + layout.ROUTE_CHECKOUTS],
+                doubles[base + layout.ROUTE_SECONDS],
+                ints[base + layout.ROUTE_WAITED],
+            )
+
+        rest = totals(at)
+        named: dict[str, Totals] = {}
+        for n in range(region["entries"]):
+            entry = at + layout.ROUTE_VALUES + n * width
+            length = ints[entry + layout.ENTRY_LENGTH]
+            if length == 0:
+                continue
+            found = totals(entry + values)
+            try:
+                if not 0 < length <= room:
+                    raise ValueError("name too long")
+                start = 8 * (entry + layout.ENTRY_NAME)
+                name = bytes(raw[start : start + length]).decode("utf-8")
+            except (ValueError, UnicodeDecodeError):
+                rest = _plus(rest, found)
+                continue
+            named[name] = _plus(named.get(name, (0, 0.0, 0)), found)
+        return named, rest
+
+
+def _plus(a: Totals, b: Totals) -> Totals:
+    return (a[0] + b[0], a[1] + b[1], a[2] + b[2])
 
 
 def _copies(mine: Mapping[str, Any], theirs: Mapping[str, Any]) -> list[tuple[int, int, bool]]:
@@ -109,6 +168,11 @@ def read(fd: int, decoder: Decoder = CURRENT) -> list[float]:
     capacity read while it changed is read again, and left out (an odd CAPACITY_VERSION) if
     it keeps changing: missing, not wrong. ValueError when the file is not as long as its
     shape says (truncated, say)."""
+    return read_all(fd, decoder)[0]
+
+
+def read_all(fd: int, decoder: Decoder = CURRENT) -> tuple[list[float], RouteTotals | None]:
+    """read()'s slots, and the file's route totals (Decoder.routes) from the same read."""
     size, at = decoder.size, decoder.version_at
     for _ in range(3):
         # The slots only (the header was read when the file was opened), and one byte more:
@@ -118,9 +182,9 @@ def read(fd: int, decoder: Decoder = CURRENT) -> list[float]:
             raise ValueError("truncated")
         slots = decoder.decode(data)
         if at is None or os.pread(fd, 8, HEADER_BYTES + at) == data[at : at + 8]:
-            return slots
+            return slots, decoder.routes(data)
     slots[CAPACITY_VERSION] = 1
-    return slots
+    return slots, decoder.routes(data)
 
 
 def capacity(slots: Sequence[float]) -> Capacity | None:

@@ -19,18 +19,24 @@ _MAX_DEPTH = 8
 
 
 def encode(
-    pool: str, info: dict[str, str], pid: int, token: str, worker: str | None = None
+    pool: str,
+    info: dict[str, str],
+    pid: int,
+    token: str,
+    worker: str | None = None,
+    *,
+    shape: layout.Shape = layout.SHAPE,
 ) -> bytes:
     """The header page of this version's file (`worker`: the slot label, slots.py; a file
-    without one is labelled by its pid)."""
+    without one is labelled by its pid; `shape`: with a route region, layout.with_routes)."""
     meta: dict[str, Any] = {
         "pool": pool,
         "info": info,
         "pid": pid,
         "token": token,
         "version": layout.VERSION,
-        "slots": layout.SLOTS,
-        "fields": layout.SLOT_MAP,
+        "slots": shape.slots,
+        "fields": dict(shape.fields),
     }
     if worker is not None:
         meta["worker"] = worker

@@ -11,6 +11,12 @@ it, so a reader finds the values of a file written by another version by name: o
 not know is ignored, one the file lacks is zero, a histogram with other buckets is left at
 zero. Layout 1 (0.x releases before the header described itself) is read from its slot map
 kept in layout1.py. docs/sidecar.md has the compatibility policy.
+
+A pool that counts its checkouts by route (`instrument(engine, route=...)`) has a route region
+after the fields, named `routes` in the slot map: the totals of the routes not kept by name
+(ROUTE_VALUES slots), then `entries` entries of ENTRY_SLOTS each: the name's length in bytes
+(0: unused; stored after the name), the name (UTF-8, NAME_SLOTS slots), and the route's values.
+A reader that does not know the region skips it as one more unknown value.
 """
 
 from __future__ import annotations
@@ -42,6 +48,27 @@ _PREFIX = {
     "max_overflow": {"at": MAX_OVERFLOW},
     "timeout": {"at": TIMEOUT, "float": True},
 }
+
+
+# A route's values, in every entry and in the untracked totals: checkouts, connection-seconds
+# held (a double), waited checkouts.
+ROUTE_CHECKOUTS, ROUTE_SECONDS, ROUTE_WAITED = range(3)
+ROUTE_VALUES = 3
+NAME_SLOTS = 16  # 128 bytes: routes.ROUTE_BYTES
+ENTRY_LENGTH, ENTRY_NAME, ENTRY_VALUES = 0, 1, 1 + NAME_SLOTS
+ENTRY_SLOTS = ENTRY_VALUES + ROUTE_VALUES
+
+
+def route_region(entries: int) -> dict[str, Any]:
+    """The slot map's entry of a route region of `entries` routes, right after the fields."""
+    return {"at": SLOTS, "entries": entries, "entry_slots": ENTRY_SLOTS, "name_slots": NAME_SLOTS}
+
+
+def with_routes(entries: int) -> Shape:
+    """The shape of this version's file with a route region of `entries` routes (none: 0)."""
+    if not entries:
+        return SHAPE
+    return Shape.fitting({**SLOT_MAP, "routes": route_region(entries)})
 
 
 def _describe() -> dict[str, dict[str, Any]]:
@@ -129,6 +156,13 @@ def _extent(entry: object) -> tuple[int, int]:
         if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
             raise ValueError("corrupt slot map")
         return at, len(keys)
+    if "entries" in entry:
+        entries, width = entry["entries"], entry.get("entry_slots")
+        if not (_count(entries) and _count(width)):
+            raise ValueError("corrupt slot map")
+        if int(entries) < 0 or int(width) <= ROUTE_VALUES:  # type: ignore[arg-type]
+            raise ValueError("corrupt slot map")
+        return at, ROUTE_VALUES + int(entries) * int(width)  # type: ignore[arg-type]
     return at, 1
 
 

@@ -13,6 +13,12 @@ prometheus-client metrics (*.db) are merged by prometheus-client. The work is bo
 live workers: an exited worker costs one fold, once. A worker's exemplar file of a pool
 (exemplarfile.py) is read beside its stats file, and the newest exemplar of each bucket among
 the workers is served; an exited worker's is removed.
+
+Counts by route (`instrument(engine, route=...)`) are summed by route name over the archive
+and every live worker, and a RouteCap per pool (routes.py), kept from scrape to scrape,
+decides which are served by name. So that a served route's series never goes down, the
+archive keeps the routes served now by name when it folds an exited worker (archive.folded);
+the others may be summed there without their names, which moves nothing served.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from pool_exporter import collector
 from pool_exporter import metrics as m
 from pool_exporter.exemplars import Entries, newest
 from pool_exporter.rendered import Rendered
+from pool_exporter.routes import TRACKED_PER_SERIES, RouteCap, RouteTotals, Totals
 from pool_exporter.stats import PoolStats
 
 from . import archive, exemplarfile, filenames, filereader, header, layout, liveness, workergauges
@@ -82,6 +89,8 @@ class Worker:
     file: workergauges.WorkerFile
     values: list[float]
     active: bool
+    routes: RouteTotals | None = None
+    route_limit: int = 0  # its max_routes, where it counts checkouts by route
     exemplars: Entries = ()
 
 
@@ -90,6 +99,8 @@ class View:
     """What one scrape found."""
 
     totals: dict[str, PoolStats] = field(default_factory=dict)
+    # Per pool that counts checkouts by route: the series to serve (RouteCap.serve).
+    routes: dict[str, list[tuple[str, Totals]]] = field(default_factory=dict)
     workers: list[Worker] = field(default_factory=list)
     live_pids: int = 0
     files: int = 0
@@ -123,6 +134,9 @@ class WorkersCollector(Collector):
         self._bad = BadFiles()
         self._archive = archive.Reader(path)
         self._known: dict[str, _Known] = {}
+        # Per pool that counts checkouts by route: which routes are served, from scrape to
+        # scrape (its limit is the pool's max_routes).
+        self._caps: dict[str, RouteCap] = {}
         # Opening 640 files costs a big host's scrape a third of its time, so the reader keeps
         # live files open, up to half the process's descriptor limit: past that (a fleet larger
         # than the limit allows, or a limit set low), a file is opened for its read only.
@@ -193,6 +207,7 @@ class WorkersCollector(Collector):
             # (never folded, so never twice), its gauges are not (it may have exited).
             self._read_live(unknown, view, exemplars, gauges=False)
             view.totals = _totals(store, view.workers)
+            view.routes = self._routes(store, view.workers)
             workergauges.unique_labels([w.file for w in view.workers if w.active], self.path)
         view.live_pids = len(reaped.live)
         view.merged, dbs = self._merge_db(names)
@@ -208,14 +223,15 @@ class WorkersCollector(Collector):
                 except OSError:  # another user's, in a sticky directory: never read again
                     self._bad(os.path.join(self.path, exemplar_file), "cannot_remove")
         store = self._archive.load(self._bad)
-        found: dict[str, tuple[str, list[float]]] = {}
+        found: dict[str, archive.Dead] = {}
         for name in dead:
             if name not in store.folded:
                 got = self._read_dead(name)
                 if got is not None:
                     found[name] = got
+        served = {pool: set(cap.served) for pool, cap in self._caps.items()}
         if found and store.sound:
-            new = archive.folded(store, found, present)
+            new = archive.folded(store, found, present, served)
             try:
                 self._archive.replace(self.path, new)  # counted there first, deleted after
             except OSError as exc:
@@ -231,27 +247,57 @@ class WorkersCollector(Collector):
                     self._bad(os.path.join(self.path, name), "cannot_remove")
         # Not folded (an archive that cannot be read or replaced is never overwritten: its
         # totals would be lost): the dead files stay, and count from where they are.
-        return archive.folded(store, found, present) if found else store
+        return archive.folded(store, found, present, served) if found else store
 
-    def _read_dead(self, name: str) -> tuple[str, list[float]] | None:
+    def _routes(
+        self, store: archive.Archive, workers: list[Worker]
+    ) -> dict[str, list[tuple[str, Totals]]]:
+        """Per pool that counts checkouts by route, the series to serve: the routes summed by
+        name over the archive and the workers, through the pool's RouteCap."""
+        tables: dict[str, list[RouteTotals]] = {p: [r] for p, r in store.routes.items()}
+        limits = dict(store.route_limits)
+        for worker in workers:
+            if worker.routes is not None:
+                pool = worker.file.pool
+                tables.setdefault(pool, []).append(worker.routes)
+                limits[pool] = max(limits.get(pool, 0), worker.route_limit)
+        served = {}
+        for pool, parts in tables.items():
+            named: dict[str, Totals] = {}
+            rest: Totals = (0, 0.0, 0)
+            for part_named, part_rest in parts:
+                for name, t in part_named.items():
+                    named[name] = _plus(named.get(name, (0, 0.0, 0)), t)
+                rest = _plus(rest, part_rest)
+            cap = self._caps.get(pool)
+            # The largest max_routes of the pool's workers, exited ones included (an archive
+            # of an older version does not say it: the last one seen, else the default).
+            limit = limits.get(pool) or (cap.limit if cap is not None else 20)
+            if cap is None or cap.limit != limit:
+                cap = self._caps[pool] = RouteCap(limit)  # a new max_routes: chosen again
+            served[pool] = cap.serve(named, rest)
+        return served
+
+    def _read_dead(self, name: str) -> archive.Dead | None:
         got = self._read_one(name, cache=False)
         if got is None:
             return None
-        known, values = got
-        return known.file.pool, values
+        known, values, routes = got
+        return known.file.pool, values, routes, known.decoder.route_entries // TRACKED_PER_SERIES
 
     def _read_live(self, names: list[str], view: View, exemplars: set[str], gauges: bool) -> None:
         for name in names:
             got = self._read_one(name)
             if got is None:
                 continue
-            known, values = got
+            known, values, routes = got
             active = bool(values[layout.ACTIVE]) and gauges
+            limit = known.decoder.route_entries // TRACKED_PER_SERIES
             entries: Entries = ()
             exemplar_file = filenames.exemplar_file(name)
             if exemplar_file in exemplars:
                 entries = self._read_exemplars(exemplar_file, known)
-            view.workers.append(Worker(known.file, values, active, entries))
+            view.workers.append(Worker(known.file, values, active, routes, limit, entries))
             view.files += 1
 
     def _read_exemplars(self, name: str, known: _Known) -> Entries:
@@ -292,7 +338,9 @@ class WorkersCollector(Collector):
             os.close(found.fd)
             self._kept -= 1
 
-    def _read_one(self, name: str, cache: bool = True) -> tuple[_Known, list[float]] | None:
+    def _read_one(
+        self, name: str, cache: bool = True
+    ) -> tuple[_Known, list[float], RouteTotals | None] | None:
         """A worker's file, read with pread (filereader.read): a file truncated meanwhile is
         skipped and counted, never a SIGBUS. With `cache` (a live worker's), its parsed header
         is kept, and the file kept open while the descriptor budget allows (a worker's file is
@@ -301,7 +349,7 @@ class WorkersCollector(Collector):
         known = self._known.get(name) if cache else None
         if known is not None and known.fd is not None:
             try:
-                return known, filereader.read(known.fd, known.decoder)
+                return known, *filereader.read_all(known.fd, known.decoder)
             except (OSError, ValueError):
                 self._bad(path, "format")
                 self._forget(name)
@@ -315,7 +363,7 @@ class WorkersCollector(Collector):
                 known = _Known(page)
                 if cache:
                     self._known[name] = known
-            values = filereader.read(fd, known.decoder)
+            values, routes = filereader.read_all(fd, known.decoder)
         except (OSError, ValueError):
             os.close(fd)
             self._bad(path, "format")
@@ -326,7 +374,7 @@ class WorkersCollector(Collector):
             known.fd, self._kept = fd, self._kept + 1
         else:
             os.close(fd)
-        return known, values
+        return known, values, routes
 
     def _forget_all_but(self, names: set[str]) -> None:
         for name in [n for n in self._known if n not in names]:
@@ -448,8 +496,10 @@ def _pool_families(view: View) -> Iterator[Metric | Rendered]:
     into = {name: family.rows.append for name, family in rendered.items()}
     for worker in sorted(view.workers, key=lambda w: (w.file.pool, w.file.pid)):
         if worker.active:
-            rows = collector.worker_rows(worker.file.gauges(worker.values), now)
-            for (metric, _, value), sample in zip(rows, worker.file.labelled(rows), strict=True):
+            gauges = worker.file.gauges(worker.values)
+            rows = collector.worker_rows(gauges, now)
+            labelled = worker.file.labelled(rows, gauges.isolation)
+            for (metric, _, value), sample in zip(rows, labelled, strict=True):
                 into[metric.name]((sample, value))
     exemplars: dict[str, list[Entries]] = {}
     for worker in view.workers:
@@ -458,8 +508,14 @@ def _pool_families(view: View) -> Iterator[Metric | Rendered]:
     for pool in sorted(view.totals):
         latest = newest(exemplars[pool]) if pool in exemplars else None
         collector.add_total_samples(found, pool, view.totals[pool], latest)
+    for pool in sorted(view.routes):
+        collector.add_route_samples(found, pool, view.routes[pool])
     for name, family in found.items():
         yield rendered.get(name, family)
+
+
+def _plus(a: Totals, b: Totals) -> Totals:
+    return (a[0] + b[0], a[1] + b[1], a[2] + b[2])
 
 
 def _close_all(known: dict[str, _Known]) -> None:

@@ -19,13 +19,16 @@ import sys
 import threading
 from bisect import bisect_left
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pool_exporter import fork
 from pool_exporter.stats import UNDER_LOCK, UPDATES, PoolStats, derive, locked
 
 from . import filenames, files, header, layout, liveness, slots
 from .storeall import Values, store_all, views
+
+if TYPE_CHECKING:
+    from .routestore import StoredRoutes
 
 log = logging.getLogger("pool_exporter")
 
@@ -44,6 +47,7 @@ _WAIT_SUM = _WAIT + len(PoolStats().wait.counts)
 _HOLD = layout.OFFSETS["hold"]
 _HOLD_SUM = _HOLD + len(PoolStats().hold.counts)
 _OLDEST = layout.OFFSETS["oldest_checkout_started"]
+_WAITED = layout.OFFSETS["waited"]
 
 
 class MultiprocessPoolStats(PoolStats):
@@ -57,14 +61,21 @@ class MultiprocessPoolStats(PoolStats):
     bisect cost more than the stores (tests/test_multiprocess_store.py holds them equal).
     """
 
-    def __init__(self, name: str, info: dict[str, str], directory: str) -> None:
+    def __init__(
+        self, name: str, info: dict[str, str], directory: str, route_entries: int = 0
+    ) -> None:
         self.name = name
         self.info = info
         self.directory = directory
         self.path: str | None = None
         self.active = True
+        # The file's shape: this version's fields, and a route region with room for
+        # `route_entries` routes when the pool counts checkouts by route (routestore.py,
+        # which sets `routes`).
+        self.shape = layout.with_routes(route_entries)
+        self.routes: StoredRoutes | None = None
         self._seq = next(_sequence)
-        self._ints: Values = [0] * layout.SLOTS
+        self._ints: Values = [0] * self.shape.slots
         self._floats: Values = self._ints
         self._map: mmap.mmap | None = None
         self._attempt = 0
@@ -79,7 +90,7 @@ class MultiprocessPoolStats(PoolStats):
         self._open()
 
     def _open(self) -> None:
-        self._ints = self._floats = [0] * layout.SLOTS  # stores go nowhere until a file exists
+        self._ints = self._floats = [0] * self.shape.slots  # no file yet: stores go nowhere
         self._map, self.path = None, None
         self._attempt += 1  # a retry still scheduled for an earlier file gives up
         self._retrying = False
@@ -96,10 +107,12 @@ class MultiprocessPoolStats(PoolStats):
         except (OSError, ValueError) as exc:
             self._failed(exc)
             return
-        ints, floats = views(mapped)
+        ints, floats = views(mapped, self.shape.slots)
         self._ints, self._floats, self._map, self.path = ints, floats, mapped, path
         # Again: a hot update on another thread may have stored into the old slots meanwhile.
         self._store_all()
+        if self.routes is not None:
+            self.routes.store(mapped, ints, floats)
 
     def _create(self) -> tuple[mmap.mmap, str]:
         token = liveness.token()
@@ -113,13 +126,16 @@ class MultiprocessPoolStats(PoolStats):
             try:
                 # Reserved now, so a full filesystem is this OSError rather than a SIGBUS at
                 # the first store into a page the filesystem cannot provide.
-                os.posix_fallocate(fd, 0, layout.FILE_BYTES)
-                files.write_all(fd, header.encode(self.name, self.info, pid, token, worker))
-                mapped = mmap.mmap(fd, layout.FILE_BYTES)
+                os.posix_fallocate(fd, 0, self.shape.file_bytes)
+                page = header.encode(self.name, self.info, pid, token, worker, shape=self.shape)
+                files.write_all(fd, page)
+                mapped = mmap.mmap(fd, self.shape.file_bytes)
             finally:
                 os.close(fd)
-            ints, floats = views(mapped)
+            ints, floats = views(mapped, self.shape.slots)
             store_all(self, ints, floats, self.active)
+            if self.routes is not None:
+                self.routes.store(mapped, ints, floats)
             os.rename(tmp, path)
         except BaseException:
             files.remove(tmp)
@@ -210,10 +226,39 @@ class MultiprocessPoolStats(PoolStats):
         self.oldest_checkout_started = started
         self._floats[_OLDEST] = started
 
+    def waited_out(self, wait: float, was_idle: bool) -> None:
+        # Every checkout while the pool runs dry: as checked_out, and the waited count.
+        q = self._ints
+        self.waiting -= 1
+        q[_WAITING] = self.waiting
+        self.checkouts += 1
+        q[_CHECKOUTS] = self.checkouts
+        self.waited += 1
+        q[_WAITED] = self.waited
+        self.in_use += 1
+        q[_IN_USE] = self.in_use
+        if was_idle:
+            self.idle -= 1
+            q[_IDLE] = self.idle
+        h = self.wait
+        i = bisect_left(h.bounds, wait)
+        h.counts[i] += 1
+        q[_WAIT + i] = h.counts[i]
+        h.sum += wait
+        self._floats[_WAIT_SUM] = h.sum
+
 
 # The hot path's methods above store what they change; reset opens a new file and retire
 # stores everything itself. Every other update stores every value after it (they are rare).
-_STORE_THEMSELVES = ("enter", "checked_out", "checked_in", "oldest_changed", "reset", "retire")
+_STORE_THEMSELVES = (
+    "enter",
+    "checked_out",
+    "waited_out",
+    "checked_in",
+    "oldest_changed",
+    "reset",
+    "retire",
+)
 
 
 def _then_store(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -233,15 +278,20 @@ class LockedMultiprocessPoolStats(MultiprocessPoolStats):
     """MultiprocessPoolStats for free-threaded Python, where an attribute `+=` and the store
     after it are not atomic: every update under one reentrant lock (see LockedPoolStats)."""
 
-    def __init__(self, name: str, info: dict[str, str], directory: str) -> None:
+    def __init__(
+        self, name: str, info: dict[str, str], directory: str, route_entries: int = 0
+    ) -> None:
         self._lock = threading.RLock()
-        super().__init__(name, info, directory)
+        super().__init__(name, info, directory, route_entries)
 
 
 derive(LockedMultiprocessPoolStats, locked, UNDER_LOCK)
 
 
-def new_stats(name: str, info: dict[str, str], directory: str) -> MultiprocessPoolStats:
+def new_stats(
+    name: str, info: dict[str, str], directory: str, route_entries: int = 0
+) -> MultiprocessPoolStats:
+    """A pool's stats in this worker's file (`route_entries`: room for that many routes)."""
     gil = getattr(sys, "_is_gil_enabled", lambda: True)()
     kind = MultiprocessPoolStats if gil else LockedMultiprocessPoolStats
-    return kind(name, info, directory)
+    return kind(name, info, directory, route_entries)

@@ -16,11 +16,11 @@ from pool_exporter.stats import FIELDS, PoolStats
 from .layout import (
     ACTIVE,
     CAPACITY_VERSION,
-    FILE_BYTES,
     HEADER_BYTES,
     MAX_OVERFLOW,
     OFFSETS,
     SIZE,
+    SLOTS,
     TIMEOUT,
 )
 
@@ -84,7 +84,8 @@ store_all.__doc__ = (
 )
 
 
-def views(buffer: Any) -> tuple[Values, Values]:
-    """The int64 and the double view of a file's slots, from its whole mapping or content."""
-    slots = memoryview(buffer)[HEADER_BYTES:FILE_BYTES]
-    return slots.cast("q"), slots.cast("d")
+def views(buffer: Any, slots: int = SLOTS) -> tuple[Values, Values]:
+    """The int64 and the double view of a file's `slots` slots (with a route region, more
+    than this version's fields), from its whole mapping or content."""
+    found = memoryview(buffer)[HEADER_BYTES : HEADER_BYTES + 8 * slots]
+    return found.cast("q"), found.cast("d")

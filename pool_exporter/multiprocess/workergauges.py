@@ -24,22 +24,39 @@ PID_LABEL = "pid"
 _IN_USE = layout.OFFSETS["in_use"]
 _IDLE = layout.OFFSETS["idle"]
 _WAITING = layout.OFFSETS["waiting"]
+_OPENING = layout.OFFSETS["opening"]
+_RECYCLE = layout.OFFSETS["recycle"]
+_ISOLATION = layout.OFFSETS["isolation"]
 _OLDEST = layout.OFFSETS["oldest_checkout_started"]
 
 
 class SlotGauges:
     """What collector.worker_rows reads of one worker's pool, taken from its slots."""
 
-    __slots__ = ("capacity", "idle", "in_use", "oldest_checkout_started", "waiting")
+    __slots__ = (
+        "capacity",
+        "idle",
+        "in_use",
+        "isolation",
+        "oldest_checkout_started",
+        "opening",
+        "recycle_seconds",
+        "waiting",
+    )
 
     overflow = PoolStats.overflow
 
-    def __init__(self, values: list[float], capacity: Capacity | None) -> None:
+    def __init__(self, values: list[float], capacity: Capacity | None, settings: bool) -> None:
         self.in_use = values[_IN_USE]
         self.idle = values[_IDLE]
         self.waiting = values[_WAITING]
+        self.opening = values[_OPENING]
         self.oldest_checkout_started = values[_OLDEST]
         self.capacity = capacity
+        # A file of a version before the settings has no recycle slot (read as 0): none.
+        recycle = values[_RECYCLE]
+        self.recycle_seconds: float | None = recycle if settings and recycle >= 0 else None
+        self.isolation = int(values[_ISOLATION])
 
 
 class WorkerFile:
@@ -56,22 +73,31 @@ class WorkerFile:
         valid = isinstance(worker, str) and slots.VALID.match(worker) is not None
         self.header_worker = str(worker) if valid else slots.fallback(self.pid)
         self.worker = self.header_worker
-        self._labelled: dict[tuple[int, str], list[Labelled]] = {}
+        # Whether the file's version stores the pool's settings (recycle, isolation).
+        fields = meta.get("fields")
+        self.settings = isinstance(fields, dict) and "recycle" in fields
+        self._labelled: dict[tuple[int, str, int], list[Labelled]] = {}
 
     def gauges(self, values: list[float]) -> SlotGauges:
-        return SlotGauges(values, filereader.capacity(values))
+        return SlotGauges(values, filereader.capacity(values), self.settings)
 
-    def labelled(self, rows: list[tuple[m.Metric, tuple[str, ...], float]]) -> list[Labelled]:
-        """The Labelled sample of each of `rows` (collector.worker_rows of this file)."""
-        key = (len(rows), self.worker)  # with capacity or without
+    def labelled(
+        self, rows: list[tuple[m.Metric, tuple[str, ...], float]], isolation: int = 0
+    ) -> list[Labelled]:
+        """The Labelled sample of each of `rows` (collector.worker_rows of this file), the
+        info metric's with the isolation level `isolation` (collector.info_labels)."""
+        # with capacity or without, with pool_recycle or without; the level once known
+        key = (len(rows), self.worker, isolation)
         found = self._labelled.get(key)
         if found is None:
-            found = self._labelled[key] = [self._sample(metric, own) for metric, own, _ in rows]
+            info = collector.info_labels(self.info, isolation)
+            found = [self._sample(metric, own, info) for metric, own, _ in rows]
+            self._labelled[key] = found
         return found
 
-    def _sample(self, metric: m.Metric, own: tuple[str, ...]) -> Labelled:
+    def _sample(self, metric: m.Metric, own: tuple[str, ...], info: dict[str, str]) -> Labelled:
         family: Any = collector.family(metric, per_worker=True)  # a Gauge/InfoMetricFamily
-        value = self.info if metric is m.INFO else 0
+        value = info if metric is m.INFO else 0
         family.add_metric([self.pool, *own, self.worker], value)
         sample = family.samples[0]
         return Labelled(collector.family(metric, per_worker=True), sample.name, sample.labels)

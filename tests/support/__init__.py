@@ -1,1 +1,2 @@
-"""Test support: real Alertmanager runs, the promtool case builder, dashboard query helpers."""
+"""What several test modules share: helpers, runners of real processes, the promtool case
+builder. Fixtures live in tests/conftest.py."""

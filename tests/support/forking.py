@@ -15,7 +15,9 @@ from typing import Any
 def in_child(body: Callable[[], Any], fork: Callable[[], int] = os.fork, timeout: int = 30) -> Any:
     """Fork with `fork`, run `body` in the child, and return its result (a Python literal).
     A failure in the child fails the test with the child's traceback; a child still running
-    after `timeout` seconds (blocked on a lock, say) is killed and fails it too."""
+    after `timeout` seconds (blocked on a lock, say) is killed and fails it too. A `fork` past
+    Python's fork hooks (libc's) leaves every lock another thread held at that moment held in
+    the child: a test that uses one is marked `serial`, to run where no other thread is busy."""
     read, write = os.pipe()
     pid = fork()
     if pid == 0:

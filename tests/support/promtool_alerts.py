@@ -271,8 +271,9 @@ CASES = [
         firing=315,
         labels=labels(),
         # p99 of 2 fast and 2 slow intervals: 15 + 5 * (0.99 * 4 - 2) / 2 = 19.9 s of 30
-        description="pool main on web-1:8000: the 99th percentile checkout over 1m waited "
-        "66.33% of the pool timeout and callers are still waiting.",
+        description="pool main on web-1:8000: the 99th percentile wait for a connection over "
+        "1m (timed-out callers included) was 66.33% of the pool timeout and callers are still "
+        "waiting.",
         resolved=600,
     ),
     Case(
@@ -314,6 +315,24 @@ CASES = [
         description="pool main on web-1:8000: 50% of the attempts to open a connection failed "
         "over the last 5m.",
         resolved=900,
+    ),
+    Case(
+        "SQLAlchemyPoolOverflowChurn",
+        # 30 overflow connections closed every 15 s (2/s) from 300 s to 1500 s: above 0.5/s
+        # over 5m from 375 s (0.5 at 360 s), so the 10m `for` runs out at 975 s
+        pool_case(
+            Pool(in_use=lambda k: STEADY, overflow_closes=between(300, 1500, 30.0, 0.0)), 2100
+        ),
+        severity="warning",
+        summary="A connection pool keeps opening and discarding overflow connections.",
+        runbook_url=f"{RUNBOOKS}#sqlalchemypooloverflowchurn",
+        before=960,
+        firing=975,
+        labels=labels(),
+        description="pool main on web-1:8000 has closed 2 overflow connections/s over the "
+        "last 5m for 10m: each was opened beyond pool_size and closed when it came back to a "
+        "full pool, a new database connection every time.",
+        resolved=1800,
     ),
     Case(
         "SQLAlchemyPoolInvalidationStorm",

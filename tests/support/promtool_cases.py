@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pool_exporter import metrics as m
 from pool_exporter.mixin.config import MixinConfig
 from pool_exporter.mixin.file_commands import write_or_check
 from pool_exporter.mixin.rule_files import RULES_FILE, dump
@@ -63,7 +64,8 @@ def steady(rules: dict[str, Rule]) -> UnitTest:
     """Two workers at 70 %, checkouts fast, the database half used, for 7 hours (the headroom
     window is 6); every alert is checked at several times."""
     s = Series(60, 7 * 60 + 1)
-    Pool(in_use=lambda k: STEADY, workers=("0", "1")).add(s)
+    # an overflow connection closed every 10 s: bursts served, no churn
+    Pool(in_use=lambda k: STEADY, workers=("0", "1"), overflow_closes=lambda k: 6.0).add(s)
     database(s, lambda k: 50.0)
     stuck(s)  # sessions idle for half a second, roles and databases well below their limits
     pooler(s, pool_mode="session")  # session mode is fine for a fleet the database holds
@@ -86,6 +88,19 @@ def one_scrape_queue(rules: dict[str, Rule]) -> UnitTest:
         "a queue short of the pool timeout, seen at one scrape, pages nobody",
         s,
         [(t, a, []) for t in (300, 315, 330) for a in pages],
+    )
+
+
+def nullpool_churn(rules: dict[str, Rule]) -> UnitTest:
+    """A NullPool closes every connection it gets back, as overflow, 4 a second for 20
+    minutes: by design, so the churn alert stays quiet (it has no max_overflow)."""
+    s = Series(15, 1501 // 15 + 1)
+    s.counter(m.CLOSES.sample, labels(reason="overflow"), lambda k: 60.0)
+    s.counter(m.CHECKOUTS.sample, labels(), lambda k: 60.0)
+    return UnitTest(
+        "a NullPool closing every connection it gets back is no overflow churn",
+        s,
+        [(t, "SQLAlchemyPoolOverflowChurn", []) for t in (600, 900, 1200, 1500)],
     )
 
 
@@ -224,6 +239,7 @@ def unit_tests(cfg: MixinConfig) -> list[UnitTest]:
         steady(rules),
         one_scrape_queue(rules),
         lone_waiter(rules),
+        nullpool_churn(rules),
         *(incident(shown, interval, push) for interval in (15, 5) for push in INCIDENTS),
     ]
 

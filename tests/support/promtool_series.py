@@ -136,7 +136,8 @@ class Pool:
     `workers`.
 
     Functions of the sample index give in use and waiting (every worker alike), the
-    checkouts served per second with their hold and wait times, and timeouts per interval.
+    checkouts served per second with their hold and wait times, timeouts per interval (each
+    having waited the whole pool timeout) and overflow connections closed per interval.
     """
 
     in_use: Fn
@@ -151,8 +152,10 @@ class Pool:
     oldest: Fn = lambda k: 0.02  # the oldest checkout's age, seconds
     long_checkouts: Callable[[int], float] = lambda k: 0.0
     gc_returned: Callable[[int], float] = lambda k: 0.0
+    overflow_closes: Callable[[int], float] = lambda k: 0.0
     workers: tuple[str, ...] = ("0",)
     capacity: float = 15.0
+    max_overflow: float = 10.0
     timeout: float = 30.0
 
     def add(self, s: Series) -> None:
@@ -161,6 +164,7 @@ class Pool:
             s.gauge(m.CONNECTIONS.name, {**worker, "state": "in_use"}, self.in_use)
             s.gauge(m.WAITING.name, worker, self.waiting)
             s.gauge(m.MAX_CONNECTIONS.name, worker, lambda k: self.capacity)
+            s.gauge(m.MAX_OVERFLOW.name, worker, lambda k: self.max_overflow)
             s.gauge(m.TIMEOUT.name, worker, lambda k: self.timeout)
             s.gauge(m.OLDEST_CHECKOUT.name, worker, self.oldest)
         n = len(self.workers)
@@ -169,7 +173,17 @@ class Pool:
             return self.served(k) * s.interval * n
 
         s.histogram(m.HOLD, labels(), lambda k: {self.hold: per_interval(k)})
-        s.histogram(m.CHECKOUT_WAIT, labels(), lambda k: {self.wait(k): per_interval(k)})
+        s.histogram(
+            m.CHECKOUT_WAIT,
+            labels(outcome="success"),
+            lambda k: {self.wait(k): per_interval(k)},
+        )
+        s.histogram(
+            m.CHECKOUT_WAIT,
+            labels(outcome="timeout"),
+            lambda k: {self.timeout: self.timeouts(k)},
+        )
+        s.counter(m.CLOSES.sample, labels(reason="overflow"), self.overflow_closes)
         s.counter(m.CHECKOUT_TIMEOUTS.sample, labels(), self.timeouts)
         s.counter(m.CONNECTS.sample, labels(), self.connects)
         s.counter(m.CONNECT_ERRORS.sample, labels(), self.connect_errors)

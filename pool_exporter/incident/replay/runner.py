@@ -1,26 +1,24 @@
-"""`pool-exporter replay`: run a burst of virtual users against an instrumented pool.
+"""The replay's runner: each virtual user is one request in its own thread, against an
+instrumented QueuePool.
 
-Each virtual user is one request: it checks a connection out, holds it for a drawn time
-(a client-side sleep and a trivial query), and returns it. Users run as threads, because the
-pool's own waiting is what is being measured: a caller blocked in `QueuePool` is a thread
-blocked in its condition variable. The replay reads the pool's live numbers from the
-instrumentation's `PoolStats`, the same numbers a scrape would show.
+A user checks a connection out, holds it for a drawn time (a client-side sleep and a trivial
+query), and returns it. Users run as threads, because the pool's own waiting is what is being
+measured: a caller blocked in `QueuePool` is a thread blocked in its condition variable. The
+runner reads the pool's live numbers from the instrumentation's `PoolStats`, the same numbers
+a scrape would show.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import random
-import sys
+import statistics
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from time import perf_counter
 from typing import Any
@@ -30,108 +28,16 @@ from prometheus_client.registry import CollectorRegistry
 from sqlalchemy import exc as sa_exc
 
 from pool_exporter import redact
-from pool_exporter.errors import CliError
+from pool_exporter.incident.percentiles import percentiles
+from pool_exporter.incident.results import Result, Sample
 from pool_exporter.instrument import PoolInstrumentation, instrument
 from pool_exporter.metrics import HOLD_BUCKETS
 from pool_exporter.stats import CANCELLED, ERROR, TIMEOUT
 
-from . import arguments
-from .arguments import add_pool_arguments, add_push_arguments
-from .results import Result, Sample, percentiles
+from .scenario import PoolSettings, Scenario
 
-Z95 = 1.6448536269514722  # the standard normal's 95th percentile
 # A request that got its connection; the others end with the reason the stats count.
 OK = "ok"
-
-
-@dataclass(frozen=True)
-class HoldTime:
-    """How long a request keeps its connection: lognormal from its median and 95th
-    percentile, or fixed when the two are equal."""
-
-    median: float
-    p95: float
-
-    def __post_init__(self) -> None:
-        if self.median <= 0 or self.p95 < self.median:
-            raise ValueError(
-                f"hold time needs 0 < median <= p95, got median {self.median} p95 {self.p95}"
-            )
-
-    @property
-    def sigma(self) -> float:
-        return math.log(self.p95 / self.median) / Z95
-
-    @property
-    def mean(self) -> float:
-        return self.median * math.exp(self.sigma**2 / 2)
-
-    def sample(self, rng: random.Random) -> float:
-        # A lognormal's far tail would let one draw hold a connection for minutes; 10x p95
-        # keeps the tail long without one freak request deciding a run.
-        return min(self.median * math.exp(self.sigma * rng.gauss(0.0, 1.0)), 10 * self.p95)
-
-
-@dataclass(frozen=True)
-class Scenario:
-    """What to replay. Times are seconds from the start of the run."""
-
-    users: int = arguments.USERS
-    ramp: float = arguments.RAMP  # seconds over which the push's users arrive
-    ramp_shape: str = "uniform"  # uniform: evenly spaced; poisson: random arrival times
-    hold: HoldTime = HoldTime(0.1, 0.4)
-    background_rate: float = 0.0  # steady requests per second besides the push
-    duration: float = 0.0  # how long the steady traffic runs
-    push_at: float = 0.0
-    seed: int = 1
-    # Hold the connection inside a transaction (a query first, then the hold): what a pooler
-    # in transaction mode sees of a request that works between its queries.
-    hold_in_transaction: bool = False
-
-    def __post_init__(self) -> None:
-        if self.users < 0 or self.ramp < 0 or self.background_rate < 0:
-            raise ValueError("users, ramp and background rate must not be negative")
-        if self.duration < 0 or self.push_at < 0:
-            raise ValueError("duration and push time must not be negative")
-        if self.ramp_shape not in RAMP_SHAPES:
-            raise ValueError(f"ramp shape must be one of {', '.join(RAMP_SHAPES)}")
-
-    def arrivals(self) -> list[tuple[float, float, bool]]:
-        """(arrival time, hold time, part of the push) for every request, in arrival order."""
-        rng = random.Random(self.seed)
-        planned: list[tuple[float, float, bool]] = []
-        for i in range(self.users):
-            if self.ramp_shape == "uniform":
-                at = self.ramp * i / self.users
-            else:
-                at = rng.uniform(0.0, self.ramp)
-            planned.append((self.push_at + at, self.hold.sample(rng), True))
-        t = 0.0
-        while self.background_rate > 0:
-            t += rng.expovariate(self.background_rate)
-            if t >= self.duration:
-                break
-            planned.append((t, self.hold.sample(rng), False))
-        planned.sort(key=lambda p: p[0])
-        return planned
-
-
-RAMP_SHAPES = ("uniform", "poisson")
-
-
-@dataclass(frozen=True)
-class PoolSettings:
-    pool_size: int = arguments.POOL_SIZE
-    max_overflow: int = arguments.MAX_OVERFLOW
-    pool_timeout: float = arguments.POOL_TIMEOUT
-
-    def __post_init__(self) -> None:
-        if self.pool_size < 1 or self.max_overflow < 0 or self.pool_timeout <= 0:
-            raise ValueError("pool size must be at least 1, overflow >= 0 and timeout > 0")
-
-    @property
-    def capacity(self) -> int:
-        return self.pool_size + self.max_overflow
 
 
 @contextmanager
@@ -226,8 +132,8 @@ class Replay:
         # updates between threads without one, and free-threaded builds have no GIL that
         # would make even a list.append atomic.
         self._lock = threading.Lock()
-        # (arrival offset, start, wait, hold, outcome) per finished request
-        self._done: list[tuple[float, float, float, float, str]] = []
+        # (arrival offset, start, wait, hold, outcome, planned hold) per finished request
+        self._done: list[tuple[float, float, float, float, str, float]] = []
         self._error_types: dict[str, int] = {}
         self._arrived = 0
         self._t0 = 0.0
@@ -325,7 +231,10 @@ class Replay:
             outcome, failure = ERROR, exc
         finally:
             conn.close()
-        self._record(due, start, got - start, perf_counter() - got, outcome, lag=lag, error=failure)
+        self._record(
+            due, start, got - start, perf_counter() - got, outcome,
+            lag=lag, error=failure, planned=hold,
+        )  # fmt: skip
 
     def _note_checkout(self, got: float) -> None:
         in_use = self.stats.in_use
@@ -344,13 +253,14 @@ class Replay:
         *,
         lag: float,
         error: Exception | None = None,
+        planned: float = 0.0,
     ) -> None:
         with self._lock:
             self._max_lag = max(self._max_lag, lag)
             if error is not None:
                 name = type(error).__name__
                 self._error_types[name] = self._error_types.get(name, 0) + 1
-            self._done.append((due, start - self._t0, wait, hold, outcome))
+            self._done.append((due, start - self._t0, wait, hold, outcome, planned))
 
     def _sample_loop(self) -> None:
         while not self._ended.wait(self._next_tick()):
@@ -412,6 +322,8 @@ class Replay:
         r.wait = {k: round(v, 4) for k, v in percentiles([d[2] for d in done]).items()}
         holds = [d[3] for d in done if d[4] == OK]
         r.hold = {k: round(v, 4) for k, v in percentiles(holds).items()}
+        if holds:
+            r.hold_overhead = round(statistics.fmean(d[3] - d[5] for d in done if d[4] == OK), 5)
         r.hold_buckets = [[le, sum(1 for h in holds if h <= le)] for le in HOLD_BUCKETS]
         r.peak_in_use = max(self._peak_in_use, *(s.in_use for s in r.timeline), 0)
         r.max_start_lag = round(self._max_lag, 4)
@@ -442,137 +354,3 @@ def replay(
             return runner.run()
         finally:
             runner.handle.uninstrument()
-
-
-# -- the human summary ------------------------------------------------------------------
-
-
-def _secs(value: float | None) -> str:
-    return "never" if value is None else f"{value:.1f} s"
-
-
-def summary(r: Result) -> list[str]:
-    """What happened, in the words of the incident report."""
-    s = r.settings
-    lines = [
-        f"pool {r.pool!r} on {r.database}: pool_size {s['pool_size']}, max_overflow "
-        f"{s['max_overflow']}, pool_timeout {s['pool_timeout']:g} s",
-        f"requests        {r.requests} ({r.ok} ok, {r.timeouts} timed out, {r.errors} errors"
-        + (f", {r.cancelled} cut short" if r.cancelled else "")
-        + (f", {r.not_started} never sent" if r.not_started else "")
-        + ")",
-        f"push            {r.scenario['users']} users over {r.scenario['ramp']:g} s "
-        f"starting at {r.push_at:g} s",
-        f"saturated       {_secs(r.time_to_saturation)} after the push started "
-        f"(peak {r.peak_in_use} of {s['pool_size'] + s['max_overflow']} in use, "
-        f"{r.peak_waiting} callers waiting)",
-        f"longest wait    {r.longest_wait:.2f} s for a connection that came"
-        + (f"; wait p50 {r.wait['p50']:.2f} s, p99 {r.wait['p99']:.2f} s" if r.wait else ""),
-        f"timeouts        {r.timeouts}"
-        + (f", the first {_secs(r.first_timeout)} after the push started" if r.timeouts else ""),
-    ]
-    if r.max_start_lag > 0.5:
-        lines.append(
-            f"note            requests started up to {r.max_start_lag:.1f} s late: the "
-            "thread pool, not the connection pool, was the limit"
-        )
-    if r.interrupted:
-        lines.append(f"interrupted     after {r.elapsed:.1f} s; these are the numbers so far")
-    return lines
-
-
-# -- the command ------------------------------------------------------------------------
-
-
-def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--database-url",
-        help="SQLAlchemy URL of the database to replay against (default: a temporary SQLite "
-        "file); the password is never printed",
-    )
-    add_pool_arguments(parser)
-    add_push_arguments(parser)
-    parser.add_argument("--ramp-shape", choices=RAMP_SHAPES, default="uniform")
-    parser.add_argument(
-        "--hold-median", type=float, default=0.1, help="median hold time, seconds (0.1)"
-    )
-    parser.add_argument(
-        "--hold-p95",
-        type=float,
-        default=None,
-        help="95th percentile hold time (default 4x the median; equal to it: fixed)",
-    )
-    parser.add_argument(
-        "--background-rate", type=float, default=0.0, help="steady requests per second (0)"
-    )
-    parser.add_argument(
-        "--duration",
-        type=float,
-        default=0.0,
-        help="seconds of steady traffic; the run ends when it and the push are done (0)",
-    )
-    parser.add_argument(
-        "--push-at", type=float, default=0.0, help="seconds into the run the push starts (0)"
-    )
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument(
-        "--hold-in-transaction",
-        action="store_true",
-        help="run a query before the hold, so each request holds an open transaction (what a "
-        "pooler in transaction mode pins a server connection for)",
-    )
-    parser.add_argument("--pool-name", default="replay", help="the `pool` label (replay)")
-    parser.add_argument("--json", metavar="FILE", help="write the results as JSON ('-': stdout)")
-
-
-def scenario_from(args: argparse.Namespace) -> tuple[Scenario, PoolSettings]:
-    try:
-        hold = HoldTime(args.hold_median, args.hold_p95 or 4 * args.hold_median)
-        scenario = Scenario(
-            users=args.users,
-            ramp=args.ramp,
-            ramp_shape=args.ramp_shape,
-            hold=hold,
-            background_rate=args.background_rate,
-            duration=args.duration,
-            push_at=args.push_at,
-            seed=args.seed,
-            hold_in_transaction=args.hold_in_transaction,
-        )
-        settings = PoolSettings(args.pool_size, args.max_overflow, args.pool_timeout)
-    except ValueError as exc:
-        raise CliError(str(exc)) from None
-    return scenario, settings
-
-
-def write_json(result: Result, target: str) -> None:
-    text = json.dumps(result.to_json(), indent=1) + "\n"
-    if target == "-":
-        sys.stdout.write(text)
-    else:
-        Path(target).write_text(text)
-
-
-def run(args: argparse.Namespace) -> int:
-    scenario, settings = scenario_from(args)
-    out = sys.stderr if args.json == "-" else sys.stdout
-    try:
-        result = replay(
-            scenario, settings, database_url=args.database_url, pool_name=args.pool_name
-        )
-    except (sa_exc.NoSuchModuleError, ModuleNotFoundError) as exc:
-        raise CliError(f"no driver for --database-url: {exc}") from None
-    except redact.MalformedUrl as exc:
-        raise CliError(f"--database-url is not a database URL: {exc}") from None
-    except sa_exc.ArgumentError as exc:
-        raise CliError(f"--database-url is not a database URL: {redact.text(str(exc))}") from None
-    except DatabaseUnavailable as exc:
-        raise CliError(str(exc)) from None
-    for line in summary(result):
-        print(line, file=out)
-    if result.requests and result.errors == result.requests:
-        kinds = ", ".join(f"{k} x{v}" for k, v in result.error_types.items())
-        raise CliError(f"every request failed ({kinds}); is the database reachable?")
-    if args.json:
-        write_json(result, args.json)
-    return 0
