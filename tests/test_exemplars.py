@@ -342,6 +342,57 @@ def test_outside_any_span_a_waited_checkout_is_counted_as_without_exemplars(
         assert value(registry, "pool_exporter_hook_errors_total", pool="one", hook=hook) == 0
 
 
+WITHOUT_THE_EXTRA = r"""
+import sys, threading, time
+sys.modules["opentelemetry"] = None  # as if the otel extra were not installed
+import sqlalchemy as sa
+from prometheus_client import CollectorRegistry
+from prometheus_client.openmetrics.exposition import generate_latest
+import pool_exporter
+registry = CollectorRegistry()
+engine = sa.create_engine(sys.argv[1], pool_size=1, max_overflow=0)
+handle = pool_exporter.instrument(engine, name="plain", registry=registry)
+held = engine.connect()
+waiter = threading.Thread(target=lambda: engine.connect().close())
+waiter.start()
+while handle.stats.waiting < 1:
+    time.sleep(0.001)
+time.sleep(0.02)
+held.close()
+waiter.join()
+try:
+    import pool_exporter.otel
+except ImportError as exc:
+    print("otel:", exc)
+sys.stdout.write(generate_latest(registry).decode())
+"""
+
+
+def test_without_the_extra_a_waited_checkout_is_counted_and_nothing_reads_a_span(
+    sqlite_url: str,
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", WITHOUT_THE_EXTRA, sqlite_url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    first, text = result.stdout.split("\n", 1)
+    needs = "pool_exporter.otel needs OpenTelemetry's API: pip install 'pool-exporter[otel]'"
+    assert first == f"otel: {needs}"
+    assert " # {" not in text  # no exemplar
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for f in om_parse(text)
+        for s in f.samples
+    }
+    assert samples[("sqlalchemy_pool_waited_checkouts_total", (("pool", "plain"),))] == 2
+    errors = [v for (name, _), v in samples.items() if name == "pool_exporter_hook_errors_total"]
+    assert errors and set(errors) == {0}
+    assert result.stderr == ""
+
+
 def test_an_unsampled_trace_gets_no_exemplar_and_no_event(
     pool: PoolInstrumentation, registry: CollectorRegistry
 ) -> None:
@@ -562,6 +613,27 @@ def test_an_exited_workers_exemplars_go_with_it_and_its_counts_stay(
     assert exemplar_files(multiproc) == [f"{stays.waits[0]['pid']}"]
     assert counted(text, WAIT + "_count") == 4
     stays.popen.kill()
+
+
+def test_a_forked_worker_writes_its_own_exemplars_and_keeps_none_of_its_parents(
+    directories: tuple[Path, Path], procs: Procs
+) -> None:
+    multiproc = directories[0]
+    parent = start_worker(procs, directories, 0.05, "--then-fork")
+    assert parent.popen.stdout is not None
+    child = Worker(parent.popen, [json.loads(parent.popen.stdout.readline())])
+    assert child.waits[0]["pid"] != parent.waits[0]["pid"]
+    files = {
+        int(match.group(1)): exemplarfile.decode(path.read_bytes())
+        for path in multiproc.iterdir()
+        if (match := filenames.EXEMPLAR_FILE.match(path.name)) is not None
+    }
+    traces = {pid: {f"{t.trace_id:032x}" for _, _, t in entries} for pid, entries in files.items()}
+    assert traces == {
+        parent.waits[0]["pid"]: {parent.waits[0]["trace_id"]},
+        child.waits[0]["pid"]: {child.waits[0]["trace_id"]},
+    }
+    assert shown(scraped(WorkersCollector(str(multiproc)))) == expected(parent, child)
 
 
 def scraped(collector: WorkersCollector) -> str:

@@ -1,6 +1,6 @@
 """A worker whose checkouts wait inside sampled OpenTelemetry spans, with exemplars on.
 
-    traced_waits.py DIRECTORY [--waits N] [--hold SECONDS] [--long-hold SECONDS]
+    traced_waits.py DIRECTORY [--waits N] [--hold SECONDS] [--long-hold SECONDS] [--then-fork]
 
 Instruments a QueuePool of one connection on a SQLite file in DIRECTORY (pool "traced"),
 with a real SDK TracerProvider that samples every trace, and calls
@@ -10,8 +10,9 @@ seconds after the pool counts the caller waiting. Prints `parent PID`, then one 
 wait (the pid, the span's trace_id and span_id in hex, the wait the pool measured, from the
 span's event). With --long-hold, the pool's long_checkout_threshold is half of it, and a
 connection is then borrowed inside a span and held that long: one more JSON line (the span's
-ids, the hold). Then it waits until stdin closes, holding its liveness lock as a live worker
-does.
+ids, the hold). With --then-fork, it then forks a child (dispose_on_fork) that makes one
+wait of its own and prints its line. Then each waits until stdin closes, holding its liveness
+lock as a live worker does.
 """
 
 import argparse
@@ -37,6 +38,7 @@ def main() -> None:
     parser.add_argument("--waits", type=int, default=1)
     parser.add_argument("--hold", type=float, default=0.3)
     parser.add_argument("--long-hold", type=float)
+    parser.add_argument("--then-fork", action="store_true")
     args = parser.parse_args()
     spans = InMemorySpanExporter()
     provider = TracerProvider()
@@ -45,7 +47,9 @@ def main() -> None:
     path = os.path.join(args.directory, f"traced-{os.getpid()}.db")
     engine = sa.create_engine(f"sqlite:///{path}", pool_size=1, max_overflow=0)
     threshold = args.long_hold / 2 if args.long_hold else None
-    handle = pool_exporter.instrument(engine, name="traced", long_checkout_threshold=threshold)
+    handle = pool_exporter.instrument(
+        engine, name="traced", long_checkout_threshold=threshold, dispose_on_fork=True
+    )
     pool_exporter.otel.enable_exemplars()
     print("parent", os.getpid(), flush=True)  # as tests/apps/pool_writer.py does
     for _ in range(args.waits):
@@ -64,6 +68,10 @@ def main() -> None:
             "hold": time.monotonic() - started,
         }
         print(json.dumps(found), flush=True)
+    if args.then_fork and os.fork() == 0:  # the child: a wait of its own
+        print(json.dumps(one_wait(handle, tracer, spans, args.hold)), flush=True)
+        sys.stdin.read()
+        os._exit(0)
     sys.stdin.read()
 
 
