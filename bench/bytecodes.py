@@ -36,6 +36,7 @@ VARIANTS = {
     "pool-exporter-threshold": "the same, long_checkout_threshold=60",
     "pool-exporter-multiprocess": "the same, PROMETHEUS_MULTIPROC_DIR set",
     "pool-exporter-route": "the same, route= a ContextVar's get",
+    "pool-exporter-exemplars": "the same as pool-exporter, otel.enable_exemplars(), in a span",
     "before": "pool_exporter.instrument(engine), the package in --before",
 }
 CYCLES = 100
@@ -58,6 +59,11 @@ def count(variant: str) -> dict[str, float]:
             pool_exporter.instrument(engine, name="bench", route=route.get)
         else:  # without route=, so that an older checkout can be counted as well
             pool_exporter.instrument(engine, name="bench", long_checkout_threshold=threshold)
+    if variant == "pool-exporter-exemplars":  # the checkouts of a request, as overhead.py's
+        sys.path.insert(0, str(Path(__file__).parent))
+        from overhead import exemplars_on
+
+        atexit.register(exemplars_on().close)
     for _ in range(CYCLES):  # warm: the first checkouts open connections
         engine.connect().close()
     counts: collections.Counter[str] = collections.Counter()

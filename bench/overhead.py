@@ -7,11 +7,20 @@ of the machine hits them all alike; the figures are medians, and the ratios are 
 baseline of the same run. docs/internals.md explains what the exporter's hooks do.
 
     .venv/bin/python bench/overhead.py [--rounds 3] [--cycles 20000] [--only VARIANT ...]
-    .venv/bin/python bench/overhead.py --interleaved [--turns 60] [--cycles 2000]
+                                       [--before DIR]   # DIR holds an older pool_exporter/
+    .venv/bin/python bench/overhead.py --recording [--cycles 20000]
+    .venv/bin/python bench/overhead.py --interleaved [--turns 60] [--cycles 2000] [--route]
+                                       [--exemplars]
+
+`--recording` times what a checkout that waited pays for its exemplar and span event, in
+single-process and in multiprocess mode.
 
 `--interleaved` is for a busy machine: baseline, single-process and multiprocess mode run in
 one process, on three engines, taking turns every `--cycles` cycles; what the other load on
-the machine does hits the three alike, turn by turn. Medians over the turns.
+the machine does hits the three alike, turn by turn. Medians over the turns. `--route` adds
+an engine with route=, `--exemplars` one whose turns run with enable_exemplars() on and a
+sampled span current (switched off again for the other turns), each compared with
+single-process mode turn by turn.
 """
 
 from __future__ import annotations
@@ -27,6 +36,8 @@ import sys
 import tempfile
 import time
 import timeit
+from collections.abc import Callable
+from contextlib import ExitStack
 from contextvars import ContextVar
 
 # What an application's route= typically reads: a context variable its framework set.
@@ -39,8 +50,13 @@ VARIANTS = {
     "pool-exporter-threshold": "the same, long_checkout_threshold=60: a borrow site per checkout",
     "pool-exporter-multiprocess": "the same, PROMETHEUS_MULTIPROC_DIR set (gunicorn workers)",
     "pool-exporter-route": "the same, route= a ContextVar's get: checkouts counted by route",
+    "pool-exporter-exemplars": "the same as pool-exporter, otel.enable() and "
+    "enable_exemplars(), inside a sampled span",
     "opentelemetry": "opentelemetry-instrumentation-sqlalchemy, SDK MeterProvider recording",
+    "before": "pool_exporter.instrument(engine), the package in --before",
 }
+
+MULTIPROCESS = ("pool-exporter-multiprocess",)
 
 
 def measure(variant: str, cycles: int, repeats: int) -> tuple[float, float]:
@@ -51,7 +67,8 @@ def measure(variant: str, cycles: int, repeats: int) -> tuple[float, float]:
 
     atexit.register(shutil.rmtree, workdir, True)  # the SQLite file and stats files
     engine = sa.create_engine(f"sqlite:///{workdir}/bench.db", pool_size=5)
-    if variant.startswith("pool-exporter"):
+    inside = ExitStack()
+    if variant.startswith("pool-exporter") or variant == "before":
         import pool_exporter
 
         if variant == "pool-exporter-threshold":
@@ -60,6 +77,8 @@ def measure(variant: str, cycles: int, repeats: int) -> tuple[float, float]:
             pool_exporter.instrument(engine, name="bench", route=ROUTE.get)
         else:  # without the argument, so that an older checkout can be measured as well
             pool_exporter.instrument(engine, name="bench")
+        if variant == "pool-exporter-exemplars":
+            inside.enter_context(exemplars_on())
     elif variant == "hooks-only":  # what any exporter built on these two hooks pays first
         original = engine.pool.connect
 
@@ -93,15 +112,79 @@ def measure(variant: str, cycles: int, repeats: int) -> tuple[float, float]:
             for m in sm.metrics
         }
         assert any("connection" in n for n in names), names
-    runs = timeit.repeat(cycle, number=cycles, repeat=repeats)
+    with inside:
+        runs = timeit.repeat(cycle, number=cycles, repeat=repeats)
     return statistics.median(runs) / cycles * 1e6, min(runs) / cycles * 1e6
 
 
-def run_variant(variant: str, cycles: int, repeats: int) -> float:
+def exemplars_on(min_wait: float | None = None) -> ExitStack:
+    """pool_exporter.otel.enable() on an SDK MeterProvider and enable_exemplars(min_wait=),
+    and a sampled span of an SDK TracerProvider current until the stack closes: a request's
+    checkouts, which find an idle connection and so read no span."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.trace import TracerProvider
+
+    import pool_exporter.otel
+
+    pool_exporter.otel.enable(MeterProvider())
+    pool_exporter.otel.enable_exemplars(min_wait=min_wait)
+    span = TracerProvider().get_tracer("bench").start_span("request")
+    assert span.get_span_context().trace_flags.sampled
+    stack = ExitStack()
+    stack.enter_context(trace.use_span(span, end_on_exit=True))
+    return stack
+
+
+def recording(calls: int) -> float:
+    """Microseconds per `Exemplars.waited()` in this process, with exemplars on and a sampled
+    span current: what the tracker's waited path adds to a checkout that waited, besides its
+    wait (the span read, the event, the exemplar, and in multiprocess mode its file)."""
+    import sqlalchemy as sa
+
+    import pool_exporter
+
+    workdir = tempfile.mkdtemp(prefix="pool-exporter-bench-")
+    atexit.register(shutil.rmtree, workdir, True)
+    engine = sa.create_engine(f"sqlite:///{workdir}/bench.db", pool_size=5)
+    handle = pool_exporter.instrument(engine, name="bench")
+    engine.connect().close()  # the stats file, in multiprocess mode
+    waits = (0.002, 0.02, 0.2, 2.0)  # four buckets, written in turn
+    with exemplars_on():
+        handle.exemplars.waited(0.002)
+        assert handle.exemplars.latest["wait"][1] is not None, "no exemplar recorded"
+        runs = timeit.repeat(
+            lambda: [handle.exemplars.waited(w) for w in waits], number=calls // 4, repeat=7
+        )
+    return min(runs) / (calls // 4 * 4) * 1e6
+
+
+def print_recording(calls: int) -> int:
+    print("what a checkout that waited pays besides its wait: Exemplars.waited(), exemplars on,")
+    print(f"a sampled SDK span current (fastest of 7 x {calls} calls)")
+    for mode in ("single-process", "multiprocess"):
+        env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+        with tempfile.TemporaryDirectory() as mp_dir:
+            if mode == "multiprocess":
+                env["PROMETHEUS_MULTIPROC_DIR"] = mp_dir
+            code = (
+                "import sys; sys.path.insert(0, 'bench'); import overhead; "
+                f"print(overhead.recording({calls}))"
+            )
+            out = subprocess.run(
+                [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+            )
+        print(f"{mode:<16}{float(out.stdout):>8.2f} us per waited checkout")
+    return 0
+
+
+def run_variant(variant: str, cycles: int, repeats: int, before: str | None = None) -> float:
     env = dict(os.environ)
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    if variant == "before" and before is not None:
+        env["PYTHONPATH"] = before
     with tempfile.TemporaryDirectory() as mp_dir:
-        if variant == "pool-exporter-multiprocess":
+        if variant in MULTIPROCESS:
             env["PROMETHEUS_MULTIPROC_DIR"] = mp_dir
         out = subprocess.run(
             [sys.executable, __file__, "--child", variant, "--cycles", str(cycles),
@@ -133,27 +216,30 @@ def machine() -> str:
 
 
 INTERLEAVED = ("baseline", "pool-exporter", "pool-exporter-multiprocess")
-# With --route, also route= (its own engine), to compare with single-process mode turn by turn.
-INTERLEAVED_ROUTE = (*INTERLEAVED, "pool-exporter-route")
+# What --route and --exemplars add, each an engine of its own compared with single-process
+# mode turn by turn.
+INTERLEAVED_EXTRA = ("pool-exporter-route", "pool-exporter-exemplars")
 
 
-def interleaved(cycles: int, turns: int, route: bool = False) -> dict[str, float]:
-    """Median microseconds per cycle of each INTERLEAVED variant (INTERLEAVED_ROUTE with
-    `route`), all in this process."""
+def interleaved(cycles: int, turns: int, extra: tuple[str, ...] = ()) -> dict[str, float]:
+    """Median microseconds per cycle of each INTERLEAVED variant and of those of `extra`, all
+    in this process; `paired <variant>`, the median of its turn-by-turn differences to
+    single-process mode."""
     import sqlalchemy as sa
 
     import pool_exporter
+
+    variants = (*INTERLEAVED, *extra)
 
     workdir = tempfile.mkdtemp(prefix="pool-exporter-bench-")
 
     atexit.register(shutil.rmtree, workdir, True)  # the SQLite file and stats files
     engines = {}
-    variants = INTERLEAVED_ROUTE if route else INTERLEAVED
     for variant in variants:
         engine = sa.create_engine(f"sqlite:///{workdir}/{variant}.db", pool_size=5)
-        if variant == "pool-exporter":
+        if variant in ("pool-exporter", "pool-exporter-exemplars"):
             os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
-            pool_exporter.instrument(engine, name="bench")
+            pool_exporter.instrument(engine, name=variant)
         elif variant == "pool-exporter-multiprocess":
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(dir=workdir)
             pool_exporter.instrument(engine, name="bench-mp")
@@ -164,21 +250,46 @@ def interleaved(cycles: int, turns: int, route: bool = False) -> dict[str, float
         engines[variant] = engine
     os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
     timers = {v: timeit.Timer(lambda e=e: e.connect().close()) for v, e in engines.items()}
-    for timer in timers.values():
-        timer.timeit(2000)  # warm the pools and the code paths
+    turn = {v: timer.timeit for v, timer in timers.items()}
+    if "pool-exporter-exemplars" in turn:
+        turn["pool-exporter-exemplars"] = _with_exemplars(timers["pool-exporter-exemplars"])
+    for run in turn.values():
+        run(2000)  # warm the pools and the code paths
     runs: dict[str, list[float]] = {v: [] for v in variants}
     for _ in range(turns):
-        for variant, timer in timers.items():
-            runs[variant].append(timer.timeit(cycles) / cycles * 1e6)
+        for variant, run in turn.items():
+            runs[variant].append(run(cycles) / cycles * 1e6)
     out = {v: statistics.median(r) for v, r in runs.items()}
-    # Each turn's two modes ran a few milliseconds apart: their difference, turn by turn,
-    # is what the machine's other load disturbs least.
-    pairs = zip(runs["pool-exporter-multiprocess"], runs["pool-exporter"], strict=True)
-    out["paired"] = statistics.median(mp - single for mp, single in pairs)
-    if route:
-        pairs = zip(runs["pool-exporter-route"], runs["pool-exporter"], strict=True)
-        out["paired_route"] = statistics.median(r - single for r, single in pairs)
+    # Each turn's modes ran a few milliseconds apart: their difference, turn by turn, is
+    # what the machine's other load disturbs least.
+    single = runs["pool-exporter"]
+    for variant in ("pool-exporter-multiprocess", *extra):
+        pairs = zip(runs[variant], single, strict=True)
+        out[f"paired {variant}"] = statistics.median(v - one for v, one in pairs)
     return out
+
+
+def _with_exemplars(timer: timeit.Timer) -> Callable[[int], float]:
+    """`timer.timeit`, each call with enable_exemplars() on and a sampled span current; off
+    again after it, for the other variants' turns."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.trace import TracerProvider
+
+    import pool_exporter.otel
+
+    pool_exporter.otel.enable(MeterProvider())
+    span = TracerProvider().get_tracer("bench").start_span("request")
+
+    def run(cycles: int) -> float:
+        pool_exporter.otel.enable_exemplars()
+        try:
+            with trace.use_span(span):
+                return timer.timeit(cycles)
+        finally:
+            pool_exporter.otel.disable_exemplars()
+
+    return run
 
 
 def main() -> int:
@@ -189,25 +300,39 @@ def main() -> int:
     parser.add_argument(
         "--only", nargs="+", choices=VARIANTS, help="these variants (and the baseline)"
     )
+    parser.add_argument("--before", help="a directory holding an older pool_exporter/")
     parser.add_argument("--interleaved", action="store_true")
     parser.add_argument(
         "--route", action="store_true", help="--interleaved: route= as well, beside single-process"
     )
     parser.add_argument("--turns", type=int, default=60)
+    parser.add_argument("--exemplars", action="store_true", help="--interleaved: with exemplars")
+    parser.add_argument(
+        "--recording", action="store_true", help="what a waited checkout's exemplar costs"
+    )
     parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     variants = {v: w for v, w in VARIANTS.items() if not args.only or v in {"baseline", *args.only}}
+    if not args.before:
+        variants.pop("before", None)
     if args.child:
         median, fastest = measure(args.child, args.cycles, args.repeats)
         print(json.dumps({"us": median, "min_us": fastest}))
         return 0
+    if args.recording:
+        return print_recording(args.cycles)
     if args.interleaved:
-        return print_interleaved(args.cycles, args.turns, args.rounds, args.route)
+        extra = tuple(
+            variant
+            for variant, wanted in zip(INTERLEAVED_EXTRA, (args.route, args.exemplars), strict=True)
+            if wanted
+        )
+        return print_interleaved(args.cycles, args.turns, args.rounds, extra)
 
     results: dict[str, list[float]] = {v: [] for v in variants}
     for _ in range(args.rounds):
         for variant in variants:
-            results[variant].append(run_variant(variant, args.cycles, args.repeats))
+            results[variant].append(run_variant(variant, args.cycles, args.repeats, args.before))
     base = statistics.median(results["baseline"])
     import sqlalchemy
 
@@ -222,27 +347,30 @@ def main() -> int:
     return 0
 
 
-def print_interleaved(cycles: int, turns: int, rounds: int, route: bool = False) -> int:
+# How print_interleaved names each variant's difference to single-process mode.
+_MINUS = {
+    "pool-exporter-multiprocess": "multiprocess minus single-process",
+    "pool-exporter-route": "route= minus single-process",
+    "pool-exporter-exemplars": "exemplars on minus off",
+}
+
+
+def print_interleaved(cycles: int, turns: int, rounds: int, extra: tuple[str, ...] = ()) -> int:
     """Each round in a process of its own; the table shows the median round."""
-    variants = INTERLEAVED_ROUTE if route else INTERLEAVED
-    results: dict[str, list[float]] = {v: [] for v in variants}
-    paired: list[float] = []
-    paired_route: list[float] = []
+    results: dict[str, list[float]] = {}
+    paired: dict[str, list[float]] = {}
     for _ in range(rounds):
         code = (
             "import json, sys; sys.path.insert(0, 'bench'); import overhead; "
-            f"print(json.dumps(overhead.interleaved({cycles}, {turns}, {route})))"
+            f"print(json.dumps(overhead.interleaved({cycles}, {turns}, {extra!r})))"
         )
         env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
         out = subprocess.run(
             [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
         )
-        found = json.loads(out.stdout)
-        paired.append(found.pop("paired"))
-        if route:
-            paired_route.append(found.pop("paired_route"))
-        for variant, us in found.items():
-            results[variant].append(us)
+        for key, us in json.loads(out.stdout).items():
+            into = paired if key.startswith("paired ") else results
+            into.setdefault(key.removeprefix("paired "), []).append(us)
     import sqlalchemy
 
     print(f"engine.connect().close() on a warm SQLite-file QueuePool, SQLAlchemy "
@@ -257,15 +385,13 @@ def print_interleaved(cycles: int, turns: int, rounds: int, route: bool = False)
         us = statistics.median(values)
         rounds_text = " ".join(f"{v:.2f}" for v in values)
         print(f"{variant:<28}{us:>10.2f}{us - base:>+10.2f}{us / base:>7.2f}x  {rounds_text}")
-    mp = statistics.median(results["pool-exporter-multiprocess"])
-    print(f"\nmultiprocess minus single-process: {mp - single:+.2f} us (of the medians); "
-          f"{statistics.median(paired):+.2f} us (median of the turn-by-turn differences; "
-          f"per round {' '.join(f'{p:+.2f}' for p in paired)})")  # fmt: skip
-    if route:
-        routed = statistics.median(results["pool-exporter-route"])
-        print(f"route= minus single-process: {routed - single:+.2f} us (of the medians); "
-              f"{statistics.median(paired_route):+.2f} us (median of the turn-by-turn "
-              f"differences; per round {' '.join(f'{p:+.2f}' for p in paired_route)})")  # fmt: skip
+    print()
+    for variant, differences in paired.items():
+        us = statistics.median(results[variant])
+        per_round = " ".join(f"{p:+.2f}" for p in differences)
+        print(f"{_MINUS[variant]}: {us - single:+.2f} us (of the medians); "
+              f"{statistics.median(differences):+.2f} us (median of the turn-by-turn "
+              f"differences; per round {per_round})")  # fmt: skip
     return 0
 
 

@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/sidecar_scrape.py [--workers 1 8 64] [--pools 10] [--scrapes 30]
     .venv/bin/python bench/sidecar_scrape.py --workers 4 --dead 0 5000 [--pools 2]
+    .venv/bin/python bench/sidecar_scrape.py --workers 64 --openmetrics [--exemplars]
 
 For each worker count, a writer process forks that many workers; each instruments `--pools`
 SQLite engines, checks every pool out a few times and stays alive (so its gauges stay, as a
@@ -14,6 +15,11 @@ sidecar's resident memory after the scrapes (VmRSS, and its peak VmHWM).
 
 To compare with another version's code in the same run, run this file with that version's
 package first on the path: `PYTHONPATH=/path/to/other/checkout python bench/sidecar_scrape.py`.
+
+`--openmetrics` scrapes with Prometheus' Accept header (the OpenMetrics format, which it asks
+for first); `--exemplars` makes each worker check its pools out inside a sampled span with
+pool_exporter.otel.enable_exemplars(min_wait=0), so every pool has an exemplar file and each
+wait histogram an exemplar in its first bucket, as a fleet with exemplars on would.
 
 `--dead N` first lets N more workers live and exit (every other one by SIGKILL), as gunicorn's
 max_requests, crashes and deploys do. The first scrape folds their counts into the archive
@@ -32,26 +38,46 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from pool_exporter.incident.promserver import free_port
 
 BIN = Path(sys.executable).parent
+# What Prometheus 2.42 sends: OpenMetrics first.
+PROMETHEUS_ACCEPT = (
+    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
+    "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+)
 
 
-def write_workers(directory: str, workers: int, pools: int, dead: int) -> None:
+def write_workers(
+    directory: str, workers: int, pools: int, dead: int, exemplars: bool = False
+) -> None:
     """The writer: fork `workers` instrumented processes and `dead` that exit, report, wait
     for stdin to close."""
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory  # before prometheus-client is imported
+    import contextlib
+
     import sqlalchemy as sa
 
     from pool_exporter import instrument
+
+    span: Any = contextlib.nullcontext
+    if exemplars:
+        from opentelemetry.sdk.trace import TracerProvider
+
+        import pool_exporter.otel
+
+        pool_exporter.otel.enable_exemplars(min_wait=0.0)
+        tracer = TracerProvider().get_tracer("bench")
+        span = lambda: tracer.start_as_current_span("request")  # noqa: E731
 
     def work() -> None:
         engines = [sa.create_engine("sqlite://") for _ in range(pools)]
         for n, engine in enumerate(engines):
             instrument(engine, name=f"pool{n}")
             for _ in range(5):
-                with engine.connect() as conn:
+                with span(), engine.connect() as conn:
                     conn.exec_driver_sql("SELECT 1")
 
     for n in range(dead):
@@ -85,13 +111,20 @@ def memory(pid: int) -> tuple[float, float]:
     return int(fields["VmRSS"][0]) / 1024, int(fields["VmHWM"][0]) / 1024
 
 
-def measure(workers: int, pools: int, scrapes: int, dead: int) -> dict[str, float]:
+def measure(
+    workers: int, pools: int, scrapes: int, dead: int, *, openmetrics: bool, exemplars: bool
+) -> dict[str, float]:
     import httpx
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families as om_parse
     from prometheus_client.parser import text_string_to_metric_families
 
+    parse = om_parse if openmetrics else text_string_to_metric_families
+    accept = {"Accept": PROMETHEUS_ACCEPT} if openmetrics else {}
     with tempfile.TemporaryDirectory() as directory:
+        recording = "exemplars" if exemplars else ""
+        arguments = [directory, str(workers), str(pools), str(dead), recording]
         writer = subprocess.Popen(
-            [sys.executable, __file__, "--write", directory, str(workers), str(pools), str(dead)],
+            [sys.executable, __file__, "--write", *arguments],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -115,21 +148,21 @@ def measure(workers: int, pools: int, scrapes: int, dead: int) -> dict[str, floa
                     except httpx.HTTPError:
                         time.sleep(0.05)
                 t0 = time.perf_counter()
-                client.get(url)  # warm-up, and the fold of the dead workers
+                client.get(url, headers=accept)  # warm-up, and the fold of the dead workers
                 first = time.perf_counter() - t0
                 rss_before, _ = memory(sidecar.pid)
                 times, merge, cpu, size, series = [], [], [], 0, 0
                 for _ in range(scrapes):
                     t0 = time.perf_counter()
-                    response = client.get(url)
+                    response = client.get(url, headers=accept)
                     times.append(time.perf_counter() - t0)
                     size = len(response.content)
-                    families = list(text_string_to_metric_families(response.text))
+                    families = list(parse(response.text))
                     series = sum(len(f.samples) for f in families)
                     for f in families:
                         if f.name == "pool_exporter_multiprocess_scrape_duration_seconds":
                             merge.append(f.samples[0].value)
-                        if f.name == "process_cpu_seconds":
+                        if f.name in ("process_cpu_seconds", "process_cpu_seconds_total"):
                             cpu.append(f.samples[0].value)
                 rss, hwm = memory(sidecar.pid)
                 files = len(os.listdir(directory))
@@ -157,13 +190,17 @@ def measure(workers: int, pools: int, scrapes: int, dead: int) -> dict[str, floa
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--write":
-        write_workers(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
+        write_workers(
+            sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), bool(sys.argv[6])
+        )
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 8, 64])
     parser.add_argument("--pools", type=int, default=10)
     parser.add_argument("--scrapes", type=int, default=30)
     parser.add_argument("--dead", type=int, nargs="+", default=[0])
+    parser.add_argument("--openmetrics", action="store_true", help="scrape as Prometheus does")
+    parser.add_argument("--exemplars", action="store_true", help="an exemplar in every pool")
     args = parser.parse_args()
     python = sys.version.split()[0]
     print(f"{args.pools} pools per worker, {args.scrapes} scrapes each, Python {python}")
@@ -174,7 +211,14 @@ def main() -> None:
     print("|" + "---:|" * len(header))
     for workers in args.workers:
         for dead in args.dead:
-            r = measure(workers, args.pools, args.scrapes, dead)
+            r = measure(
+                workers,
+                args.pools,
+                args.scrapes,
+                dead,
+                openmetrics=args.openmetrics,
+                exemplars=args.exemplars,
+            )
             print(
                 f"| {r['workers']} | {r['dead']} | {r['files']} | {r['series']} | {r['kib']:.0f} "
                 f"| {r['first_ms']:.1f} | {r['median_ms']:.1f} | {r['max_ms']:.1f} "

@@ -3,8 +3,9 @@ checkouts still out (who holds each, since when), and the one watcher thread per
 
 `CheckoutTracker` turns what the hooks (hooks.py) report into marker changes and tells the
 stats what changed state; it keeps the checkouts out, the oldest and the ones the garbage
-collector returned. With a threshold, `LongCheckoutTracker` also keeps each checkout's
-`Borrow` (what it records about its borrower) and reports the long ones; `Watcher` is the
+collector returned, and hands a checkout that waited to the pool's exemplars (exemplars.py).
+With a threshold, `LongCheckoutTracker` also keeps each checkout's `Borrow` (what it records
+about its borrower) and reports the long ones; `Watcher` is the
 thread that finds those held past their threshold.
 """
 
@@ -25,6 +26,8 @@ from types import CodeType, FrameType
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, TypeAlias
 
 import sqlalchemy
+
+from .exemplars import TRACING, Exemplars, Trace
 
 if TYPE_CHECKING:
     from .stats import PoolStats
@@ -116,10 +119,13 @@ class Borrow:
     is looked up when reported: `current_thread()` costs more than the rest together).
     """
 
-    __slots__ = ("code", "ident", "lasti", "long", "task")
+    __slots__ = ("code", "ident", "lasti", "long", "task", "trace")
 
     def __init__(self) -> None:
         self.long = False
+        # The span current at the checkout, while exemplars are on (exemplars.py): a hold that
+        # turns out long is that trace's, wherever the connection comes back.
+        self.trace: Trace | None = None
         self.ident = threading.get_ident()
         # sys._getframe walks frame objects without formatting them, unlike traceback's
         # extract_stack, which reads source lines for the whole stack. It starts past this
@@ -181,7 +187,10 @@ class CheckoutTracker:
 
     The hooks report what SQLAlchemy did, one method per event: `checked_out`, `checked_in`,
     `detached`, `closed`. Each moves the connection's marker and tells the stats what changed
-    state (a connection in use or idle, or no longer), with the wait or the hold.
+    state (a connection in use or idle, or no longer), with the wait or the hold. A checkout
+    that waited (found no idle connection) longer than `TRACING.min_wait`, +inf while
+    exemplars are off, goes to `exemplars` too, from the waited path only;
+    LongCheckoutTracker gives it the holds past the threshold.
 
     `out` maps each record out now to its fairy's weakref, in checkout order, so its first item
     is the oldest; the weakref tells a checkin the garbage collector made (the fairy is gone)
@@ -194,11 +203,16 @@ class CheckoutTracker:
     """
 
     def __init__(
-        self, name: str, stats: PoolStats, hook_failed: Callable[[str, BaseException], None]
+        self,
+        name: str,
+        stats: PoolStats,
+        hook_failed: Callable[[str, BaseException], None],
+        exemplars: Exemplars,
     ) -> None:
         self.name = name
         self.stats = stats
         self._hook_failed = hook_failed
+        self.exemplars = exemplars
         self.key: object = object()
         self.out: dict[Any, Any] = {}
         self.oldest: Any = None  # the record whose start is published; None while none is out
@@ -236,7 +250,12 @@ class CheckoutTracker:
         if self.oldest is None:
             self.oldest = record
             self.stats.oldest_changed(time.time())
-        self.stats.waited_out(now - waiting_since, prev is WAITED)
+        wait = now - waiting_since
+        self.stats.waited_out(wait, prev is WAITED)
+        # Only here, on the waited path: a checkout that found an idle connection reads no
+        # span. +inf unless exemplars are on (exemplars.py).
+        if wait > TRACING.min_wait:
+            self.exemplars.waited(wait)
         return WAITED_OUT
 
     def opened(self, record: Any) -> None:
@@ -423,8 +442,9 @@ class LongCheckoutTracker(CheckoutTracker):
         stats: PoolStats,
         threshold: float,
         hook_failed: Callable[[str, BaseException], None],
+        exemplars: Exemplars,
     ) -> None:
-        super().__init__(name, stats, hook_failed)
+        super().__init__(name, stats, hook_failed, exemplars)
         self.threshold = threshold
         self.borrows: dict[Any, Borrow] = {}  # each record out, its Borrow
         self._long_lock = threading.RLock()  # reentrant: a GC checkin can run inside it
@@ -433,7 +453,9 @@ class LongCheckoutTracker(CheckoutTracker):
     def checked_out(self, record: Any, waiting_since: float) -> int:
         out = super().checked_out(record, waiting_since)
         if out:
-            self.borrows[record] = Borrow()
+            borrow = self.borrows[record] = Borrow()
+            if TRACING.recorder is not None:
+                borrow.trace = self.exemplars.capture()
         return out
 
     def checked_in(self, record: Any, to_idle: bool) -> float | None:
@@ -454,6 +476,8 @@ class LongCheckoutTracker(CheckoutTracker):
             return
         if hold is not None and hold >= self.threshold:
             self._report_long(borrow, hold)  # came back before the watcher woke
+            if borrow.trace is not None:
+                self.exemplars.held(hold, borrow.trace)
         if borrow.long:
             log.info(
                 "pool %r: the long checkout borrowed at %s came back after %.1f s",
@@ -527,11 +551,12 @@ def new_tracker(
     stats: PoolStats,
     threshold: float | None,
     hook_failed: Callable[[str, BaseException], None],
+    exemplars: Exemplars,
 ) -> CheckoutTracker:
     """The tracker of one pool: with a long-checkout threshold, one that watches for them."""
     if threshold is None:
-        return CheckoutTracker(name, stats, hook_failed)
-    return LongCheckoutTracker(name, stats, threshold, hook_failed)
+        return CheckoutTracker(name, stats, hook_failed, exemplars)
+    return LongCheckoutTracker(name, stats, threshold, hook_failed, exemplars)
 
 
 class Watched(Protocol):

@@ -19,25 +19,33 @@ from prometheus_client.core import Metric as Family
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from . import metrics as m
+from .exemplars import HOLD, WAIT_SERIES
 
 if TYPE_CHECKING:
+    from .exemplars import Exemplars, Latest, Traced
     from .routes import Routes, Totals
-    from .stats import Capacity, PoolStats
+    from .stats import Capacity, Histogram, PoolStats
 
 
 class PoolSource:
-    """What the collector reads for one pool: its label, its stats, its info labels and, with
-    instrument()'s `route=`, its counts by route."""
+    """What the collector reads for one pool: its label, its stats, its info labels, its
+    exemplars (exemplars.py) and, with instrument()'s `route=`, its counts by route."""
 
-    __slots__ = ("info", "name", "routes", "stats")
+    __slots__ = ("exemplars", "info", "name", "routes", "stats")
 
     def __init__(
-        self, name: str, stats: PoolStats, info: dict[str, str], routes: Routes | None = None
+        self,
+        name: str,
+        stats: PoolStats,
+        info: dict[str, str],
+        routes: Routes | None = None,
+        exemplars: Exemplars | None = None,
     ) -> None:
         self.name = name
         self.stats = stats
         self.info = info
         self.routes = routes
+        self.exemplars = exemplars
 
 
 def family(metric: m.Metric, per_worker: bool = False) -> Family:
@@ -93,8 +101,9 @@ class PoolCollector(Collector):
         for source in sources:
             # a copy, so the families below agree; not atomic (see PoolStats.snapshot)
             stats = source.stats.snapshot()
+            latest = source.exemplars.snapshot() if source.exemplars is not None else None
             add_worker_samples(found, source.name, stats, dict(source.info))
-            add_total_samples(found, source.name, stats)
+            add_total_samples(found, source.name, stats, latest)
             if source.routes is not None:
                 add_route_samples(found, source.name, source.routes.serve())
         yield from found.values()
@@ -176,8 +185,11 @@ def worker_rows(
     return rows
 
 
-def add_total_samples(f: dict[str, Any], pool: str, s: PoolStats) -> None:
-    """The counters and histograms of one pool (a snapshot: see PoolStats.snapshot)."""
+def add_total_samples(
+    f: dict[str, Any], pool: str, s: PoolStats, exemplars: Latest | None = None
+) -> None:
+    """The counters and histograms of one pool (a snapshot: see PoolStats.snapshot), the
+    histograms' buckets with their latest `exemplars` (exemplars.py) where there are some."""
     counters = {
         m.CHECKOUTS: s.checkouts,
         m.WAITED_CHECKOUTS: s.waited,
@@ -190,8 +202,9 @@ def add_total_samples(f: dict[str, Any], pool: str, s: PoolStats) -> None:
         m.LONG_CHECKOUTS: s.long_checkouts,
         m.GC_RETURNED: s.gc_returned,
     }
+    latest = exemplars or {}
     histograms = {
-        m.HOLD: (s.hold.cumulative(), s.hold.sum),
+        m.HOLD: (bucket_rows(s.hold, latest.get(HOLD)), s.hold.sum),
         m.CONNECT_TIME: (s.connect_time.cumulative(), s.connect_time.sum),
     }
     for metric, value in counters.items():
@@ -203,7 +216,8 @@ def add_total_samples(f: dict[str, Any], pool: str, s: PoolStats) -> None:
         m.FAILED: s.wait_error,
     }
     for outcome, wait in waits.items():
-        f[m.CHECKOUT_WAIT.name].add_metric([pool, outcome], wait.cumulative(), wait.sum)
+        buckets = bucket_rows(wait, latest.get(WAIT_SERIES[outcome]))
+        f[m.CHECKOUT_WAIT.name].add_metric([pool, outcome], buckets, wait.sum)
     for metric, (buckets, total) in histograms.items():
         f[metric.name].add_metric([pool], buckets, total)
     for reason, value in close_reasons(s).items():
@@ -212,6 +226,19 @@ def add_total_samples(f: dict[str, Any], pool: str, s: PoolStats) -> None:
         f[m.INVALIDATIONS.name].add_metric([pool, str(soft).lower()], value)
     for hook, value in sorted(s.hook_errors.items()):
         f[m.HOOK_ERRORS.name].add_metric([pool, hook], value)
+
+
+def bucket_rows(h: Histogram, traced: Sequence[Traced | None] | None) -> list[Any]:
+    """A histogram's (le, cumulative count) pairs, each a triple with its bucket's exemplar
+    where `traced` (exemplars.Latest's list for it) has one: prometheus-client then writes it
+    in the OpenMetrics format (the text format has no exemplars)."""
+    pairs = h.cumulative()
+    if not traced or not any(traced):
+        return pairs
+    return [
+        (le, count) if t is None else (le, count, t.exemplar())
+        for (le, count), t in zip(pairs, traced, strict=True)
+    ]
 
 
 def close_reasons(s: PoolStats) -> dict[str, int]:

@@ -192,6 +192,7 @@ class Hooks:
         enter, failed = self.stats.enter, self.stats.failed
         checked_out = self.tracker.checked_out
         hook_failed, reason = self.hook_failed, self.reason
+        failed_traced = self.tracker.exemplars.failed
 
         def connect() -> Any:
             since = perf_counter()
@@ -204,10 +205,12 @@ class Hooks:
                 fairy = original()
             except BaseException as exc:
                 # Observed under its outcome: the wait the caller had before it gave up or
-                # failed. Only failed checkouts come here, as only waited ones reach the
-                # tracker's _waited_out: where a span event for either would go (issue 30).
+                # failed. The current span hears of it (exemplars.py), as it hears of a
+                # waited checkout from the tracker's _waited_out: only those two paths read it.
                 try:
-                    failed(reason(exc), perf_counter() - since)
+                    why, waited = reason(exc), perf_counter() - since
+                    failed(why, waited)
+                    failed_traced(why, waited)
                 except Exception as hook_exc:
                     hook_failed("checkout", hook_exc)
                 raise
@@ -229,6 +232,7 @@ class Hooks:
         enter, failed = self.stats.enter, self.stats.failed
         checked_out, began = self.tracker.checked_out, routes.began
         hook_failed, reason = self.hook_failed, self.reason
+        failed_traced = self.tracker.exemplars.failed
 
         def connect() -> Any:
             since = perf_counter()
@@ -241,7 +245,9 @@ class Hooks:
                 fairy = original()
             except BaseException as exc:
                 try:
-                    failed(reason(exc), perf_counter() - since)
+                    why, waited = reason(exc), perf_counter() - since
+                    failed(why, waited)
+                    failed_traced(why, waited)
                 except Exception as hook_exc:
                     hook_failed("checkout", hook_exc)
                 raise

@@ -22,6 +22,7 @@ from sqlalchemy.pool import Pool, QueuePool
 from . import fork, multiprocess, uwsgi_fork
 from .checkouts import Checkout, new_tracker
 from .collector import PoolSource, collector_for
+from .exemplars import Exemplars
 from .follow import PoolFollower
 from .hooks import HookErrors, Hooks
 from .routes import MAX_ROUTES, TRACKED_PER_SERIES, Routes, new_routes
@@ -198,7 +199,8 @@ class PoolInstrumentation:
     It sets up and takes down the rooms that do the work: `hooks` (hooks.py: the checkout
     wrapper and the pool event listeners), `tracker` (checkouts.py: the checkouts still out),
     `follower` (follow.py: the pool through `dispose()`), `hook_failed` (hooks.py: a failure
-    inside any of them); in a forked child, `reset_after_fork()` starts them again.
+    inside any of them), `exemplars` (exemplars.py: the traces of checkouts that waited, while
+    pool_exporter.otel has them on); in a forked child, `reset_after_fork()` starts them again.
     """
 
     def __init__(
@@ -223,7 +225,10 @@ class PoolInstrumentation:
         info = pool_info(engine)
         self.stats = _new_stats(self.name, info, TRACKED_PER_SERIES * max_routes if route else 0)
         self.hook_failed = HookErrors(self.name, self.stats)
-        self.tracker = new_tracker(self.name, self.stats, long_checkout_threshold, self.hook_failed)
+        self.exemplars = _new_exemplars(self.name, self.stats, self.hook_failed)
+        self.tracker = new_tracker(
+            self.name, self.stats, long_checkout_threshold, self.hook_failed, self.exemplars
+        )
         self.routes = _new_routes(route, max_routes, self.hook_failed, self.stats)
         self.follower = PoolFollower(self.stats, self.hook_failed)
         self.hooks = Hooks(
@@ -235,7 +240,7 @@ class PoolInstrumentation:
             routes=self.routes,
         )
         self.follower.start(engine.pool, self.hooks)
-        self._collector.add(PoolSource(self.name, self.stats, info, self.routes))
+        self._collector.add(PoolSource(self.name, self.stats, info, self.routes, self.exemplars))
         self.hooks.listen()
         fork.register(self)
         self.active = True
@@ -270,15 +275,16 @@ class PoolInstrumentation:
     def reset_after_fork(self) -> None:
         """Start again as a forked child's own (fork.py calls it): nothing counted, nothing
         out (a new marker key: the parent's markers on inherited connections mean nothing), no
-        routes, the next hook failure logged in full, a stats file of this process's own in
-        multiprocess mode; with `dispose_on_fork`, `engine.dispose(close=False)`, SQLAlchemy's
-        advice."""
+        routes, no exemplar of the parent's traces, the next hook failure logged in full, a
+        stats file of this process's own in multiprocess mode; with `dispose_on_fork`,
+        `engine.dispose(close=False)`, SQLAlchemy's advice."""
         self.tracker.forget()
         self.hook_failed.forget()
         # The routes first: the stats' reset writes them, empty, into the child's new file.
         if self.routes is not None:
             self.routes.forget()
         self.stats.reset()
+        self.exemplars.forget()
         if self.dispose_on_fork:
             self.engine.dispose(close=False)
 
@@ -308,6 +314,18 @@ def _new_stats(name: str, info: dict[str, str], route_entries: int) -> PoolStats
 
         return store.new_stats(name, info, directory, route_entries)
     return new_stats()
+
+
+def _new_exemplars(name: str, stats: PoolStats, hook_failed: HookErrors) -> Exemplars:
+    """The pool's exemplars; in multiprocess mode also kept in a file beside its stats file,
+    for the sidecar."""
+    if multiprocess.directory() is not None:
+        from pool_exporter.multiprocess.exemplarfile import FileExemplars
+        from pool_exporter.multiprocess.store import MultiprocessPoolStats
+
+        if isinstance(stats, MultiprocessPoolStats):
+            return FileExemplars(name, hook_failed, stats)
+    return Exemplars(name, hook_failed)
 
 
 def _new_routes(

@@ -1,4 +1,5 @@
-"""OpenTelemetry: every instrumented pool's counts as observable instruments of a MeterProvider.
+"""OpenTelemetry: every instrumented pool's counts in a MeterProvider, and the pool's waits on
+the traces that suffered them.
 
 `enable()` registers the `db.client.connection.*` instruments of the semantic conventions
 (SEMCONV_VERSION) with a MeterProvider. Each is read by a callback when the provider collects,
@@ -6,6 +7,11 @@ from the same PoolStats the Prometheus collector reads, so the checkout path doe
 them. The three histograms of the conventions are not here: the Python SDK can only record
 them one observation at a time, on the checkout path (docs/opentelemetry.md has the figures
 and what to do instead).
+
+`enable_exemplars()` sets the recorder of exemplars.py: a checkout that waited (found no idle
+connection) or failed adds an event to the current span, and a sampled span's ids become the
+exemplar of the wait histogram's bucket of its outcome (and of the hold histogram's, for a
+hold past long_checkout_threshold). A checkout that found an idle connection reads no span.
 
 Needs the `otel` extra (opentelemetry-api); `import pool_exporter` never imports this module.
 """
@@ -23,12 +29,13 @@ from typing import TYPE_CHECKING, Literal
 
 try:
     from opentelemetry import metrics as api
+    from opentelemetry import trace
 except ImportError:  # the extra is missing: one line that says which to install
     raise ImportError(
         "pool_exporter.otel needs OpenTelemetry's API: pip install 'pool-exporter[otel]'"
     ) from None
 
-from . import fork
+from . import exemplars, fork
 from . import metrics as m
 from .instrument import active_handles
 from .release import installed_version
@@ -259,3 +266,72 @@ def _report_once(pool: str, what: str, exc: Exception | None) -> None:
         exc,
         "".join(traceback.format_exception(exc, chain=False)) if first else "",
     )
+
+
+# -- the wait on the trace: exemplars and span events ------------------------------------------
+
+# The event a checkout that waited (or failed) adds to the current span, and its attributes
+# beyond the pool's name (the conventions have none for a pool wait: these are ours).
+EVENT = "pool_exporter.checkout_wait"
+WAIT_SECONDS = "pool_exporter.wait_seconds"
+OUTCOME = "pool_exporter.outcome"
+
+
+class SpanRecorder:
+    """What `enable_exemplars()` sets in exemplars.TRACING: reads the current span for a
+    checkout that waited or failed, adds the event to a recording one, and records a sampled
+    one's ids as the exemplar."""
+
+    def __init__(self, span_events: bool) -> None:
+        self.span_events = span_events
+
+    def checkout(self, found: exemplars.Exemplars, wait: float, outcome: str) -> None:
+        span = trace.get_current_span()
+        context = span.get_span_context()
+        if not context.is_valid:  # no span: nothing to tie the wait to
+            return
+        if self.span_events and span.is_recording():
+            span.add_event(EVENT, {POOL_NAME: found.pool, WAIT_SECONDS: wait, OUTCOME: outcome})
+        series = exemplars.WAIT_SERIES.get(outcome)
+        # An unsampled trace is never stored: an exemplar linking to it would link nowhere.
+        if series is not None and context.trace_flags.sampled:
+            found.record(series, wait, context.trace_id, context.span_id)
+
+    def capture(self) -> exemplars.Trace | None:
+        context = trace.get_current_span().get_span_context()
+        if context.is_valid and context.trace_flags.sampled:
+            return exemplars.Trace(context.trace_id, context.span_id)
+        return None
+
+
+def enable_exemplars(*, span_events: bool = True, min_wait: float | None = None) -> None:
+    """Tie the pools' waits to the traces that suffered them, in every pool `instrument()`
+    covers in this process, now and later.
+
+    A checkout that found no idle connection (one `sqlalchemy_pool_waited_checkouts_total`
+    counts) and waited longer than `min_wait` seconds (by default the wait histogram's first
+    bound, 1 ms), or that failed (a timeout, a cancellation, an error), reads the current
+    OpenTelemetry span: with `span_events`, a recording span gets the event EVENT (the pool,
+    the wait, the outcome), and a sampled span's `trace_id` and `span_id` become the exemplar
+    of the wait's bucket of `sqlalchemy_pool_checkout_wait_seconds`, on its outcome's series.
+    With `long_checkout_threshold`, a hold past it gets the exemplar of the span that borrowed
+    the connection on `sqlalchemy_pool_connection_hold_seconds`. Exemplars appear in the
+    OpenMetrics exposition, in process and through the sidecar. A checkout that found an
+    idle connection reads no span; `disable_exemplars()` turns it all off again.
+    """
+    if not isinstance(span_events, bool):
+        raise TypeError(f"span_events must be True or False, got {span_events!r}")
+    if min_wait is None:
+        min_wait = m.WAIT_BUCKETS[0]
+    elif (
+        isinstance(min_wait, bool)
+        or not isinstance(min_wait, int | float)
+        or not 0 <= min_wait < float("inf")
+    ):
+        raise ValueError(f"min_wait must be a number of seconds, 0 or more, got {min_wait!r}")
+    exemplars.TRACING.on(SpanRecorder(span_events), float(min_wait))
+
+
+def disable_exemplars() -> None:
+    """Stop reading spans for checkouts; the exemplars recorded so far stay until replaced."""
+    exemplars.TRACING.off()

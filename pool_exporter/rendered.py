@@ -8,9 +8,10 @@ with a value of 0 and cut before it), and a scrape only formats the value with
 prometheus-client's floatToGoString. Families given as `Rendered` (a live worker's gauges) are
 written that way without building a sample; the samples of every other family find their
 cached lines by name and labels (`_Cache`), except where the encoder does more than write one
-line per sample in order (timestamps, exemplars, the text format's moving of `_created`
-samples): those families are written by the encoder itself. The output is the encoder's, byte
-for byte (tests/test_rendered.py).
+line per sample in order (timestamps, the text format's moving of `_created` samples): those
+families are written by the encoder itself. An exemplar is appended to its sample's line by
+prometheus-client's own function. The output is the
+encoder's, byte for byte (tests/test_rendered.py).
 
 Content negotiation is prometheus-client's (`choose_encoder`); the cached lines are the chosen
 encoder's own, so they follow its escaping. An encoder this module does not know (a future
@@ -191,23 +192,38 @@ class _Cache:
 
     def text(self, fmt: Format, family: Metric) -> str | None:
         """`family` as the encoder writes it; None where the encoder does more than one line
-        per sample in order (timestamps, exemplars, native histograms, and the text format's
-        moving of OpenMetrics-only samples to families of their own)."""
-        moved = () if fmt.openmetrics else {family.name + s for s in _OPENMETRICS_ONLY}
+        per sample in order (timestamps, native histograms, and the text format's moving of
+        OpenMetrics-only samples to families of their own). An exemplar is written after the
+        value by prometheus-client's own function where it has one (the OpenMetrics format;
+        the text format writes none: a sample's line is the same with one or without)."""
+        openmetrics = fmt.openmetrics
+        moved = () if openmetrics else {family.name + s for s in _OPENMETRICS_ONLY}
         header, lines, _ = self.family(fmt, family)
         out = [header]
         for s in family.samples:
-            if s.timestamp is not None or s.exemplar or s.native_histogram or s.name in moved:
+            if s.timestamp is not None or s.native_histogram or s.name in moved:
                 return None
+            exemplar = ""
+            if s.exemplar and openmetrics:
+                if _compose_exemplar is None:
+                    return None
+                exemplar = _compose_exemplar(family, s, s.exemplar)
             key = (s.name, *s.labels.items())
             line = lines.get(key)
             if line is None:
                 probe = Metric(family.name, family.documentation, family.type)
                 probe.add_sample(s.name, s.labels, 0.0)
                 line = lines[key] = fmt.prefix(probe)
-            out.append(f"{line}{format_value(s.value)}\n")
+            out.append(f"{line}{format_value(s.value)}{exemplar}\n")
         return "".join(out)
 
+
+# How prometheus-client's OpenMetrics encoder writes an exemplar after a sample's value, the
+# same function so the same bytes (tests/test_rendered.py); a release without it has the
+# families with exemplars written by the encoder itself.
+_compose_exemplar: Callable[[Metric, Any, Any], str] | None = getattr(
+    openmetrics, "_compose_exemplar_string", None
+)
 
 # A family's lines are dropped after this many scrapes without it; a family with more label
 # sets than this (labels that never repeat) starts again from none.

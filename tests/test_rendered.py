@@ -24,13 +24,21 @@ from pool_exporter.namefilter import NameFilter
 from pool_exporter.rendered import Exposed, encode, format_value, make_rendering_wsgi_app
 
 # Pools with and without capacity, names that need escaping, and an application's own
-# prometheus-client counter between them in the directory.
+# prometheus-client counter between them in the directory. With TRACED set, every checkout
+# runs inside a sampled span with exemplars on, so each pool's wait histogram has one.
 WRITER = r"""
-import os, sys
+import contextlib, os, sys
 import sqlalchemy as sa
 from sqlalchemy.pool import QueuePool
 from prometheus_client import Counter
 from pool_exporter import instrument
+
+span = lambda: contextlib.nullcontext()
+if os.environ.get("TRACED"):
+    from opentelemetry.sdk.trace import TracerProvider
+    import pool_exporter.otel
+    pool_exporter.otel.enable_exemplars(min_wait=0.0)
+    span = lambda: TracerProvider().get_tracer("writer").start_as_current_span("request")
 
 names = ['plain', 'quote"back\\slash', 'new\nline', 'ünï\u2028x', 'a b']
 engines = []
@@ -38,12 +46,12 @@ for n, name in enumerate(names):
     kw = {"poolclass": QueuePool, "pool_size": 2 + n} if n % 2 == 0 else {}
     engine = sa.create_engine("sqlite://", **kw)
     instrument(engine, name=name)
-    with engine.connect() as conn:
+    with span(), engine.connect() as conn:
         conn.exec_driver_sql("SELECT 1")
     engines.append(engine)
 Counter("app_requests", "Requests served.").inc(3)
 if os.fork() == 0:
-    with engines[0].connect() as conn:
+    with span(), engines[0].connect() as conn:
         conn.exec_driver_sql("SELECT 1")
     os.write(1, b"ready\n")
     sys.stdin.read()
@@ -68,13 +76,14 @@ ACCEPT = [
 DURATION = "pool_exporter_multiprocess_scrape_duration_seconds "
 
 
-@pytest.fixture
-def directory(tmp_path: Path) -> Iterator[Path]:
+@pytest.fixture(params=["", "traced"])
+def directory(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Path]:
+    """The writer's directory: without exemplars, and with one on each pool's wait histogram."""
     writer = subprocess.Popen(
         [sys.executable, "-c", WRITER],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
-        env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)},
+        env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "TRACED": request.param},
     )
     assert writer.stdout is not None and writer.stdin is not None
     try:
@@ -103,7 +112,7 @@ def parsed(
 
 @pytest.mark.parametrize("accept", ACCEPT)
 def test_fast_exposition_equals_prometheus_clients_byte_for_byte(
-    directory: Path, accept: str
+    directory: Path, accept: str, request: pytest.FixtureRequest
 ) -> None:
     workers = WorkersCollector(str(directory))
     registry = CollectorRegistry()
@@ -137,6 +146,15 @@ def test_fast_exposition_equals_prometheus_clients_byte_for_byte(
     }
     assert {dict(s[2])["worker"] for s in info} == {"0", "1"}
     assert any(s[0] == "app_requests" for s in samples)
+    if openmetrics:  # an exemplar on every pool's wait histogram, or on none
+        with_exemplars = {
+            s.labels["pool"]
+            for f in om_parse(fast)
+            for s in f.samples
+            if s.name == "sqlalchemy_pool_checkout_wait_seconds_bucket" and s.exemplar
+        }
+        traced = request.node.callspec.params["directory"] == "traced"
+        assert len(with_exemplars) == (5 if traced else 0)
 
 
 @pytest.mark.parametrize("accept", ACCEPT[:4])

@@ -56,12 +56,15 @@ def builder(cfg: MixinConfig) -> Builder:
     return Builder(cfg, pool_scope=(*fleet, INSTANCE, POOL), fleet_scope=fleet)
 
 
-def _quantiles(metric: m.Metric, b: Builder) -> list[Query]:
+def _quantiles(metric: m.Metric, b: Builder, *, exemplar: bool = False) -> list[Query]:
+    """p50, p95 and p99 of a histogram per pool; with `exemplar`, the p99 query also asks for
+    the histogram's exemplars (once is enough: they are the same for the three)."""
     rate = b.rate(metric, WINDOW, "_bucket")
     return [
         Query(
             f"histogram_quantile({q}, {b.agg('sum', rate, 'le', 'pool')})",
             f"p{round(q * 100)} {{{{pool}}}}",
+            exemplar=exemplar and q == 0.99,
         )
         for q in (0.5, 0.95, 0.99)
     ]
@@ -144,6 +147,7 @@ def latency(b: Builder) -> Row:
             b.agg("sum", b.increase(m.CHECKOUT_WAIT, WINDOW, "_bucket"), "le"),
             "{{le}}",
             heatmap=True,
+            exemplar=True,  # the traces of checkouts that waited (docs/opentelemetry.md)
         ),
     )
     wait = timeseries(
@@ -153,7 +157,7 @@ def latency(b: Builder) -> Row:
         "TimeoutError.",
         "s",
         [
-            *_quantiles(m.CHECKOUT_WAIT, b),
+            *_quantiles(m.CHECKOUT_WAIT, b, exemplar=True),
             Query(b.agg("max", gauge(b, m.TIMEOUT), "pool"), "timeout {{pool}}"),
         ],
         overrides=[override("^timeout .*", "red", dashed=True)],
@@ -163,7 +167,7 @@ def latency(b: Builder) -> Row:
         "How long the application keeps a connection, checkout to checkin: a rising hold time "
         "with steady traffic fills the pool (Little's law: in use = checkouts/s x hold).",
         "s",
-        _quantiles(m.HOLD, b),
+        _quantiles(m.HOLD, b, exemplar=True),  # the traces of long holds
     )
     checkouts = timeseries(
         "Checkouts per second",

@@ -39,9 +39,12 @@ class Query:
     legend: str = "__auto"
     heatmap: bool = False
     instant: bool = False
+    # Ask Prometheus for the exemplars of the series the query reads too: the panel then
+    # marks them, each linking to its trace where the data source links `trace_id`.
+    exemplar: bool = False
 
     def target(self, ref_id: str) -> dict[str, Any]:
-        return {
+        target = {
             "datasource": DATASOURCE,
             "editorMode": "code",
             "expr": self.expr,
@@ -51,6 +54,9 @@ class Query:
             "range": not self.instant,
             "refId": ref_id,
         }
+        if self.exemplar:
+            target["exemplar"] = True
+        return target
 
 
 def targets(queries: Sequence[Query]) -> list[dict[str, Any]]:

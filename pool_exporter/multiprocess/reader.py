@@ -10,7 +10,9 @@ in-process collector uses (collector.py): counters and histograms summed over th
 every live worker, gauges one series per live worker (`worker`, its slot: slots.py; the
 per-worker families come as rendered.Rendered, see workergauges.py). The application's own
 prometheus-client metrics (*.db) are merged by prometheus-client. The work is bounded by the
-live workers: an exited worker costs one fold, once.
+live workers: an exited worker costs one fold, once. A worker's exemplar file of a pool
+(exemplarfile.py) is read beside its stats file, and the newest exemplar of each bucket among
+the workers is served; an exited worker's is removed.
 
 Counts by route (`instrument(engine, route=...)`) are summed by route name over the archive
 and every live worker, and a RouteCap per pool (routes.py), kept from scrape to scrape,
@@ -39,11 +41,12 @@ from prometheus_client.registry import Collector
 
 from pool_exporter import collector
 from pool_exporter import metrics as m
+from pool_exporter.exemplars import Entries, newest
 from pool_exporter.rendered import Rendered
 from pool_exporter.routes import TRACKED_PER_SERIES, RouteCap, RouteTotals, Totals
 from pool_exporter.stats import PoolStats
 
-from . import archive, filenames, filereader, header, layout, liveness, workergauges
+from . import archive, exemplarfile, filenames, filereader, header, layout, liveness, workergauges
 from .files import BadFiles, open_regular, remove
 
 log = logging.getLogger("pool_exporter")
@@ -80,13 +83,15 @@ def check_directory(path: str) -> str:
 
 @dataclass
 class Worker:
-    """One live worker's pool: what its stats file's header says, its slots now."""
+    """One live worker's pool: what its stats file's header says, its slots now, and its
+    exemplars if it has an exemplar file."""
 
     file: workergauges.WorkerFile
     values: list[float]
     active: bool
     routes: RouteTotals | None = None
     route_limit: int = 0  # its max_routes, where it counts checkouts by route
+    exemplars: Entries = ()
 
 
 @dataclass
@@ -104,8 +109,9 @@ class View:
 
 class _Known:
     """A stats file's header page and what it says, parsed once while it stays the same: how
-    to decode its slots, and the worker's labels rendered for the scrape (WorkerFile); and the
-    file's descriptor while the reader keeps it open between scrapes."""
+    to decode its slots, and the worker's labels rendered for the scrape (WorkerFile); the
+    file's descriptor while the reader keeps it open between scrapes; and its exemplar file's
+    View (exemplarfile.py), once there is one."""
 
     def __init__(self, page: bytes) -> None:
         self.page = page
@@ -113,6 +119,7 @@ class _Known:
         meta, shape = header.parse(page)
         self.decoder = filereader.decoder(shape)
         self.file = workergauges.WorkerFile(meta)
+        self.exemplars: exemplarfile.View | None = None
 
 
 class WorkersCollector(Collector):
@@ -178,6 +185,10 @@ class WorkersCollector(Collector):
         view = View()
         with archive.locked(self.path):
             names = os.listdir(self.path)  # before the liveness checks: see _split
+            # Exemplar files go with their stats files, and only the pairing reads their
+            # names: the other passes over the listing need not match them.
+            exemplars = {n for n in names if n.endswith(".exemplars")}
+            names = [n for n in names if n not in exemplars]
             reaped = liveness.reap(self.path, names, self._bad)
             self._dead_total += len(reaped.dead)
             if reaped.dead:
@@ -190,11 +201,11 @@ class WorkersCollector(Collector):
             self._forget_all_but({*live, *unknown})
             _remove_temporaries(self.path, names, reaped)
             archive.remove_temporaries(self.path, names)
-            store = self._fold(dead, set(names))
-            self._read_live(sorted(live), view, gauges=True)
+            store = self._fold(dead, set(names), exemplars)
+            self._read_live(sorted(live), view, exemplars, gauges=True)
             # A worker whose liveness cannot be told: its counts are served from its file
             # (never folded, so never twice), its gauges are not (it may have exited).
-            self._read_live(unknown, view, gauges=False)
+            self._read_live(unknown, view, exemplars, gauges=False)
             view.totals = _totals(store, view.workers)
             view.routes = self._routes(store, view.workers)
             workergauges.unique_labels([w.file for w in view.workers if w.active], self.path)
@@ -203,7 +214,14 @@ class WorkersCollector(Collector):
         view.files += dbs
         return view
 
-    def _fold(self, dead: list[str], present: set[str]) -> archive.Archive:
+    def _fold(self, dead: list[str], present: set[str], exemplars: set[str]) -> archive.Archive:
+        for name in dead:  # an exited worker's exemplars go with it, before its stats file
+            exemplar_file = filenames.exemplar_file(name)
+            if exemplar_file in exemplars:
+                try:
+                    remove(os.path.join(self.path, exemplar_file))
+                except OSError:  # another user's, in a sticky directory: never read again
+                    self._bad(os.path.join(self.path, exemplar_file), "cannot_remove")
         store = self._archive.load(self._bad)
         found: dict[str, archive.Dead] = {}
         for name in dead:
@@ -267,7 +285,7 @@ class WorkersCollector(Collector):
         known, values, routes = got
         return known.file.pool, values, routes, known.decoder.route_entries // TRACKED_PER_SERIES
 
-    def _read_live(self, names: list[str], view: View, gauges: bool) -> None:
+    def _read_live(self, names: list[str], view: View, exemplars: set[str], gauges: bool) -> None:
         for name in names:
             got = self._read_one(name)
             if got is None:
@@ -275,8 +293,50 @@ class WorkersCollector(Collector):
             known, values, routes = got
             active = bool(values[layout.ACTIVE]) and gauges
             limit = known.decoder.route_entries // TRACKED_PER_SERIES
-            view.workers.append(Worker(known.file, values, active, routes, limit))
+            entries: Entries = ()
+            exemplar_file = filenames.exemplar_file(name)
+            if exemplar_file in exemplars:
+                entries = self._read_exemplars(exemplar_file, known)
+            view.workers.append(Worker(known.file, values, active, routes, limit, entries))
             view.files += 1
+
+    def _read_exemplars(self, name: str, known: _Known) -> Entries:
+        """A worker's exemplar file, read whole with pread; none when it cannot be read as
+        one (counted as a bad file): its exemplars are missing, the counts are not. Its View
+        stays with the stats file's `known`, so an unchanged file is not decoded again, and
+        its descriptor stays open while the stats file's does, its records read again at each
+        scrape."""
+        found = known.exemplars
+        if found is not None and found.fd is not None:
+            try:
+                return found.records(os.pread(found.fd, found.size, exemplarfile.HEADER_BYTES))
+            except (OSError, ValueError):
+                self._bad(os.path.join(self.path, name), "format")
+                self._close_exemplars(known)
+                return ()
+        path = os.path.join(self.path, name)
+        fd = open_regular(path, self._bad, exemplarfile.MAX_BYTES)
+        if fd is None:
+            return ()
+        found = known.exemplars = found or exemplarfile.View()
+        try:
+            entries = found.read(os.pread(fd, exemplarfile.MAX_BYTES, 0))
+        except (OSError, ValueError):
+            os.close(fd)
+            self._bad(path, "format")
+            known.exemplars = None
+            return ()
+        if known.fd is not None and self._kept < self._keep_open:
+            found.fd, self._kept = fd, self._kept + 1
+        else:
+            os.close(fd)
+        return entries
+
+    def _close_exemplars(self, known: _Known) -> None:
+        found, known.exemplars = known.exemplars, None
+        if found is not None and found.fd is not None:
+            os.close(found.fd)
+            self._kept -= 1
 
     def _read_one(
         self, name: str, cache: bool = True
@@ -322,9 +382,11 @@ class WorkersCollector(Collector):
 
     def _forget(self, name: str) -> None:
         known = self._known.pop(name, None)
-        if known is not None and known.fd is not None:
-            os.close(known.fd)
-            self._kept -= 1
+        if known is not None:
+            self._close_exemplars(known)
+            if known.fd is not None:
+                os.close(known.fd)
+                self._kept -= 1
 
     def _merge_db(self, names: list[str]) -> tuple[list[Metric], int]:
         """The application's own prometheus-client metrics, from the files that look sound;
@@ -403,7 +465,8 @@ def _split(names: list[str], reaped: liveness.Reaped) -> tuple[list[str], list[s
 
 
 def _remove_temporaries(directory: str, names: list[str], reaped: liveness.Reaped) -> None:
-    """Stats files a worker began and never renamed into place, once it has exited."""
+    """Stats and exemplar files a worker began and never renamed into place, once it has
+    exited."""
     for name in names:
         match = filenames.UNFINISHED_STATS_FILE.match(name)
         if match is None:
@@ -438,8 +501,13 @@ def _pool_families(view: View) -> Iterator[Metric | Rendered]:
             labelled = worker.file.labelled(rows, gauges.isolation)
             for (metric, _, value), sample in zip(rows, labelled, strict=True):
                 into[metric.name]((sample, value))
+    exemplars: dict[str, list[Entries]] = {}
+    for worker in view.workers:
+        if worker.exemplars:
+            exemplars.setdefault(worker.file.pool, []).append(worker.exemplars)
     for pool in sorted(view.totals):
-        collector.add_total_samples(found, pool, view.totals[pool])
+        latest = newest(exemplars[pool]) if pool in exemplars else None
+        collector.add_total_samples(found, pool, view.totals[pool], latest)
     for pool in sorted(view.routes):
         collector.add_route_samples(found, pool, view.routes[pool])
     for name, family in found.items():
@@ -453,5 +521,6 @@ def _plus(a: Totals, b: Totals) -> Totals:
 def _close_all(known: dict[str, _Known]) -> None:
     """A collector that is garbage-collected closes the descriptors it kept."""
     for one in known.values():
-        if one.fd is not None:
-            os.close(one.fd)
+        for fd in (one.fd, one.exemplars.fd if one.exemplars is not None else None):
+            if fd is not None:
+                os.close(fd)
