@@ -56,9 +56,11 @@ class MultiprocessPoolStats(PoolStats):
     The attributes stay the truth and each update stores what it changed right after it.
     Each store reads the attribute it stores, so whatever order threads run in, the last
     store of a value writes its latest state (an attribute read and a store into a
-    memoryview run in one go under the GIL, as the attribute's own `+=` does). The hot
-    methods repeat PoolStats' arithmetic inline rather than calling it: a call and a second
-    bisect cost more than the stores (tests/test_multiprocess_store.py holds them equal).
+    memoryview run in one go under the GIL, as the attribute's own `+=` does). The methods
+    of every checkout and checkin repeat PoolStats' arithmetic inline rather than calling it:
+    a call and a second bisect cost more than the stores (tests/test_multiprocess_store.py
+    holds them equal). waited_out, which only a checkout that found no idle connection runs,
+    stores its one count and calls checked_out.
     """
 
     def __init__(
@@ -227,25 +229,10 @@ class MultiprocessPoolStats(PoolStats):
         self._floats[_OLDEST] = started
 
     def waited_out(self, wait: float, was_idle: bool) -> None:
-        # Every checkout while the pool runs dry: as checked_out, and the waited count.
-        q = self._ints
-        self.waiting -= 1
-        q[_WAITING] = self.waiting
-        self.checkouts += 1
-        q[_CHECKOUTS] = self.checkouts
+        # Every checkout while the pool runs dry: the waited count, then checked_out's stores.
         self.waited += 1
-        q[_WAITED] = self.waited
-        self.in_use += 1
-        q[_IN_USE] = self.in_use
-        if was_idle:
-            self.idle -= 1
-            q[_IDLE] = self.idle
-        h = self.wait
-        i = bisect_left(h.bounds, wait)
-        h.counts[i] += 1
-        q[_WAIT + i] = h.counts[i]
-        h.sum += wait
-        self._floats[_WAIT_SUM] = h.sum
+        self._ints[_WAITED] = self.waited
+        self.checked_out(wait, True, was_idle)
 
 
 # The hot path's methods above store what they change; reset opens a new file and retire
