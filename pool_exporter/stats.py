@@ -347,14 +347,26 @@ class PoolStats:
         return out
 
 
-class LockedPoolStats(PoolStats):
-    """PoolStats for free-threaded Python, where `+=` is not atomic: every update and every
-    snapshot under one lock. Reentrant, because a garbage-collected connection's checkin can
-    run inside another update on the same thread."""
+def gil_enabled() -> bool:
+    """Whether this Python runs with the GIL; a free-threaded build gets the locked variants
+    (LockedPoolStats, routes.LockedRoutes and their multiprocess ones)."""
+    return bool(getattr(sys, "_is_gil_enabled", lambda: True)())
 
-    def __init__(self) -> None:
+
+class Locking:
+    """The locked variants' one lock: made before the class's own __init__, which runs
+    updates already, and taken by each update that derive(cls, locked, ...) wraps. Reentrant,
+    because a garbage-collected connection's checkin can run inside another update on the
+    same thread."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._lock = threading.RLock()
-        super().__init__()
+        super().__init__(*args, **kwargs)
+
+
+class LockedPoolStats(Locking, PoolStats):
+    """PoolStats for free-threaded Python, where `+=` is not atomic: every update and every
+    snapshot under one lock."""
 
 
 def locked(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -382,5 +394,4 @@ derive(LockedPoolStats, locked, UNDER_LOCK)
 
 
 def new_stats() -> PoolStats:
-    gil = getattr(sys, "_is_gil_enabled", lambda: True)()
-    return PoolStats() if gil else LockedPoolStats()
+    return PoolStats() if gil_enabled() else LockedPoolStats()

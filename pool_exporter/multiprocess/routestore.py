@@ -13,8 +13,8 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from pool_exporter.routes import ROUTE_UPDATES, RouteCounts, Routes, gil_enabled
-from pool_exporter.stats import derive, locked
+from pool_exporter.routes import ROUTE_UPDATES, RouteCounts, Routes
+from pool_exporter.stats import Locking, derive, gil_enabled, locked
 
 from .layout import (
     ENTRY_LENGTH,
@@ -118,19 +118,9 @@ def _write_name(mapped: Any, ints: Values, entry: int, name: str) -> None:
     ints[entry + ENTRY_LENGTH] = len(data)
 
 
-class LockedStoredRoutes(StoredRoutes):
-    """StoredRoutes for free-threaded Python: `began` and `ended` (and the stores after them)
-    under one reentrant lock, as routes.LockedRoutes."""
-
-    def __init__(
-        self,
-        route: Callable[[], object],
-        max_routes: int,
-        hook_failed: Callable[[str, BaseException], None],
-        stats: MultiprocessPoolStats,
-    ) -> None:
-        self._lock = threading.RLock()
-        super().__init__(route, max_routes, hook_failed, stats)
+class LockedStoredRoutes(Locking, StoredRoutes):
+    """StoredRoutes for free-threaded Python: `began`, `ended` and `totals` (and the stores
+    of the first two) under one lock, as routes.LockedRoutes."""
 
 
 derive(LockedStoredRoutes, locked, ROUTE_UPDATES)

@@ -15,14 +15,13 @@ import itertools
 import logging
 import mmap
 import os
-import sys
 import threading
 from bisect import bisect_left
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pool_exporter import fork
-from pool_exporter.stats import UNDER_LOCK, UPDATES, PoolStats, derive, locked
+from pool_exporter.stats import UNDER_LOCK, UPDATES, Locking, PoolStats, derive, gil_enabled, locked
 
 from . import filenames, files, header, layout, liveness, slots
 from .storeall import Values, store_all, views
@@ -261,15 +260,9 @@ def _then_store(method: Callable[..., Any]) -> Callable[..., Any]:
 derive(MultiprocessPoolStats, _then_store, (u for u in UPDATES if u not in _STORE_THEMSELVES))
 
 
-class LockedMultiprocessPoolStats(MultiprocessPoolStats):
+class LockedMultiprocessPoolStats(Locking, MultiprocessPoolStats):
     """MultiprocessPoolStats for free-threaded Python, where an attribute `+=` and the store
-    after it are not atomic: every update under one reentrant lock (see LockedPoolStats)."""
-
-    def __init__(
-        self, name: str, info: dict[str, str], directory: str, route_entries: int = 0
-    ) -> None:
-        self._lock = threading.RLock()
-        super().__init__(name, info, directory, route_entries)
+    after it are not atomic: every update and every snapshot under one lock (stats.Locking)."""
 
 
 derive(LockedMultiprocessPoolStats, locked, UNDER_LOCK)
@@ -279,6 +272,5 @@ def new_stats(
     name: str, info: dict[str, str], directory: str, route_entries: int = 0
 ) -> MultiprocessPoolStats:
     """A pool's stats in this worker's file (`route_entries`: room for that many routes)."""
-    gil = getattr(sys, "_is_gil_enabled", lambda: True)()
-    kind = MultiprocessPoolStats if gil else LockedMultiprocessPoolStats
+    kind = MultiprocessPoolStats if gil_enabled() else LockedMultiprocessPoolStats
     return kind(name, info, directory, route_entries)
