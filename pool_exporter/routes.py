@@ -13,7 +13,7 @@ always add up to the pool's totals, and no served series ever goes down (see Rou
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from .metrics import NO_ROUTE, OTHER_ROUTES
@@ -29,6 +29,8 @@ ROUTE_CHARS = 100
 ROUTE_BYTES = 128
 # The most max_routes may be: what a multiprocess stats file has room for.
 MAX_ROUTES = 50
+# instrument()'s max_routes.
+DEFAULT_MAX_ROUTES = 20
 
 Totals = tuple[int, float, int]
 """(checkouts, connection-seconds held, waited checkouts) of one route."""
@@ -39,6 +41,18 @@ RouteTotals = tuple[dict[str, Totals], Totals]
 
 def add(a: Totals, b: Totals) -> Totals:
     return (a[0] + b[0], a[1] + b[1], a[2] + b[2])
+
+
+def sum_by_name(tables: Iterable[RouteTotals]) -> RouteTotals:
+    """Several workers' (or an archive's) counts by route added up: by route name, and the
+    routes not kept by name together."""
+    named: dict[str, Totals] = {}
+    rest = ZERO
+    for their_named, their_rest in tables:
+        for name, totals in their_named.items():
+            named[name] = add(named.get(name, ZERO), totals)
+        rest = add(rest, their_rest)
+    return named, rest
 
 
 class RouteCounts:

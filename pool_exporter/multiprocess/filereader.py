@@ -15,7 +15,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
-from pool_exporter.routes import RouteTotals, Totals
+from pool_exporter.routes import ZERO, RouteTotals, Totals, add
 from pool_exporter.stats import FIELDS, Capacity, Histogram, PoolStats
 
 from . import layout
@@ -129,14 +129,10 @@ class Decoder:
                 start = 8 * (entry + layout.ENTRY_NAME)
                 name = bytes(raw[start : start + length]).decode("utf-8")
             except (ValueError, UnicodeDecodeError):
-                rest = _plus(rest, found)
+                rest = add(rest, found)
                 continue
-            named[name] = _plus(named.get(name, (0, 0.0, 0)), found)
+            named[name] = add(named.get(name, ZERO), found)
         return named, rest
-
-
-def _plus(a: Totals, b: Totals) -> Totals:
-    return (a[0] + b[0], a[1] + b[1], a[2] + b[2])
 
 
 def _copies(mine: Mapping[str, Any], theirs: Mapping[str, Any]) -> list[tuple[int, int, bool]]:
