@@ -209,14 +209,9 @@ def add_total_samples(
     }
     for metric, value in counters.items():
         f[metric.name].add_metric([pool], value)
-    waits = {
-        m.SUCCESS: s.wait,
-        m.TIMED_OUT: s.wait_timeout,
-        m.CANCELLED: s.wait_cancelled,
-        m.FAILED: s.wait_error,
-    }
-    for outcome, wait in waits.items():
-        buckets = bucket_rows(wait, latest.get(WAIT_SERIES[outcome]))
+    for outcome, series in WAIT_SERIES.items():  # each outcome's wait: a PoolStats field
+        wait: Histogram = getattr(s, series)
+        buckets = bucket_rows(wait, latest.get(series))
         f[m.CHECKOUT_WAIT.name].add_metric([pool, outcome], buckets, wait.sum)
     for metric, (buckets, total) in histograms.items():
         f[metric.name].add_metric([pool], buckets, total)
