@@ -203,20 +203,8 @@ def create(stats_path: str) -> mmap.mmap:
     pid, token = int(match.group(1)), match.group(2)
     # Not an exemplar file's name until it is complete; a reader removes it if this process
     # exits before (filenames.UNFINISHED_STATS_FILE).
-    fd, tmp = files.create_temporary(directory, filenames.unfinished_prefix(pid, token))
-    try:
-        try:
-            # Reserved now: a full filesystem is this OSError, not a SIGBUS at the first store.
-            os.posix_fallocate(fd, 0, FILE_BYTES)
-            files.write_all(fd, header())
-            mapped = mmap.mmap(fd, FILE_BYTES)
-        finally:
-            os.close(fd)
-        os.rename(tmp, os.path.join(directory, filenames.exemplar_file(name)))
-    except BaseException:
-        files.remove(tmp)
-        raise
-    return mapped
+    path = os.path.join(directory, filenames.exemplar_file(name))
+    return files.create_mapped(path, filenames.unfinished_prefix(pid, token), FILE_BYTES, header())
 
 
 class FileExemplars(Exemplars):

@@ -121,26 +121,16 @@ class MultiprocessPoolStats(PoolStats):
         pid = fork.this_process()
         worker = slots.label(self.directory, pid, token)  # under the liveness lock, for life
         path = os.path.join(self.directory, filenames.stats_file(pid, token, self._seq))
-        # Not a stats file name: a reader never sees the file before it is complete.
-        fd, tmp = files.create_temporary(self.directory, filenames.unfinished_prefix(pid, token))
-        try:
-            try:
-                # Reserved now, so a full filesystem is this OSError rather than a SIGBUS at
-                # the first store into a page the filesystem cannot provide.
-                os.posix_fallocate(fd, 0, self.shape.file_bytes)
-                page = header.encode(self.name, self.info, pid, token, worker, shape=self.shape)
-                files.write_all(fd, page)
-                mapped = mmap.mmap(fd, self.shape.file_bytes)
-            finally:
-                os.close(fd)
+        page = header.encode(self.name, self.info, pid, token, worker, shape=self.shape)
+
+        def fill(mapped: mmap.mmap) -> None:  # every value, before a reader can see the file
             ints, floats = views(mapped, self.shape.slots)
             store_all(self, ints, floats, self.active)
             if self.routes is not None:
                 self.routes.store(mapped, ints, floats)
-            os.rename(tmp, path)
-        except BaseException:
-            files.remove(tmp)
-            raise
+
+        prefix = filenames.unfinished_prefix(pid, token)  # a reader removes it if we exit
+        mapped = files.create_mapped(path, prefix, self.shape.file_bytes, page, fill)
         return mapped, path
 
     def _failed(self, exc: Exception) -> None:
