@@ -38,8 +38,8 @@ class PoolSource:
         name: str,
         stats: PoolStats,
         info: dict[str, str],
-        routes: Routes | None = None,
-        exemplars: Exemplars | None = None,
+        routes: Routes | None,
+        exemplars: Exemplars,
     ) -> None:
         self.name = name
         self.stats = stats
@@ -101,9 +101,8 @@ class PoolCollector(Collector):
         for source in sources:
             # a copy, so the families below agree; not atomic (see PoolStats.snapshot)
             stats = source.stats.snapshot()
-            latest = source.exemplars.snapshot() if source.exemplars is not None else None
             add_worker_samples(found, source.name, stats, dict(source.info))
-            add_total_samples(found, source.name, stats, latest)
+            add_total_samples(found, source.name, stats, source.exemplars.snapshot())
             if source.routes is not None:
                 add_route_samples(found, source.name, source.routes.serve())
         yield from found.values()
