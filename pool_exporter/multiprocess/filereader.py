@@ -33,11 +33,26 @@ def _doubles(fields: Mapping[str, Mapping[str, Any]]) -> tuple[int, ...]:
 _DOUBLES = _doubles(layout.SLOT_MAP)
 
 
+def _absent() -> list[float]:
+    """This version's slots as a reader takes them from a file that lacks every value: what
+    a new pool's stats hold (0, but -1 for a pool_recycle not set, as PoolStats has it)."""
+    fresh = PoolStats()
+    out: list[float] = [0] * layout.SLOTS
+    for field in FIELDS:
+        if field.kind != "histogram" and not field.keys:
+            out[OFFSETS[field.name]] = getattr(fresh, field.name)
+    return out
+
+
+_ABSENT = _absent()
+
+
 class Decoder:
     """How the slots of a file of one shape become this version's: as they are for this
-    version's files; by name for another's, where a value the file lacks, a key it does not
-    have and a histogram with other buckets are zero, and a value this version does not know
-    is left out."""
+    version's files; by name for another's, where a value the file lacks is what a new
+    PoolStats holds (_absent: a setting it predates is not set), a key it does not have and a
+    histogram with other buckets are zero, and a value this version does not know is left
+    out."""
 
     __slots__ = (
         "_capacity_flag",
@@ -87,7 +102,7 @@ class Decoder:
             for i in _DOUBLES:
                 out[i] = doubles[i]
             return out
-        out = [0] * layout.SLOTS
+        out = list(_ABSENT)
         for to, at, double in self._copies:
             out[to] = doubles[at] if double else ints[at]
         flag = self._capacity_flag
