@@ -102,7 +102,8 @@ def valid(traced: Traced, bounds: Sequence[float], bucket: int) -> bool:
 
 
 Latest = dict[str, list[Traced | None]]
-"""Per histogram (WAIT, HOLD), per bucket (+Inf's last), the latest exemplar or None."""
+"""Per histogram (BOUNDS' names: each outcome's wait, and the hold), per bucket (+Inf's
+last), the latest exemplar or None."""
 
 
 def empty() -> Latest:

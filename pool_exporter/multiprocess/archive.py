@@ -2,14 +2,13 @@
 
 `pool_exporter_archive.json` holds, per pool, the summed counters and histograms of every
 stats file folded into it, its counts by route (for pools that count them), and the names of
-the folded files that may still exist. Folding
-happens under an exclusive flock on `pool_exporter_archive.lock` (the readers take turns):
-the new archive is written aside (under an unpredictable name, every byte checked), fsynced,
-read back and compared, renamed over the old one, and only then are the folded files
-deleted. A full disk therefore leaves the old archive and the files: nothing is lost. A
-reader killed at any step leaves either the old archive and the files (nothing counted yet),
-or the new archive listing files it still finds (counted once: the next fold deletes them
-without adding them again).
+the folded files that may still exist. Folding happens under an exclusive flock on
+`pool_exporter_archive.lock` (the readers take turns): the new archive is written aside (under
+an unpredictable name, every byte checked), fsynced, read back and compared, renamed over the
+old one, and only then are the folded files deleted. A full disk therefore leaves the old
+archive and the files: nothing is lost. A reader killed at any step leaves either the old
+archive and the files (nothing counted yet), or the new archive listing files it still finds
+(counted once: the next fold deletes them without adding them again).
 """
 
 from __future__ import annotations

@@ -1,18 +1,17 @@
 """Scrape-time view of a multiprocess directory: fold the exited workers, read the live ones.
 
 Per scrape, under the archive lock (archive.py): drop the prometheus-client gauges of dead
-processes (liveness.py), remove the temporary files of exited writers, fold the stats files
-of exited workers into the archive and delete them, then read the live workers' stats files
-(with pread: a file truncated meanwhile is skipped, never a SIGBUS). A worker whose lock
-cannot be tried is neither live nor exited: its counters are read where they are, never
-folded. Pool metrics are built by the same mapping the
-in-process collector uses (collector.py): counters and histograms summed over the archive and
-every live worker, gauges one series per live worker (`worker`, its slot: slots.py; the
-per-worker families come as rendered.Rendered, see workergauges.py). The application's own
-prometheus-client metrics (*.db) are merged by prometheus-client. The work is bounded by the
-live workers: an exited worker costs one fold, once. A worker's exemplar file of a pool
-(exemplarfile.py) is read beside its stats file, and the newest exemplar of each bucket among
-the workers is served; an exited worker's is removed.
+processes (liveness.py), remove the temporary files of exited writers, fold the stats files of
+exited workers into the archive and delete them, then read the live workers' stats files (with
+pread: a file truncated meanwhile is skipped, never a SIGBUS). A worker whose lock cannot be
+tried is neither live nor exited: its counters are read where they are, never folded. Pool
+metrics are built by the same mapping the in-process collector uses (collector.py): counters
+and histograms summed over the archive and every live worker, gauges one series per live
+worker (`worker`, its slot: slots.py; the per-worker families come as rendered.Rendered, see
+workergauges.py). The application's own prometheus-client metrics (*.db) are merged by
+prometheus-client. The work is bounded by the live workers: an exited worker costs one fold,
+once. A worker's exemplar file of a pool (exemplarfile.py) is read beside its stats file, and
+the newest exemplar of each bucket among the workers is served; an exited worker's is removed.
 
 Counts by route (`instrument(engine, route=...)`) are summed by route name over the archive
 and every live worker, and a RouteCap per pool (routes.py), kept from scrape to scrape,
