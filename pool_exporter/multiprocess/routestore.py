@@ -58,8 +58,8 @@ class StoredRoutes(Routes):
         self.untracked = RouteCounts(self.region)
 
     def began(self, record: Any, waited: bool) -> None:
-        # Routes.began's, inline, then the stores: calling it instead costs a checkout more
-        # than the stores do (1,380 bytecodes a cycle against 1,367, bench/bytecodes.py's
+        # Routes.began's code inline, then the stores: calling Routes.began would cost more
+        # than the stores themselves (1,380 bytecodes a cycle against 1,367: bench/bytecodes.py's
         # route variant in multiprocess mode).
         try:
             value = self.route()
