@@ -135,7 +135,7 @@ def measure(variant: str, cycles: int, repeats: int) -> tuple[float, float]:
             stats = recording_stats(provider, use_time=variant != "sdk-wait-histogram")
             # the module (pool_exporter.instrument is the function of that name)
             module = importlib.import_module("pool_exporter.instrument")
-            module._new_stats = lambda name, info, stats=stats: stats
+            module._new_stats = lambda *_, stats=stats: stats  # whatever instrument() passes
         elif variant == "pool-exporter+otel":
             provider, reader = provider_and_reader(variant)
         pool_exporter.instrument(engine, name="bench")
@@ -186,7 +186,7 @@ def interleaved(cycles: int, turns: int) -> dict[str, float]:
         if variant == "sdk-histograms":
             original = module._new_stats
             stats = recording_stats(provider, use_time=True)
-            module._new_stats = lambda name, info, stats=stats: stats
+            module._new_stats = lambda *_, stats=stats: stats  # whatever instrument() passes
             pool_exporter.instrument(engine, name=variant)
             module._new_stats = original
         elif variant != "baseline":

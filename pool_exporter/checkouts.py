@@ -5,8 +5,8 @@ checkouts still out (who holds each, since when), and the one watcher thread per
 stats what changed state; it keeps the checkouts out, the oldest and the ones the garbage
 collector returned, and hands a checkout that waited to the pool's exemplars (exemplars.py).
 With a threshold, `LongCheckoutTracker` also keeps each checkout's `Borrow` (what it records
-about its borrower) and reports the long ones; `Watcher` is the
-thread that finds those held past their threshold.
+about its borrower) and reports the long ones; `Watcher` is the thread that finds those held
+past their threshold.
 """
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ class Borrow:
         self.ident = threading.get_ident()
         # sys._getframe walks frame objects without formatting them, unlike traceback's
         # extract_stack, which reads source lines for the whole stack. It starts past this
-        # frame, CheckoutTracker.checked_out's and the checkout wrapper's.
+        # frame, LongCheckoutTracker.checked_out's and the checkout wrapper's.
         frame: FrameType | None = sys._getframe(3)
         skipped = _skipped
         while frame is not None:

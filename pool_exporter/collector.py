@@ -38,8 +38,8 @@ class PoolSource:
         name: str,
         stats: PoolStats,
         info: dict[str, str],
-        routes: Routes | None = None,
-        exemplars: Exemplars | None = None,
+        routes: Routes | None,
+        exemplars: Exemplars,
     ) -> None:
         self.name = name
         self.stats = stats
@@ -101,9 +101,8 @@ class PoolCollector(Collector):
         for source in sources:
             # a copy, so the families below agree; not atomic (see PoolStats.snapshot)
             stats = source.stats.snapshot()
-            latest = source.exemplars.snapshot() if source.exemplars is not None else None
             add_worker_samples(found, source.name, stats, dict(source.info))
-            add_total_samples(found, source.name, stats, latest)
+            add_total_samples(found, source.name, stats, source.exemplars.snapshot())
             if source.routes is not None:
                 add_route_samples(found, source.name, source.routes.serve())
         yield from found.values()
@@ -209,14 +208,9 @@ def add_total_samples(
     }
     for metric, value in counters.items():
         f[metric.name].add_metric([pool], value)
-    waits = {
-        m.SUCCESS: s.wait,
-        m.TIMED_OUT: s.wait_timeout,
-        m.CANCELLED: s.wait_cancelled,
-        m.FAILED: s.wait_error,
-    }
-    for outcome, wait in waits.items():
-        buckets = bucket_rows(wait, latest.get(WAIT_SERIES[outcome]))
+    for outcome, series in WAIT_SERIES.items():  # each outcome's wait: a PoolStats field
+        wait: Histogram = getattr(s, series)
+        buckets = bucket_rows(wait, latest.get(series))
         f[m.CHECKOUT_WAIT.name].add_metric([pool, outcome], buckets, wait.sum)
     for metric, (buckets, total) in histograms.items():
         f[metric.name].add_metric([pool], buckets, total)

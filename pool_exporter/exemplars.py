@@ -45,7 +45,8 @@ OUTCOMES: dict[str, str] = {
 
 # The histograms an exemplar can annotate, by the name of the PoolStats field that counts
 # them (a multiprocess exemplar file maps its records by these names too), and their bounds:
-# the wait's series of each outcome, and the hold.
+# the wait's series of each outcome (the collector serves each outcome's from its field
+# here), and the hold.
 WAIT_SERIES: dict[str, str] = {
     metrics.SUCCESS: "wait",
     metrics.TIMED_OUT: "wait_timeout",
@@ -101,7 +102,8 @@ def valid(traced: Traced, bounds: Sequence[float], bucket: int) -> bool:
 
 
 Latest = dict[str, list[Traced | None]]
-"""Per histogram (WAIT, HOLD), per bucket (+Inf's last), the latest exemplar or None."""
+"""Per histogram (BOUNDS' names: each outcome's wait, and the hold), per bucket (+Inf's
+last), the latest exemplar or None."""
 
 
 def empty() -> Latest:

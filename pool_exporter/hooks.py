@@ -189,10 +189,8 @@ class Hooks:
         """A pool's `connect()` that counts the caller waiting, the wait and the outcome."""
         if self.routes is not None:
             return self._wrap_connect_routed(original, self.routes)
-        enter, failed = self.stats.enter, self.stats.failed
-        checked_out = self.tracker.checked_out
-        hook_failed, reason = self.hook_failed, self.reason
-        failed_traced = self.tracker.exemplars.failed
+        enter, checked_out = self.stats.enter, self.tracker.checked_out
+        hook_failed, checkout_failed = self.hook_failed, self._checkout_failed
 
         def connect() -> Any:
             since = perf_counter()
@@ -204,15 +202,7 @@ class Hooks:
             try:
                 fairy = original()
             except BaseException as exc:
-                # Observed under its outcome: the wait the caller had before it gave up or
-                # failed. The current span hears of it (exemplars.py), as it hears of a
-                # waited checkout from the tracker's _waited_out: only those two paths read it.
-                try:
-                    why, waited = reason(exc), perf_counter() - since
-                    failed(why, waited)
-                    failed_traced(why, waited)
-                except Exception as hook_exc:
-                    hook_failed("checkout", hook_exc)
+                checkout_failed(exc, since)
                 raise
             try:
                 # the public fairy.record_info is a property chain that costs a tenth of the
@@ -229,10 +219,8 @@ class Hooks:
         self, original: Callable[[], Any], routes: Routes
     ) -> Callable[[], Any]:
         """wrap_connect's connect(), also counting each checkout under its route."""
-        enter, failed = self.stats.enter, self.stats.failed
-        checked_out, began = self.tracker.checked_out, routes.began
-        hook_failed, reason = self.hook_failed, self.reason
-        failed_traced = self.tracker.exemplars.failed
+        enter, checked_out, began = self.stats.enter, self.tracker.checked_out, routes.began
+        hook_failed, checkout_failed = self.hook_failed, self._checkout_failed
 
         def connect() -> Any:
             since = perf_counter()
@@ -244,12 +232,7 @@ class Hooks:
             try:
                 fairy = original()
             except BaseException as exc:
-                try:
-                    why, waited = reason(exc), perf_counter() - since
-                    failed(why, waited)
-                    failed_traced(why, waited)
-                except Exception as hook_exc:
-                    hook_failed("checkout", hook_exc)
+                checkout_failed(exc, since)
                 raise
             try:
                 record = fairy._connection_record
@@ -262,6 +245,20 @@ class Hooks:
 
         connect.__wrapped__ = original  # type: ignore[attr-defined]
         return connect
+
+    def _checkout_failed(self, exc: BaseException, since: float) -> None:
+        """Both checkout wrappers' path when the pool's connect() raised `exc` to a caller that
+        entered at perf_counter() `since`: the wait it had before it gave up or failed,
+        observed under its outcome. The current span hears of it (exemplars.py), as it hears
+        of a waited checkout from the tracker's _waited_out: only those two paths read it. A
+        method of its own, as the failure is rare: the wrappers keep only the common case
+        inline."""
+        try:
+            why, waited = self.reason(exc), perf_counter() - since
+            self.stats.failed(why, waited)
+            self.tracker.exemplars.failed(why, waited)
+        except Exception as hook_exc:
+            self.hook_failed("checkout", hook_exc)
 
     # -- the paths only some checkouts take: wrapped apart, so the others pay nothing --------
 

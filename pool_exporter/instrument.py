@@ -25,7 +25,7 @@ from .collector import PoolSource, collector_for
 from .exemplars import Exemplars
 from .follow import PoolFollower
 from .hooks import HookErrors, Hooks
-from .routes import MAX_ROUTES, TRACKED_PER_SERIES, Routes, new_routes
+from .routes import DEFAULT_MAX_ROUTES, MAX_ROUTES, TRACKED_PER_SERIES, Routes, new_routes
 from .stats import PoolStats, new_stats
 
 _handles: weakref.WeakKeyDictionary[Engine, PoolInstrumentation] = weakref.WeakKeyDictionary()
@@ -41,7 +41,7 @@ def instrument(
     dispose_on_fork: bool = False,
     long_checkout_threshold: float | None = None,
     route: Callable[[], str | None] | None = None,
-    max_routes: int = 20,
+    max_routes: int = DEFAULT_MAX_ROUTES,
 ) -> PoolInstrumentation:
     """Export the pool metrics of `engine` (an `Engine` or `AsyncEngine`).
 
@@ -212,7 +212,7 @@ class PoolInstrumentation:
         dispose_on_fork: bool,
         long_checkout_threshold: float | None = None,
         route: Callable[[], str | None] | None = None,
-        max_routes: int = 20,
+        max_routes: int = DEFAULT_MAX_ROUTES,
     ) -> None:
         self.engine = engine
         self.long_checkout_threshold = long_checkout_threshold

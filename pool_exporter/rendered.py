@@ -10,8 +10,8 @@ written that way without building a sample; the samples of every other family fi
 cached lines by name and labels (`_Cache`), except where the encoder does more than write one
 line per sample in order (timestamps, the text format's moving of `_created` samples): those
 families are written by the encoder itself. An exemplar is appended to its sample's line by
-prometheus-client's own function. The output is the
-encoder's, byte for byte (tests/test_rendered.py).
+prometheus-client's own function. The output is the encoder's, byte for byte
+(tests/test_rendered.py).
 
 Content negotiation is prometheus-client's (`choose_encoder`); the cached lines are the chosen
 encoder's own, so they follow its escaping. An encoder this module does not know (a future

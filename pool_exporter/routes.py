@@ -12,13 +12,12 @@ always add up to the pool's totals, and no served series ever goes down (see Rou
 
 from __future__ import annotations
 
-import sys
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from .metrics import NO_ROUTE, OTHER_ROUTES
-from .stats import derive, locked
+from .stats import Locking, derive, gil_enabled, locked
 
 # What a process keeps by name, per series the exposition may serve: room for routes that
 # become busy after others were seen first, within a bound user input cannot raise.
@@ -30,6 +29,8 @@ ROUTE_CHARS = 100
 ROUTE_BYTES = 128
 # The most max_routes may be: what a multiprocess stats file has room for.
 MAX_ROUTES = 50
+# instrument()'s max_routes.
+DEFAULT_MAX_ROUTES = 20
 
 Totals = tuple[int, float, int]
 """(checkouts, connection-seconds held, waited checkouts) of one route."""
@@ -40,6 +41,18 @@ RouteTotals = tuple[dict[str, Totals], Totals]
 
 def add(a: Totals, b: Totals) -> Totals:
     return (a[0] + b[0], a[1] + b[1], a[2] + b[2])
+
+
+def sum_by_name(tables: Iterable[RouteTotals]) -> RouteTotals:
+    """Several workers' (or an archive's) counts by route added up: by route name, and the
+    routes not kept by name together."""
+    named: dict[str, Totals] = {}
+    rest = ZERO
+    for their_named, their_rest in tables:
+        for name, totals in their_named.items():
+            named[name] = add(named.get(name, ZERO), totals)
+        rest = add(rest, their_rest)
+    return named, rest
 
 
 class RouteCounts:
@@ -146,28 +159,14 @@ class Routes:
         return self.cap.serve(*self.totals())
 
 
-class LockedRoutes(Routes):
-    """Routes for free-threaded Python, where `+=` is not atomic: `began` and `ended` under
-    one lock, reentrant as LockedPoolStats' (a garbage-collected connection's checkin can run
-    inside another update on the same thread)."""
-
-    def __init__(
-        self,
-        route: Callable[[], object],
-        max_routes: int,
-        hook_failed: Callable[[str, BaseException], None],
-    ) -> None:
-        self._lock = threading.RLock()
-        super().__init__(route, max_routes, hook_failed)
+class LockedRoutes(Locking, Routes):
+    """Routes for free-threaded Python, where `+=` is not atomic: `began`, `ended` and
+    `totals` under one lock (stats.Locking)."""
 
 
 # The updates of a process's counts by route, which a locked variant runs under its lock.
 ROUTE_UPDATES = ("began", "ended", "totals")
 derive(LockedRoutes, locked, ROUTE_UPDATES)
-
-
-def gil_enabled() -> bool:
-    return bool(getattr(sys, "_is_gil_enabled", lambda: True)())
 
 
 def new_routes(

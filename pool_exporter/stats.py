@@ -77,9 +77,9 @@ class Field:
 
 # Every number PoolStats keeps, in storage order. A new PoolStats attribute is added here (and
 # written in reset()); the multiprocess store, its archive and the reader follow this list.
-# Multiprocess mode stores every field after each rare update; its four hot-path methods
-# (enter, checked_out, checked_in and oldest_changed in multiprocess/store.py) store only what
-# they change, so one that changes a new field stores it there too
+# Multiprocess mode stores every field after each rare update; its hot-path methods (enter,
+# checked_out, waited_out, checked_in and oldest_changed in multiprocess/store.py) store only
+# what they change, so one that changes a new field stores it there too
 # (tests/test_multiprocess_store.py compares every field after every update).
 FIELDS: tuple[Field, ...] = (
     Field("in_use", "gauge"),
@@ -244,15 +244,11 @@ class PoolStats:
     def waited_out(self, wait: float, was_idle: bool) -> None:
         """A checkout succeeded that found no idle connection in the pool: it waited for one
         to come back (`was_idle`: it was idle in the pool by the time it was taken) or for a
-        new one to open. Apart from `checked_out` so that the checkouts that did not wait
-        pay nothing for telling the two apart."""
-        self.waiting -= 1
-        self.checkouts += 1
+        new one to open: counted as waited, then as `checked_out` counts a first checkout.
+        Apart from `checked_out` so that the checkouts that did not wait pay nothing for
+        telling the two apart."""
         self.waited += 1
-        self.in_use += 1
-        if was_idle:
-            self.idle -= 1
-        self.wait.observe(wait)
+        self.checked_out(wait, True, was_idle)
 
     def failed(self, reason: str, wait: float) -> None:
         """A checkout failed after `wait` seconds, for `reason`."""
@@ -351,14 +347,26 @@ class PoolStats:
         return out
 
 
-class LockedPoolStats(PoolStats):
-    """PoolStats for free-threaded Python, where `+=` is not atomic: every update and every
-    snapshot under one lock. Reentrant, because a garbage-collected connection's checkin can
-    run inside another update on the same thread."""
+def gil_enabled() -> bool:
+    """Whether this Python runs with the GIL; a free-threaded build gets the locked variants
+    (LockedPoolStats, routes.LockedRoutes and their multiprocess ones)."""
+    return bool(getattr(sys, "_is_gil_enabled", lambda: True)())
 
-    def __init__(self) -> None:
+
+class Locking:
+    """The locked variants' one lock: made before the class's own __init__, which runs
+    updates already, and taken by each update that derive(cls, locked, ...) wraps. Reentrant,
+    because a garbage-collected connection's checkin can run inside another update on the
+    same thread."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._lock = threading.RLock()
-        super().__init__()
+        super().__init__(*args, **kwargs)
+
+
+class LockedPoolStats(Locking, PoolStats):
+    """PoolStats for free-threaded Python, where `+=` is not atomic: every update and every
+    snapshot under one lock."""
 
 
 def locked(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -386,5 +394,4 @@ derive(LockedPoolStats, locked, UNDER_LOCK)
 
 
 def new_stats() -> PoolStats:
-    gil = getattr(sys, "_is_gil_enabled", lambda: True)()
-    return PoolStats() if gil else LockedPoolStats()
+    return PoolStats() if gil_enabled() else LockedPoolStats()

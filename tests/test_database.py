@@ -15,9 +15,11 @@ from prometheus_client import CollectorRegistry, generate_latest
 from pool_exporter import metrics as m
 from pool_exporter.sidecar.database import (
     DatabaseCollector,
+    Row,
+    busiest_applications,
     fold_ages,
-    fold_applications,
     fold_roles,
+    fold_rows,
 )
 
 from .support import pg_limits
@@ -227,6 +229,13 @@ def test_only_the_busiest_application_names_get_series_and_the_sum_stays_exact(
         [promtool, "check", "metrics"], input=text, capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def fold_applications(rows: list[Row], limit: int) -> tuple[list[Row], int]:
+    """The rows as the collector serves them with a cap of `limit` names, and how many
+    distinct names there were."""
+    kept, names = busiest_applications(rows, limit)
+    return fold_rows(rows, kept), names
 
 
 def test_ties_at_the_cap_go_to_the_name_that_sorts_first_whatever_the_row_order() -> None:

@@ -104,6 +104,8 @@ def test_files_of_the_previous_and_the_next_layout_are_read_and_folded_at_exit(
     assert pids(samples) == {worker}
     # The in-memory SQLite pool has no capacity; the two fixtures' queue pools do.
     assert sorted(v for n, _, v in samples if n == "sqlalchemy_pool_size") == [4, 5]
+    # Neither fixture's layout stores pool_recycle: not set, rather than set to 0.
+    assert [s for s in samples if s[0] == "sqlalchemy_pool_recycle_seconds"] == []
     kill9(worker)
     for reader in (collector, WorkersCollector(str(tmp_path))):
         samples = scrape_within(reader)

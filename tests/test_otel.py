@@ -8,7 +8,6 @@ import logging
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from pool_exporter import metrics as m
 from pool_exporter import otel
 from pool_exporter.instrument import PoolInstrumentation
 from tests.support.exposition import scrape
+from tests.support.procs import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -108,13 +108,6 @@ def expected_from_prometheus(registry: CollectorRegistry, pool: str) -> Points:
     return out
 
 
-def wait_for(condition: Callable[[], bool], seconds: float = 10.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.005)
-
-
 def test_each_instrument_equals_the_prometheus_sample_with_connections_used_idle_and_waiting(
     reader: InMemoryMetricReader,
     registry: CollectorRegistry,
@@ -147,7 +140,7 @@ def test_each_instrument_equals_the_prometheus_sample_with_connections_used_idle
         out += [engine.connect() for _ in range(2)]
         for t in waiters:
             t.start()
-        wait_for(lambda: handle.stats.waiting == 2)
+        wait_until(lambda: handle.stats.waiting == 2, what="two callers waiting")
         points = collect(reader)
         assert of_pool(points, "otel-app") == expected_from_prometheus(registry, "otel-app")
         assert points[("db.client.connection.count", app("used"))] == 3

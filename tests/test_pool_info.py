@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-import time
 from typing import Any
 
 import pytest
@@ -14,6 +13,7 @@ from prometheus_client import CollectorRegistry
 
 import pool_exporter
 from tests.support.exposition import scrape, value
+from tests.support.procs import wait_until
 
 OPENING = "sqlalchemy_pool_opening_connections"
 
@@ -111,9 +111,7 @@ def test_a_connection_being_opened_shows_until_the_driver_returns(
     callers = [threading.Thread(target=lambda: engine.connect().close()) for _ in range(2)]
     for t in callers:
         t.start()
-    deadline = time.monotonic() + 10
-    while value(registry, OPENING, pool="slow") < 2 and time.monotonic() < deadline:
-        time.sleep(0.005)
+    wait_until(lambda: value(registry, OPENING, pool="slow") >= 2, what="two connections opening")
     assert value(registry, OPENING, pool="slow") == 2
     assert value(registry, "sqlalchemy_pool_connects_total", pool="slow") == 0
     gate.set()

@@ -16,9 +16,11 @@ from sqlalchemy.ext.asyncio import create_async_engine
 import pool_exporter
 from tests.support.exposition import value
 from tests.support.pool_counts import waits
+from tests.support.procs import wait_until
 
 WAIT_BUCKET = "sqlalchemy_pool_checkout_wait_seconds_bucket"
 WAITED = "sqlalchemy_pool_waited_checkouts_total"
+WAITING = "sqlalchemy_pool_waiting_checkouts"
 
 
 def instrumented(registry: CollectorRegistry, url: str, **engine_options: Any) -> sa.Engine:
@@ -91,8 +93,7 @@ def test_a_caller_that_waits_for_a_connection_to_come_back_counts_as_waited(
 
     thread = threading.Thread(target=waiter)
     thread.start()
-    while value(registry, "sqlalchemy_pool_waiting_checkouts", pool="p") == 0:
-        time.sleep(0.005)
+    wait_until(lambda: value(registry, WAITING, pool="p") > 0, what="the caller to wait")
     assert not got.is_set()
     held.close()
     thread.join()
@@ -120,8 +121,7 @@ def test_a_connection_recycled_on_its_way_to_a_waiting_caller_still_counts_as_wa
     held = engine.connect()
     thread = threading.Thread(target=lambda: engine.connect().close())
     thread.start()
-    while value(registry, "sqlalchemy_pool_waiting_checkouts", pool="p") == 0:
-        time.sleep(0.005)
+    wait_until(lambda: value(registry, WAITING, pool="p") > 0, what="the caller to wait")
     time.sleep(1.1)  # past pool_recycle: the waiter's checkout closes and reopens it
     held.close()
     thread.join()

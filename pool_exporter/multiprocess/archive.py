@@ -2,14 +2,13 @@
 
 `pool_exporter_archive.json` holds, per pool, the summed counters and histograms of every
 stats file folded into it, its counts by route (for pools that count them), and the names of
-the folded files that may still exist. Folding
-happens under an exclusive flock on `pool_exporter_archive.lock` (the readers take turns):
-the new archive is written aside (under an unpredictable name, every byte checked), fsynced,
-read back and compared, renamed over the old one, and only then are the folded files
-deleted. A full disk therefore leaves the old archive and the files: nothing is lost. A
-reader killed at any step leaves either the old archive and the files (nothing counted yet),
-or the new archive listing files it still finds (counted once: the next fold deletes them
-without adding them again).
+the folded files that may still exist. Folding happens under an exclusive flock on
+`pool_exporter_archive.lock` (the readers take turns): the new archive is written aside (under
+an unpredictable name, every byte checked), fsynced, read back and compared, renamed over the
+old one, and only then are the folded files deleted. A full disk therefore leaves the old
+archive and the files: nothing is lost. A reader killed at any step leaves either the old
+archive and the files (nothing counted yet), or the new archive listing files it still finds
+(counted once: the next fold deletes them without adding them again).
 """
 
 from __future__ import annotations
@@ -26,7 +25,15 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pool_exporter.routes import MAX_ROUTES, TRACKED_PER_SERIES, RouteTotals, Totals
+from pool_exporter.routes import (
+    MAX_ROUTES,
+    TRACKED_PER_SERIES,
+    ZERO,
+    RouteTotals,
+    Totals,
+    add,
+    sum_by_name,
+)
 from pool_exporter.stats import FIELDS
 
 from .filereader import summed
@@ -310,20 +317,12 @@ def folded(
     for pool, slots, counted, limit in dead.values():
         rows.setdefault(pool, []).append(slots)
         if counted is not None:
-            routes[pool] = _add_routes(routes.get(pool), counted)
+            routes[pool] = sum_by_name([routes.get(pool, ({}, ZERO)), counted])
             limits[pool] = max(limits.get(pool, 0), limit)
     totals = {pool: _counted(summed(r)) for pool, r in rows.items()}
     names = {name for name in archive.folded if name in present} | set(dead)
     kept = {pool: _kept(r, (served or {}).get(pool, set())) for pool, r in routes.items()}
     return Archive(totals, names, kept, limits)
-
-
-def _add_routes(mine: RouteTotals | None, theirs: RouteTotals) -> RouteTotals:
-    named = dict(mine[0]) if mine is not None else {}
-    rest = mine[1] if mine is not None else (0, 0.0, 0)
-    for name, t in theirs[0].items():
-        named[name] = _plus(named.get(name, (0, 0.0, 0)), t)
-    return named, _plus(rest, theirs[1])
 
 
 def _kept(routes: RouteTotals, served: set[str]) -> RouteTotals:
@@ -334,12 +333,8 @@ def _kept(routes: RouteTotals, served: set[str]) -> RouteTotals:
     order = sorted(named, key=lambda n: (n not in served, -named[n][1], n))
     kept = {n: named[n] for n in order[:ROUTES_KEPT]}
     for name in order[ROUTES_KEPT:]:
-        rest = _plus(rest, named[name])
+        rest = add(rest, named[name])
     return kept, rest
-
-
-def _plus(a: Totals, b: Totals) -> Totals:
-    return (a[0] + b[0], a[1] + b[1], a[2] + b[2])
 
 
 # The slots an archive keeps: the counters' and the histograms'.

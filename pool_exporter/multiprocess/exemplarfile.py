@@ -5,12 +5,13 @@ same writer and the same liveness: a reader pairs the two by name and removes th
 file of an exited worker as it folds the stats file. It is made on the first exemplar, so a
 worker that never records one has none.
 
-Its header page is MAGIC, the length of a JSON text (8 bytes, little-endian), the text, then
-zeros up to HEADER_BYTES. The text says where each histogram's records are, by the names
-exemplars.BOUNDS uses, with its bounds: a reader of another version finds the records by name
-and leaves out a histogram whose buckets differ. Then one RECORD_BYTES record per bucket: the
-CRC-32 of the rest of the record, 4 bytes of padding, the trace id (16 bytes) and the span id
-(8 bytes) big-endian as W3C trace context writes them, the value and the Unix time (doubles).
+Its header page is of the stats file's kind (header.encode_page): MAGIC, the length of a JSON
+text (8 bytes, little-endian), the text, then zeros up to HEADER_BYTES. The text says where each
+histogram's records are, by the names exemplars.BOUNDS uses, with its bounds: a reader of
+another version finds the records by name and leaves out a histogram whose buckets differ.
+Then one RECORD_BYTES record per bucket: the CRC-32 of the rest of the record, 4 bytes of
+padding, the trace id (16 bytes) and the span id (8 bytes) big-endian as W3C trace context
+writes them, the value and the Unix time (doubles).
 
 A checksum rather than a sequence counter, because Python cannot order its stores into a
 mapping as a sequence lock needs: on a weakly ordered CPU a reader could see a record's bytes
@@ -22,7 +23,6 @@ whole against the process's other threads.
 
 from __future__ import annotations
 
-import json
 import mmap
 import os
 import struct
@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from pool_exporter.exemplars import BOUNDS, Entries, Exemplars, Traced, valid
 
 from . import filenames, files
+from .header import decode_page, encode_page
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -70,12 +71,11 @@ OFFSETS = {series: entry["at"] for series, entry in SERIES.items()}
 
 def header() -> bytes:
     """This version's header page."""
-    body = json.dumps(
-        {"version": VERSION, "records": RECORDS, "series": SERIES},
-        sort_keys=True,
-        separators=(",", ":"),
-    ).encode()
-    return (MAGIC + len(body).to_bytes(8, "little") + body).ljust(HEADER_BYTES, b"\0")
+    found = encode_page(
+        MAGIC, {"version": VERSION, "records": RECORDS, "series": SERIES}, HEADER_BYTES
+    )
+    assert found is not None  # a few hundred bytes
+    return found
 
 
 def encode(traced: Traced) -> bytes:
@@ -102,17 +102,7 @@ def _layout(data: bytes) -> tuple[int, dict[str, int]]:
     """From a file's content: how many records it has, and the first record of each histogram
     this version has with the same buckets; ValueError naming the problem when it is not an
     exemplar file's header, whatever the bytes are."""
-    if len(data) < HEADER_BYTES or data[:8] != MAGIC:
-        raise ValueError("not a pool-exporter exemplar file")
-    length = int.from_bytes(data[8:16], "little")
-    if not 0 < length <= HEADER_BYTES - 16:
-        raise ValueError("corrupt header")
-    try:
-        meta = json.loads(data[16 : 16 + length])
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        raise ValueError("corrupt header") from None
-    if not isinstance(meta, dict):
-        raise ValueError("corrupt header")
+    meta = decode_page(data, MAGIC, "exemplar file", HEADER_BYTES)
     records, series = meta.get("records"), meta.get("series")
     if not isinstance(records, int) or isinstance(records, bool) or not isinstance(series, dict):
         raise ValueError("corrupt header")
@@ -203,20 +193,8 @@ def create(stats_path: str) -> mmap.mmap:
     pid, token = int(match.group(1)), match.group(2)
     # Not an exemplar file's name until it is complete; a reader removes it if this process
     # exits before (filenames.UNFINISHED_STATS_FILE).
-    fd, tmp = files.create_temporary(directory, filenames.unfinished_prefix(pid, token))
-    try:
-        try:
-            # Reserved now: a full filesystem is this OSError, not a SIGBUS at the first store.
-            os.posix_fallocate(fd, 0, FILE_BYTES)
-            files.write_all(fd, header())
-            mapped = mmap.mmap(fd, FILE_BYTES)
-        finally:
-            os.close(fd)
-        os.rename(tmp, os.path.join(directory, filenames.exemplar_file(name)))
-    except BaseException:
-        files.remove(tmp)
-        raise
-    return mapped
+    path = os.path.join(directory, filenames.exemplar_file(name))
+    return files.create_mapped(path, filenames.unfinished_prefix(pid, token), FILE_BYTES, header())
 
 
 class FileExemplars(Exemplars):

@@ -15,7 +15,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
-from pool_exporter.routes import RouteTotals, Totals
+from pool_exporter.routes import ZERO, RouteTotals, Totals, add
 from pool_exporter.stats import FIELDS, Capacity, Histogram, PoolStats
 
 from . import layout
@@ -33,11 +33,26 @@ def _doubles(fields: Mapping[str, Mapping[str, Any]]) -> tuple[int, ...]:
 _DOUBLES = _doubles(layout.SLOT_MAP)
 
 
+def _absent() -> list[float]:
+    """This version's slots as a reader takes them from a file that lacks every value: what
+    a new pool's stats hold (0, but -1 for a pool_recycle not set, as PoolStats has it)."""
+    fresh = PoolStats()
+    out: list[float] = [0] * layout.SLOTS
+    for field in FIELDS:
+        if field.kind != "histogram" and not field.keys:
+            out[OFFSETS[field.name]] = getattr(fresh, field.name)
+    return out
+
+
+_ABSENT = _absent()
+
+
 class Decoder:
     """How the slots of a file of one shape become this version's: as they are for this
-    version's files; by name for another's, where a value the file lacks, a key it does not
-    have and a histogram with other buckets are zero, and a value this version does not know
-    is left out."""
+    version's files; by name for another's, where a value the file lacks is what a new
+    PoolStats holds (_absent: a setting it predates is not set), a key it does not have and a
+    histogram with other buckets are zero, and a value this version does not know is left
+    out."""
 
     __slots__ = (
         "_capacity_flag",
@@ -87,7 +102,7 @@ class Decoder:
             for i in _DOUBLES:
                 out[i] = doubles[i]
             return out
-        out = [0] * layout.SLOTS
+        out = list(_ABSENT)
         for to, at, double in self._copies:
             out[to] = doubles[at] if double else ints[at]
         flag = self._capacity_flag
@@ -129,14 +144,10 @@ class Decoder:
                 start = 8 * (entry + layout.ENTRY_NAME)
                 name = bytes(raw[start : start + length]).decode("utf-8")
             except (ValueError, UnicodeDecodeError):
-                rest = _plus(rest, found)
+                rest = add(rest, found)
                 continue
-            named[name] = _plus(named.get(name, (0, 0.0, 0)), found)
+            named[name] = add(named.get(name, ZERO), found)
         return named, rest
-
-
-def _plus(a: Totals, b: Totals) -> Totals:
-    return (a[0] + b[0], a[1] + b[1], a[2] + b[2])
 
 
 def _copies(mine: Mapping[str, Any], theirs: Mapping[str, Any]) -> list[tuple[int, int, bool]]:

@@ -6,9 +6,9 @@ would break a merge. So every `os.open` of the directory is here: nothing is ope
 a symlink or blocks on a FIFO, and only regular files are used (a reader also bounds their
 size, and reports every other one to `BadFiles`). A file is created under an unpredictable
 name with O_EXCL (nothing planted there in advance is opened), written completely or not at
-all, and renamed into place. A lock file is created where missing; a process takes one only
-when the file it locked is the one under the name (`lock`), and keeps it for its life
-(`LockFile`).
+all, and renamed into place (`create_mapped` for the workers' mapped files). A lock file is
+created where missing; a process takes one only when the file it locked is the one under the
+name (`lock`), and keeps it for its life (`LockFile`).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import contextlib
 import errno
 import fcntl
 import logging
+import mmap
 import os
 import stat
 import threading
@@ -49,6 +50,41 @@ def create_temporary(directory: str, prefix: str) -> tuple[int, str]:
         remove(path)
         raise
     return fd, path
+
+
+def create_mapped(
+    path: str,
+    prefix: str,
+    size: int,
+    page: bytes,
+    fill: Callable[[mmap.mmap], None] | None = None,
+) -> mmap.mmap:
+    """A new file of `size` bytes at `path`, starting with `page`, and its shared mapping.
+
+    It is made under a temporary name (create_temporary with `prefix`, in `path`'s directory),
+    its space reserved first (a full filesystem is an OSError here rather than a SIGBUS at the
+    first store into a page it cannot provide), `page` written whole, `fill` run on the
+    mapping, and only then renamed to `path`: a reader never sees it unfinished. Whatever
+    step fails, nothing is left behind."""
+    fd, tmp = create_temporary(os.path.dirname(path), prefix)
+    try:
+        try:
+            os.posix_fallocate(fd, 0, size)
+            write_all(fd, page)
+            mapped = mmap.mmap(fd, size)
+        finally:
+            os.close(fd)
+        try:
+            if fill is not None:
+                fill(mapped)
+            os.rename(tmp, path)
+        except BaseException:
+            mapped.close()
+            raise
+    except BaseException:
+        remove(tmp)
+        raise
+    return mapped
 
 
 def open_lock_file(path: str, *, writable: bool = False) -> int:

@@ -1,9 +1,10 @@
 """A stats file's header page: what its values belong to, and where each one is.
 
 The page is MAGIC, the length of a JSON text (8 bytes, little-endian), the text, then zeros up
-to layout.HEADER_BYTES. The text names the pool, its info labels, the writer's pid and lock
-token, its `worker` label (slots.py), and the slot map (layout.py). A reader trusts none of it:
-parse() refuses whatever is not such a header, whatever the bytes are.
+to layout.HEADER_BYTES (encode_page; an exemplar file's header is one too, with its own magic).
+The text names the pool, its info labels, the writer's pid and lock token, its `worker` label
+(slots.py), and the slot map (layout.py). A reader trusts none of it: parse() refuses whatever
+is not such a header, whatever the bytes are.
 """
 
 from __future__ import annotations
@@ -40,22 +41,47 @@ def encode(
     }
     if worker is not None:
         meta["worker"] = worker
-    body = json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()
-    page = MAGIC + len(body).to_bytes(8, "little") + body
-    if len(page) > layout.HEADER_BYTES:
+    found = encode_page(MAGIC, meta)
+    if found is None:
         raise ValueError(f"pool name and info of {pool!r} do not fit in the stats file header")
-    return page.ljust(layout.HEADER_BYTES, b"\0")
+    return found
 
 
 def parse(page: bytes) -> tuple[dict[str, Any], layout.Shape]:
     """The header's fields and the file's shape; ValueError naming the problem when it is
     not a header this version can read, whatever the bytes are."""
-    if len(page) < layout.HEADER_BYTES or page[:8] != MAGIC:
-        raise ValueError("not a pool-exporter stats file")
-    length = int.from_bytes(page[8:16], "little")
-    if not 0 < length <= layout.HEADER_BYTES - 16:
+    meta = decode_page(page, MAGIC, "stats file")
+    pool, info, pid, token = (meta.get(k) for k in ("pool", "info", "pid", "token"))
+    if not (isinstance(pool, str) and isinstance(info, dict) and isinstance(token, str)):
         raise ValueError("corrupt header")
-    body = page[16 : 16 + length]
+    if not all(isinstance(v, str) for v in info.values()) or not _positive(pid):
+        raise ValueError("corrupt header")
+    return meta, layout.shape_of(meta)
+
+
+def encode_page(
+    magic: bytes, meta: dict[str, Any], size: int = layout.HEADER_BYTES
+) -> bytes | None:
+    """A header page of `size` bytes: `magic` (8 bytes), the length of `meta` as JSON (8
+    bytes, little-endian), that JSON, zeros; None when it does not fit. The stats file's and
+    the exemplar file's (exemplarfile.py) headers are such pages."""
+    body = json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()
+    found = magic + len(body).to_bytes(8, "little") + body
+    return found.ljust(size, b"\0") if len(found) <= size else None
+
+
+def decode_page(
+    data: bytes, magic: bytes, what: str, size: int = layout.HEADER_BYTES
+) -> dict[str, Any]:
+    """The JSON object of a header page that `data` starts with (encode_page's, `size` bytes,
+    with `magic`); ValueError naming the problem when it is not one of a `what`, whatever
+    the bytes are."""
+    if len(data) < size or data[:8] != magic:
+        raise ValueError(f"not a pool-exporter {what}")
+    length = int.from_bytes(data[8:16], "little")
+    if not 0 < length <= size - 16:
+        raise ValueError("corrupt header")
+    body = data[16 : 16 + length]
     if _depth(body) > _MAX_DEPTH:
         raise ValueError("corrupt header (nested too deep)")
     try:
@@ -64,12 +90,7 @@ def parse(page: bytes) -> tuple[dict[str, Any], layout.Shape]:
         raise ValueError("corrupt header") from None
     if not isinstance(meta, dict):
         raise ValueError("corrupt header")
-    pool, info, pid, token = (meta.get(k) for k in ("pool", "info", "pid", "token"))
-    if not (isinstance(pool, str) and isinstance(info, dict) and isinstance(token, str)):
-        raise ValueError("corrupt header")
-    if not all(isinstance(v, str) for v in info.values()) or not _positive(pid):
-        raise ValueError("corrupt header")
-    return meta, layout.shape_of(meta)
+    return meta
 
 
 def _positive(value: object) -> bool:

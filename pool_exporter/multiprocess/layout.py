@@ -8,9 +8,10 @@ conversion on every store of the hot path.
 The slot map names where each value is (name -> `at`, its first slot, with the `keys` of a
 dict value or the `bounds` of a histogram, and `float` for a double), and the header carries
 it, so a reader finds the values of a file written by another version by name: one it does
-not know is ignored, one the file lacks is zero, a histogram with other buckets is left at
-zero. Layout 1 (0.x releases before the header described itself) is read from its slot map
-kept in layout1.py. docs/sidecar.md has the compatibility policy.
+not know is ignored, one the file lacks is what a new pool's stats hold (zero, or a setting
+not set), a histogram with other buckets is left at zero. Layout 1 (0.x releases before the
+header described itself) is read from its slot map kept in layout1.py. docs/sidecar.md has
+the compatibility policy.
 
 A pool that counts its checkouts by route (`instrument(engine, route=...)`) has a route region
 after the fields, named `routes` in the slot map: the totals of the routes not kept by name

@@ -11,7 +11,7 @@ that mounts the same local directory (an emptyDir) on one node; it is not reliab
 The lock must be held before the process writes any gauge file, and `reap()` deletes files only
 while holding the dead process's lock: so a reaper never deletes the files of a live process,
 even when the kernel has given a dead worker's pid to a new one. The lock file holds a random
-token of the process that holds it, which also names its stats files (store.py): a stats file
+token of the process that holds it, which also names its stats files (filenames.py): a stats file
 whose token is not the one in its pid's held lock file belongs to a process that has exited.
 """
 

@@ -1,18 +1,17 @@
 """Scrape-time view of a multiprocess directory: fold the exited workers, read the live ones.
 
 Per scrape, under the archive lock (archive.py): drop the prometheus-client gauges of dead
-processes (liveness.py), remove the temporary files of exited writers, fold the stats files
-of exited workers into the archive and delete them, then read the live workers' stats files
-(with pread: a file truncated meanwhile is skipped, never a SIGBUS). A worker whose lock
-cannot be tried is neither live nor exited: its counters are read where they are, never
-folded. Pool metrics are built by the same mapping the
-in-process collector uses (collector.py): counters and histograms summed over the archive and
-every live worker, gauges one series per live worker (`worker`, its slot: slots.py; the
-per-worker families come as rendered.Rendered, see workergauges.py). The application's own
-prometheus-client metrics (*.db) are merged by prometheus-client. The work is bounded by the
-live workers: an exited worker costs one fold, once. A worker's exemplar file of a pool
-(exemplarfile.py) is read beside its stats file, and the newest exemplar of each bucket among
-the workers is served; an exited worker's is removed.
+processes (liveness.py), remove the temporary files of exited writers, fold the stats files of
+exited workers into the archive and delete them, then read the live workers' stats files (with
+pread: a file truncated meanwhile is skipped, never a SIGBUS). A worker whose lock cannot be
+tried is neither live nor exited: its counters are read where they are, never folded. Pool
+metrics are built by the same mapping the in-process collector uses (collector.py): counters
+and histograms summed over the archive and every live worker, gauges one series per live
+worker (`worker`, its slot: slots.py; the per-worker families come as rendered.Rendered, see
+workergauges.py). The application's own prometheus-client metrics (*.db) are merged by
+prometheus-client. The work is bounded by the live workers: an exited worker costs one fold,
+once. A worker's exemplar file of a pool (exemplarfile.py) is read beside its stats file, and
+the newest exemplar of each bucket among the workers is served; an exited worker's is removed.
 
 Counts by route (`instrument(engine, route=...)`) are summed by route name over the archive
 and every live worker, and a RouteCap per pool (routes.py), kept from scrape to scrape,
@@ -43,7 +42,14 @@ from pool_exporter import collector
 from pool_exporter import metrics as m
 from pool_exporter.exemplars import Entries, newest
 from pool_exporter.rendered import Rendered
-from pool_exporter.routes import TRACKED_PER_SERIES, RouteCap, RouteTotals, Totals
+from pool_exporter.routes import (
+    DEFAULT_MAX_ROUTES,
+    TRACKED_PER_SERIES,
+    RouteCap,
+    RouteTotals,
+    Totals,
+    sum_by_name,
+)
 from pool_exporter.stats import PoolStats
 
 from . import archive, exemplarfile, filenames, filereader, header, layout, liveness, workergauges
@@ -263,19 +269,13 @@ class WorkersCollector(Collector):
                 limits[pool] = max(limits.get(pool, 0), worker.route_limit)
         served = {}
         for pool, parts in tables.items():
-            named: dict[str, Totals] = {}
-            rest: Totals = (0, 0.0, 0)
-            for part_named, part_rest in parts:
-                for name, t in part_named.items():
-                    named[name] = _plus(named.get(name, (0, 0.0, 0)), t)
-                rest = _plus(rest, part_rest)
             cap = self._caps.get(pool)
             # The largest max_routes of the pool's workers, exited ones included (an archive
             # of an older version does not say it: the last one seen, else the default).
-            limit = limits.get(pool) or (cap.limit if cap is not None else 20)
+            limit = limits.get(pool) or (cap.limit if cap is not None else DEFAULT_MAX_ROUTES)
             if cap is None or cap.limit != limit:
                 cap = self._caps[pool] = RouteCap(limit)  # a new max_routes: chosen again
-            served[pool] = cap.serve(named, rest)
+            served[pool] = cap.serve(*sum_by_name(parts))
         return served
 
     def _read_dead(self, name: str) -> archive.Dead | None:
@@ -512,10 +512,6 @@ def _pool_families(view: View) -> Iterator[Metric | Rendered]:
         collector.add_route_samples(found, pool, view.routes[pool])
     for name, family in found.items():
         yield rendered.get(name, family)
-
-
-def _plus(a: Totals, b: Totals) -> Totals:
-    return (a[0] + b[0], a[1] + b[1], a[2] + b[2])
 
 
 def _close_all(known: dict[str, _Known]) -> None:

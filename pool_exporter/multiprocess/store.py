@@ -15,14 +15,13 @@ import itertools
 import logging
 import mmap
 import os
-import sys
 import threading
 from bisect import bisect_left
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pool_exporter import fork
-from pool_exporter.stats import UNDER_LOCK, UPDATES, PoolStats, derive, locked
+from pool_exporter.stats import UNDER_LOCK, UPDATES, Locking, PoolStats, derive, gil_enabled, locked
 
 from . import filenames, files, header, layout, liveness, slots
 from .storeall import Values, store_all, views
@@ -56,9 +55,11 @@ class MultiprocessPoolStats(PoolStats):
     The attributes stay the truth and each update stores what it changed right after it.
     Each store reads the attribute it stores, so whatever order threads run in, the last
     store of a value writes its latest state (an attribute read and a store into a
-    memoryview run in one go under the GIL, as the attribute's own `+=` does). The hot
-    methods repeat PoolStats' arithmetic inline rather than calling it: a call and a second
-    bisect cost more than the stores (tests/test_multiprocess_store.py holds them equal).
+    memoryview run in one go under the GIL, as the attribute's own `+=` does). The methods
+    of every checkout and checkin repeat PoolStats' arithmetic inline rather than calling it:
+    a call and a second bisect cost more than the stores (tests/test_multiprocess_store.py
+    holds them equal). waited_out, which only a checkout that found no idle connection runs,
+    stores its one count and calls checked_out.
     """
 
     def __init__(
@@ -120,26 +121,16 @@ class MultiprocessPoolStats(PoolStats):
         pid = fork.this_process()
         worker = slots.label(self.directory, pid, token)  # under the liveness lock, for life
         path = os.path.join(self.directory, filenames.stats_file(pid, token, self._seq))
-        # Not a stats file name: a reader never sees the file before it is complete.
-        fd, tmp = files.create_temporary(self.directory, filenames.unfinished_prefix(pid, token))
-        try:
-            try:
-                # Reserved now, so a full filesystem is this OSError rather than a SIGBUS at
-                # the first store into a page the filesystem cannot provide.
-                os.posix_fallocate(fd, 0, self.shape.file_bytes)
-                page = header.encode(self.name, self.info, pid, token, worker, shape=self.shape)
-                files.write_all(fd, page)
-                mapped = mmap.mmap(fd, self.shape.file_bytes)
-            finally:
-                os.close(fd)
+        page = header.encode(self.name, self.info, pid, token, worker, shape=self.shape)
+
+        def fill(mapped: mmap.mmap) -> None:  # every value, before a reader can see the file
             ints, floats = views(mapped, self.shape.slots)
             store_all(self, ints, floats, self.active)
             if self.routes is not None:
                 self.routes.store(mapped, ints, floats)
-            os.rename(tmp, path)
-        except BaseException:
-            files.remove(tmp)
-            raise
+
+        prefix = filenames.unfinished_prefix(pid, token)  # a reader removes it if we exit
+        mapped = files.create_mapped(path, prefix, self.shape.file_bytes, page, fill)
         return mapped, path
 
     def _failed(self, exc: Exception) -> None:
@@ -227,25 +218,10 @@ class MultiprocessPoolStats(PoolStats):
         self._floats[_OLDEST] = started
 
     def waited_out(self, wait: float, was_idle: bool) -> None:
-        # Every checkout while the pool runs dry: as checked_out, and the waited count.
-        q = self._ints
-        self.waiting -= 1
-        q[_WAITING] = self.waiting
-        self.checkouts += 1
-        q[_CHECKOUTS] = self.checkouts
+        # Every checkout while the pool runs dry: the waited count, then checked_out's stores.
         self.waited += 1
-        q[_WAITED] = self.waited
-        self.in_use += 1
-        q[_IN_USE] = self.in_use
-        if was_idle:
-            self.idle -= 1
-            q[_IDLE] = self.idle
-        h = self.wait
-        i = bisect_left(h.bounds, wait)
-        h.counts[i] += 1
-        q[_WAIT + i] = h.counts[i]
-        h.sum += wait
-        self._floats[_WAIT_SUM] = h.sum
+        self._ints[_WAITED] = self.waited
+        self.checked_out(wait, True, was_idle)
 
 
 # The hot path's methods above store what they change; reset opens a new file and retire
@@ -274,15 +250,9 @@ def _then_store(method: Callable[..., Any]) -> Callable[..., Any]:
 derive(MultiprocessPoolStats, _then_store, (u for u in UPDATES if u not in _STORE_THEMSELVES))
 
 
-class LockedMultiprocessPoolStats(MultiprocessPoolStats):
+class LockedMultiprocessPoolStats(Locking, MultiprocessPoolStats):
     """MultiprocessPoolStats for free-threaded Python, where an attribute `+=` and the store
-    after it are not atomic: every update under one reentrant lock (see LockedPoolStats)."""
-
-    def __init__(
-        self, name: str, info: dict[str, str], directory: str, route_entries: int = 0
-    ) -> None:
-        self._lock = threading.RLock()
-        super().__init__(name, info, directory, route_entries)
+    after it are not atomic: every update and every snapshot under one lock (stats.Locking)."""
 
 
 derive(LockedMultiprocessPoolStats, locked, UNDER_LOCK)
@@ -292,6 +262,5 @@ def new_stats(
     name: str, info: dict[str, str], directory: str, route_entries: int = 0
 ) -> MultiprocessPoolStats:
     """A pool's stats in this worker's file (`route_entries`: room for that many routes)."""
-    gil = getattr(sys, "_is_gil_enabled", lambda: True)()
-    kind = MultiprocessPoolStats if gil else LockedMultiprocessPoolStats
+    kind = MultiprocessPoolStats if gil_enabled() else LockedMultiprocessPoolStats
     return kind(name, info, directory, route_entries)

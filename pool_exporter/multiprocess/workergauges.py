@@ -46,16 +46,16 @@ class SlotGauges:
 
     overflow = PoolStats.overflow
 
-    def __init__(self, values: list[float], capacity: Capacity | None, settings: bool) -> None:
+    def __init__(self, values: list[float], capacity: Capacity | None) -> None:
         self.in_use = values[_IN_USE]
         self.idle = values[_IDLE]
         self.waiting = values[_WAITING]
         self.opening = values[_OPENING]
         self.oldest_checkout_started = values[_OLDEST]
         self.capacity = capacity
-        # A file of a version before the settings has no recycle slot (read as 0): none.
+        # -1: not set, also in a file of a version before the settings (filereader._absent)
         recycle = values[_RECYCLE]
-        self.recycle_seconds: float | None = recycle if settings and recycle >= 0 else None
+        self.recycle_seconds: float | None = recycle if recycle >= 0 else None
         self.isolation = int(values[_ISOLATION])
 
 
@@ -73,13 +73,10 @@ class WorkerFile:
         valid = isinstance(worker, str) and slots.VALID.match(worker) is not None
         self.header_worker = str(worker) if valid else slots.fallback(self.pid)
         self.worker = self.header_worker
-        # Whether the file's version stores the pool's settings (recycle, isolation).
-        fields = meta.get("fields")
-        self.settings = isinstance(fields, dict) and "recycle" in fields
         self._labelled: dict[tuple[int, str, int], list[Labelled]] = {}
 
     def gauges(self, values: list[float]) -> SlotGauges:
-        return SlotGauges(values, filereader.capacity(values), self.settings)
+        return SlotGauges(values, filereader.capacity(values))
 
     def labelled(
         self, rows: list[tuple[m.Metric, tuple[str, ...], float]], isolation: int = 0

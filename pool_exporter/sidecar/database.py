@@ -257,14 +257,6 @@ class DatabaseCollector(Collector):
         )
 
 
-def fold_applications(rows: Sequence[Row], limit: int) -> tuple[list[Row], int]:
-    """The rows with only the `limit` application_names holding the most connections kept
-    (ties go to the name that sorts first), every other name counted as OTHER_APPLICATIONS;
-    and how many distinct names there were."""
-    kept, names = busiest_applications(rows, limit)
-    return fold_rows(rows, kept), names
-
-
 def busiest_applications(rows: Sequence[Row], limit: int) -> tuple[set[str], int]:
     """The `limit` application_names holding the most connections (ties go to the name that
     sorts first; OTHER_APPLICATIONS never), and how many distinct names there were."""
