@@ -203,12 +203,6 @@ def test_a_recommendation_is_read_in_the_shape_issue_28_gives_advise_json() -> N
 @pytest.mark.slow
 @pytest.mark.postgres
 @pytest.mark.serial  # the settings it applies may take most of the database's connections
-@pytest.mark.xfail(
-    strict=True,
-    raises=AdviceShapeError,
-    reason="issue 28: advise --json names no pooler settings and no push rate yet; the "
-    "three-layer model is still to come",
-)
 def test_advise_from_prometheus_recommends_settings_that_serve_the_same_push(
     tmp_path: Path, procs: Procs, pg_url: str
 ) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 from pool_exporter.durations import seconds
 from pool_exporter.errors import CliError
 
+from . import stacksizing
 from .arguments import add_pool_arguments
 from .measured import Measured, NoData, PoolerLimits, from_prometheus, from_replay
 from .promapi import PrometheusAPI, PrometheusError
@@ -73,7 +74,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--burst-wait", type=float, default=1.0, help="longest queue in a push, s (1)"
     )
     parser.add_argument(
-        "--request-timeout", type=float, default=10.0, help="caller's budget, s (10)"
+        "--request-timeout",
+        type=float,
+        help="the longest a caller may wait for a connection, s (10; behind a pooler, the "
+        "pool_timeout measured: what users wait today)",
     )
     parser.add_argument("--database-max-connections", type=int, help="the server's limit")
     parser.add_argument(
@@ -140,7 +144,7 @@ def measure(args: argparse.Namespace) -> list[Measured]:
 
 
 def run(args: argparse.Namespace) -> int:
-    goals = Goals(args.p_wait, args.max_wait, args.burst_wait, args.request_timeout)
+    goals = Goals(args.p_wait, args.max_wait, args.burst_wait, args.request_timeout or 10.0)
     for name in ("workers", "instances", "users", "push_users"):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -162,6 +166,9 @@ def run(args: argparse.Namespace) -> int:
         pools = (args.workers or measured.pools) * args.instances
         print(f"pool {measured.pool!r} from {measured.source}")
         print(_measured_line(measured, pools))
+        layered = measured.pooler is not None
+        if layered and args.request_timeout is None and measured.pool_timeout is not None:
+            goals = replace(goals, request_timeout=measured.pool_timeout)
         try:
             if args.preflight:
                 p = _preflight(measured, pools, goals, args)
@@ -171,7 +178,8 @@ def run(args: argparse.Namespace) -> int:
                     code = EXIT_PUSH_UNSAFE
             else:
                 target = _target(args, measured)
-                a = recommend(measured, target, pools, goals, db_max=args.database_max_connections)
+                advise = stacksizing.recommend if layered else recommend
+                a = advise(measured, target, pools, goals, db_max=args.database_max_connections)
                 _print_advice(a)
                 report.append({"advice": asdict(a)})
         except ValueError as exc:
@@ -220,6 +228,17 @@ def _preflight(measured: Measured, pools: int, goals: Goals, args: argparse.Name
             "the pool's settings are not in the data: give --pool-size, --max-overflow and "
             "--pool-timeout"
         )
+    if measured.pooler is not None:
+        return stacksizing.preflight(
+            measured,
+            pools,
+            goals,
+            users=args.push_users,
+            ramp=args.push_ramp,
+            requests_per_user=args.requests_per_user,
+            settings=(size, overflow, timeout),
+            db_max=args.database_max_connections,
+        )
     return preflight(
         measured,
         pools,
@@ -247,14 +266,37 @@ def _measured_line(measured: Measured, pools: int) -> str:
 
 
 def _print_advice(a: Advice) -> None:
-    print("  working (per pool, i.e. per worker process):")
+    print("  working (the stack)" if a.pooler else "  working (per pool, i.e. per worker process):")
     for line in a.working:
         print(f"    {line}")
     print(
         f"  recommend pool_size={a.pool_size} max_overflow={a.max_overflow} "
         f"pool_timeout={a.pool_timeout:g}  (per worker)"
     )
-    if a.predicted is not None:
+    if a.pooler is not None:
+        print(
+            f"  recommend the pooler's default_pool_size={a.pooler.default_pool_size} "
+            f"max_client_conn={a.pooler.max_client_conn}"
+        )
+    if a.push is not None:
+        print(
+            f"  recommend sending the push at {fig(a.push.rate)} users/s ({a.push.batch} users "
+            f"every {a.push.every:g} s), not at once: no size within the database's budget "
+            "serves it at once within the timeout"
+        )
+    if a.waits and a.predicted is not None:
+        q = a.predicted
+        for layer, waits in a.waits.items():
+            print(
+                f"  waits    in the {layer}: median {fig(waits.p50)} s, p99 {fig(waits.p99)} s, "
+                f"longest {fig(waits.longest)} s"
+            )
+        print(
+            f"  cost     {q.timeouts_high} timeouts and {q.late_high} requests waiting past "
+            f"{q.timeout:g} s in any of {q.runs} simulated runs; the longest wait in all "
+            f"{fig(q.longest_wait)} s"
+        )
+    elif a.predicted is not None:
         q = a.predicted
         print(
             f"  cost     the push waits median {fig(q.wait_p50)} s, p99 {fig(q.wait_p99)} s; "
@@ -266,10 +308,13 @@ def _print_advice(a: Advice) -> None:
         f" of the database's {a.database_budget}" if a.database_budget is not None else
         " (database limit unknown: --database-max-connections)"
     )  # fmt: skip
-    print(f"  fleet    {a.pools} pools x {a.pool_size + a.max_overflow} = "
-          f"{a.fleet_connections} connections at most{budget}")  # fmt: skip
-    if a.pooler_max_client_conn is not None:
-        print(f"  pooler   {a.fleet_connections} of max_client_conn {a.pooler_max_client_conn}")
+    if a.pooler is not None:
+        print(f"  fleet    {a.pools} pools x {a.pool_size + a.max_overflow} = "
+              f"{a.fleet_connections} client connections to the pooler; the database sees "
+              f"its {a.pooler.default_pool_size} server connections{budget}")  # fmt: skip
+    else:
+        print(f"  fleet    {a.pools} pools x {a.pool_size + a.max_overflow} = "
+              f"{a.fleet_connections} connections at most{budget}")  # fmt: skip
     for w in a.warnings:
         print(f"  WARNING  {w}")
 

@@ -46,6 +46,16 @@ class Measured:
     hold_buckets: tuple[tuple[float, float], ...] = ()
     hold_median: float | None = None
     hold_count: float = 0.0  # how many holds the figures come from (0: not known)
+    # the typical rate of the window (the median of its stretches), which a push in the window
+    # does not move: the steady traffic a planned push comes on top of (None: not measured)
+    steady_rate: float | None = None
+    # behind a pooler, per transaction: the database's time and the pooler's wait (SHOW STATS)
+    service_time: float | None = None
+    pooler_wait: float | None = None
+    # the database's connections held by clients other than the pooler (the most in the
+    # window), and the lowest CONNECTION LIMIT of the databases the pooler serves
+    db_others: int | None = None
+    db_limit: int | None = None
 
     def holds(self) -> Holds:
         """The hold-time distribution the simulation draws from: the histogram when there is
@@ -67,6 +77,7 @@ class PoolerLimits:
     # databases (one such pool per user)
     pool_size: int | None = None
     mode: str | None = None  # session if any database runs in session mode
+    reserve_pool: int = 0  # more server connections, for clients that waited too long
 
 
 def pooler_from_prometheus(api: PrometheusAPI, at: float | None = None) -> PoolerLimits | None:
@@ -77,7 +88,47 @@ def pooler_from_prometheus(api: PrometheusAPI, at: float | None = None) -> Poole
     size = api.scalar(f"sum({m.PGBOUNCER_DB_POOL_SIZE.name})", at)
     modes = api.values(f"count by (pool_mode) ({m.PGBOUNCER_DB_INFO.sample})", "pool_mode", at)
     mode = "session" if "session" in modes else min(modes, default=None)
-    return PoolerLimits(_int(clients), _int(size), mode)
+    reserve = api.scalar(f"sum({m.PGBOUNCER_DB_RESERVE_POOL.name})", at)
+    return PoolerLimits(_int(clients), _int(size), mode, _int(reserve) or 0)
+
+
+@dataclass(frozen=True)
+class Layers:
+    """What the pooler's and the database's views measured over a window."""
+
+    service_time: float | None = None
+    pooler_wait: float | None = None
+    db_others: int | None = None
+    db_limit: int | None = None
+
+
+def layers_from_prometheus(
+    api: PrometheusAPI, window: str, database_matchers: str, at: float | None = None
+) -> Layers:
+    """The database's time and the pooler's wait per transaction (SHOW STATS, summed over the
+    pooler's databases), the other clients' connections and the pooled databases' limit."""
+    w, db_sel = f"[{window}]", _braces(database_matchers)
+    xacts = f"sum(increase({m.PGBOUNCER_TRANSACTIONS.sample}{w}))"
+    per_xact = {
+        name: api.scalar(f"sum(increase({metric.sample}{w})) / {xacts}", at)
+        for name, metric in (
+            ("service", m.PGBOUNCER_SERVER_TRANSACTION_TIME),
+            ("wait", m.PGBOUNCER_CLIENT_WAIT),
+        )
+    }
+    others = api.scalar(
+        f"max_over_time(clamp_min(sum({m.DATABASE_CONNECTIONS.name}{db_sel}) - "
+        f"sum({m.PGBOUNCER_DB_CURRENT_CONNECTIONS.name}), 0)[{window}:])",
+        at,
+    )
+    limit = api.scalar(
+        f"min({m.DATABASE_CONNECTION_LIMIT.name}{db_sel} and on (database) "
+        f"{m.PGBOUNCER_DB_POOL_SIZE.name})",
+        at,
+    )
+    return Layers(
+        _finite(per_xact["service"]), _finite(per_xact["wait"]), _int(others), _int(limit)
+    )
 
 
 def from_replay(result: Result, source: str) -> Measured:
@@ -91,6 +142,7 @@ def from_replay(result: Result, source: str) -> Measured:
         pools=1,
         rate=background,
         peak_rate=background,
+        steady_rate=background,
         hold_mean=result.hold["mean"],
         hold_p95=result.hold.get("p95"),
         peak_in_use=result.peak_in_use,
@@ -159,7 +211,12 @@ def from_prometheus(
     timeout = by_pool(f"max by (pool) ({m.TIMEOUT.name}{sel})")
     db_max = api.scalar(f"max({m.DATABASE_MAX_CONNECTIONS.name}{db_sel})", at)
     db_reserved = api.scalar(f"max({m.DATABASE_RESERVED_CONNECTIONS.name}{db_sel})", at)
+    steady = by_pool(
+        f"max by (pool) (quantile_over_time(0.5, (sum by (pool) "
+        f"(rate({m.CHECKOUTS.sample}{sel}[{inner}])))[{window}:]))"
+    )
     pooler = pooler_from_prometheus(api, at)
+    layers = layers_from_prometheus(api, window, database_matchers, at) if pooler else Layers()
 
     found = []
     for name, count in sorted(pools.items()):
@@ -186,6 +243,11 @@ def from_prometheus(
                 hold_buckets=buckets.get(name, ()),
                 hold_median=hold_p50.get(name),
                 hold_count=hold_count.get(name, 0.0),
+                steady_rate=steady.get(name),
+                service_time=layers.service_time,
+                pooler_wait=layers.pooler_wait,
+                db_others=layers.db_others,
+                db_limit=layers.db_limit,
             )
         )
     if not found:
@@ -228,3 +290,7 @@ def _braces(*matchers: str) -> str:
 
 def _int(value: float | None) -> int | None:
     return None if value is None else round(value)
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) and value > 0 else None

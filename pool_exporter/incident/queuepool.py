@@ -15,6 +15,11 @@ there: one whose woken caller has not run yet.
 
 The moment in which a woken caller loses lasts an exponential time of mean `wake`, measured as
 the share of wake-ups lost in replays (bench/pool_wakeups.py; docs/demo.md).
+
+Behind a pooler in session mode a connection's server connection lasts as long as the
+connection, so the model can also say which checkouts opened a connection and when one
+closes: a connection returned while none waits is kept when fewer than `pool_size` are idle
+(the pool's queue has room) and closed otherwise, as QueuePool's checkin does.
 """
 
 from __future__ import annotations
@@ -44,10 +49,17 @@ class QueuePoolModel:
         servers: int,
         timeout: float,
         wake: float,
+        pool_size: int | None = None,
+        closed: Callable[[float], None] | None = None,
     ) -> None:
         self.clock, self.rng, self.arrivals, self.granted = clock, rng, arrivals, granted
         self.timeout, self.wake = timeout, wake
-        self.free = servers  # connections not checked out
+        self.free = servers  # connections not checked out (idle, or not opened yet)
+        # Which connections are open, for a caller that asks (`closed`): at most `pool_size`
+        # idle ones are kept, and `opened[caller]` says whether its checkout opened one.
+        self.pool_size, self.closed = (servers if pool_size is None else pool_size), closed
+        self.idle = 0
+        self.opened = bytearray(len(arrivals))
         self.waiting: deque[int] = deque()  # in Condition.wait(), longest waiting first
         self.state = bytearray(len(arrivals))  # WAITING, SERVED or GAVE_UP
         self.woken = bytearray(len(arrivals))  # notified, not yet running again
@@ -70,10 +82,15 @@ class QueuePoolModel:
         while self.waiting:
             waiter = self.waiting.popleft()
             if self.state[waiter] == WAITING:
+                self.idle += 1
                 self.woken[waiter] = 1
                 delay = self.rng.expovariate(1 / self.wake) if self.wake > 0 else 0.0
                 self.clock.at(now + delay, self._wakes, waiter)
                 return
+        if self.idle < self.pool_size:
+            self.idle += 1
+        elif self.closed is not None:
+            self.closed(now)
 
     def _wakes(self, now: float, caller: int) -> None:
         self.woken[caller] = 0
@@ -96,6 +113,10 @@ class QueuePoolModel:
 
     def _take(self, now: float, caller: int) -> None:
         self.free -= 1
+        if self.idle > 0:
+            self.idle -= 1
+        else:
+            self.opened[caller] = 1
         self.state[caller] = SERVED
         self.waits[caller] = now - self.arrivals[caller]
         self.granted(now, caller)

@@ -19,7 +19,8 @@ from __future__ import annotations
 import math
 import random
 import statistics
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from .clock import Clock
 from .holds import Holds
@@ -44,9 +45,27 @@ WARM_HOLDS = 10
 
 
 @dataclass(frozen=True)
+class Waits:
+    """The waits of one layer of the stack (the app's pool, the pooler) in a run, or the
+    median of the runs' figures: over every request, and the longest of one served."""
+
+    p50: float
+    p99: float
+    longest: float
+
+    @classmethod
+    def of(cls, waits: list[float], served: list[float]) -> Waits:
+        ordered = sorted(waits)
+        longest = max(served, default=0.0)
+        return cls(nearest_rank(ordered, 0.5), nearest_rank(ordered, 0.99), longest)
+
+
+@dataclass(frozen=True)
 class Run:
     """One simulated push: its timeouts, and the waits of every request in the window and of
-    the push's own."""
+    the push's own. Behind a pooler a wait is the sum of the layers' (`layers`), and `late`
+    counts the requests that got their connection only after waiting longer than the pool
+    timeout: in a layer that has none of its own."""
 
     timeouts: int
     requests: int
@@ -56,6 +75,8 @@ class Run:
     longest_wait: float  # of a request that got its connection
     push_waited: float = 0.0  # the share of the push's requests that found none free
     push_mean_wait: float = 0.0  # the mean wait of the push's requests
+    late: int = 0
+    layers: dict[str, Waits] = field(default_factory=dict)
 
 
 def window(push: Push, timeout: float, mean_hold: float) -> tuple[float, float]:
@@ -99,20 +120,43 @@ def simulate(
     for caller, at in enumerate(arrivals):
         clock.at(at, pool.arrive, caller)
     clock.run()
-    waits = pool.waits
-    ordered = sorted(waits)
-    mine = [k for k, (_, in_push) in enumerate(callers) if in_push]
-    return Run(
+    served = [w for w, s in zip(pool.waits, pool.state, strict=True) if s == SERVED]
+    return outcome(
+        [in_push for _, in_push in callers],
+        pool.waits,
+        pool.queued,
         timeouts=pool.timeouts,
-        requests=len(arrivals),
-        waited=sum(pool.queued) / len(arrivals) if arrivals else 0.0,
+        layers={"pool": Waits.of(pool.waits, served)},
+        served=served,
+    )
+
+
+def outcome(
+    in_push: list[bool],
+    waits: list[float],
+    queued: bytes | bytearray,
+    *,
+    timeouts: int,
+    layers: dict[str, Waits],
+    served: list[float],
+    late: int = 0,
+) -> Run:
+    """A run's figures from every caller's wait (a timed-out one: its full wait), whether it
+    was one of the push's and whether it queued; `served`: the waits of those that got their
+    connection."""
+    ordered = sorted(waits)
+    mine = [k for k, pushed in enumerate(in_push) if pushed]
+    return Run(
+        timeouts=timeouts,
+        requests=len(waits),
+        waited=sum(queued) / len(waits) if waits else 0.0,
         wait_p50=nearest_rank(ordered, 0.5),
         wait_p99=nearest_rank(ordered, 0.99),
-        longest_wait=max(
-            (w for w, s in zip(waits, pool.state, strict=True) if s == SERVED), default=0.0
-        ),
-        push_waited=sum(pool.queued[k] for k in mine) / len(mine) if mine else 0.0,
+        longest_wait=max(served, default=0.0),
+        push_waited=sum(queued[k] for k in mine) / len(mine) if mine else 0.0,
         push_mean_wait=statistics.fmean(waits[k] for k in mine) if mine else 0.0,
+        late=late,
+        layers=layers,
     )
 
 
@@ -133,14 +177,20 @@ class Prediction:
     longest_wait_high: float  # the longest in any run
     push_waited: float = 0.0  # the median run's share of the push's requests that waited
     push_mean_wait: float = 0.0  # the median run's mean wait of the push's requests
+    # behind a pooler: requests served after waiting past the timeout (median, most in a run)
+    late: float = 0.0
+    late_high: int = 0
+    layers: dict[str, Waits] = field(default_factory=dict)  # the median of the runs' figures
 
     @property
     def times_out(self) -> bool:
-        return self.timeouts > 0
+        """The median run has a request that timed out, or that waited past the timeout in a
+        layer with no timeout of its own."""
+        return self.timeouts > 0 or self.late > 0
 
     @property
     def may_time_out(self) -> bool:
-        return self.timeouts_high > 0
+        return self.timeouts_high > 0 or self.late_high > 0
 
 
 def predict(
@@ -162,23 +212,51 @@ def predict(
     mean hold: the mean was measured from a finite count of holds, and each run draws it
     within the measurement's standard error (`Holds.mean_error`), so that the range covers
     what the measurement does not pin down."""
+
+    def one(rng: random.Random, wake: float, hold_factor: float) -> Run:
+        return simulate(
+            push,
+            holds,
+            rng,
+            servers=servers,
+            timeout=timeout,
+            rate=rate,
+            wake=wake,
+            hold_factor=hold_factor,
+        )
+
+    return repeat(
+        one,
+        holds,
+        servers=servers,
+        timeout=timeout,
+        runs=runs,
+        seed=seed,
+        wake=wake,
+        wake_spread=wake_spread,
+        hold_factor=hold_factor,
+    )
+
+
+def repeat(
+    one: Callable[[random.Random, float, float], Run],
+    holds: Holds,
+    *,
+    servers: int,
+    timeout: float,
+    runs: int,
+    seed: int,
+    wake: float,
+    wake_spread: float,
+    hold_factor: float,
+) -> Prediction:
+    """`one(rng, wake, hold_factor)` `runs` times, as `predict()` says, summed up."""
     results = []
     for k in range(runs):
         rng = random.Random(seed + k)
         drawn = max(0.5, 1 + holds.mean_error * rng.gauss(0.0, 1.0)) if holds.mean_error else 1.0
         this_wake = wake * math.exp(wake_spread * rng.gauss(0.0, 1.0))
-        results.append(
-            simulate(
-                push,
-                holds,
-                rng,
-                servers=servers,
-                timeout=timeout,
-                rate=rate,
-                wake=this_wake,
-                hold_factor=hold_factor * drawn,
-            )
-        )
+        results.append(one(rng, this_wake, hold_factor * drawn))
     counts = sorted(r.timeouts for r in results)
     return Prediction(
         servers=servers,
@@ -193,4 +271,14 @@ def predict(
         longest_wait_high=max(r.longest_wait for r in results),
         push_waited=statistics.median(r.push_waited for r in results),
         push_mean_wait=statistics.median(r.push_mean_wait for r in results),
+        late=statistics.median(r.late for r in results),
+        late_high=max(r.late for r in results),
+        layers={
+            name: Waits(
+                statistics.median(r.layers[name].p50 for r in results),
+                statistics.median(r.layers[name].p99 for r in results),
+                statistics.median(r.layers[name].longest for r in results),
+            )
+            for name in results[0].layers
+        },
     )

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 
 from . import queueing, simulate
 from .holds import Holds
-from .measured import Measured, PoolerLimits
-from .simulate import Prediction
+from .measured import Measured
+from .simulate import Prediction, Waits
 from .traffic import POISSON, UNIFORM, Push
 
 # A push is at risk when its longest predicted wait comes within this share of the timeout.
@@ -76,6 +76,23 @@ class Target:
         return f"{self.rate:g} extra requests/s" if self.rate else "the measured traffic only"
 
 
+@dataclass(frozen=True)
+class PoolerAdvice:
+    """PgBouncer's settings: server connections per (database, user) pool, clients in all."""
+
+    default_pool_size: int
+    max_client_conn: int
+
+
+@dataclass(frozen=True)
+class PushPace:
+    """How fast to send a push: users per second, or `batch` users every `every` seconds."""
+
+    rate: float
+    batch: int
+    every: float
+
+
 @dataclass
 class Advice:
     pool: str
@@ -93,9 +110,11 @@ class Advice:
     no_wait_servers: int | None = None
     ride_out_servers: int | None = None
     alternative: Prediction | None = None
-    # behind a pooler: the fleet's limit is max_client_conn, the database's the pooler's pool
-    pooler_max_client_conn: int | None = None
-    exceeds_pooler: bool = False
+    # behind a pooler (stacksizing.py): its settings, the push's pace where it must be paced,
+    # and the predicted waits at each layer
+    pooler: PoolerAdvice | None = None
+    push: PushPace | None = None
+    waits: dict[str, Waits] = field(default_factory=dict)
     working: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -135,16 +154,9 @@ def recommend(
     pool_size = plan.steady(measured.peak_rate)
     extra, servers = plan.no_wait(target, pool_size)
     budget = database_budget(measured, db_max)
-    # What bounds the fleet's connections: the database's slots, or behind a pooler in
-    # transaction mode the pooler's max_client_conn (the database then sees the pooler's
-    # server connections, whatever the fleet opens).
-    fleet_limit, pooler_notes = _behind_pooler(measured.pooler, budget, plan.work)
-    limit, what = (budget, "the database")
-    if measured.pooler:
-        limit, what = fleet_limit, "the pooler's max_client_conn"
     no_wait = servers
-    servers, chosen_by = plan.push(target, pool_size, servers, extra, limit=limit, what=what)
-    exceeds_pooler, exhausts = plan.limits(measured.pooler, servers, budget, pooler_notes)
+    servers, chosen_by = plan.push(target, pool_size, servers, extra, limit=budget)
+    exhausts = plan.exhausts(servers, budget)
     worst = plan.longest_wait(target, servers, extra)
     plan.work.append(
         f"chosen   {chosen_by}: c = {servers} = pool_size {pool_size} (steady) + max_overflow "
@@ -175,8 +187,6 @@ def recommend(
         no_wait_servers=no_wait if math.isfinite(extra) else None,
         ride_out_servers=plan.ride,
         alternative=alternative,
-        pooler_max_client_conn=measured.pooler.max_client_conn if measured.pooler else None,
-        exceeds_pooler=exceeds_pooler,
         working=plan.work,
         warnings=plan.warn,
     )
@@ -204,21 +214,7 @@ class _Plan:
 
     def steady(self, peak_rate: float) -> int:
         """The pool_size that serves the busiest steady stretch within the wait goals."""
-        s, base, goals = self.s, self.base, self.goals
-        self.work.append(
-            f"steady   λ = {fig(peak_rate)} req/s (busiest stretch) / {self.pools} pools = "
-            f"{fig(base)} req/s per pool; S = {fig(s)} s mean hold"
-        )
-        a_base = queueing.offered_load(base, s)
-        chosen = queueing.smallest_pool(
-            a_base, s, p_wait=goals.p_wait, max_mean_wait=goals.mean_wait
-        )
-        self.work.append(
-            f"         Little's law A = λ·S = {fig(base)} x {fig(s)} = {fig(a_base)} "
-            "connections busy"
-        )
-        self.work.append(_erlang_line(chosen, s, goals))
-        return max(1, chosen.servers)
+        return steady_size(peak_rate, self.s, self.pools, self.goals, self.work)
 
     def no_wait(self, target: Target, pool_size: int) -> tuple[float, int]:
         """The target's extra rate per pool and the connections that serve it without a queue
@@ -256,7 +252,7 @@ class _Plan:
             met = p.push_waited <= goals.p_wait and p.push_mean_wait <= goals.mean_wait
             return p if met else None
 
-        high, found = _smallest(keeps, least, first=max(least, erlang))
+        high, found = smallest(keeps, least, first=max(least, erlang))
         self.work.append(
             f"         simulated, {fig((target.users or 0) / self.pools)} users per pool over "
             f"{target.ramp:g} s: c = {high} is the smallest pool with at most "
@@ -274,11 +270,10 @@ class _Plan:
         extra: float,
         *,
         limit: int | None,
-        what: str,
     ) -> tuple[int, str]:
         """For a push: the connections that let its queue drain within the burst-wait goal,
-        chosen instead of `servers` when those exceed the fleet's `limit` (the database's, or
-        the pooler's, named by `what`) or cannot exist."""
+        chosen instead of `servers` when those exceed the database's `limit` or cannot
+        exist."""
         if target.users is None:
             return servers, "no-wait"
         pools, wait = self.pools, self.goals.burst_wait
@@ -300,46 +295,22 @@ class _Plan:
             return max(servers, ride), "no-wait"
         if over_limit and math.isfinite(extra):
             self.work.append(
-                f"{what} no-wait needs {pools} x {servers} = {servers * pools} "
+                f"database no-wait needs {pools} x {servers} = {servers * pools} "
                 f"connections, more than the {limit} available: ride the push out instead"
             )
         return max(ride, pool_size), "ride-out"
 
-    def limits(
-        self, pooler: PoolerLimits | None, servers: int, budget: int | None, notes: list[str]
-    ) -> tuple[bool, bool]:
-        """Whether the fleet of `servers` per pool exceeds the pooler's max_client_conn, and
-        whether it exhausts the database (behind a transaction pooler: whether the pooler's
-        own server connections do), with a warning for each."""
+    def exhausts(self, servers: int, budget: int | None) -> bool:
+        """Whether the fleet of `servers` per pool exhausts the database, with a warning."""
         fleet = servers * self.pools
-        exceeds_pooler = False
-        if pooler is not None and pooler.max_client_conn is not None:
-            exceeds_pooler = fleet > pooler.max_client_conn
-            if exceeds_pooler:
-                self.warn.append(
-                    f"{self.pools} pools x {servers} = {fleet} client connections exceed the "
-                    f"pooler's max_client_conn {pooler.max_client_conn}: raise it to at least "
-                    f"{fleet} or the pooler refuses connections in the push"
-                )
-        self.warn.extend(notes)
-        transaction = pooler is not None and pooler.mode in ("transaction", "statement")
-        if transaction and pooler and pooler.pool_size and fleet > pooler.pool_size:
-            self.warn.append(
-                f"the fleet's {fleet} connections share the pooler's {pooler.pool_size} server "
-                "connections: a burst of transactions queues in the pooler "
-                "(PgBouncerPoolSaturated); raise the pooler's pool_size within the database's "
-                "budget, or keep transactions short"
-            )
-        if transaction and pooler and pooler.pool_size is not None:
-            return exceeds_pooler, budget is not None and pooler.pool_size > budget
-        if budget is not None and fleet > budget:
-            self.warn.append(
-                f"{self.pools} pools x {servers} = {fleet} connections exhaust the database "
-                f"({budget} available); at most {budget // self.pools} per pool fit: split the "
-                "push (see --preflight) or put a pooler in front of the database"
-            )
-            return exceeds_pooler, True
-        return exceeds_pooler, False
+        if budget is None or fleet <= budget:
+            return False
+        self.warn.append(
+            f"{self.pools} pools x {servers} = {fleet} connections exhaust the database "
+            f"({budget} available); at most {budget // self.pools} per pool fit: split the "
+            "push (see --preflight) or put a pooler in front of the database"
+        )
+        return True
 
     def longest_wait(self, target: Target, servers: int, extra: float) -> float:
         """The longest a caller waits with `servers` connections: a push's queue draining, or
@@ -375,7 +346,7 @@ class _Plan:
             ok = verdict(p) == SAFE and p.longest_wait <= self.goals.burst_wait
             return p if ok else None
 
-        return _smallest(fits, least, first=least)
+        return smallest(fits, least, first=least)
 
     def ride_timeout(self) -> float:
         """The pool timeout for riding a push out: twice the burst-wait goal, at least 2 s
@@ -417,7 +388,32 @@ class _Plan:
         return timeout
 
 
-def _smallest(
+def steady_size(
+    rate: float,
+    s: float,
+    pools: int,
+    goals: Goals,
+    work: list[str],
+    *,
+    what: str = "busiest stretch",
+) -> int:
+    """The pool_size that serves `rate` (the fleet's) over `pools` pools within the wait
+    goals, holds of `s` seconds on average; its working appended to `work`."""
+    base = rate / pools
+    work.append(
+        f"steady   λ = {fig(rate)} req/s ({what}) / {pools} pools = {fig(base)} req/s per "
+        f"pool; S = {fig(s)} s mean hold"
+    )
+    a_base = queueing.offered_load(base, s)
+    chosen = queueing.smallest_pool(a_base, s, p_wait=goals.p_wait, max_mean_wait=goals.mean_wait)
+    work.append(
+        f"         Little's law A = λ·S = {fig(base)} x {fig(s)} = {fig(a_base)} connections busy"
+    )
+    work.append(_erlang_line(chosen, s, goals))
+    return max(1, chosen.servers)
+
+
+def smallest(
     fits: Callable[[int], Prediction | None], least: int, *, first: int
 ) -> tuple[int, Prediction]:
     """The smallest pool from `least` up that `fits` (its prediction, or None), trying `first`
@@ -437,35 +433,6 @@ def _smallest(
         else:
             high, found = mid, p
     return high, found
-
-
-def _behind_pooler(
-    pooler: PoolerLimits | None, budget: int | None, work: list[str]
-) -> tuple[int | None, list[str]]:
-    """The fleet's connection limit behind `pooler`, and warnings about the pooler itself."""
-    if pooler is None:
-        return budget, []
-    warn: list[str] = []
-    size = "unknown" if pooler.pool_size is None else str(pooler.pool_size)
-    if pooler.mode == "session":
-        limits = [x for x in (budget, pooler.max_client_conn, pooler.pool_size) if x is not None]
-        work.append(
-            f"pooler   session mode: each client connection keeps a server connection, so "
-            f"the fleet must fit the database ({budget}), the pooler's pool ({size}) and "
-            f"max_client_conn ({pooler.max_client_conn})"
-        )
-        return (min(limits) if limits else None), warn
-    work.append(
-        f"pooler   {pooler.mode or 'unknown'} mode: the database sees the pooler's {size} "
-        f"server connections, not the fleet's; the fleet is bounded by max_client_conn "
-        f"{pooler.max_client_conn}"
-    )
-    if budget is not None and pooler.pool_size is not None and pooler.pool_size > budget:
-        warn.append(
-            f"the pooler may open {pooler.pool_size} server connections, more than the "
-            f"database's {budget}: lower its pool_size or set max_db_connections"
-        )
-    return pooler.max_client_conn, warn
 
 
 def _erlang_line(chosen: queueing.Servers, s: float, goals: Goals) -> str:
