@@ -48,6 +48,7 @@ TOP_LEVEL_KEYS = {
     "max_start_lag": float,
     "hold_overhead": float,
     "hold_buckets": list,
+    "layers": dict,
     "error_types": dict,
     "timeline": list,
 }
@@ -204,15 +205,21 @@ def test_replay_writes_json_results_that_read_back(
     assert set(data["timeline"][0]) == set(Sample.__dataclass_fields__)
     assert [le for le, _ in data["hold_buckets"]] == list(HOLD_BUCKETS)
     assert data["hold_buckets"][-1][1] == data["ok"]  # every hold is under the last bucket
+    # where the time went: no pooler layer without --through-pooler
+    assert list(data["layers"]) == ["pool", "database"]
+    assert all(set(v) == {"p50", "p99", "max", "total"} for v in data["layers"].values())
+    assert data["layers"]["pool"]["max"] <= data["longest_wait"]
+    assert "where the time went in the " in printed and "pooler" not in printed
     back = Result.from_json(data)
     assert back.timeouts == data["timeouts"]
     assert back.timeline[-1].timeouts == data["timeouts"]
     # written by a later version (a field more) or an earlier one (no hold histogram)
     data["added_later"] = 1
     data["timeline"][0]["added_later"] = 2
-    del data["hold_buckets"]
+    del data["hold_buckets"], data["layers"]
     back = Result.from_json(data)
-    assert back.timeouts == data["timeouts"] and back.hold_buckets == []
+    assert back.timeouts == data["timeouts"] and back.hold_buckets == [] and back.layers == {}
+    assert not any(line.startswith("where the time went") for line in rp.summary(back))
 
 
 def test_replay_against_postgresql_prints_the_url_without_its_password(
@@ -233,6 +240,23 @@ def test_replay_against_postgresql_prints_the_url_without_its_password(
     assert data["ok"] == 30 and data["errors"] == 0
     # No part of the userinfo, the user name included.
     assert data["database"].startswith("postgresql+psycopg://***@127.0.0.1:")
+
+
+def test_a_replay_through_a_pooler_holds_a_transaction() -> None:
+    # the pooler's wait is the transaction's first statement: there must be a transaction
+    with pytest.raises(ValueError, match="transaction"):
+        rp.Scenario(users=1, through_pooler=True)
+    r = rp.replay(
+        rp.Scenario(users=3, ramp=0, hold=rp.HoldTime(0.01, 0.01), hold_in_transaction=True,
+                    through_pooler=True),
+        rp.PoolSettings(1, 0, 5.0),
+        registry=CollectorRegistry(),
+    )  # fmt: skip
+    assert r.ok == 3 and list(r.layers) == ["pool", "pooler", "database"]
+    # one pool connection for three users: they queue in the app pool, each for a hold
+    assert r.layers["pool"]["max"] >= 0.01 and r.layers["database"]["p50"] >= 0.01
+    lines = rp.summary(r)
+    assert [line.split()[0] for line in lines[-3:]] == ["pool", "pooler", "database"]
 
 
 @pytest.mark.parametrize(

@@ -7,10 +7,27 @@ needs neither SQLAlchemy nor threads to do so.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, TypeAlias
+
+from pool_exporter.incident.percentiles import percentiles
 
 SCHEMA = "pool-exporter/replay/1"
+
+# Where the time went, per layer ("pool", "pooler", "database"): p50, p99, max and total, s.
+Layers: TypeAlias = dict[str, dict[str, float]]
+
+
+def layer(times: list[float]) -> dict[str, float]:
+    """One layer's times as a result keeps them: median, p99, longest and total seconds."""
+    p = percentiles(times)
+    return {
+        "p50": round(p["p50"], 4),
+        "p99": round(p["p99"], 4),
+        "max": round(p["max"], 4),
+        "total": round(math.fsum(times), 4),
+    }
 
 
 @dataclass
@@ -66,6 +83,11 @@ class Result:
     # how much longer than planned the successful requests held their connections, on
     # average (s): the replay's own query, and a busy machine's late wake-ups
     hold_overhead: float = 0.0
+    # Where the successful requests' time went (Layers): the wait for the app pool's
+    # connection, the wait in the pooler (only through one: the transaction's first statement,
+    # one round trip included) and the database's time (the rest of the hold). Results written
+    # before it had this: empty.
+    layers: Layers = field(default_factory=dict)
     error_types: dict[str, int] = field(default_factory=dict)
     timeline: list[Sample] = field(default_factory=list)
 

@@ -58,6 +58,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="run a query before the hold, so each request holds an open transaction (what a "
         "pooler in transaction mode pins a server connection for)",
     )
+    parser.add_argument(
+        "--through-pooler",
+        action="store_true",
+        help="--database-url is a pooler in transaction mode (PgBouncer): implies "
+        "--hold-in-transaction, and reports where the time went in three layers, the wait for "
+        "the app pool's connection, the wait in the pooler (the transaction's first statement, "
+        "one round trip included) and the database's time (the rest of the hold); without it, "
+        "two: the pool's and the database's",
+    )
     parser.add_argument("--pool-name", default="replay", help="the `pool` label (replay)")
     parser.add_argument("--json", metavar="FILE", help="write the results as JSON ('-': stdout)")
 
@@ -74,7 +83,8 @@ def scenario_from(args: argparse.Namespace) -> tuple[Scenario, PoolSettings]:
             duration=args.duration,
             push_at=args.push_at,
             seed=args.seed,
-            hold_in_transaction=args.hold_in_transaction,
+            hold_in_transaction=args.hold_in_transaction or args.through_pooler,
+            through_pooler=args.through_pooler,
         )
         settings = PoolSettings(args.pool_size, args.max_overflow, args.pool_timeout)
     except ValueError as exc:

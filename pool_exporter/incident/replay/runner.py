@@ -5,7 +5,9 @@ A user checks a connection out, holds it for a drawn time (a client-side sleep a
 query), and returns it. Users run as threads, because the pool's own waiting is what is being
 measured: a caller blocked in `QueuePool` is a thread blocked in its condition variable. The
 runner reads the pool's live numbers from the instrumentation's `PoolStats`, the same numbers
-a scrape would show.
+a scrape would show. Each request's time is split where it went: the wait for the app pool's
+connection, the wait in the pooler (through one: the transaction's first statement) and the
+database's time (the rest of the hold).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from sqlalchemy import exc as sa_exc
 
 from pool_exporter import redact
 from pool_exporter.incident.percentiles import percentiles
-from pool_exporter.incident.results import Result, Sample
+from pool_exporter.incident.results import Layers, Result, Sample, layer
 from pool_exporter.instrument import PoolInstrumentation, instrument
 from pool_exporter.metrics import HOLD_BUCKETS
 from pool_exporter.stats import CANCELLED, ERROR, TIMEOUT
@@ -132,8 +134,9 @@ class Replay:
         # updates between threads without one, and free-threaded builds have no GIL that
         # would make even a list.append atomic.
         self._lock = threading.Lock()
-        # (arrival offset, start, wait, hold, outcome, planned hold) per finished request
-        self._done: list[tuple[float, float, float, float, str, float]] = []
+        # (arrival offset, start, wait, hold, outcome, planned hold, wait in the pooler) per
+        # finished request; the pooler's wait is part of the hold, and 0 without a pooler
+        self._done: list[tuple[float, float, float, float, str, float, float]] = []
         self._error_types: dict[str, int] = {}
         self._arrived = 0
         self._t0 = 0.0
@@ -221,9 +224,14 @@ class Replay:
         self._note_checkout(got)
         outcome = OK
         failure: Exception | None = None
+        pooler = 0.0
         try:
             if self.scenario.hold_in_transaction:
-                conn.exec_driver_sql("select 1").close()  # BEGIN: rolled back at checkin
+                # BEGIN, rolled back at checkin: a pooler in transaction mode queues it until
+                # one of its server connections is free
+                conn.exec_driver_sql("select 1").close()
+                if self.scenario.through_pooler:
+                    pooler = perf_counter() - got
             if self._stop.wait(hold):
                 outcome = CANCELLED
             conn.exec_driver_sql("select 1").close()
@@ -233,7 +241,7 @@ class Replay:
             conn.close()
         self._record(
             due, start, got - start, perf_counter() - got, outcome,
-            lag=lag, error=failure, planned=hold,
+            lag=lag, error=failure, planned=hold, pooler=pooler,
         )  # fmt: skip
 
     def _note_checkout(self, got: float) -> None:
@@ -254,13 +262,14 @@ class Replay:
         lag: float,
         error: Exception | None = None,
         planned: float = 0.0,
+        pooler: float = 0.0,
     ) -> None:
         with self._lock:
             self._max_lag = max(self._max_lag, lag)
             if error is not None:
                 name = type(error).__name__
                 self._error_types[name] = self._error_types.get(name, 0) + 1
-            self._done.append((due, start - self._t0, wait, hold, outcome, planned))
+            self._done.append((due, start - self._t0, wait, hold, outcome, planned, pooler))
 
     def _sample_loop(self) -> None:
         while not self._ended.wait(self._next_tick()):
@@ -325,8 +334,19 @@ class Replay:
         if holds:
             r.hold_overhead = round(statistics.fmean(d[3] - d[5] for d in done if d[4] == OK), 5)
         r.hold_buckets = [[le, sum(1 for h in holds if h <= le)] for le in HOLD_BUCKETS]
+        r.layers = self._layers([d for d in done if d[4] == OK])
         r.peak_in_use = max(self._peak_in_use, *(s.in_use for s in r.timeline), 0)
         r.max_start_lag = round(self._max_lag, 4)
+
+    def _layers(self, ok: list[tuple[float, float, float, float, str, float, float]]) -> Layers:
+        """Where the successful requests' time went, per layer; the pooler's only through one."""
+        if not ok:
+            return {}
+        parts = {"pool": [d[2] for d in ok]}
+        if self.scenario.through_pooler:
+            parts["pooler"] = [d[6] for d in ok]
+        parts["database"] = [d[3] - d[6] for d in ok]
+        return {name: layer(times) for name, times in parts.items()}
 
 
 def replay(

@@ -27,6 +27,10 @@ class Scenario:
     # Hold the connection inside a transaction (a query first, then the hold): what a pooler
     # in transaction mode sees of a request that works between its queries.
     hold_in_transaction: bool = False
+    # The URL is a pooler in transaction mode: the transaction's first statement waits there
+    # for a server connection, so its time is the pooler's wait (and one round trip) and the
+    # rest of the hold the database's. Only an open transaction makes that split true.
+    through_pooler: bool = False
 
     def __post_init__(self) -> None:
         if self.users < 0 or self.ramp < 0 or self.background_rate < 0:
@@ -34,6 +38,8 @@ class Scenario:
         if self.duration < 0 or self.push_at < 0:
             raise ValueError("duration and push time must not be negative")
         Push(self.users, self.ramp, self.ramp_shape)  # an unknown shape: ValueError, here
+        if self.through_pooler and not self.hold_in_transaction:
+            raise ValueError("a replay through a pooler holds its connections in a transaction")
 
     @property
     def push(self) -> Push:

@@ -9,6 +9,23 @@ def _secs(value: float | None) -> str:
     return "never" if value is None else f"{value:.1f} s"
 
 
+# What each layer's line says it measured.
+LAYER_NAMES = {"pool": "pool wait", "pooler": "pooler wait", "database": "database"}
+
+
+def _layers(r: Result) -> list[str]:
+    """Where the time went, a line a layer measured (none for a result written before)."""
+    if not r.layers:
+        return []
+    lines = [f"where the time went in the {r.ok} ok requests:"]
+    for name, times in r.layers.items():
+        lines.append(
+            f"  {LAYER_NAMES.get(name, name):<14}p50 {times['p50']:.2f} s, p99 "
+            f"{times['p99']:.2f} s, longest {times['max']:.2f} s, {times['total']:.1f} s in all"
+        )
+    return lines
+
+
 def summary(r: Result) -> list[str]:
     """What happened, in the words of the incident report."""
     s = r.settings
@@ -29,6 +46,7 @@ def summary(r: Result) -> list[str]:
         f"timeouts        {r.timeouts}"
         + (f", the first {_secs(r.first_timeout)} after the push started" if r.timeouts else ""),
     ]
+    lines += _layers(r)
     if r.max_start_lag > 0.5:
         lines.append(
             f"note            requests started up to {r.max_start_lag:.1f} s late: the "
