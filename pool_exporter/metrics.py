@@ -580,7 +580,9 @@ PGBOUNCER_CLIENT_WAIT = PoolerMetric(
 PGBOUNCER_SERVER_TRANSACTION_TIME = PoolerMetric(
     "pool_exporter_pgbouncer_server_transaction_seconds",
     "counter",
-    "Time server connections spent in transactions (SHOW STATS total_xact_time).",
+    "Time spent in transactions (SHOW STATS total_xact_time); PgBouncer 1.18 counts a "
+    "transaction from its client's first query, the client's wait for a server connection "
+    f"included: less {PGBOUNCER_CLIENT_WAIT.name}, the database's time.",
     ("database",),
 )
 PGBOUNCER_SERVER_QUERY_TIME = PoolerMetric(

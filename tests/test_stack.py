@@ -7,7 +7,7 @@ The "before" half: at SQLAlchemy's defaults the push times out in the app pools,
 by the app, the exporter and Prometheus; the app-pool-only recommendations of the issue move
 the queue into PgBouncer. The "after" half: a recommendation in the shape issue 28 gives
 `advise --json`, applied to the stack, serves the same push; checked here with settings worked
-out by hand, and asked of advise itself (expected to fail until the three-layer model lands).
+out by hand, and asked of advise itself from what Prometheus scraped of the first push.
 """
 
 from __future__ import annotations

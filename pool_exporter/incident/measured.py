@@ -106,16 +106,21 @@ def layers_from_prometheus(
     api: PrometheusAPI, window: str, database_matchers: str, at: float | None = None
 ) -> Layers:
     """The database's time and the pooler's wait per transaction (SHOW STATS, summed over the
-    pooler's databases), the other clients' connections and the pooled databases' limit."""
+    pooler's databases), the other clients' connections and the pooled databases' limit.
+    PgBouncer counts a transaction's time from when its client asked, its wait for a server
+    connection included: the database's own time is the transaction time less the wait."""
     w, db_sel = f"[{window}]", _braces(database_matchers)
-    xacts = f"sum(increase({m.PGBOUNCER_TRANSACTIONS.sample}{w}))"
-    per_xact = {
-        name: api.scalar(f"sum(increase({metric.sample}{w})) / {xacts}", at)
-        for name, metric in (
-            ("service", m.PGBOUNCER_SERVER_TRANSACTION_TIME),
-            ("wait", m.PGBOUNCER_CLIENT_WAIT),
+    xacts, xact_time, wait = (
+        api.scalar(f"sum(increase({metric.sample}{w}))", at)
+        for metric in (
+            m.PGBOUNCER_TRANSACTIONS,
+            m.PGBOUNCER_SERVER_TRANSACTION_TIME,
+            m.PGBOUNCER_CLIENT_WAIT,
         )
-    }
+    )
+    service = pooler_wait = None
+    if xacts and xact_time is not None and wait is not None:
+        service, pooler_wait = _finite((xact_time - wait) / xacts), max(0.0, wait / xacts)
     others = api.scalar(
         f"max_over_time(clamp_min(sum({m.DATABASE_CONNECTIONS.name}{db_sel}) - "
         f"sum({m.PGBOUNCER_DB_CURRENT_CONNECTIONS.name}), 0)[{window}:])",
@@ -126,9 +131,7 @@ def layers_from_prometheus(
         f"{m.PGBOUNCER_DB_POOL_SIZE.name})",
         at,
     )
-    return Layers(
-        _finite(per_xact["service"]), _finite(per_xact["wait"]), _int(others), _int(limit)
-    )
+    return Layers(service, pooler_wait, _int(others), _int(limit))
 
 
 def from_replay(result: Result, source: str) -> Measured:
@@ -156,6 +159,10 @@ def from_replay(result: Result, source: str) -> Measured:
         hold_buckets=tuple((float(le), float(n)) for le, n in result.hold_buckets),
         hold_median=result.hold.get("p50"),
         hold_count=float(result.ok),
+        # through a pooler (replay --through-pooler): the database's time and the pooler's
+        # wait per request, as the replay measured them
+        service_time=_per_request(result, "database") if "pooler" in result.layers else None,
+        pooler_wait=_per_request(result, "pooler"),
     )
     measured.holds()  # a histogram that cannot be drawn from: ValueError, here
     return measured
@@ -290,6 +297,12 @@ def _braces(*matchers: str) -> str:
 
 def _int(value: float | None) -> int | None:
     return None if value is None else round(value)
+
+
+def _per_request(result: Result, layer: str) -> float | None:
+    """A layer's mean seconds per request of a replay that measured it."""
+    times = result.layers.get(layer)
+    return _finite(times["total"] / result.ok) if times and result.ok else None
 
 
 def _finite(value: float | None) -> float | None:
