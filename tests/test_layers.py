@@ -18,7 +18,7 @@ from pool_exporter.incident.holds import Holds
 from pool_exporter.incident.measured import Measured, PoolerLimits
 from pool_exporter.incident.pooler import SESSION, TRANSACTION, Pooler
 from pool_exporter.incident.simulate import Run, Waits, simulate
-from pool_exporter.incident.sizing import SAFE, TIMES_OUT, Goals, Target, verdict
+from pool_exporter.incident.sizing import SAFE, TIMES_OUT, Goals, Preflight, Target, verdict
 from pool_exporter.incident.stacksim import predict_stack, simulate_stack
 from pool_exporter.incident.traffic import Push
 
@@ -154,3 +154,22 @@ def test_the_database_time_comes_from_the_pooler_not_the_apps_hold() -> None:
     assert stacksizing.stack_of(waited, None, work).service.mean == pytest.approx(0.9)
     assert "less the pooler's wait" in work[-1]
     assert stacksizing.stack_of(SCALED, None, []).service.mean == 0.86
+
+
+def test_preflight_behind_the_pooler_calls_a_queue_moved_into_it_unsafe() -> None:
+    # The stack test's third row: app pools for the whole push (5 + 395 per worker) behind
+    # the pooler's 40. No pool timeout can fire, yet requests wait past the 6 s in PgBouncer.
+    def gate(servers: int) -> Preflight:
+        measured = replace(SCALED, pooler=replace(SCALED.pooler, pool_size=servers))
+        return stacksizing.preflight(
+            measured, 2, DEADLINE, users=400, ramp=0.0, requests_per_user=1.0,
+            settings=(5, 395, 6.0),
+        )  # fmt: skip
+
+    moved = gate(40)
+    # rounds of 40 every 0.86 s: the last two or three start past 6 s
+    assert moved.prediction.timeouts_high == 0 and moved.prediction.late >= 80
+    assert moved.verdict == TIMES_OUT and moved.predicted_timeouts == moved.prediction.late
+    assert moved.prediction.layers["pooler"].longest > 6.0
+    # Raised as advise raises it, the pooler serves the same pools in time.
+    assert gate(88).verdict == SAFE

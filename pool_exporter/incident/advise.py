@@ -21,6 +21,7 @@ from .arguments import add_pool_arguments
 from .measured import Measured, NoData, PoolerLimits, from_prometheus, from_replay
 from .promapi import PrometheusAPI, PrometheusError
 from .results import Result
+from .simulate import Waits
 from .sizing import (
     AT_RISK,
     TIMES_OUT,
@@ -286,11 +287,7 @@ def _print_advice(a: Advice) -> None:
         )
     if a.waits and a.predicted is not None:
         q = a.predicted
-        for layer, waits in a.waits.items():
-            print(
-                f"  waits    in the {layer}: median {fig(waits.p50)} s, p99 {fig(waits.p99)} s, "
-                f"longest {fig(waits.longest)} s"
-            )
+        _print_waits(a.waits)
         print(
             f"  cost     {q.timeouts_high} timeouts and {q.late_high} requests waiting past "
             f"{q.timeout:g} s in any of {q.runs} simulated runs; the longest wait in all "
@@ -319,23 +316,41 @@ def _print_advice(a: Advice) -> None:
         print(f"  WARNING  {w}")
 
 
+def _print_waits(layers: dict[str, Waits]) -> None:
+    for layer, w in layers.items():
+        print(
+            f"  waits    in the {layer}: median {fig(w.p50)} s, p99 {fig(w.p99)} s, "
+            f"longest {fig(w.longest)} s"
+        )
+
+
 def _print_preflight(p: Preflight, users: int) -> None:
-    print("  working (per pool, i.e. per worker process):")
+    q = p.prediction
+    stacked = "pooler" in q.layers  # counts are the fleet's, waits at each layer
+    print("  working (the stack):" if stacked else "  working (per pool, i.e. per worker process):")
     for line in p.working:
         print(f"    {line}")
     print(f"  safe sending rate {fig(p.safe_rate)} users/s; or {p.batches} batches of "
           f"{p.batch_users} users, one every {fig(p.batch_interval)} s")  # fmt: skip
-    q = p.prediction
+    if stacked:
+        _print_waits(q.layers)
+    per = "in all" if stacked else "per pool"
+    late = (
+        f", and {fig(q.late)} more served only after waiting past it in the pooler "
+        f"({q.late_high} at most)"
+        if q.late_high
+        else ""
+    )
     waits = f"the longest wait about {fig(p.longest_wait)} s of the {q.timeout:g} s timeout"
     if p.verdict == TIMES_OUT:
         print(
             f"  push of {users} users: WOULD TIME OUT (about {fig(p.predicted_timeouts)} "
-            f"requests, {q.timeouts_low}-{q.timeouts_high} per pool in {q.runs} runs): send in "
-            "batches instead"
+            f"requests, {q.timeouts_low}-{q.timeouts_high} {per} in {q.runs} runs{late}): send "
+            "in batches instead"
         )
     elif p.verdict == AT_RISK:
         why = (
-            f"timeouts in {q.runs} runs: up to {q.timeouts_high} per pool"
+            f"timeouts in {q.runs} runs: up to {q.timeouts_high} {per}{late}"
             if q.may_time_out
             else f"{waits}, within {p.margin:.0%} of it"
         )

@@ -56,6 +56,7 @@ class Measured:
     # window), and the lowest CONNECTION LIMIT of the databases the pooler serves
     db_others: int | None = None
     db_limit: int | None = None
+    service_source: str = "the pooler's SHOW STATS"
 
     def holds(self) -> Holds:
         """The hold-time distribution the simulation draws from: the histogram when there is
@@ -163,6 +164,7 @@ def from_replay(result: Result, source: str) -> Measured:
         # wait per request, as the replay measured them
         service_time=_per_request(result, "database") if "pooler" in result.layers else None,
         pooler_wait=_per_request(result, "pooler"),
+        service_source="the replay through the pooler",
     )
     measured.holds()  # a histogram that cannot be drawn from: ValueError, here
     return measured

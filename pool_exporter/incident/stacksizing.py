@@ -77,7 +77,8 @@ def stack_of(measured: Measured, db_max: int | None, work: list[str]) -> Stack:
     budget = database_budget(measured, db_max)
     parts = []
     if budget is not None:
-        parts.append(f"{budget} (max_connections less reserved)")
+        given = db_max is not None
+        parts.append(f"{budget} given" if given else f"{budget} of max_connections less reserved")
         if measured.db_others:
             budget -= measured.db_others
             parts.append(f"less {measured.db_others} held by other clients")
@@ -90,7 +91,7 @@ def stack_of(measured: Measured, db_max: int | None, work: list[str]) -> Stack:
         else "database budget unknown (--database-max-connections): the pooler is not raised"
     )
     if measured.service_time is not None:
-        s, source = measured.service_time, "the pooler's SHOW STATS, per transaction"
+        s, source = measured.service_time, f"{measured.service_source}, per transaction"
     elif measured.pooler_wait is not None:
         s = max(1e-6, measured.hold_mean - measured.pooler_wait)
         source = f"the app's hold {fig(measured.hold_mean)} s less the pooler's wait"
