@@ -72,6 +72,10 @@ CASES = [
     Case("session, pooler < app pool", "session", 10, 300, 5, 10, 2.0, 97),
     # 600 x 0.07 s of database time on 20 connections is past the 1.5 s deadline: pacing
     Case("transaction, database budget 20", "transaction", 5, 600, 10, 20, 1.5, 20),
+    # a tighter deadline: 400 x 0.07 s on 5 server connections, within 1 s
+    Case("transaction, deadline 1 s", "transaction", 5, 400, 10, 20, 1.0, 97),
+    # the same in session mode: the app pool no larger than the pooler's, and paced
+    Case("session, database budget 20", "session", 10, 600, 5, 10, 1.5, 20),
 ]
 
 
@@ -123,6 +127,14 @@ def layer_max(result: rp.Result, name: str) -> float:
     return result.layers.get(name, {}).get("max", 0.0)
 
 
+def open_servers(bouncer: pgbouncer.PgBouncer, database: str) -> int:
+    """PgBouncer's server connections to `database` now: idle ones stay open (for
+    server_idle_timeout), so after a replay this is the most it opened since the reload."""
+    kinds = ("sv_active", "sv_idle", "sv_used", "sv_tested", "sv_login")
+    rows = [p for p in bouncer.admin("SHOW POOLS") if p["database"] == database]
+    return sum(int(str(p[k])) for p in rows for k in kinds)
+
+
 def one(case: Case, url: str) -> dict[str, Any]:
     target = make_url(url)
     with pgbouncer.running(
@@ -145,6 +157,7 @@ def one(case: Case, url: str) -> dict[str, Any]:
         runs = [
             run_replay(through, case.users, ramp, settings, s, deadline=deadline) for s in SEEDS
         ]
+        servers = open_servers(bouncer, target.database or "test")
     predicted = a["predicted"] or {}
     measured = [
         {
@@ -179,7 +192,7 @@ def one(case: Case, url: str) -> dict[str, Any]:
             },
             "text": a["text"],
         },
-        "measured": measured, "load": load(),
+        "measured": measured, "pooler_servers_after": servers, "load": load(),
     }  # fmt: skip
 
 
@@ -197,7 +210,8 @@ def row(r: dict[str, Any]) -> str:
         f"| {r['case']}: {r['users']} at once, {c['pool'][0]}+{c['pool'][1]}, pooler "
         f"{c['pooler']}, deadline {r['deadline']:g} s | {c['timeouts']}, "
         f"{c['longest_pooler_wait']:.2f} s | {pool}; pooler {a['pooler']['default_pool_size']}; "
-        f"{pace} | {q['timeouts_high']}, {q['late_high']}, {q['longest_wait']:.2f} s | "
+        f"{pace} | {q['timeouts_high']}, {q['late_high']}, {q['longest_wait']:.2f} s (up to "
+        f"{q['longest_wait_high']:.2f} s) | "
         f"{both('timeouts')} | {both('errors')} | {both('longest_pool_wait', '{:.2f}')} s | "
         f"{both('longest_pooler_wait', '{:.2f}')} s | {both('longest_total_wait', '{:.2f}')} s | "
         f"{served} | {r['load']} |"
@@ -213,7 +227,8 @@ def main() -> None:
     print(f"load average at the start: {load()}")
     print(
         "| case | calibration: timeouts, longest pooler wait | advised: app pool, pooler, pace | "
-        "predicted: timeouts, late (most in a run), longest wait | replayed timeouts (2 seeds) | "
+        "predicted: timeouts, late (most in a run), longest wait (median run, up to) | "
+        "replayed timeouts (2 seeds) | "
         "errors | longest pool wait | longest pooler wait | longest total wait | all within "
         "the deadline | load |"
     )
