@@ -7,7 +7,8 @@ push (seeds 11 and 12, steady traffic over the simulated window): whether each r
 lies in the range the prediction states. Then the settings `advise` recommends from the same
 calibration for 1,000 users over 2 s with 100 and with 40 database connections, replayed, and
 the smallest pool that replays that push with no timeout on both seeds (by bisection), to
-compare the two. Markdown tables; every figure as JSON with --json.
+compare the two. Markdown tables; every figure as JSON with --json. Behind a pooler, the same
+questions against a real PgBouncer: bench/advise_pooler.py.
 
     .venv/bin/python bench/advise_matrix.py [--database-url URL] [--json out.json]
 
