@@ -21,7 +21,6 @@ from pool_exporter.incident.measured import from_prometheus, from_replay
 from pool_exporter.incident.promapi import PrometheusAPI
 from pool_exporter.incident.promserver import PrometheusServer
 from pool_exporter.incident.results import Result
-from pool_exporter.incident.sizing import fig
 
 from .support.binaries import require_binary
 from .support.procs import wait_until
@@ -62,24 +61,6 @@ def advise_fleet(
         capsys, "--from-replay", str(burst_json), "--database-max-connections", "100",
         "--workers", "4", "--instances", "3", "--users", "20000", "--ramp", "5", *args,
     )  # fmt: skip
-
-
-PUSH_AT_POOLER = ("--users", "2000", "--ramp", "0.5", "--request-timeout", "1")
-
-
-def advise_pooler(
-    capsys: pytest.CaptureFixture[str], burst_json: Path, mode: str, pool_size: str
-) -> tuple[str, dict]:
-    """`advise_fleet` behind a pooler in `mode` with `pool_size` server connections and a
-    max_client_conn of 2000, for a push of 2,000 users in 0.5 s (the same rate of work as
-    20,000 in 5 s, simulated in a tenth of the time) that may wait 1 s: it must succeed;
-    its text and its advice."""
-    code, text, report = advise_fleet(
-        capsys, burst_json, "--pooler-mode", mode, "--pooler-pool-size", pool_size,
-        "--pooler-max-client-conn", "2000", *PUSH_AT_POOLER,
-    )  # fmt: skip
-    assert code == 0, text
-    return text, report[0]["advice"]
 
 
 def test_advice_from_a_replay_shows_its_working_and_fits_the_database(
@@ -382,47 +363,3 @@ def test_advice_from_prometheus_without_the_pool_is_an_error(
     assert main(["advise", "--prometheus", prom.url, "--pool", "nosuchpool"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "for pool 'nosuchpool'" in err
-
-
-def test_behind_a_transaction_pooler_advise_sizes_the_pooler_and_paces_what_no_size_serves(
-    burst_json: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    # 2,000 users in 0.5 s of about 0.07 s each: some 280 transactions at once, against a
-    # database of 100 connections: 1.4 s of work for each of them, and 1 s to do it in. No
-    # pooler within that budget serves the push at once.
-    text, a = advise_pooler(capsys, burst_json, "transaction", "40")
-    assert "larger app pools would only move the queue into the pooler" in text
-    assert "even 100 server connections (the budget) do not serve" in text
-    pooler, push = a["pooler"], a["push"]
-    assert pooler["default_pool_size"] == 100 and pooler["max_client_conn"] >= 2000
-    assert 0 < push["rate"] < 100 / 0.05  # below what 100 connections serve at the mean hold
-    assert f"recommend sending the push at {fig(push['rate'])} users/s" in text
-    # In transaction mode every worker may use every server connection.
-    assert a["pool_size"] + a["max_overflow"] == 100
-    # Its predicted waits, layer by layer, and no timeout or late request in any run.
-    assert set(a["waits"]) == {"pool", "pooler"}
-    assert a["predicted"]["timeouts_high"] == a["predicted"]["late_high"] == 0
-    assert "waits    in the pooler: median" in text
-
-    # A pooler accepting fewer clients than the fleet opens, and a pool the database cannot hold.
-    _, text, report = advise_fleet(
-        capsys, burst_json, "--pooler-pool-size", "150", "--pooler-max-client-conn", "50",
-        *PUSH_AT_POOLER,
-    )  # fmt: skip
-    a = report[0]["advice"]
-    fleet = a["pools"] * (a["pool_size"] + a["max_overflow"])
-    assert a["pooler"]["max_client_conn"] >= fleet > 50
-    assert f"raise the pooler's max_client_conn to {a['pooler']['max_client_conn']}" in text
-    assert "the pooler may open 150 server connections, more than the database's 100" in text
-    assert a["pooler"]["default_pool_size"] <= 100 and not a["exhausts_database"]
-
-
-def test_behind_a_session_pooler_the_fleets_connections_are_the_poolers(
-    burst_json: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    text, a = advise_pooler(capsys, burst_json, "session", "500")
-    assert "the pooler may open 500 server connections, more than the database's 100" in text
-    servers = a["pooler"]["default_pool_size"]
-    assert servers <= 100
-    # Each app connection keeps a server connection: the fleet's are the pooler's.
-    assert a["pools"] * (a["pool_size"] + a["max_overflow"]) <= servers
