@@ -318,12 +318,17 @@ def test_celery_prefork_children_replaced_after_max_tasks_keep_every_checkout(
         "--max-tasks-per-child", str(RECYCLE_AFTER), "--without-heartbeat", "--without-mingle",
         "--without-gossip", "--loglevel", "warning",
     ]  # fmt: skip
+    # Sent from here without importing the app, so this process instruments nothing. The
+    # queue is declared before the worker starts: kombu's SQLAlchemy transport inserts its row
+    # on first use, and the worker and the producer both inserting it at once is a UNIQUE
+    # violation that kills the worker ("Unrecoverable error", seen on a loaded machine).
+    producer = Celery("producer", broker=broker)
+    with producer.connection_for_write() as connection:
+        connection.default_channel.queue_declare(queue="celery")
     procs.start(argv, env, name="celery")
     # The main worker process instruments at import and stays: one series, plus its children.
     live = WORKERS + 1
     p.wait_until(lambda: len(worker_series(run.sidecar.scrape())) == live, 30, "celery to start")
-    # Sent from here without importing the app, so this process instruments nothing.
-    producer = Celery("producer", broker=broker)
     try:
         seen = load(run, lambda _: producer.send_task("checkout") and None, REQUESTS)
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -229,18 +231,10 @@ def _preflight(measured: Measured, pools: int, goals: Goals, args: argparse.Name
             "the pool's settings are not in the data: give --pool-size, --max-overflow and "
             "--pool-timeout"
         )
-    if measured.pooler is not None:
-        return stacksizing.preflight(
-            measured,
-            pools,
-            goals,
-            users=args.push_users,
-            ramp=args.push_ramp,
-            requests_per_user=args.requests_per_user,
-            settings=(size, overflow, timeout),
-            db_max=args.database_max_connections,
-        )
-    return preflight(
+    gate: Callable[..., Preflight] = preflight
+    if measured.pooler is not None:  # the pooler and the database judged with the pools
+        gate = partial(stacksizing.preflight, db_max=args.database_max_connections)
+    return gate(
         measured,
         pools,
         goals,
