@@ -173,3 +173,11 @@ def test_preflight_behind_the_pooler_calls_a_queue_moved_into_it_unsafe() -> Non
     assert moved.prediction.layers["pooler"].longest > 6.0
     # Raised as advise raises it, the pooler serves the same pools in time.
     assert gate(88).verdict == SAFE
+
+
+def test_a_steady_rate_behind_the_pooler_sizes_it_by_erlang_c_on_the_databases_time() -> None:
+    # 60 requests/s more of 0.86 s: 51.6 connections busy on average, more than today's 40.
+    a = stacksizing.recommend(SCALED, Target(rate=60.0), 2, DEADLINE)
+    assert a.pooler is not None and a.push is None and a.predicted is None
+    assert 60 * 0.86 < a.pooler.default_pool_size <= 97
+    assert any("Erlang C needs" in line for line in a.working)

@@ -121,6 +121,7 @@ class _Sizer:
     deadline: float
     work: list[str]
     warn: list[str] = field(default_factory=list)
+    top: int = field(init=False)
 
     @property
     def s(self) -> float:
@@ -153,18 +154,16 @@ class _Sizer:
         p = self.predict(push, servers, self.deadline, HOLD_DRIFT)
         return p if verdict(p) == SAFE else None
 
-    def top(self) -> int:
-        """The most server connections the pooler may have: the database's budget (today's
-        pool when that is unknown)."""
+    def __post_init__(self) -> None:
         budget, today = self.stack.budget, self.stack.servers
-        if budget is None:
-            return today
-        if budget < today:
+        if budget is not None and budget < today:
             self.warn.append(
                 f"the pooler may open {today} server connections, more than the database's "
                 f"{budget} for it: lower its pool_size (or set max_db_connections) to {budget}"
             )
-        return max(1, budget)
+        # the most server connections the pooler may have: the database's budget (today's
+        # pool when that is unknown)
+        self.top = today if budget is None else max(1, budget)
 
     def moved(self, push: Push) -> None:
         """Why larger app pools are no answer when the pooler's pool today is too small."""
@@ -180,7 +179,7 @@ class _Sizer:
 
     def pooler_for(self, push: Push) -> tuple[int, Prediction] | None:
         """The smallest pooler from today's up to the budget that serves `push`, or None."""
-        top = self.top()
+        top = self.top
         if self.safe(push, top) is None:
             self.work.append(
                 f"pooler   even {top} server connections (the budget) do not serve "
@@ -202,7 +201,7 @@ class _Sizer:
         )
         return servers, p
 
-    def pace(self, users: int, servers: int) -> tuple[PushPace, Push]:
+    def pace(self, users: int, servers: int) -> tuple[PushPace, Push, Prediction]:
         """The fastest pace at which `servers` serve the push safely (bisection on the rate
         up to their capacity), rounded down to two significant figures."""
         capacity = servers / (self.s * (1 + HOLD_DRIFT)) - self.rate
@@ -212,8 +211,8 @@ class _Sizer:
                 f"({fig(self.rate)} req/s x {fig(self.s)} s): no pace serves a push"
             )
 
-        def serves(rate: float) -> bool:
-            return self.safe(Push(users, users / rate), servers) is not None
+        def serves(rate: float) -> Prediction | None:
+            return self.safe(Push(users, users / rate), servers)
 
         low, high = capacity / 2, capacity
         while not serves(low):
@@ -224,6 +223,10 @@ class _Sizer:
             mid = (low + high) / 2
             low, high = (mid, high) if serves(mid) else (low, mid)
         rate = _round_down(low)
+        # slower than a pace found safe, so safe at the same seeds: the prediction to report
+        chosen = serves(rate)
+        if chosen is None:
+            raise ValueError(f"the pace {fig(rate)} users/s is not safe: no pace serves the push")
         batch = max(1, math.floor(rate))
         self.work.append(
             f"pace     {servers} server connections serve {fig(servers / self.s)} "
@@ -231,7 +234,7 @@ class _Sizer:
             f"steady traffic); the fastest safe pace is {fig(rate)} users/s: {users} users "
             f"over {fig(users / rate)} s, or {batch} users every second"
         )
-        return PushPace(rate, batch, 1.0), Push(users, users / rate)
+        return PushPace(rate, batch, 1.0), Push(users, users / rate), chosen
 
     def timeout(self, push: Push, servers: int, longest: float, hold_p95: float) -> float:
         """As sizing.py's: twice the longest wait or three hold p95s, at least 2 s, at most
@@ -268,20 +271,17 @@ def recommend(
         servers = _steady_pooler(sizer, target, goals)
         c = min(sizer.app_servers(servers), max(pool_size, _per_pool(sizer, target, goals)))
         timeout = min(sizer.deadline, float(math.ceil(max(2.0, 3 * p95))))
-        longest = 0.0
     else:
         push = Push(target.users, target.ramp)
         sizer.moved(push)
         found = sizer.pooler_for(push)
         if found is None:
-            servers = sizer.top()
-            pace, push = sizer.pace(target.users, servers)
+            servers = sizer.top
+            pace, push, chosen = sizer.pace(target.users, servers)
         else:
-            servers = found[0]
+            servers, chosen = found
         c = sizer.app_servers(servers)
-        chosen = sizer.safe(push, servers)
-        longest = chosen.longest_wait if chosen is not None else sizer.deadline
-        timeout = sizer.timeout(push, servers, longest, p95)
+        timeout = sizer.timeout(push, servers, chosen.longest_wait, p95)
         predicted = sizer.predict(push, servers, timeout, 0.0)
         slower = sizer.predict(push, servers, timeout, HOLD_DRIFT)
         work.append(_cost(predicted, slower))
@@ -314,7 +314,7 @@ def recommend(
         fleet_connections=fleet,
         database_budget=stack.budget,
         exhausts_database=exhausts,
-        predicted_longest_wait=predicted.longest_wait if predicted else longest,
+        predicted_longest_wait=predicted.longest_wait if predicted else 0.0,
         predicted=predicted,
         working=work,
         warnings=sizer.warn,
@@ -331,7 +331,7 @@ def _steady_pooler(sizer: _Sizer, target: Target, goals: Goals) -> int:
     need = queueing.smallest_pool(
         load, sizer.s, p_wait=goals.p_wait, max_mean_wait=goals.mean_wait
     ).servers
-    top = sizer.top()
+    top = sizer.top
     if need > top:
         sizer.warn.append(
             f"the traffic needs {need} server connections, more than the database's {top}"
