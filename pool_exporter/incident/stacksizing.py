@@ -123,6 +123,17 @@ class _Sizer:
     warn: list[str] = field(default_factory=list)
     top: int = field(init=False)
 
+    def __post_init__(self) -> None:
+        budget, today = self.stack.budget, self.stack.servers
+        if budget is not None and budget < today:
+            self.warn.append(
+                f"the pooler may open {today} server connections, more than the database's "
+                f"{budget} for it: lower its pool_size (or set max_db_connections) to {budget}"
+            )
+        # the most server connections the pooler may have: the database's budget (today's
+        # pool when that is unknown)
+        self.top = today if budget is None else max(1, budget)
+
     @property
     def s(self) -> float:
         return self.stack.service.mean
@@ -153,17 +164,6 @@ class _Sizer:
         database times HOLD_DRIFT longer; None otherwise."""
         p = self.predict(push, servers, self.deadline, HOLD_DRIFT)
         return p if verdict(p) == SAFE else None
-
-    def __post_init__(self) -> None:
-        budget, today = self.stack.budget, self.stack.servers
-        if budget is not None and budget < today:
-            self.warn.append(
-                f"the pooler may open {today} server connections, more than the database's "
-                f"{budget} for it: lower its pool_size (or set max_db_connections) to {budget}"
-            )
-        # the most server connections the pooler may have: the database's budget (today's
-        # pool when that is unknown)
-        self.top = today if budget is None else max(1, budget)
 
     def moved(self, push: Push) -> None:
         """Why larger app pools are no answer when the pooler's pool today is too small."""
@@ -215,18 +215,19 @@ class _Sizer:
             return self.safe(Push(users, users / rate), servers)
 
         low, high = capacity / 2, capacity
-        while not serves(low):
+        while (chosen := serves(low)) is None:
             low, high = low / 2, low
             if low < capacity / 1000:
                 raise ValueError("no pace serves the push within the deadline")
         for _ in range(PACE_STEPS):
             mid = (low + high) / 2
-            low, high = (mid, high) if serves(mid) else (low, mid)
+            if (found := serves(mid)) is not None:
+                low, chosen = mid, found
+            else:
+                high = mid
         rate = _round_down(low)
-        # slower than a pace found safe, so safe at the same seeds: the prediction to report
-        chosen = serves(rate)
-        if chosen is None:
-            raise ValueError(f"the pace {fig(rate)} users/s is not safe: no pace serves the push")
+        rounded = serves(rate)  # a little slower; kept unrounded should it not be safe
+        rate, chosen = (rate, rounded) if rounded is not None else (low, chosen)
         batch = max(1, math.floor(rate))
         self.work.append(
             f"pace     {servers} server connections serve {fig(servers / self.s)} "
