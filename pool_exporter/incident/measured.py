@@ -94,7 +94,7 @@ def pooler_from_prometheus(api: PrometheusAPI, at: float | None = None) -> Poole
 
 
 @dataclass(frozen=True)
-class Layers:
+class LayerFigures:
     """What the pooler's and the database's views measured over a window."""
 
     service_time: float | None = None
@@ -105,7 +105,7 @@ class Layers:
 
 def layers_from_prometheus(
     api: PrometheusAPI, window: str, database_matchers: str, at: float | None = None
-) -> Layers:
+) -> LayerFigures:
     """The database's time and the pooler's wait per transaction (SHOW STATS, summed over the
     pooler's databases), the other clients' connections and the pooled databases' limit.
     PgBouncer counts a transaction's time from when its client asked, its wait for a server
@@ -132,7 +132,7 @@ def layers_from_prometheus(
         f"{m.PGBOUNCER_DB_POOL_SIZE.name})",
         at,
     )
-    return Layers(service, pooler_wait, _int(others), _int(limit))
+    return LayerFigures(service, pooler_wait, _int(others), _int(limit))
 
 
 def from_replay(result: Result, source: str) -> Measured:
@@ -225,7 +225,9 @@ def from_prometheus(
         f"(rate({m.CHECKOUTS.sample}{sel}[{inner}])))[{window}:]))"
     )
     pooler = pooler_from_prometheus(api, at)
-    layers = layers_from_prometheus(api, window, database_matchers, at) if pooler else Layers()
+    layers = LayerFigures()
+    if pooler is not None:
+        layers = layers_from_prometheus(api, window, database_matchers, at)
 
     found = []
     for name, count in sorted(pools.items()):
