@@ -58,6 +58,12 @@ class Measured:
     db_limit: int | None = None
     service_source: str = "the pooler's SHOW STATS"
 
+    @property
+    def steady(self) -> float:
+        """The steady traffic a planned push comes on top of: the typical rate where it was
+        measured, else the busiest stretch."""
+        return self.peak_rate if self.steady_rate is None else self.steady_rate
+
     def holds(self) -> Holds:
         """The hold-time distribution the simulation draws from: the histogram when there is
         one, else a lognormal through the median (or the mean) and the p95."""
@@ -220,13 +226,14 @@ def from_prometheus(
     timeout = by_pool(f"max by (pool) ({m.TIMEOUT.name}{sel})")
     db_max = api.scalar(f"max({m.DATABASE_MAX_CONNECTIONS.name}{db_sel})", at)
     db_reserved = api.scalar(f"max({m.DATABASE_RESERVED_CONNECTIONS.name}{db_sel})", at)
-    steady = by_pool(
-        f"max by (pool) (quantile_over_time(0.5, (sum by (pool) "
-        f"(rate({m.CHECKOUTS.sample}{sel}[{inner}])))[{window}:]))"
-    )
     pooler = pooler_from_prometheus(api, at)
+    steady: dict[str, float] = {}
     layers = LayerFigures()
-    if pooler is not None:
+    if pooler is not None:  # what the stack's sizing reads besides (stacksizing.py)
+        steady = by_pool(
+            f"max by (pool) (quantile_over_time(0.5, (sum by (pool) "
+            f"(rate({m.CHECKOUTS.sample}{sel}[{inner}])))[{window}:]))"
+        )
         layers = layers_from_prometheus(api, window, database_matchers, at)
 
     found = []

@@ -262,7 +262,7 @@ def recommend(
         raise ValueError("the measured mean hold time is 0: no checkouts to size from")
     work: list[str] = []
     stack = stack_of(measured, db_max, work)
-    steady = measured.peak_rate if measured.steady_rate is None else measured.steady_rate
+    steady = measured.steady
     pool_size = steady_size(steady, stack.service.mean, pools, goals, work, what="typical stretch")
     sizer = _Sizer(stack, pools, pool_size, steady, goals.request_timeout, work)
     p95 = (measured.hold_p95 or 3 * measured.hold_mean) * stack.service.mean / measured.hold_mean
@@ -394,7 +394,7 @@ def preflight(
     work: list[str] = []
     stack = stack_of(measured, db_max, work)
     s = stack.service.mean
-    steady = measured.peak_rate if measured.steady_rate is None else measured.steady_rate
+    steady = measured.steady
     requests = max(1, round(users * requests_per_user))
     push = Push(requests, ramp)
     pooler = Pooler(stack.servers, stack.service, stack.mode)
