@@ -261,9 +261,7 @@ def _measured_line(measured: Measured, pools: int) -> str:
 
 
 def _print_advice(a: Advice) -> None:
-    print("  working (the stack)" if a.pooler else "  working (per pool, i.e. per worker process):")
-    for line in a.working:
-        print(f"    {line}")
+    _print_working(a.working, stacked=a.pooler is not None)
     print(
         f"  recommend pool_size={a.pool_size} max_overflow={a.max_overflow} "
         f"pool_timeout={a.pool_timeout:g}  (per worker)"
@@ -310,6 +308,13 @@ def _print_advice(a: Advice) -> None:
         print(f"  WARNING  {w}")
 
 
+def _print_working(lines: list[str], *, stacked: bool) -> None:
+    """The working: the stack's, behind a pooler, or one pool's (per worker process)."""
+    print("  working (the stack):" if stacked else "  working (per pool, i.e. per worker process):")
+    for line in lines:
+        print(f"    {line}")
+
+
 def _print_waits(layers: dict[str, Waits]) -> None:
     for layer, w in layers.items():
         print(
@@ -321,9 +326,7 @@ def _print_waits(layers: dict[str, Waits]) -> None:
 def _print_preflight(p: Preflight, users: int) -> None:
     q = p.prediction
     stacked = "pooler" in q.layers  # counts are the fleet's, waits at each layer
-    print("  working (the stack):" if stacked else "  working (per pool, i.e. per worker process):")
-    for line in p.working:
-        print(f"    {line}")
+    _print_working(p.working, stacked=stacked)
     print(f"  safe sending rate {fig(p.safe_rate)} users/s; or {p.batches} batches of "
           f"{p.batch_users} users, one every {fig(p.batch_interval)} s")  # fmt: skip
     if stacked:
