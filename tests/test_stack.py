@@ -102,12 +102,14 @@ def test_app_pools_for_most_of_the_push_still_time_out_and_queue_in_pgbouncer_pa
     print(f"\n{out.summary()}")
     assert_counted_alike(out)
     assert out.errors == 0
-    # Those the app pools could not take time out, as in the incident (508 of 2,000)... most
-    # of them: a request a busy machine hands to its thread late still waits 0.6 s, long
-    # enough for one of the first connections to come back (after 0.86 s); with the suite's
-    # other modules beside it, 114 of 140 did.
+    # Those the app pools could not take time out, as in the incident (508 of 2,000): most of
+    # them. Not all: the push opens 130 connections in each worker at once, and on 2 busy cores
+    # the last requests reach their pool late, still waiting when PgBouncer hands back its first
+    # 40 connections (one hold, 0.86 s, in); each of those serves one more. A request would
+    # have to reach its pool more than a hold late to see a second round. Seen: 114 of 140 with
+    # the suite's other modules beside it, 100 on a fresh machine (first timeout at 1.2 s).
     beyond = S.users - 2 * (FIX_ONE.pool_size + FIX_ONE.max_overflow)
-    assert out.pool_timeouts >= 0.75 * beyond, out.summary()
+    assert out.pool_timeouts > beyond / 2, out.summary()
     # ... and those they took wait in PgBouncer, many times the pool timeout, behind its 40
     # server connections: the database never sees more.
     assert out.pooler_longest_wait > 3 * FIX_ONE.pool_timeout, out.summary()
