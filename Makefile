@@ -29,19 +29,33 @@ lint: $(BIN)/.installed
 typecheck: $(BIN)/.installed
 	$(BIN)/mypy
 
-# The tests run in WORKERS processes (pytest-xdist), each taking a whole module at a time, so
-# that a module-scoped fixture is made once (loadscope; not loadgroup, which pytest 9.2 breaks:
-# pytest-xdist issue 1386), in the order tests/conftest.py gives: modules with slow tests first.
-# The few marked `serial` run afterwards, in pytest's own process, one at a time: they measure
-# this machine, take nearly all of the database's connections, or fork past Python's fork
-# hooks. MARKS narrows both runs (MARKS="not root"); a run that MARKS leaves empty (pytest's
-# exit status 5) is not a failure.
+# The tests run in passes. First the parallel pass: WORKERS processes (pytest-xdist), each
+# taking a whole module at a time, so that a module-scoped fixture is made once (loadscope;
+# not loadgroup, which pytest 9.2 breaks: pytest-xdist issue 1386), in the order
+# tests/conftest.py gives: modules with slow tests first. Then the tests marked `serial`, one
+# at a time in each of two lanes that share nothing but a machine they leave mostly idle:
+# `replays` (pushes replayed on SQLite against a calibration replay) beside the rest (they take
+# nearly all of the database's connections, or fork past Python's fork hooks), each in
+# pytest's own process. `make test` runs the compatibility run in the second lane's place once
+# it is done. MARKS narrows every run (MARKS="not root"); a run that MARKS leaves empty
+# (pytest's exit status 5) is not a failure.
 WORKERS ?= 4
 MARKS ?=
 and_marks = $(if $(MARKS), and ($(MARKS)))
-unit: $(BIN)/.installed
+side_by_side = $(MAKE) --no-print-directory --keep-going -j2 --output-sync=target
+
+.PHONY: parallel serial-replays serial-rest
+parallel: $(BIN)/.installed
 	$(BIN)/pytest -n $(WORKERS) --dist loadscope --no-loadscope-reorder -m "not serial$(and_marks)" $(PYTEST_ARGS) || [ $$? -eq 5 ]
-	$(BIN)/pytest -m "serial$(and_marks)" $(PYTEST_ARGS) || [ $$? -eq 5 ]
+
+serial-replays: $(BIN)/.installed
+	$(BIN)/pytest -m "serial and replays$(and_marks)" $(PYTEST_ARGS) || [ $$? -eq 5 ]
+
+serial-rest: $(BIN)/.installed
+	$(BIN)/pytest -m "serial and not replays$(and_marks)" $(PYTEST_ARGS) || [ $$? -eq 5 ]
+
+unit: parallel
+	$(side_by_side) serial-replays serial-rest
 
 $(COMPAT_BIN)/.installed: pyproject.toml
 	PYENV_VERSION=$(COMPAT_PY) python$(COMPAT_PY) -m venv $(COMPAT_VENV)  # PYENV_VERSION: for pyenv
@@ -53,7 +67,9 @@ compat: $(COMPAT_BIN)/.installed
 	$(COMPAT_BIN)/python -c 'import sqlalchemy, sys; print("SQLAlchemy", sqlalchemy.__version__, "on Python", sys.version.split()[0])'
 	$(COMPAT_BIN)/pytest -q $(COMPAT_TESTS)  # in one process: some fork past Python's hooks
 
-test: lint typecheck unit compat
+# Both virtualenvs are made first: pip beside the replays would be measured by them.
+test: lint typecheck $(COMPAT_BIN)/.installed parallel
+	$(side_by_side) serial-replays serial-rest compat
 
 bench: $(BIN)/.installed
 	$(BIN)/python bench/overhead.py

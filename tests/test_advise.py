@@ -31,8 +31,9 @@ BURST = rp.Scenario(
     push_at=1.0, seed=5,
 )  # fmt: skip
 INCIDENT = rp.PoolSettings(5, 10, 1.5)
-# The advice comes from a replay measured on this machine: tests beside it would change it.
-pytestmark = pytest.mark.serial
+# The advice comes from a replay measured on this machine: tests beside it would change it
+# (the other lane's serial tests leave the machine mostly idle).
+pytestmark = [pytest.mark.serial, pytest.mark.replays]
 DB_MAX = m.DATABASE_MAX_CONNECTIONS.name
 
 

@@ -45,8 +45,10 @@ SEEDS = (11, 12)
 # what it measured
 HOLD_DRIFT = 0.05
 
-# Replays measured against a calibration replay: tests beside them would change both.
-pytestmark = pytest.mark.serial
+# Replays measured against a calibration replay: tests beside them would change both. The
+# serial tests of the other lane (PostgreSQL's) leave the machine mostly idle, and a replay
+# they disturbed anyway runs again (`disturbed`).
+pytestmark = [pytest.mark.serial, pytest.mark.replays]
 
 
 def scenario(users: int, ramp: float, timeout: float, seed: int) -> rp.Scenario:
