@@ -179,7 +179,7 @@ def test_a_recommendation_is_read_in_the_shape_issue_28_gives_advise_json() -> N
 
 
 # The database's budget decides advise's answer: with the incident's 97 it raises the pooler
-# within it (400 x 0.86 s on about 85 server connections: under 6 s); with 45 no pooler it
+# within it (400 x 0.86 s on about 80 server connections: under 6 s); with 45 no pooler it
 # allows serves the push at once (400 x 0.86 s on 45: 7.6 s), so it paces the push.
 BUDGETS = {"the pooler raised": S.budget, "the push paced": 45}
 

@@ -116,9 +116,9 @@ def layers_from_prometheus(
     pooler's databases), the other clients' connections and the pooled databases' limit.
     PgBouncer counts a transaction's time from when its client asked, its wait for a server
     connection included: the database's own time is the transaction time less the wait."""
-    w, db_sel = f"[{window}]", _braces(database_matchers)
+    db_sel = _braces(database_matchers)
     xacts, xact_time, wait = (
-        api.scalar(f"sum(increase({metric.sample}{w}))", at)
+        api.scalar(_grown(metric.sample, window), at)
         for metric in (
             m.PGBOUNCER_TRANSACTIONS,
             m.PGBOUNCER_SERVER_TRANSACTION_TIME,
@@ -298,6 +298,18 @@ def _no_pools(api: PrometheusAPI, pool: str | None, matchers: str) -> NoData:
         f"Prometheus at {api.url} has no {m.CHECKOUTS.sample} series for {what}"
         f"{' matching ' + matchers if matchers else ''}; is the exporter being scraped?"
     )
+
+
+def _grown(counter: str, window: str) -> str:
+    """PromQL: how much `counter` (summed) grew over `window`, from its sample before the
+    window to its last, a series born inside the window counted from zero. These are ratios'
+    terms: increase() would extrapolate each counter to the window's edges by a share of its
+    own (capped where it would reach zero), which moved the database's time per transaction by
+    10 % and more where SHOW STATS series began inside the window (PgBouncer counts a
+    transaction when it begins, its time when it ends). A series that reset inside the window
+    takes increase()'s figure."""
+    grown = f"({counter} - ({counter} offset {window} or {counter} * 0))"
+    return f"sum({grown} unless resets({counter}[{window}]) > 0 or increase({counter}[{window}]))"
 
 
 def _braces(*matchers: str) -> str:
